@@ -1,0 +1,135 @@
+//! The command line: `serve` and `check`. Exit codes: 0 ok, 1 a failure the user can fix, 2 usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::Application;
+use crate::config::{self, Config, LogFormat, ProgramTemplate};
+
+#[derive(Parser, Debug)]
+#[command(name = "hookrunner", version, about = "Run commands when signed webhooks arrive")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the hooks of a config file.
+    Serve(ServeArgs),
+    /// Validate a config file and print a summary of each hook.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The config file.
+    #[arg(long, env = "HOOKRUNNER_CONFIG", default_value = "hooks.yaml")]
+    pub config: PathBuf,
+    /// Address to listen on (`HOST:PORT` or `unix:PATH`); repeat for several. Overrides `server.listen`.
+    #[arg(long, env = "HOOKRUNNER_LISTEN", value_delimiter = ',')]
+    pub listen: Vec<String>,
+    /// Where the job store lives. Overrides `server.state_dir`.
+    #[arg(long, env = "HOOKRUNNER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Log format. Overrides `server.log_format`.
+    #[arg(long, env = "HOOKRUNNER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The config file.
+    #[arg(long, env = "HOOKRUNNER_CONFIG", default_value = "hooks.yaml")]
+    pub config: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check(&args),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    match config::load(&args.config) {
+        Err(errors) => {
+            eprint!("{}", errors.render());
+            let count = errors.errors().count();
+            eprintln!("{}: {count} problem{}", args.config.display(), if count == 1 { "" } else { "s" });
+            ExitCode::from(1)
+        }
+        Ok(config) => {
+            config.warnings.iter().for_each(|warning| eprint!("{warning}"));
+            for hook in &config.hooks {
+                println!("{}", summary(&config, hook));
+            }
+            println!("{}: ok, {} hook{}", args.config.display(), config.hooks.len(), if config.hooks.len() == 1 { "" } else { "s" });
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn summary(config: &Config, hook: &config::Hook) -> String {
+    let program = match &hook.run.program {
+        ProgramTemplate::Shell(_) => "shell",
+        ProgramTemplate::Command(_) => "command",
+    };
+    format!(
+        "{id}: {methods} {base}/{id} signature={signature} when={when} run={program} concurrency={concurrency:?}",
+        id = hook.id,
+        methods = hook.methods.join(","),
+        base = config.server.base_path,
+        signature = hook.signature.name(),
+        when = if hook.when.is_some() { "rules" } else { "always" },
+        concurrency = hook.concurrency,
+    )
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut config = match config::load(&args.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{}", errors.render());
+            eprintln!("{}: not serving; fix the problems above (`hookrunner check` lists them)", args.config.display());
+            return ExitCode::from(1);
+        }
+    };
+    if !args.listen.is_empty() {
+        config.server.listen = args.listen;
+    }
+    if let Some(state_dir) = args.state_dir {
+        config.server.state_dir = state_dir;
+    }
+    if let Some(log_format) = args.log_format {
+        config.server.log_format = log_format;
+    }
+    crate::telemetry::init(config.server.log_format);
+    config.warnings.iter().for_each(|warning| tracing::warn!("{}", warning.trim_end()));
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let listen = config.server.listen.join(", ");
+        let hooks = config.hooks.len();
+        let application = Application::build(config)?;
+        tracing::info!(listen = %listen, hooks, "serving");
+        application.run_until_stopped().await?;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hookrunner: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}

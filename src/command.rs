@@ -1,0 +1,166 @@
+//! Turns a hook and a request into the command to run: program, arguments and a clean environment.
+//! Payload text only ever becomes argv elements or environment values, never shell source.
+
+use crate::config::{Hook, ProgramTemplate, StdinMode};
+use crate::request::RequestContext;
+use crate::runner::{CommandSpec, Program};
+use crate::template::RenderError;
+
+/// Variables taken from the server's own environment for every command; nothing else is passed
+/// unless the hook lists it in `env_passthrough`.
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "TZ"];
+
+/// Why a command could not be built for a request.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("the value for {0} contains a NUL byte, which cannot be passed to a command")]
+    NulByte(String),
+}
+
+/// Renders the hook's command for this request. `lookup_env` reads the server's environment.
+pub fn build(
+    hook: &Hook,
+    request: &RequestContext,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<CommandSpec, BuildError> {
+    let run = &hook.run;
+    let program = match &run.program {
+        ProgramTemplate::Shell(text) => Program::Shell(text.clone()),
+        ProgramTemplate::Command(parts) => {
+            let mut argv = Vec::with_capacity(parts.len());
+            for (index, part) in parts.iter().enumerate() {
+                let value = part.render(request)?;
+                reject_nul(&value, || format!("`run.command[{index}]`"))?;
+                argv.push(value);
+            }
+            Program::Argv(argv)
+        }
+    };
+
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |name: &str, value: String| {
+        env.retain(|(existing, _)| existing != name);
+        env.push((name.to_string(), value));
+    };
+    for name in BASE_ENV.iter().copied().chain(run.env_passthrough.iter().map(String::as_str)) {
+        if let Some(value) = lookup_env(name) {
+            set(name, value);
+        }
+    }
+    for (name, template) in &run.env {
+        let value = template.render(request)?;
+        reject_nul(&value, || format!("`run.env.{name}`"))?;
+        set(name, value);
+    }
+    set("HOOK_ID", hook.id.clone());
+    set("HOOK_JOB_ID", request.job_id.clone());
+    set("HOOK_REQUEST_ID", request.request_id.clone());
+    set("HOOK_EVENT", request.event().unwrap_or_default());
+    set("HOOK_DELIVERY_ID", request.delivery().unwrap_or_default());
+
+    Ok(CommandSpec {
+        program,
+        workdir: run.workdir.clone(),
+        env,
+        stdin: match run.stdin {
+            StdinMode::None => None,
+            StdinMode::Payload => Some(request.body.clone()),
+        },
+        timeout: run.timeout,
+        kill_after: run.kill_after,
+    })
+}
+
+fn reject_nul(value: &str, name: impl FnOnce() -> String) -> Result<(), BuildError> {
+    if value.contains('\0') {
+        return Err(BuildError::NulByte(name()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::load_str;
+    use crate::request::{Headers, IdSource};
+
+    const CONFIG: &str = r#"
+hooks:
+  - id: deploy
+    signature: none
+    run:
+      command: ["./deploy.sh", "{{ payload.after }}", "--by={{ payload.pusher.name | \"nobody\" }}"]
+      env:
+        COMMIT: "{{ payload.after }}"
+        PATH: /opt/bin
+      env_passthrough: [SSH_AUTH_SOCK]
+      stdin: payload
+"#;
+
+    fn server_env(name: &str) -> Option<String> {
+        match name {
+            "PATH" => Some("/usr/bin".into()),
+            "HOME" => Some("/home/hook".into()),
+            "SSH_AUTH_SOCK" => Some("/tmp/agent".into()),
+            "AWS_SECRET_ACCESS_KEY" => Some("never passed".into()),
+            _ => None,
+        }
+    }
+
+    fn request(body: &str) -> RequestContext {
+        RequestContext {
+            headers: Headers::new([
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-github-event".to_string(), "push".to_string()),
+            ]),
+            body: body.to_string().into(),
+            job_id: "job1".into(),
+            request_id: "req1".into(),
+            event_sources: &[IdSource::Header("x-github-event")],
+            ..RequestContext::default()
+        }
+    }
+
+    #[test]
+    fn builds_argv_and_a_clean_environment() {
+        let config = load_str(CONFIG, Path::new("/srv/hooks.yaml"), &|_| None).unwrap();
+        let hook = config.hook("deploy").unwrap();
+        let body = r#"{"after": "$(rm -rf /); `id`", "pusher": {}}"#;
+        let spec = build(hook, &request(body), &server_env).unwrap();
+        assert_eq!(
+            spec.program,
+            Program::Argv(vec!["./deploy.sh".into(), "$(rm -rf /); `id`".into(), "--by=nobody".into()])
+        );
+        let env: Vec<(&str, &str)> = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            env,
+            [
+                ("HOME", "/home/hook"),
+                ("SSH_AUTH_SOCK", "/tmp/agent"),
+                ("COMMIT", "$(rm -rf /); `id`"),
+                ("PATH", "/opt/bin"),
+                ("HOOK_ID", "deploy"),
+                ("HOOK_JOB_ID", "job1"),
+                ("HOOK_REQUEST_ID", "req1"),
+                ("HOOK_EVENT", "push"),
+                ("HOOK_DELIVERY_ID", ""),
+            ]
+        );
+        assert_eq!(spec.stdin.as_deref(), Some(body.as_bytes()));
+        assert_eq!(spec.workdir, Path::new("/srv"));
+    }
+
+    #[test]
+    fn a_missing_value_or_a_nul_byte_builds_nothing() {
+        let config = load_str(CONFIG, Path::new("/srv/hooks.yaml"), &|_| None).unwrap();
+        let hook = config.hook("deploy").unwrap();
+        let missing = build(hook, &request(r#"{"before": "x"}"#), &server_env).unwrap_err();
+        assert_eq!(missing.to_string(), "the request has no value for `payload.after`");
+        let nul = build(hook, &request(r#"{"after": "a\u0000b"}"#), &server_env).unwrap_err();
+        assert!(matches!(nul, BuildError::NulByte(_)), "{nul}");
+    }
+}

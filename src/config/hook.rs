@@ -1,0 +1,424 @@
+//! One entry of `hooks:`: its id, methods, signature, rules, command, concurrency and response.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use super::decode::{scalar_text, Decoder};
+use super::source_map::{Part, YamlPath};
+use super::{
+    signature, when, Concurrency, Hook, ProgramTemplate, ResponseMode, ResponseSettings, Run,
+    ServerSettings, StdinMode,
+};
+use crate::template::Template;
+
+const HOOK_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "methods",
+    "max_body",
+    "signature",
+    "when",
+    "run",
+    "concurrency",
+    "response",
+    "on_mismatch",
+    "dedupe",
+    "dedupe_key",
+];
+const RUN_KEYS: &[&str] = &[
+    "shell",
+    "command",
+    "workdir",
+    "env",
+    "env_passthrough",
+    "stdin",
+    "timeout",
+    "kill_after",
+    "max_output",
+];
+/// Variables hookrunner sets itself; `run.env` may not override them.
+pub const RESERVED_ENV: &[&str] = &[
+    "HOOK_ID",
+    "HOOK_JOB_ID",
+    "HOOK_REQUEST_ID",
+    "HOOK_EVENT",
+    "HOOK_DELIVERY_ID",
+];
+
+pub fn decode_all(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+    server: Option<&ServerSettings>,
+) -> Option<Vec<Arc<Hook>>> {
+    let Value::Sequence(items) = value else {
+        decoder.error(path, Part::Value, "`hooks` must be a list, each entry starting with `- id: ...`");
+        return None;
+    };
+    let default_max_body = server.map_or(10 << 20, |server| server.max_body);
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    let mut hooks = Vec::new();
+    let mut complete = true;
+    for (index, item) in items.iter().enumerate() {
+        let hook_path = path.index(index);
+        let hook = decode_one(decoder, item, &hook_path, default_max_body);
+        if let Some(hook) = &hook {
+            if let Some(first) = first_seen.insert(hook.id.clone(), index) {
+                decoder.error(
+                    &hook_path.key("id"),
+                    Part::Value,
+                    format!("duplicate hook id `{}`: hooks[{first}] has it too; ids must be unique", hook.id),
+                );
+            }
+        }
+        match hook {
+            Some(hook) => hooks.push(Arc::new(hook)),
+            None => complete = false,
+        }
+    }
+    complete.then_some(hooks)
+}
+
+fn decode_one(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath, default_max_body: u64) -> Option<Hook> {
+    let fields = decoder.mapping(value, path, "a hook", HOOK_KEYS)?;
+    let id = match fields.get("id") {
+        None => {
+            decoder.error(path, Part::Value, "the hook has no `id`; add `id: my-hook` (letters, digits, `.`, `_`, `-`)");
+            None
+        }
+        Some((value, path)) => decoder.string(value, &path).filter(|id| {
+            let valid = !id.is_empty()
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !valid {
+                decoder.error(&path, Part::Value, format!("hook id `{id}` may only use letters, digits, `.`, `_` and `-`"));
+            }
+            valid
+        }),
+    };
+    let description = fields
+        .get("description")
+        .and_then(|(value, path)| decoder.string(value, &path));
+    let methods = match fields.get("methods") {
+        None => Some(vec!["POST".to_string()]),
+        Some((value, path)) => decode_methods(decoder, value, &path),
+    };
+    let max_body = match fields.get("max_body") {
+        None => Some(default_max_body),
+        Some((value, path)) => decoder.size(value, &path),
+    };
+    let signature = match fields.get("signature") {
+        None => {
+            decoder.error(
+                path,
+                Part::Value,
+                "the hook has no `signature`; add one (e.g. `signature: {github: {secret: env:GITHUB_WEBHOOK_SECRET}}`) or write `signature: none` to leave it open on purpose",
+            );
+            None
+        }
+        Some((value, path)) => signature::decode(decoder, value, &path),
+    };
+    let when = match fields.get("when") {
+        None => Some(None),
+        Some((value, path)) => when::decode(decoder, value, &path).map(Some),
+    };
+    let run = match fields.get("run") {
+        None => {
+            decoder.error(path, Part::Value, "the hook has no `run`; add `run: {command: [...]}` or `run: {shell: ...}`");
+            None
+        }
+        Some((value, path)) => decode_run(decoder, value, &path),
+    };
+    let concurrency = match fields.get("concurrency") {
+        None => Some(Concurrency::Queue { queue: 100 }),
+        Some((value, path)) => decode_concurrency(decoder, value, &path),
+    };
+    let response = match fields.get("response") {
+        None => Some(default_response()),
+        Some((value, path)) => decode_response(decoder, value, &path),
+    };
+    let on_mismatch = match fields.get("on_mismatch") {
+        None => Some(200),
+        Some((value, path)) => decoder.status(value, &path),
+    };
+    let dedupe = match fields.get("dedupe") {
+        None => Some(true),
+        Some((value, path)) => decoder.bool(value, &path),
+    };
+    let dedupe_key = match fields.get("dedupe_key") {
+        None => Some(None),
+        Some((value, path)) => template(decoder, value, &path).map(Some),
+    };
+    Some(Hook {
+        id: id?,
+        description,
+        methods: methods?,
+        max_body: max_body?,
+        signature: signature?,
+        when: when?,
+        run: run?,
+        concurrency: concurrency?,
+        response: response?,
+        on_mismatch: on_mismatch?,
+        dedupe: dedupe?,
+        dedupe_key: dedupe_key?,
+    })
+}
+
+fn decode_methods(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Vec<String>> {
+    let methods = decoder.string_list(value, path)?;
+    if methods.is_empty() {
+        decoder.error(path, Part::Value, "`methods` needs at least one method, such as `[POST]`");
+        return None;
+    }
+    let mut valid = true;
+    for (index, method) in methods.iter().enumerate() {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            decoder.error(&path.index(index), Part::Value, format!("`{method}` is not an HTTP method"));
+            valid = false;
+        }
+    }
+    valid.then(|| methods.iter().map(|m| m.to_ascii_uppercase()).collect())
+}
+
+fn template(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Template> {
+    let text = decoder.string(value, path)?;
+    Template::parse(&text)
+        .map_err(|message| decoder.error(path, Part::Value, message))
+        .ok()
+}
+
+fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Run> {
+    let fields = decoder.mapping(value, path, "`run`", RUN_KEYS)?;
+    let program = match (fields.get("shell"), fields.get("command")) {
+        (Some(_), Some((_, command_path))) => {
+            decoder.error(&command_path, Part::Key, "`run` has both `shell` and `command`; keep one");
+            None
+        }
+        (None, None) => {
+            decoder.error(path, Part::Value, "`run` needs `command: [program, args...]` or `shell: \"...\"`");
+            None
+        }
+        (Some((value, path)), None) => decode_shell(decoder, value, &path),
+        (None, Some((value, path))) => decode_command(decoder, value, &path),
+    };
+    let workdir = match fields.get("workdir") {
+        None => Some(decoder.base_dir().to_path_buf()),
+        Some((value, path)) => decoder.file_path(value, &path),
+    };
+    let env = match fields.get("env") {
+        None => Some(Vec::new()),
+        Some((value, path)) => decode_env(decoder, value, &path),
+    };
+    let env_passthrough = match fields.get("env_passthrough") {
+        None => Some(Vec::new()),
+        Some((value, path)) => decoder.string_list(value, &path).filter(|names| {
+            names.iter().enumerate().all(|(index, name)| env_name_ok(decoder, name, &path.index(index)))
+        }),
+    };
+    let stdin = match fields.get("stdin") {
+        None => Some(StdinMode::None),
+        Some((value, path)) => decoder.choice(value, &path, &[("none", StdinMode::None), ("payload", StdinMode::Payload)]),
+    };
+    let duration = |decoder: &mut Decoder<'_>, key: &str, default: Duration| match fields.get(key) {
+        None => Some(default),
+        Some((value, path)) => decoder.duration(value, &path),
+    };
+    let timeout = duration(decoder, "timeout", Duration::from_secs(600));
+    let kill_after = duration(decoder, "kill_after", Duration::from_secs(10));
+    let max_output = match fields.get("max_output") {
+        None => Some(1 << 20),
+        Some((value, path)) => decoder.size(value, &path),
+    };
+    Some(Run {
+        program: program?,
+        workdir: workdir?,
+        env: env?,
+        env_passthrough: env_passthrough?,
+        stdin: stdin?,
+        timeout: timeout?,
+        kill_after: kill_after?,
+        max_output: max_output?,
+    })
+}
+
+fn decode_shell(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<ProgramTemplate> {
+    let text = decoder.string(value, path)?;
+    if text.contains("{{") {
+        decoder.error(
+            path,
+            Part::Value,
+            "`{{ }}` is not allowed in `shell`: the shell would parse payload text; put the value in `env` (e.g. `COMMIT: \"{{ payload.after }}\"`) and use \"$COMMIT\", or use `command`",
+        );
+        return None;
+    }
+    if text.trim().is_empty() {
+        decoder.error(path, Part::Value, "`shell` is empty");
+        return None;
+    }
+    Some(ProgramTemplate::Shell(text))
+}
+
+fn decode_command(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<ProgramTemplate> {
+    let Value::Sequence(items) = value else {
+        decoder.error(
+            path,
+            Part::Value,
+            "`command` must be a list, such as `[\"./deploy.sh\", \"{{ payload.after }}\"]`; for a shell line use `shell`",
+        );
+        return None;
+    };
+    if items.is_empty() {
+        decoder.error(path, Part::Value, "`command` is empty; name the program to run");
+        return None;
+    }
+    let parts: Vec<Option<Template>> = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| template(decoder, item, &path.index(index)))
+        .collect();
+    parts.into_iter().collect::<Option<Vec<_>>>().map(ProgramTemplate::Command)
+}
+
+fn decode_env(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Vec<(String, Template)>> {
+    let Value::Mapping(map) = value else {
+        decoder.error(path, Part::Value, "`env` must be a mapping of variable names to values");
+        return None;
+    };
+    let mut env = Vec::new();
+    let mut valid = true;
+    for (key, value) in map {
+        let name = super::decode::key_text(key);
+        let value_path = path.key(&name);
+        if !env_name_ok(decoder, &name, &value_path) {
+            valid = false;
+            continue;
+        }
+        if RESERVED_ENV.contains(&name.as_str()) {
+            decoder.error(&value_path, Part::Key, format!("`{name}` is set by hookrunner itself; choose another name"));
+            valid = false;
+            continue;
+        }
+        let text = match value {
+            Value::Null => Some(String::new()),
+            other => scalar_text(other),
+        };
+        let Some(text) = text else {
+            decoder.error(&value_path, Part::Value, "an `env` value must be text, a number or a boolean");
+            valid = false;
+            continue;
+        };
+        match Template::parse(&text) {
+            Ok(template) => env.push((name, template)),
+            Err(message) => {
+                decoder.error(&value_path, Part::Value, message);
+                valid = false;
+            }
+        }
+    }
+    valid.then_some(env)
+}
+
+fn env_name_ok(decoder: &mut Decoder<'_>, name: &str, path: &YamlPath) -> bool {
+    let valid = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        decoder.error(path, Part::Key, format!("`{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)"));
+    }
+    valid
+}
+
+const MODES: &[(&str, &str)] = &[("parallel", "parallel"), ("queue", "queue"), ("latest", "latest"), ("replace", "replace")];
+
+fn decode_concurrency(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Concurrency> {
+    let (mode, fields) = match value {
+        Value::Mapping(_) => {
+            let fields = decoder.mapping(value, path, "`concurrency`", &["mode", "limit", "queue"])?;
+            let Some((mode_value, mode_path)) = fields.get("mode") else {
+                decoder.error(path, Part::Value, "`concurrency` needs a `mode`: `parallel`, `queue`, `latest` or `replace`");
+                return None;
+            };
+            (decoder.choice(mode_value, &mode_path, MODES)?, Some(fields))
+        }
+        other => (decoder.choice(other, path, MODES)?, None),
+    };
+    let limit = fields.as_ref().and_then(|f| f.get("limit"));
+    let queue = fields.as_ref().and_then(|f| f.get("queue"));
+    let misplaced = |decoder: &mut Decoder<'_>, key: &str, field: &Option<(&Value, YamlPath)>, modes: &str| {
+        if let Some((_, path)) = field {
+            decoder.error(path, Part::Key, format!("`{key}` applies only to `mode: {modes}`"));
+        }
+    };
+    match mode {
+        "parallel" => {
+            misplaced(decoder, "queue", &queue, "queue");
+            let limit = match limit {
+                None => None,
+                Some((value, path)) => Some(decoder.number(value, &path, 1, 100_000)? as usize),
+            };
+            Some(Concurrency::Parallel { limit })
+        }
+        "queue" => {
+            misplaced(decoder, "limit", &limit, "parallel");
+            let queue = match queue {
+                None => 100,
+                Some((value, path)) => decoder.number(value, &path, 0, 10_000_000)? as usize,
+            };
+            Some(Concurrency::Queue { queue })
+        }
+        other => {
+            // The engine does not schedule these modes yet; refusing them beats silently queueing.
+            decoder.error(path, Part::Value, format!("`concurrency: {other}` is not available in this version yet; use `queue` (one at a time, in order) or `parallel`"));
+            None
+        }
+    }
+}
+
+pub fn default_response() -> ResponseSettings {
+    ResponseSettings {
+        mode: ResponseMode::Wait,
+        wait_timeout: Duration::from_secs(25),
+        include_output: false,
+        failure_status: 500,
+    }
+}
+
+fn decode_response(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<ResponseSettings> {
+    let fields = decoder.mapping(value, path, "`response`", &["mode", "wait_timeout", "include_output", "failure_status"])?;
+    let mut response = default_response();
+    let mut valid = true;
+    if let Some((value, path)) = fields.get("mode") {
+        let modes = [("wait", ResponseMode::Wait), ("async", ResponseMode::Async), ("stream", ResponseMode::Stream)];
+        match decoder.choice(value, &path, &modes) {
+            Some(ResponseMode::Wait) => response.mode = ResponseMode::Wait,
+            Some(other) => {
+                // `async` promises a job committed to disk, which needs the job store.
+                let name = if other == ResponseMode::Async { "async" } else { "stream" };
+                decoder.error(&path, Part::Value, format!("`response.mode: {name}` is not available in this version yet; use `wait`"));
+                valid = false;
+            }
+            None => valid = false,
+        }
+    }
+    if let Some((value, path)) = fields.get("wait_timeout") {
+        match decoder.duration(value, &path) {
+            Some(timeout) => response.wait_timeout = timeout,
+            None => valid = false,
+        }
+    }
+    if let Some((value, path)) = fields.get("include_output") {
+        match decoder.bool(value, &path) {
+            Some(include) => response.include_output = include,
+            None => valid = false,
+        }
+    }
+    if let Some((value, path)) = fields.get("failure_status") {
+        match decoder.status(value, &path) {
+            Some(status) => response.failure_status = status,
+            None => valid = false,
+        }
+    }
+    valid.then_some(response)
+}

@@ -1,0 +1,237 @@
+//! The configuration: parsed once from YAML into types that cannot be wrong, so the request path
+//! never re-checks. Every problem of a file is reported in one pass, each at its line and column.
+
+pub mod decode;
+pub mod diagnostic;
+mod hook;
+mod server;
+pub mod secret;
+mod signature;
+pub mod source_map;
+pub mod units;
+mod when;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde_yaml::Value;
+
+use self::decode::Decoder;
+use self::diagnostic::{ConfigErrors, Diagnostic, Severity};
+use self::source_map::{Part, Position, SourceMap, YamlPath};
+use crate::rules::Rule;
+use crate::signature::Signature;
+use crate::template::Template;
+
+pub use self::secret::{Secret, Secrets};
+
+/// A loaded, valid configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub server: ServerSettings,
+    pub hooks: Vec<Arc<Hook>>,
+    by_id: HashMap<String, Arc<Hook>>,
+    /// Problems that do not stop the config from loading, already rendered.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn hook(&self, id: &str) -> Option<&Arc<Hook>> {
+        self.by_id.get(id)
+    }
+}
+
+#[derive(Debug)]
+pub struct ServerSettings {
+    pub listen: Vec<String>,
+    /// Starts with `/` and has no trailing `/` (empty for the root).
+    pub base_path: String,
+    pub state_dir: PathBuf,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body: u64,
+    pub max_jobs: usize,
+    pub max_pending: usize,
+    pub retention: Retention,
+    pub shutdown_grace: Duration,
+    pub admin_token: Option<Secret>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_jobs: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct Hook {
+    pub id: String,
+    pub description: Option<String>,
+    pub methods: Vec<String>,
+    /// The hook's own limit, or the server's.
+    pub max_body: u64,
+    pub signature: Signature,
+    pub when: Option<Rule>,
+    pub run: Run,
+    pub concurrency: Concurrency,
+    pub response: ResponseSettings,
+    pub on_mismatch: u16,
+    pub dedupe: bool,
+    pub dedupe_key: Option<Template>,
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub program: ProgramTemplate,
+    pub workdir: PathBuf,
+    pub env: Vec<(String, Template)>,
+    pub env_passthrough: Vec<String>,
+    pub stdin: StdinMode,
+    pub timeout: Duration,
+    pub kill_after: Duration,
+    pub max_output: u64,
+}
+
+#[derive(Debug)]
+pub enum ProgramTemplate {
+    /// Run by `/bin/sh -c`; never contains `{{ }}`, so no payload text reaches the shell parser.
+    Shell(String),
+    /// Run directly; each element stays one argument whatever it renders to.
+    Command(Vec<Template>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StdinMode {
+    None,
+    Payload,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Concurrency {
+    Parallel { limit: Option<usize> },
+    Queue { queue: usize },
+    Latest,
+    Replace,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseSettings {
+    pub mode: ResponseMode,
+    pub wait_timeout: Duration,
+    pub include_output: bool,
+    pub failure_status: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseMode {
+    Wait,
+    Async,
+    Stream,
+}
+
+/// Loads and validates a config file, reading secrets from the process environment.
+pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let source = std::fs::read_to_string(file).map_err(|error| ConfigErrors {
+        file: file.display().to_string(),
+        source: String::new(),
+        diagnostics: vec![Diagnostic {
+            severity: Severity::Error,
+            position: None,
+            message: format!("cannot read the config file: {error}"),
+        }],
+    })?;
+    load_str(&source, file, &lookup)
+}
+
+/// Loads and validates config text; `file` names it in messages and anchors relative paths.
+pub fn load_str(
+    source: &str,
+    file: &Path,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let errors = |diagnostics| ConfigErrors {
+        file: file.display().to_string(),
+        source: source.to_string(),
+        diagnostics,
+    };
+    let document: Value = match serde_yaml::from_str(source) {
+        Ok(document) => document,
+        Err(error) => {
+            let position = error.location().map(|location| Position {
+                line: location.line(),
+                column: location.column(),
+            });
+            return Err(errors(vec![Diagnostic {
+                severity: Severity::Error,
+                position,
+                message: format!("invalid YAML: {error}"),
+            }]));
+        }
+    };
+    let mut document = document;
+    let _ = document.apply_merge();
+
+    let source_map = SourceMap::new(source);
+    let base_dir = file
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut decoder = Decoder::new(&source_map, base_dir, lookup_env);
+    let config = decode_document(&mut decoder, &document, file);
+
+    let mut diagnostics = decoder.diagnostics;
+    diagnostics.sort_by_key(|d| d.position.map(|p| (p.line, p.column)));
+    let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    match config {
+        Some(mut config) if !has_errors => {
+            config.warnings = diagnostics
+                .iter()
+                .map(|d| d.render(&file.display().to_string(), source))
+                .collect();
+            Ok(config)
+        }
+        _ => Err(errors(diagnostics)),
+    }
+}
+
+fn decode_document(decoder: &mut Decoder<'_>, document: &Value, file: &Path) -> Option<Config> {
+    let root = YamlPath::default();
+    if document.is_null() {
+        decoder.error(&root, Part::Value, "the file is empty; it needs a `hooks:` list");
+        return None;
+    }
+    let fields = decoder.mapping(document, &root, "the config", &["server", "hooks"])?;
+    let server = server::decode(decoder, fields.get("server"));
+    let Some((hooks_value, hooks_path)) = fields.get("hooks") else {
+        decoder.error(&root, Part::Value, "the config has no `hooks:` list");
+        return None;
+    };
+    let hooks = hook::decode_all(decoder, hooks_value, &hooks_path, server.as_ref());
+    let (server, hooks) = (server?, hooks?);
+    let by_id = hooks
+        .iter()
+        .map(|hook| (hook.id.clone(), Arc::clone(hook)))
+        .collect();
+    Some(Config {
+        file: file.to_path_buf(),
+        server,
+        hooks,
+        by_id,
+        warnings: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

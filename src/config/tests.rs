@@ -1,0 +1,149 @@
+//! Config loading, through `load_str`: valid files, and the exact text of each kind of error.
+
+use std::path::Path;
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "GITHUB_WEBHOOK_SECRET" => Some("gh-secret".into()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Config, ConfigErrors> {
+    load_str(text, Path::new("/etc/hookrunner/hooks.yaml"), &env)
+}
+
+fn errors(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(errors) => errors.render(),
+    }
+}
+
+const FULL: &str = r#"
+server:
+  listen: ["127.0.0.1:9000", "[::1]:9000"]
+  base_path: /hooks/
+  trusted_proxies: [10.0.0.0/8, "::1"]
+  max_body: 1MiB
+  retention: {max_age: 7d, max_jobs: 50}
+  shutdown_grace: 5s
+hooks:
+  - id: deploy-site
+    description: Deploy the site on a push to main
+    methods: [post, put]
+    max_body: 25MiB
+    signature:
+      github: {secret: env:GITHUB_WEBHOOK_SECRET, allow_sha1: true}
+    when:
+      all:
+        - header.X-GitHub-Event: push
+        - payload.ref: {matches: "^refs/heads/(main|master)$"}
+        - not: {payload.deleted: true}
+    run:
+      shell: ./deploy.sh "$COMMIT"
+      workdir: site
+      env:
+        COMMIT: "{{ payload.after }}"
+        PORT: 8080
+      env_passthrough: [SSH_AUTH_SOCK]
+      stdin: payload
+      timeout: 10m
+      kill_after: 10s
+    concurrency: {mode: parallel, limit: 2}
+    response: {mode: wait, wait_timeout: 25s, include_output: true, failure_status: 502}
+    on_mismatch: 202
+    dedupe_key: "{{ header.X-Request-Id }}"
+  - id: open
+    signature: none
+    run:
+      command: [echo, "{{ payload.a | \"none\" }}"]
+"#;
+
+#[test]
+fn a_full_config_loads_with_every_setting() {
+    let config = load(FULL).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(config.server.base_path, "/hooks");
+    assert_eq!(config.server.listen.len(), 2);
+    assert_eq!(config.server.max_body, 1 << 20);
+    assert_eq!(config.server.retention.max_jobs, 50);
+    let hook = config.hook("deploy-site").expect("the hook");
+    assert_eq!(hook.methods, ["POST", "PUT"]);
+    assert_eq!(hook.max_body, 25 << 20);
+    assert_eq!(hook.signature.name(), "github");
+    assert_eq!(hook.run.workdir, Path::new("/etc/hookrunner/site"));
+    assert_eq!(hook.run.stdin, StdinMode::Payload);
+    assert_eq!(hook.run.env.len(), 2);
+    assert_eq!(hook.concurrency, Concurrency::Parallel { limit: Some(2) });
+    assert_eq!(hook.response.failure_status, 502);
+    assert_eq!(hook.on_mismatch, 202);
+    let open = config.hook("open").unwrap();
+    assert_eq!(open.max_body, 1 << 20, "a hook inherits the server's limit");
+    assert_eq!(open.concurrency, Concurrency::Queue { queue: 100 });
+    assert_eq!(open.run.workdir, Path::new("/etc/hookrunner"));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn each_problem_is_reported_at_its_line_and_column() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "hooks:\n  - id: a\n    signature: none\n    run:\n      comand: [echo]\n",
+            "/etc/hookrunner/hooks.yaml:5:7: unknown key `comand` in `run`, did you mean `command`?\n5 |       comand: [echo]\n  |       ^\n",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: none\n    run:\n      shell: echo {{ payload.x }}\n",
+            "hooks.yaml:5:14: `{{ }}` is not allowed in `shell`",
+        ),
+        ("hooks:\n  - id: a\n    run: {command: [x]}\n", "hooks.yaml:2:7: the hook has no `signature`"),
+        (
+            "hooks:\n  - {id: a, signature: none, run: {command: [x]}}\n  - {id: a, signature: none, run: {command: [x]}}\n",
+            "hooks.yaml:3:10: duplicate hook id `a`: hooks[0] has it too",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: none\n    when: {payload.ref: {matches: \"(\"}}\n    run: {command: [x]}\n",
+            "hooks.yaml:4:35: invalid regex `(`",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: none\n    run: {command: [x], timeout: 30}\n",
+            "hooks.yaml:4:34: `30` has no unit",
+        ),
+        (
+            "server: {max_body: 10MB_}\nhooks: []\n",
+            "hooks.yaml:1:20: `10MB_` is not a size",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: {github: {secret: env:MISSING_SECRET}}\n    run: {command: [x]}\n",
+            "hooks.yaml:3:34: environment variable `MISSING_SECRET` is not set",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: {githb: {secret: x}}\n    run: {command: [x]}\n",
+            "unknown signature provider `githb`, did you mean `github`?",
+        ),
+        ("hooks:\n  - id: a b\n    signature: none\n    run: {command: [x]}\n", "hooks.yaml:2:9: hook id `a b` may only use"),
+        ("hooks:\n  - id: a\n    signature: none\n    run: {command: [\"{{ payload.x\"]}\n", "has no closing `}}`"),
+        ("hooks: [\n", "hooks.yaml:2:1: invalid YAML"),
+        ("", "the file is empty"),
+        ("hook: []\n", "unknown key `hook` in the config, did you mean `hooks`?"),
+    ];
+    for (text, expected) in cases {
+        let rendered = errors(text);
+        assert!(rendered.contains(expected), "expected {expected:?} in:\n{rendered}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let text = "hooks:\n  - id: a\n    run: {comand: [x]}\n  - id: b\n    signature: none\n    run: {shell: \"{{ body }}\"}\n";
+    let rendered = errors(text);
+    assert_eq!(rendered.matches("hooks.yaml:").count(), 4, "{rendered}");
+}
+
+#[test]
+fn a_literal_secret_is_a_warning_not_an_error() {
+    let config = load("hooks:\n  - id: a\n    signature: {gitlab: {secret: literal}}\n    run: {command: [x]}\n").unwrap();
+    assert_eq!(config.warnings.len(), 1);
+    assert!(config.warnings[0].contains("hooks.yaml:3:34: warning: this secret is written in the file"), "{}", config.warnings[0]);
+}

@@ -1,0 +1,113 @@
+//! The HTTP layer: routes, the request-id and logging middleware, and shared state.
+//! Handlers turn HTTP into plain data for the core and the core's answers back into HTTP.
+
+mod client;
+mod error;
+mod jobs;
+mod trigger;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::request::Headers;
+
+pub use self::error::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub engine: Engine,
+}
+
+/// Who sent the request, worked out once by the middleware.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    pub request_id: String,
+    pub remote_ip: Option<std::net::IpAddr>,
+}
+
+/// What a hook request came to, for the request log line.
+#[derive(Clone, Debug)]
+pub struct HookOutcome {
+    pub hook: String,
+    pub outcome: &'static str,
+}
+
+pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
+    config
+        .route("/healthz", web::get().to(jobs::healthz))
+        .route("/jobs/{id}", web::get().to(jobs::get_job))
+        .route(&format!("{base_path}/{{id}}"), web::route().to(trigger::trigger))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("nothing is served at `{}`; hooks are at `<base_path>/<hook id>`", request.path()),
+    ))
+}
+
+/// Gives every request an id (the proxy's, when trusted), puts `X-Request-Id` on every answer,
+/// and logs one line per request. Bodies, signatures and secrets are never logged.
+pub async fn request_middleware(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let trusted = request
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.config.server.trusted_proxies.clone())
+        .unwrap_or_default();
+    let forwarded = Headers::new(
+        ["x-request-id", "x-forwarded-for", "forwarded"]
+            .iter()
+            .flat_map(|name| request.headers().get_all(*name).map(move |value| (name, value)))
+            .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned())),
+    );
+    let peer = request.peer_addr().map(|address| address.ip());
+    let info = ClientInfo {
+        request_id: client::request_id(peer, &forwarded, &trusted),
+        remote_ip: client::client_ip(peer, &forwarded, &trusted),
+    };
+    request.extensions_mut().insert(info.clone());
+    let method = request.method().to_string();
+    let path = request.path().to_string();
+
+    let mut response = next.call(request).await?;
+    if let Ok(value) = HeaderValue::from_str(&info.request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    let outcome = response.response().extensions().get::<HookOutcome>().cloned();
+    tracing::info!(
+        request_id = %info.request_id,
+        method = %method,
+        path = %path,
+        hook = outcome.as_ref().map(|o| o.hook.as_str()).unwrap_or(""),
+        outcome = outcome.as_ref().map(|o| o.outcome).unwrap_or(""),
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    Ok(response)
+}
+
+/// Attaches the outcome for the request log to a response.
+fn with_outcome(mut response: HttpResponse, hook: &str, outcome: &'static str) -> HttpResponse {
+    response.extensions_mut().insert(HookOutcome {
+        hook: hook.to_string(),
+        outcome,
+    });
+    response
+}

@@ -1,0 +1,201 @@
+//! `{base_path}/{id}`: the request path of a hook. The checks run in the order SPEC §8 gives:
+//! hook exists → method → body size → signature → `when` → capacity → run.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::{with_outcome, ApiError, AppState, ClientInfo};
+use crate::command::{self, BuildError};
+use crate::config::units::format_size;
+use crate::config::Hook;
+use crate::engine::{Submission, SubmitError};
+use crate::job::{Job, JobId, JobOutcome, JobState};
+use crate::request::{Headers, RequestContext, ValueError};
+use crate::signature::SignedRequest;
+use crate::template::RenderError;
+
+/// How long a client may take between two chunks of its body before it is cut off.
+const BODY_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub async fn trigger(
+    request: HttpRequest,
+    payload: web::Payload,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let config = &state.config;
+    let Some(hook) = config.hook(&id) else {
+        let error = ApiError::new(
+            StatusCode::NOT_FOUND,
+            "hook_not_found",
+            format!("there is no hook `{id}`; check the URL against the hook ids in the config"),
+        );
+        return with_outcome(actix_web::ResponseError::error_response(&error), &id, "not_found");
+    };
+    match handle(&request, payload, hook, &state).await {
+        Ok((response, outcome)) => with_outcome(response, &hook.id, outcome),
+        Err((error, outcome)) => {
+            with_outcome(actix_web::ResponseError::error_response(&error), &hook.id, outcome)
+        }
+    }
+}
+
+type Answer = Result<(HttpResponse, &'static str), (ApiError, &'static str)>;
+
+async fn handle(request: &HttpRequest, payload: web::Payload, hook: &Hook, state: &AppState) -> Answer {
+    let method = request.method().as_str();
+    if !hook.methods.iter().any(|allowed| allowed == method) {
+        let allow = hook.methods.join(", ");
+        let error = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("hook `{}` accepts {allow}, not {method}", hook.id),
+        )
+        .with_header(header::ALLOW, allow);
+        return Err((error, "method_not_allowed"));
+    }
+
+    let body = read_body(request, payload, hook).await?;
+    let headers = Headers::new(request.headers().iter().map(|(name, value)| {
+        (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+    }));
+    let query: Vec<(String, String)> = form_urlencoded::parse(request.query_string().as_bytes())
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+
+    // The signature is checked on the raw body before anything parses it.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64);
+    let signed = SignedRequest { headers: &headers, query: &query, body: &body, now };
+    if let Err(error) = hook.signature.verify(&signed) {
+        return Err((ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()), "signature_failed"));
+    }
+
+    let client = request.extensions().get::<ClientInfo>().cloned();
+    let job_id = JobId::generate();
+    let context = RequestContext {
+        method: method.to_string(),
+        path: request.path().to_string(),
+        query,
+        headers,
+        body,
+        remote_ip: client.as_ref().and_then(|client| client.remote_ip),
+        request_id: client.map(|client| client.request_id).unwrap_or_default(),
+        hook_id: hook.id.clone(),
+        job_id: job_id.to_string(),
+        event_sources: hook.signature.event_sources(),
+        delivery_sources: hook.signature.delivery_sources(),
+        ..RequestContext::default()
+    };
+
+    if let Some(rule) = &hook.when {
+        if let Some(mismatch) = rule.evaluate(&context).map_err(bad_body)? {
+            let status = StatusCode::from_u16(hook.on_mismatch).unwrap_or(StatusCode::OK);
+            let body = json!({"status": "skipped", "reason": mismatch.0});
+            return Ok((HttpResponse::build(status).json(body), "skipped"));
+        }
+    }
+
+    let command = command::build(hook, &context, &|name| std::env::var(name).ok()).map_err(|error| match error {
+        BuildError::Render(RenderError::Value(error)) => bad_body(error),
+        BuildError::Render(RenderError::Missing(reference)) => (
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_value",
+                format!("the request has no value for `{reference}`, which the command needs; send it, or give the template a fallback: `{{{{ {reference} | \"default\" }}}}`"),
+            ),
+            "missing_value",
+        ),
+        BuildError::NulByte(_) => (
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", error.to_string()),
+            "invalid_value",
+        ),
+    })?;
+
+    let submission = Submission {
+        job_id,
+        request_id: context.request_id.clone(),
+        command,
+        max_output: hook.run.max_output,
+    };
+    let mut job = state.engine.submit(hook, submission).map_err(|error| {
+        let message = match &error {
+            SubmitError::ServerFull { .. } => format!("the server is busy: {error}; retry later"),
+            SubmitError::HookQueueFull { .. } => format!("{error}; retry later"),
+        };
+        let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+            .with_header(header::RETRY_AFTER, "5");
+        (error, "busy")
+    })?;
+
+    // A job that outlives `wait_timeout` keeps running; the client gets 202 and the job's links.
+    let _ = tokio::time::timeout(hook.response.wait_timeout, job.wait_for(Job::is_finished)).await;
+    let snapshot = job.borrow().clone();
+    let status = match &snapshot.state {
+        JobState::Finished { outcome, .. } => match outcome {
+            JobOutcome::Succeeded => StatusCode::OK,
+            JobOutcome::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::from_u16(hook.response.failure_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        },
+        _ => StatusCode::ACCEPTED,
+    };
+    let body = snapshot.to_json(hook.response.include_output);
+    Ok((HttpResponse::build(status).json(body), snapshot.status()))
+}
+
+fn bad_body(error: ValueError) -> (ApiError, &'static str) {
+    let ValueError::BodyUnparsable(reason) = error;
+    (ApiError::new(StatusCode::BAD_REQUEST, "bad_body", reason), "bad_body")
+}
+
+/// Reads the body up to the hook's limit: 413 as soon as it is known to be larger.
+async fn read_body(request: &HttpRequest, mut payload: web::Payload, hook: &Hook) -> Result<Bytes, (ApiError, &'static str)> {
+    let limit = hook.max_body;
+    let too_large = || {
+        let error = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than the {} limit of hook `{}`; raise its `max_body` if this is expected", format_size(limit), hook.id),
+        );
+        (error, "body_too_large")
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 10) as usize);
+    loop {
+        let chunk = match tokio::time::timeout(BODY_CHUNK_TIMEOUT, payload.next()).await {
+            Err(_) => return Err(incomplete("the client stopped sending the body")),
+            Ok(None) => break,
+            Ok(Some(Err(error))) => return Err(incomplete(&error.to_string())),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn incomplete(reason: &str) -> (ApiError, &'static str) {
+    let error = ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "body_incomplete",
+        format!("the body could not be read completely ({reason}); send it again"),
+    );
+    (error, "body_incomplete")
+}
+

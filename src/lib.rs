@@ -1,0 +1,27 @@
+//! hookrunner: a webhook-triggered command runner.
+//!
+//! # Layout
+//! - [`config`]: the YAML file parsed once into types that cannot be wrong, with located errors.
+//! - [`signature`]: one module per provider behind the [`signature::Provider`] trait.
+//! - [`reference`], [`template`], [`rules`]: the pure core that reads values out of a request.
+//! - [`request`]: one request as plain data, its body parsed lazily.
+//! - [`runner`]: spawns one command as a process group and captures its output.
+//! - [`job`] and [`engine`]: job records and the scheduler that runs them.
+//! - [`http`]: the actix-web layer; [`app`]: the `Application` that binds and serves.
+//! - [`cli`]: the command line.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod reference;
+pub mod request;
+pub mod rules;
+pub mod runner;
+pub mod signature;
+pub mod template;
+pub mod app;
+pub mod cli;
+pub mod command;
+pub mod engine;
+pub mod http;
+pub mod job;
+pub mod telemetry;

@@ -1,0 +1,239 @@
+//! One request as plain data: headers, query, raw body, and the values references read from it.
+//! The body is parsed (JSON or form) only when a reference needs it, and at most once.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::reference::{render_value, select, Reference};
+
+/// Request headers with lowercase names, in arrival order.
+#[derive(Clone, Debug, Default)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Headers {
+        Headers(
+            pairs
+                .into_iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value))
+                .collect(),
+        )
+    }
+
+    /// The first value of a header, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every value of a header joined by `, `, if present.
+    pub fn joined(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .0
+            .iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
+}
+
+/// Where a provider puts its event name or delivery id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdSource {
+    Header(&'static str),
+    /// A top-level field of the parsed payload.
+    Payload(&'static str),
+}
+
+/// A value a reference needed could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("the body could not be parsed: {0}")]
+    BodyUnparsable(String),
+}
+
+/// Everything the rules and templates may read about one request.
+#[derive(Debug, Default)]
+pub struct RequestContext {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Headers,
+    pub body: Bytes,
+    pub remote_ip: Option<IpAddr>,
+    pub request_id: String,
+    pub hook_id: String,
+    pub job_id: String,
+    pub event_sources: &'static [IdSource],
+    pub delivery_sources: &'static [IdSource],
+    pub(crate) payload: OnceLock<Result<Value, ValueError>>,
+}
+
+impl RequestContext {
+    pub fn new() -> RequestContext {
+        RequestContext::default()
+    }
+
+    /// The parsed body: form data when the content type says so, JSON otherwise.
+    pub fn payload(&self) -> Result<&Value, ValueError> {
+        self.payload
+            .get_or_init(|| parse_body(self.headers.get("content-type"), &self.body))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Every value a reference names, rendered as text. Empty when the value is missing.
+    pub fn values(&self, reference: &Reference) -> Result<Vec<String>, ValueError> {
+        let single = |value: Option<String>| Ok(value.into_iter().collect());
+        match reference {
+            Reference::Payload(path) => {
+                let mut found = Vec::new();
+                select(self.payload()?, path, &mut found);
+                Ok(found.iter().map(render_value).collect())
+            }
+            Reference::Body => single(Some(String::from_utf8_lossy(&self.body).into_owned())),
+            Reference::Header(name) => single(self.headers.joined(name)),
+            Reference::Query(name) => single(
+                self.query
+                    .iter()
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| value.clone()),
+            ),
+            Reference::RequestMethod => single(Some(self.method.clone())),
+            Reference::RequestPath => single(Some(self.path.clone())),
+            Reference::RemoteIp => single(self.remote_ip.map(|ip| ip.to_string())),
+            Reference::RequestId => single(Some(self.request_id.clone())),
+            Reference::HookId => single(Some(self.hook_id.clone())),
+            Reference::JobId => single(Some(self.job_id.clone())),
+            Reference::Event => single(self.event()),
+            Reference::Delivery => single(self.delivery()),
+        }
+    }
+
+    /// The provider's event name, when the provider and the request say it.
+    pub fn event(&self) -> Option<String> {
+        self.first_id(self.event_sources)
+    }
+
+    /// The provider's delivery id, when the provider and the request say it.
+    pub fn delivery(&self) -> Option<String> {
+        self.first_id(self.delivery_sources)
+    }
+
+    fn first_id(&self, sources: &[IdSource]) -> Option<String> {
+        sources.iter().find_map(|source| {
+            let value = match source {
+                IdSource::Header(name) => self.headers.get(name).map(str::to_string),
+                IdSource::Payload(field) => self
+                    .payload()
+                    .ok()
+                    .and_then(|payload| payload.get(*field))
+                    .map(render_value),
+            };
+            value.filter(|value| !value.is_empty())
+        })
+    }
+}
+
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ValueError> {
+    let media_type = content_type
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if media_type == "application/x-www-form-urlencoded" {
+        return Ok(parse_form(body));
+    }
+    // JSON is the default: many senders omit the content type or send `text/plain`.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ValueError::BodyUnparsable("the body is empty".into()));
+    }
+    serde_json::from_slice(body).map_err(|error| {
+        let kind = if media_type.is_empty() {
+            "no content type".to_string()
+        } else {
+            format!("content type `{media_type}`")
+        };
+        ValueError::BodyUnparsable(format!(
+            "the body ({kind}) is not valid JSON: {error}; send JSON or `application/x-www-form-urlencoded`"
+        ))
+    })
+}
+
+/// Form data as an object: a key given once maps to a string, a repeated key to an array of strings.
+fn parse_form(body: &[u8]) -> Value {
+    let mut map = Map::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        let value = Value::String(value.into_owned());
+        match map.get_mut(key.as_ref()) {
+            None => {
+                map.insert(key.into_owned(), value);
+            }
+            Some(Value::Array(items)) => items.push(value),
+            Some(existing) => *existing = Value::Array(vec![existing.take(), value]),
+        }
+    }
+    Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(content_type: &str, body: &str) -> RequestContext {
+        RequestContext {
+            headers: Headers::new([
+                ("Content-Type".to_string(), content_type.to_string()),
+                ("X-Multi".to_string(), "a".to_string()),
+                ("x-multi".to_string(), "b".to_string()),
+                ("X-GitHub-Event".to_string(), "push".to_string()),
+            ]),
+            body: Bytes::from(body.to_string()),
+            query: vec![("token".into(), "abc".into())],
+            event_sources: &[IdSource::Header("X-GitHub-Event")],
+            delivery_sources: &[IdSource::Payload("id")],
+            ..RequestContext::default()
+        }
+    }
+
+    fn check(request: &RequestContext, reference: &str, expected: Result<&[&str], &str>) {
+        let got = request.values(&Reference::parse(reference).unwrap());
+        match (got, expected) {
+            (Ok(values), Ok(want)) => assert_eq!(values, want, "{reference}"),
+            (Err(ValueError::BodyUnparsable(message)), Err(fragment)) => {
+                assert!(message.contains(fragment), "{reference}: {message}")
+            }
+            (got, _) => panic!("{reference}: unexpected {got:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_values_from_json_and_form_bodies() {
+        let json = context("application/json; charset=utf-8", r#"{"id": "evt_1", "a": {"b": [1, 2]}}"#);
+        check(&json, "payload.a.b.1", Ok(&["2"]));
+        check(&json, "payload", Ok(&[r#"{"id":"evt_1","a":{"b":[1,2]}}"#]));
+        check(&json, "header.x-multi", Ok(&["a, b"]));
+        check(&json, "header.X-Missing", Ok(&[]));
+        check(&json, "query.token", Ok(&["abc"]));
+        check(&json, "event", Ok(&["push"]));
+        check(&json, "delivery", Ok(&["evt_1"]));
+
+        let form = context(
+            "application/x-www-form-urlencoded",
+            "payload=%7B%22ref%22%3A%22refs%2Fheads%2Fmain%22%7D&tag=a&tag=b",
+        );
+        check(&form, "payload.payload.ref", Ok(&["refs/heads/main"]));
+        check(&form, "payload.tag.1", Ok(&["b"]));
+
+        let broken = context("application/json", "{not json");
+        check(&broken, "payload.a", Err("is not valid JSON"));
+        check(&broken, "body", Ok(&["{not json"]));
+        check(&broken, "delivery", Ok(&[]));
+        check(&context("", ""), "payload.a", Err("the body is empty"));
+    }
+}
