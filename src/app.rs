@@ -25,7 +25,11 @@ impl Application {
     /// Binds every `listen` address and prepares the server; jobs run on the current runtime.
     pub fn build(config: Config) -> anyhow::Result<Application> {
         let settings = &config.server;
-        let engine = Engine::new(settings.max_jobs, settings.max_pending, settings.retention.max_jobs);
+        let engine = Engine::new(
+            settings.max_jobs,
+            settings.max_pending,
+            settings.retention.max_jobs,
+        );
         let base_path = settings.base_path.clone();
         let listen = settings.listen.clone();
         let grace = settings.shutdown_grace;

@@ -9,7 +9,11 @@ use crate::app::Application;
 use crate::config::{self, Config, LogFormat, ProgramTemplate};
 
 #[derive(Parser, Debug)]
-#[command(name = "hookrunner", version, about = "Run commands when signed webhooks arrive")]
+#[command(
+    name = "hookrunner",
+    version,
+    about = "Run commands when signed webhooks arrive"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -59,15 +63,27 @@ fn check(args: &CheckArgs) -> ExitCode {
         Err(errors) => {
             eprint!("{}", errors.render());
             let count = errors.errors().count();
-            eprintln!("{}: {count} problem{}", args.config.display(), if count == 1 { "" } else { "s" });
+            eprintln!(
+                "{}: {count} problem{}",
+                args.config.display(),
+                if count == 1 { "" } else { "s" }
+            );
             ExitCode::from(1)
         }
         Ok(config) => {
-            config.warnings.iter().for_each(|warning| eprint!("{warning}"));
+            config
+                .warnings
+                .iter()
+                .for_each(|warning| eprint!("{warning}"));
             for hook in &config.hooks {
                 println!("{}", summary(&config, hook));
             }
-            println!("{}: ok, {} hook{}", args.config.display(), config.hooks.len(), if config.hooks.len() == 1 { "" } else { "s" });
+            println!(
+                "{}: ok, {} hook{}",
+                args.config.display(),
+                config.hooks.len(),
+                if config.hooks.len() == 1 { "" } else { "s" }
+            );
             ExitCode::SUCCESS
         }
     }
@@ -94,7 +110,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(errors) => {
             eprint!("{}", errors.render());
-            eprintln!("{}: not serving; fix the problems above (`hookrunner check` lists them)", args.config.display());
+            eprintln!(
+                "{}: not serving; fix the problems above (`hookrunner check` lists them)",
+                args.config.display()
+            );
             return ExitCode::from(1);
         }
     };
@@ -108,9 +127,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.server.log_format = log_format;
     }
     crate::telemetry::init(config.server.log_format);
-    config.warnings.iter().for_each(|warning| tracing::warn!("{}", warning.trim_end()));
+    config
+        .warnings
+        .iter()
+        .for_each(|warning| tracing::warn!("{}", warning.trim_end()));
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the runtime: {error}");

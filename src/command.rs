@@ -44,7 +44,11 @@ pub fn build(
         env.retain(|(existing, _)| existing != name);
         env.push((name.to_string(), value));
     };
-    for name in BASE_ENV.iter().copied().chain(run.env_passthrough.iter().map(String::as_str)) {
+    for name in BASE_ENV
+        .iter()
+        .copied()
+        .chain(run.env_passthrough.iter().map(String::as_str))
+    {
         if let Some(value) = lookup_env(name) {
             set(name, value);
         }
@@ -133,9 +137,17 @@ hooks:
         let spec = build(hook, &request(body), &server_env).unwrap();
         assert_eq!(
             spec.program,
-            Program::Argv(vec!["./deploy.sh".into(), "$(rm -rf /); `id`".into(), "--by=nobody".into()])
+            Program::Argv(vec![
+                "./deploy.sh".into(),
+                "$(rm -rf /); `id`".into(),
+                "--by=nobody".into()
+            ])
         );
-        let env: Vec<(&str, &str)> = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env: Vec<(&str, &str)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(
             env,
             [
@@ -159,7 +171,10 @@ hooks:
         let config = load_str(CONFIG, Path::new("/srv/hooks.yaml"), &|_| None).unwrap();
         let hook = config.hook("deploy").unwrap();
         let missing = build(hook, &request(r#"{"before": "x"}"#), &server_env).unwrap_err();
-        assert_eq!(missing.to_string(), "the request has no value for `payload.after`");
+        assert_eq!(
+            missing.to_string(),
+            "the request has no value for `payload.after`"
+        );
         let nul = build(hook, &request(r#"{"after": "a\u0000b"}"#), &server_env).unwrap_err();
         assert!(matches!(nul, BuildError::NulByte(_)), "{nul}");
     }

@@ -81,7 +81,11 @@ impl Engine {
     }
 
     /// Records the job as queued and starts it when its hook and the server have room.
-    pub fn submit(&self, hook: &Hook, submission: Submission) -> Result<watch::Receiver<Job>, SubmitError> {
+    pub fn submit(
+        &self,
+        hook: &Hook,
+        submission: Submission,
+    ) -> Result<watch::Receiver<Job>, SubmitError> {
         let inner = &self.inner;
         let lane = inner.lane(hook);
         let pending = inner.pending.load(Ordering::SeqCst);
@@ -106,13 +110,21 @@ impl Engine {
             output: Arc::new(CappedOutput::new(submission.max_output)),
         };
         let (sender, receiver) = watch::channel(job);
-        inner.records.lock().expect("records lock").insert(submission.job_id, sender.clone());
+        inner
+            .records
+            .lock()
+            .expect("records lock")
+            .insert(submission.job_id, sender.clone());
 
         let inner = Arc::clone(&self.inner);
         self.inner.runtime.spawn(async move {
             let _permits = inner.wait_for_room(&lane).await;
             let output = Arc::clone(&sender.borrow().output);
-            sender.send_modify(|job| job.state = JobState::Running { started: Instant::now() });
+            sender.send_modify(|job| {
+                job.state = JobState::Running {
+                    started: Instant::now(),
+                }
+            });
             let finished = runner::run(submission.command, output, CancellationToken::new()).await;
             sender.send_modify(|job| {
                 job.state = JobState::Finished {
@@ -161,13 +173,24 @@ impl Inner {
     }
 
     /// Waits, in arrival order, for a slot of the hook and then one of the server.
-    async fn wait_for_room(&self, lane: &Lane) -> (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit) {
+    async fn wait_for_room(
+        &self,
+        lane: &Lane,
+    ) -> (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit) {
         // The semaphores are never closed, so acquiring cannot fail.
         let hook_permit = match &lane.slots {
-            Some(slots) => Some(Arc::clone(slots).acquire_owned().await.expect("never closed")),
+            Some(slots) => Some(
+                Arc::clone(slots)
+                    .acquire_owned()
+                    .await
+                    .expect("never closed"),
+            ),
             None => None,
         };
-        let server_permit = Arc::clone(&self.running).acquire_owned().await.expect("never closed");
+        let server_permit = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .expect("never closed");
         lane.waiting.fetch_sub(1, Ordering::SeqCst);
         self.pending.fetch_sub(1, Ordering::SeqCst);
         (hook_permit, server_permit)
@@ -181,7 +204,10 @@ impl Records {
         // Forget the oldest finished jobs beyond the limit; unfinished ones are always kept.
         let mut index = 0;
         while self.order.len() > self.max && index < self.order.len() {
-            let finished = self.by_id.get(&self.order[index]).is_some_and(|s| s.borrow().is_finished());
+            let finished = self
+                .by_id
+                .get(&self.order[index])
+                .is_some_and(|s| s.borrow().is_finished());
             if finished {
                 if let Some(old) = self.order.remove(index) {
                     self.by_id.remove(&old);

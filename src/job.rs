@@ -19,7 +19,8 @@ impl JobId {
 
     /// Accepts only the form `generate` makes, so a path segment is checked before any lookup.
     pub fn parse(text: &str) -> Option<JobId> {
-        let valid = text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let valid =
+            text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         valid.then(|| JobId(text.to_string()))
     }
 
@@ -44,8 +45,13 @@ impl fmt::Debug for JobId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobState {
     Queued,
-    Running { started: Instant },
-    Finished { outcome: JobOutcome, duration: Duration },
+    Running {
+        started: Instant,
+    },
+    Finished {
+        outcome: JobOutcome,
+        duration: Duration,
+    },
 }
 
 /// How a finished job ended.
@@ -181,7 +187,13 @@ mod tests {
         let second = JobId::generate();
         assert_ne!(first, second);
         assert_eq!(JobId::parse(first.as_str()), Some(first));
-        for bad in ["", "123", "../../etc/passwd", &"G".repeat(32), &"a".repeat(33)] {
+        for bad in [
+            "",
+            "123",
+            "../../etc/passwd",
+            &"G".repeat(32),
+            &"a".repeat(33),
+        ] {
             assert_eq!(JobId::parse(bad), None, "{bad}");
         }
     }
@@ -201,27 +213,48 @@ mod tests {
         };
         let cases = [
             (job(JobState::Queued), "queued", Value::Null, Value::Null),
-            (job(finished(JobOutcome::Succeeded)), "succeeded", json!(0), Value::Null),
             (
-                job(finished(JobOutcome::Failed { exit_code: Some(3), signal: None, error: None })),
+                job(finished(JobOutcome::Succeeded)),
+                "succeeded",
+                json!(0),
+                Value::Null,
+            ),
+            (
+                job(finished(JobOutcome::Failed {
+                    exit_code: Some(3),
+                    signal: None,
+                    error: None,
+                })),
                 "failed",
                 json!(3),
                 Value::Null,
             ),
             (
-                job(finished(JobOutcome::Failed { exit_code: None, signal: Some(9), error: None })),
+                job(finished(JobOutcome::Failed {
+                    exit_code: None,
+                    signal: Some(9),
+                    error: None,
+                })),
                 "failed",
                 Value::Null,
                 json!("SIGKILL"),
             ),
-            (job(finished(JobOutcome::TimedOut)), "timed_out", Value::Null, Value::Null),
+            (
+                job(finished(JobOutcome::TimedOut)),
+                "timed_out",
+                Value::Null,
+                Value::Null,
+            ),
         ];
         for (job, status, exit_code, signal) in cases {
             let body = job.to_json(false);
             assert_eq!(body["status"], status);
             assert_eq!(body["exit_code"], exit_code, "{status}");
             assert_eq!(body["signal"], signal, "{status}");
-            assert_eq!(body["links"]["log"], format!("/jobs/{}/log", "a".repeat(32)));
+            assert_eq!(
+                body["links"]["log"],
+                format!("/jobs/{}/log", "a".repeat(32))
+            );
             assert!(body.get("stdout").is_none());
         }
     }

@@ -11,17 +11,17 @@
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cli;
+pub mod command;
 pub mod config;
+pub mod engine;
+pub mod http;
+pub mod job;
 pub mod reference;
 pub mod request;
 pub mod rules;
 pub mod runner;
 pub mod signature;
-pub mod template;
-pub mod app;
-pub mod cli;
-pub mod command;
-pub mod engine;
-pub mod http;
-pub mod job;
 pub mod telemetry;
+pub mod template;

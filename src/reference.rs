@@ -303,7 +303,10 @@ mod tests {
             ("payload.payload.ref", &["refs/heads/dev"]),
             ("payload.nothing", &[""]),
             ("payload.flag", &["true"]),
-            ("payload.commits.0", &["{\"modified\":[\"a.txt\",\"b.txt\"]}"]),
+            (
+                "payload.commits.0",
+                &["{\"modified\":[\"a.txt\",\"b.txt\"]}"],
+            ),
             ("payload.missing", &[]),
             ("payload.commits.9", &[]),
             ("payload.ref.deeper", &[]),
@@ -321,7 +324,8 @@ mod tests {
 
     #[test]
     fn numbers_render_as_written() {
-        let document: Value = serde_json::from_str(r#"{"price": 1.50, "big": 12345678901234567890123}"#).unwrap();
+        let document: Value =
+            serde_json::from_str(r#"{"price": 1.50, "big": 12345678901234567890123}"#).unwrap();
         assert_eq!(render_value(&document["price"]), "1.50");
         assert_eq!(render_value(&document["big"]), "12345678901234567890123");
     }

@@ -214,7 +214,10 @@ mod tests {
 
     #[test]
     fn reads_values_from_json_and_form_bodies() {
-        let json = context("application/json; charset=utf-8", r#"{"id": "evt_1", "a": {"b": [1, 2]}}"#);
+        let json = context(
+            "application/json; charset=utf-8",
+            r#"{"id": "evt_1", "a": {"b": [1, 2]}}"#,
+        );
         check(&json, "payload.a.b.1", Ok(&["2"]));
         check(&json, "payload", Ok(&[r#"{"id":"evt_1","a":{"b":[1,2]}}"#]));
         check(&json, "header.x-multi", Ok(&["a, b"]));

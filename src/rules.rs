@@ -152,21 +152,34 @@ mod tests {
     fn evaluates_rules() {
         let equals = |v: &str| Condition::Equals(v.into());
         let regex = |r: &str| Condition::Matches(Regex::new(r).unwrap());
-        let cidr = |nets: &[&str]| Condition::Cidr(nets.iter().map(|n| n.parse().unwrap()).collect());
+        let cidr =
+            |nets: &[&str]| Condition::Cidr(nets.iter().map(|n| n.parse().unwrap()).collect());
         let cases: Vec<(Rule, bool)> = vec![
             (leaf("payload.ref", equals("refs/heads/main")), true),
             (leaf("payload.ref", equals("refs/heads/dev")), false),
             (leaf("payload.n", equals("7")), true),
-            (leaf("header.X-GitHub-Event", Condition::In(vec!["push".into(), "ping".into()])), true),
+            (
+                leaf(
+                    "header.X-GitHub-Event",
+                    Condition::In(vec!["push".into(), "ping".into()]),
+                ),
+                true,
+            ),
             (leaf("payload.ref", regex("^refs/tags/")), false),
             (leaf("payload.commits.*.modified.*", regex(r"^src/")), true),
-            (leaf("payload.commits.*.modified.*", equals("docs/x.md")), false),
+            (
+                leaf("payload.commits.*.modified.*", equals("docs/x.md")),
+                false,
+            ),
             (leaf("payload.missing", Condition::Exists(false)), true),
             (leaf("payload.missing", Condition::Exists(true)), false),
             (leaf("payload.ref", Condition::Exists(true)), true),
             (leaf("payload.missing", equals("")), false),
             (leaf("request.remote_ip", cidr(&["10.0.0.0/8"])), true),
-            (leaf("request.remote_ip", cidr(&["192.168.0.0/16", "::1/128"])), false),
+            (
+                leaf("request.remote_ip", cidr(&["192.168.0.0/16", "::1/128"])),
+                false,
+            ),
             (leaf("payload.ref", cidr(&["10.0.0.0/8"])), false),
             (
                 Rule::All(vec![
@@ -183,8 +196,14 @@ mod tests {
                 true,
             ),
             (Rule::Any(vec![leaf("payload.ref", equals("x"))]), false),
-            (Rule::Not(Box::new(leaf("payload.ref", equals("refs/heads/main")))), false),
-            (Rule::Not(Box::new(Rule::All(vec![leaf("payload.n", equals("8"))]))), true),
+            (
+                Rule::Not(Box::new(leaf("payload.ref", equals("refs/heads/main")))),
+                false,
+            ),
+            (
+                Rule::Not(Box::new(Rule::All(vec![leaf("payload.n", equals("8"))]))),
+                true,
+            ),
             (Rule::All(vec![]), true),
         ];
         let request = request();

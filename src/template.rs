@@ -70,7 +70,10 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Value { reference, fallback } => {
+                Part::Value {
+                    reference,
+                    fallback,
+                } => {
                     let values = request.values(reference)?;
                     match (values.into_iter().next(), fallback) {
                         (Some(value), _) => out.push_str(&value),
@@ -133,13 +136,23 @@ mod tests {
             ("n={{ payload.n }}", Ok("n=0")),
             ("{{ payload.missing | \"none\" }}", Ok("none")),
             ("{{ payload.after | \"none\" }}", Ok("abc123")),
-            ("{{ payload.missing }}", Err(RenderError::Missing("payload.missing".into()))),
-            ("{{ header.X-None }}", Err(RenderError::Missing("header.x-none".into()))),
+            (
+                "{{ payload.missing }}",
+                Err(RenderError::Missing("payload.missing".into())),
+            ),
+            (
+                "{{ header.X-None }}",
+                Err(RenderError::Missing("header.x-none".into())),
+            ),
         ];
         for (text, expected) in cases {
             let template = Template::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             let got = template.render(&request());
-            assert_eq!(got.as_deref().map_err(Clone::clone), expected.clone(), "{text}");
+            assert_eq!(
+                got.as_deref().map_err(Clone::clone),
+                expected.clone(),
+                "{text}"
+            );
         }
     }
 

@@ -99,7 +99,11 @@ impl<'s> Decoder<'s> {
         known: &[&str],
     ) -> Option<Fields<'v>> {
         let Value::Mapping(map) = value else {
-            self.error(path, Part::Value, format!("{what} must be a mapping of keys to values"));
+            self.error(
+                path,
+                Part::Value,
+                format!("{what} must be a mapping of keys to values"),
+            );
             return None;
         };
         for key in map.keys().map(key_text) {
@@ -129,7 +133,11 @@ impl<'s> Decoder<'s> {
     pub fn string(&mut self, value: &Value, path: &YamlPath) -> Option<String> {
         let text = scalar_text(value);
         if text.is_none() {
-            self.error(path, Part::Value, "expected a single value (text, number or boolean)");
+            self.error(
+                path,
+                Part::Value,
+                "expected a single value (text, number or boolean)",
+            );
         }
         text
     }
@@ -161,14 +169,19 @@ impl<'s> Decoder<'s> {
         match value.as_u64() {
             Some(number) if (min..=max).contains(&number) => Some(number),
             _ => {
-                self.error(path, Part::Value, format!("expected a whole number from {min} to {max}"));
+                self.error(
+                    path,
+                    Part::Value,
+                    format!("expected a whole number from {min} to {max}"),
+                );
                 None
             }
         }
     }
 
     pub fn status(&mut self, value: &Value, path: &YamlPath) -> Option<u16> {
-        self.number(value, path, 200, 599).map(|status| status as u16)
+        self.number(value, path, 200, 599)
+            .map(|status| status as u16)
     }
 
     pub fn duration(&mut self, value: &Value, path: &YamlPath) -> Option<Duration> {
@@ -193,17 +206,28 @@ impl<'s> Decoder<'s> {
         options: &[(&str, T)],
     ) -> Option<T> {
         let text = self.string(value, path)?;
-        let found = options.iter().find(|(name, _)| *name == text).map(|(_, v)| *v);
+        let found = options
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, v)| *v);
         if found.is_none() {
-            let names: Vec<String> = options.iter().map(|(name, _)| format!("`{name}`")).collect();
-            self.error(path, Part::Value, format!("`{text}` is not one of {}", names.join(", ")));
+            let names: Vec<String> = options
+                .iter()
+                .map(|(name, _)| format!("`{name}`"))
+                .collect();
+            self.error(
+                path,
+                Part::Value,
+                format!("`{text}` is not one of {}", names.join(", ")),
+            );
         }
         found
     }
 
     /// A path relative to the config file's folder.
     pub fn file_path(&mut self, value: &Value, path: &YamlPath) -> Option<PathBuf> {
-        self.string(value, path).map(|text| self.base_dir.join(text))
+        self.string(value, path)
+            .map(|text| self.base_dir.join(text))
     }
 
     /// One secret reference, resolved now so a missing secret is a load error, not a request error.
@@ -267,7 +291,14 @@ mod tests {
 
     #[test]
     fn suggests_close_keys_only() {
-        let known = ["command", "shell", "workdir", "env", "env_passthrough", "timeout"];
+        let known = [
+            "command",
+            "shell",
+            "workdir",
+            "env",
+            "env_passthrough",
+            "timeout",
+        ];
         let cases = [
             ("comand", Some("command")),
             ("commnad", Some("command")),

@@ -41,7 +41,12 @@ impl Diagnostic {
             let line = line.replace('\t', "    ");
             let gutter = position.line.to_string();
             let _ = writeln!(out, "{gutter} | {line}");
-            let _ = writeln!(out, "{} | {}^", " ".repeat(gutter.len()), " ".repeat(caret_at));
+            let _ = writeln!(
+                out,
+                "{} | {}^",
+                " ".repeat(gutter.len()),
+                " ".repeat(caret_at)
+            );
         }
         out
     }

@@ -55,7 +55,11 @@ pub fn decode_all(
     server: Option<&ServerSettings>,
 ) -> Option<Vec<Arc<Hook>>> {
     let Value::Sequence(items) = value else {
-        decoder.error(path, Part::Value, "`hooks` must be a list, each entry starting with `- id: ...`");
+        decoder.error(
+            path,
+            Part::Value,
+            "`hooks` must be a list, each entry starting with `- id: ...`",
+        );
         return None;
     };
     let default_max_body = server.map_or(10 << 20, |server| server.max_body);
@@ -70,7 +74,10 @@ pub fn decode_all(
                 decoder.error(
                     &hook_path.key("id"),
                     Part::Value,
-                    format!("duplicate hook id `{}`: hooks[{first}] has it too; ids must be unique", hook.id),
+                    format!(
+                        "duplicate hook id `{}`: hooks[{first}] has it too; ids must be unique",
+                        hook.id
+                    ),
                 );
             }
         }
@@ -82,18 +89,33 @@ pub fn decode_all(
     complete.then_some(hooks)
 }
 
-fn decode_one(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath, default_max_body: u64) -> Option<Hook> {
+fn decode_one(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+    default_max_body: u64,
+) -> Option<Hook> {
     let fields = decoder.mapping(value, path, "a hook", HOOK_KEYS)?;
     let id = match fields.get("id") {
         None => {
-            decoder.error(path, Part::Value, "the hook has no `id`; add `id: my-hook` (letters, digits, `.`, `_`, `-`)");
+            decoder.error(
+                path,
+                Part::Value,
+                "the hook has no `id`; add `id: my-hook` (letters, digits, `.`, `_`, `-`)",
+            );
             None
         }
         Some((value, path)) => decoder.string(value, &path).filter(|id| {
             let valid = !id.is_empty()
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             if !valid {
-                decoder.error(&path, Part::Value, format!("hook id `{id}` may only use letters, digits, `.`, `_` and `-`"));
+                decoder.error(
+                    &path,
+                    Part::Value,
+                    format!("hook id `{id}` may only use letters, digits, `.`, `_` and `-`"),
+                );
             }
             valid
         }),
@@ -126,7 +148,11 @@ fn decode_one(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath, default
     };
     let run = match fields.get("run") {
         None => {
-            decoder.error(path, Part::Value, "the hook has no `run`; add `run: {command: [...]}` or `run: {shell: ...}`");
+            decoder.error(
+                path,
+                Part::Value,
+                "the hook has no `run`; add `run: {command: [...]}` or `run: {shell: ...}`",
+            );
             None
         }
         Some((value, path)) => decode_run(decoder, value, &path),
@@ -167,16 +193,28 @@ fn decode_one(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath, default
     })
 }
 
-fn decode_methods(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Vec<String>> {
+fn decode_methods(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<Vec<String>> {
     let methods = decoder.string_list(value, path)?;
     if methods.is_empty() {
-        decoder.error(path, Part::Value, "`methods` needs at least one method, such as `[POST]`");
+        decoder.error(
+            path,
+            Part::Value,
+            "`methods` needs at least one method, such as `[POST]`",
+        );
         return None;
     }
     let mut valid = true;
     for (index, method) in methods.iter().enumerate() {
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-            decoder.error(&path.index(index), Part::Value, format!("`{method}` is not an HTTP method"));
+            decoder.error(
+                &path.index(index),
+                Part::Value,
+                format!("`{method}` is not an HTTP method"),
+            );
             valid = false;
         }
     }
@@ -194,11 +232,19 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
     let fields = decoder.mapping(value, path, "`run`", RUN_KEYS)?;
     let program = match (fields.get("shell"), fields.get("command")) {
         (Some(_), Some((_, command_path))) => {
-            decoder.error(&command_path, Part::Key, "`run` has both `shell` and `command`; keep one");
+            decoder.error(
+                &command_path,
+                Part::Key,
+                "`run` has both `shell` and `command`; keep one",
+            );
             None
         }
         (None, None) => {
-            decoder.error(path, Part::Value, "`run` needs `command: [program, args...]` or `shell: \"...\"`");
+            decoder.error(
+                path,
+                Part::Value,
+                "`run` needs `command: [program, args...]` or `shell: \"...\"`",
+            );
             None
         }
         (Some((value, path)), None) => decode_shell(decoder, value, &path),
@@ -215,12 +261,19 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
     let env_passthrough = match fields.get("env_passthrough") {
         None => Some(Vec::new()),
         Some((value, path)) => decoder.string_list(value, &path).filter(|names| {
-            names.iter().enumerate().all(|(index, name)| env_name_ok(decoder, name, &path.index(index)))
+            names
+                .iter()
+                .enumerate()
+                .all(|(index, name)| env_name_ok(decoder, name, &path.index(index)))
         }),
     };
     let stdin = match fields.get("stdin") {
         None => Some(StdinMode::None),
-        Some((value, path)) => decoder.choice(value, &path, &[("none", StdinMode::None), ("payload", StdinMode::Payload)]),
+        Some((value, path)) => decoder.choice(
+            value,
+            &path,
+            &[("none", StdinMode::None), ("payload", StdinMode::Payload)],
+        ),
     };
     let duration = |decoder: &mut Decoder<'_>, key: &str, default: Duration| match fields.get(key) {
         None => Some(default),
@@ -244,7 +297,11 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
     })
 }
 
-fn decode_shell(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<ProgramTemplate> {
+fn decode_shell(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<ProgramTemplate> {
     let text = decoder.string(value, path)?;
     if text.contains("{{") {
         decoder.error(
@@ -261,7 +318,11 @@ fn decode_shell(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Op
     Some(ProgramTemplate::Shell(text))
 }
 
-fn decode_command(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<ProgramTemplate> {
+fn decode_command(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<ProgramTemplate> {
     let Value::Sequence(items) = value else {
         decoder.error(
             path,
@@ -271,7 +332,11 @@ fn decode_command(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> 
         return None;
     };
     if items.is_empty() {
-        decoder.error(path, Part::Value, "`command` is empty; name the program to run");
+        decoder.error(
+            path,
+            Part::Value,
+            "`command` is empty; name the program to run",
+        );
         return None;
     }
     let parts: Vec<Option<Template>> = items
@@ -279,12 +344,23 @@ fn decode_command(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> 
         .enumerate()
         .map(|(index, item)| template(decoder, item, &path.index(index)))
         .collect();
-    parts.into_iter().collect::<Option<Vec<_>>>().map(ProgramTemplate::Command)
+    parts
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .map(ProgramTemplate::Command)
 }
 
-fn decode_env(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Vec<(String, Template)>> {
+fn decode_env(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<Vec<(String, Template)>> {
     let Value::Mapping(map) = value else {
-        decoder.error(path, Part::Value, "`env` must be a mapping of variable names to values");
+        decoder.error(
+            path,
+            Part::Value,
+            "`env` must be a mapping of variable names to values",
+        );
         return None;
     };
     let mut env = Vec::new();
@@ -297,7 +373,11 @@ fn decode_env(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
             continue;
         }
         if RESERVED_ENV.contains(&name.as_str()) {
-            decoder.error(&value_path, Part::Key, format!("`{name}` is set by hookrunner itself; choose another name"));
+            decoder.error(
+                &value_path,
+                Part::Key,
+                format!("`{name}` is set by hookrunner itself; choose another name"),
+            );
             valid = false;
             continue;
         }
@@ -306,7 +386,11 @@ fn decode_env(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
             other => scalar_text(other),
         };
         let Some(text) = text else {
-            decoder.error(&value_path, Part::Value, "an `env` value must be text, a number or a boolean");
+            decoder.error(
+                &value_path,
+                Part::Value,
+                "an `env` value must be text, a number or a boolean",
+            );
             valid = false;
             continue;
         };
@@ -322,7 +406,10 @@ fn decode_env(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
 }
 
 fn env_name_ok(decoder: &mut Decoder<'_>, name: &str, path: &YamlPath) -> bool {
-    let valid = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
         decoder.error(path, Part::Key, format!("`{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)"));
@@ -330,14 +417,28 @@ fn env_name_ok(decoder: &mut Decoder<'_>, name: &str, path: &YamlPath) -> bool {
     valid
 }
 
-const MODES: &[(&str, &str)] = &[("parallel", "parallel"), ("queue", "queue"), ("latest", "latest"), ("replace", "replace")];
+const MODES: &[(&str, &str)] = &[
+    ("parallel", "parallel"),
+    ("queue", "queue"),
+    ("latest", "latest"),
+    ("replace", "replace"),
+];
 
-fn decode_concurrency(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Concurrency> {
+fn decode_concurrency(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<Concurrency> {
     let (mode, fields) = match value {
         Value::Mapping(_) => {
-            let fields = decoder.mapping(value, path, "`concurrency`", &["mode", "limit", "queue"])?;
+            let fields =
+                decoder.mapping(value, path, "`concurrency`", &["mode", "limit", "queue"])?;
             let Some((mode_value, mode_path)) = fields.get("mode") else {
-                decoder.error(path, Part::Value, "`concurrency` needs a `mode`: `parallel`, `queue`, `latest` or `replace`");
+                decoder.error(
+                    path,
+                    Part::Value,
+                    "`concurrency` needs a `mode`: `parallel`, `queue`, `latest` or `replace`",
+                );
                 return None;
             };
             (decoder.choice(mode_value, &mode_path, MODES)?, Some(fields))
@@ -346,11 +447,16 @@ fn decode_concurrency(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath)
     };
     let limit = fields.as_ref().and_then(|f| f.get("limit"));
     let queue = fields.as_ref().and_then(|f| f.get("queue"));
-    let misplaced = |decoder: &mut Decoder<'_>, key: &str, field: &Option<(&Value, YamlPath)>, modes: &str| {
-        if let Some((_, path)) = field {
-            decoder.error(path, Part::Key, format!("`{key}` applies only to `mode: {modes}`"));
-        }
-    };
+    let misplaced =
+        |decoder: &mut Decoder<'_>, key: &str, field: &Option<(&Value, YamlPath)>, modes: &str| {
+            if let Some((_, path)) = field {
+                decoder.error(
+                    path,
+                    Part::Key,
+                    format!("`{key}` applies only to `mode: {modes}`"),
+                );
+            }
+        };
     match mode {
         "parallel" => {
             misplaced(decoder, "queue", &queue, "queue");
@@ -385,18 +491,41 @@ pub fn default_response() -> ResponseSettings {
     }
 }
 
-fn decode_response(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<ResponseSettings> {
-    let fields = decoder.mapping(value, path, "`response`", &["mode", "wait_timeout", "include_output", "failure_status"])?;
+fn decode_response(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<ResponseSettings> {
+    let fields = decoder.mapping(
+        value,
+        path,
+        "`response`",
+        &["mode", "wait_timeout", "include_output", "failure_status"],
+    )?;
     let mut response = default_response();
     let mut valid = true;
     if let Some((value, path)) = fields.get("mode") {
-        let modes = [("wait", ResponseMode::Wait), ("async", ResponseMode::Async), ("stream", ResponseMode::Stream)];
+        let modes = [
+            ("wait", ResponseMode::Wait),
+            ("async", ResponseMode::Async),
+            ("stream", ResponseMode::Stream),
+        ];
         match decoder.choice(value, &path, &modes) {
             Some(ResponseMode::Wait) => response.mode = ResponseMode::Wait,
             Some(other) => {
                 // `async` promises a job committed to disk, which needs the job store.
-                let name = if other == ResponseMode::Async { "async" } else { "stream" };
-                decoder.error(&path, Part::Value, format!("`response.mode: {name}` is not available in this version yet; use `wait`"));
+                let name = if other == ResponseMode::Async {
+                    "async"
+                } else {
+                    "stream"
+                };
+                decoder.error(
+                    &path,
+                    Part::Value,
+                    format!(
+                        "`response.mode: {name}` is not available in this version yet; use `wait`"
+                    ),
+                );
                 valid = false;
             }
             None => valid = false,

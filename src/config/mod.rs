@@ -4,8 +4,8 @@
 pub mod decode;
 pub mod diagnostic;
 mod hook;
-mod server;
 pub mod secret;
+mod server;
 mod signature;
 pub mod source_map;
 pub mod units;
@@ -209,7 +209,11 @@ pub fn load_str(
 fn decode_document(decoder: &mut Decoder<'_>, document: &Value, file: &Path) -> Option<Config> {
     let root = YamlPath::default();
     if document.is_null() {
-        decoder.error(&root, Part::Value, "the file is empty; it needs a `hooks:` list");
+        decoder.error(
+            &root,
+            Part::Value,
+            "the file is empty; it needs a `hooks:` list",
+        );
         return None;
     }
     let fields = decoder.mapping(document, &root, "the config", &["server", "hooks"])?;

@@ -43,7 +43,10 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
 }
 
 /// Decodes `server:`; `None` when it has errors (they are recorded in the decoder).
-pub fn decode(decoder: &mut Decoder<'_>, section: Option<(&Value, YamlPath)>) -> Option<ServerSettings> {
+pub fn decode(
+    decoder: &mut Decoder<'_>,
+    section: Option<(&Value, YamlPath)>,
+) -> Option<ServerSettings> {
     let mut settings = defaults(decoder);
     let Some((value, path)) = section else {
         return Some(settings);
@@ -53,7 +56,11 @@ pub fn decode(decoder: &mut Decoder<'_>, section: Option<(&Value, YamlPath)>) ->
     if let Some((value, path)) = fields.get("listen") {
         if let Some(listen) = decoder.string_list(value, &path) {
             if listen.is_empty() {
-                decoder.error(&path, Part::Value, "`listen` needs at least one address, such as `127.0.0.1:9000`");
+                decoder.error(
+                    &path,
+                    Part::Value,
+                    "`listen` needs at least one address, such as `127.0.0.1:9000`",
+                );
             }
             settings.listen = listen;
         }
@@ -61,7 +68,11 @@ pub fn decode(decoder: &mut Decoder<'_>, section: Option<(&Value, YamlPath)>) ->
     if let Some((value, path)) = fields.get("base_path") {
         if let Some(base) = decoder.string(value, &path) {
             if !base.starts_with('/') {
-                decoder.error(&path, Part::Value, format!("`base_path` must start with `/`, as in `/{base}`"));
+                decoder.error(
+                    &path,
+                    Part::Value,
+                    format!("`base_path` must start with `/`, as in `/{base}`"),
+                );
             }
             settings.base_path = base.trim_end_matches('/').to_string();
         }
@@ -79,7 +90,9 @@ pub fn decode(decoder: &mut Decoder<'_>, section: Option<(&Value, YamlPath)>) ->
                 None => decoder.error(
                     &path.index(index),
                     Part::Value,
-                    format!("`{entry}` is not an address or CIDR range, such as `10.0.0.0/8` or `::1`"),
+                    format!(
+                        "`{entry}` is not an address or CIDR range, such as `10.0.0.0/8` or `::1`"
+                    ),
                 ),
             }
         }
@@ -91,27 +104,41 @@ pub fn decode(decoder: &mut Decoder<'_>, section: Option<(&Value, YamlPath)>) ->
         settings.max_jobs = decoder.number(value, &path, 1, 100_000).unwrap_or(8) as usize;
     }
     if let Some((value, path)) = fields.get("max_pending") {
-        settings.max_pending = decoder.number(value, &path, 1, 10_000_000).unwrap_or(10_000) as usize;
+        settings.max_pending = decoder
+            .number(value, &path, 1, 10_000_000)
+            .unwrap_or(10_000) as usize;
     }
     if let Some((value, path)) = fields.get("retention") {
-        if let Some(retention) = decoder.mapping(value, &path, "`retention`", &["max_age", "max_jobs"]) {
+        if let Some(retention) =
+            decoder.mapping(value, &path, "`retention`", &["max_age", "max_jobs"])
+        {
             if let Some((value, path)) = retention.get("max_age") {
-                settings.retention.max_age = decoder.duration(value, &path).unwrap_or(settings.retention.max_age);
+                settings.retention.max_age = decoder
+                    .duration(value, &path)
+                    .unwrap_or(settings.retention.max_age);
             }
             if let Some((value, path)) = retention.get("max_jobs") {
-                settings.retention.max_jobs = decoder.number(value, &path, 1, u32::MAX as u64).unwrap_or(10_000) as usize;
+                settings.retention.max_jobs = decoder
+                    .number(value, &path, 1, u32::MAX as u64)
+                    .unwrap_or(10_000) as usize;
             }
         }
     }
     if let Some((value, path)) = fields.get("shutdown_grace") {
-        settings.shutdown_grace = decoder.duration(value, &path).unwrap_or(settings.shutdown_grace);
+        settings.shutdown_grace = decoder
+            .duration(value, &path)
+            .unwrap_or(settings.shutdown_grace);
     }
     if let Some((value, path)) = fields.get("admin_token") {
         settings.admin_token = decoder.secret(value, &path);
     }
     if let Some((value, path)) = fields.get("log_format") {
         settings.log_format = decoder
-            .choice(value, &path, &[("text", LogFormat::Text), ("json", LogFormat::Json)])
+            .choice(
+                value,
+                &path,
+                &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            )
             .unwrap_or(LogFormat::Text);
     }
     let clean = decoder
@@ -125,7 +152,9 @@ pub fn decode(decoder: &mut Decoder<'_>, section: Option<(&Value, YamlPath)>) ->
 /// An address or CIDR range; a bare address is a range of one.
 pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
     let text = text.trim();
-    text.parse()
-        .ok()
-        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+    text.parse().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }

@@ -96,8 +96,14 @@ impl SourceMap {
 }
 
 enum Frame {
-    Mapping { path: YamlPath, pending_key: Option<String> },
-    Sequence { path: YamlPath, next: usize },
+    Mapping {
+        path: YamlPath,
+        pending_key: Option<String>,
+    },
+    Sequence {
+        path: YamlPath,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -164,7 +170,10 @@ impl MarkedEventReceiver for Recorder {
                     .and_then(|path| self.record_value(Some(path), position))
                     .unwrap_or_else(|| YamlPath(vec![Segment::Key("\u{0}complex-key".into())]));
                 self.stack.push(if is_mapping {
-                    Frame::Mapping { path, pending_key: None }
+                    Frame::Mapping {
+                        path,
+                        pending_key: None,
+                    }
                 } else {
                     Frame::Sequence { path, next: 0 }
                 });
@@ -202,12 +211,24 @@ hooks:
         let root = YamlPath::default();
         check(root.key("server"), Part::Key, (1, 1));
         check(root.key("server").key("listen"), Part::Value, (2, 11));
-        check(root.key("server").key("listen").index(0), Part::Value, (2, 12));
+        check(
+            root.key("server").key("listen").index(0),
+            Part::Value,
+            (2, 12),
+        );
         check(root.key("hooks").index(0).key("id"), Part::Value, (4, 9));
-        check(root.key("hooks").index(0).key("run").key("comand"), Part::Key, (6, 7));
+        check(
+            root.key("hooks").index(0).key("run").key("comand"),
+            Part::Key,
+            (6, 7),
+        );
         check(root.key("hooks").index(1).key("id"), Part::Key, (7, 5));
         // A path that is not in the file falls back to its nearest ancestor.
-        check(root.key("hooks").index(0).key("run").key("workdir"), Part::Value, (5, 5));
+        check(
+            root.key("hooks").index(0).key("run").key("workdir"),
+            Part::Value,
+            (5, 5),
+        );
         assert_eq!(
             root.key("hooks").index(0).key("run").to_string(),
             "hooks[0].run"

@@ -130,7 +130,10 @@ fn each_problem_is_reported_at_its_line_and_column() {
     ];
     for (text, expected) in cases {
         let rendered = errors(text);
-        assert!(rendered.contains(expected), "expected {expected:?} in:\n{rendered}");
+        assert!(
+            rendered.contains(expected),
+            "expected {expected:?} in:\n{rendered}"
+        );
     }
 }
 
@@ -143,7 +146,14 @@ fn every_problem_is_reported_in_one_pass() {
 
 #[test]
 fn a_literal_secret_is_a_warning_not_an_error() {
-    let config = load("hooks:\n  - id: a\n    signature: {gitlab: {secret: literal}}\n    run: {command: [x]}\n").unwrap();
+    let config = load(
+        "hooks:\n  - id: a\n    signature: {gitlab: {secret: literal}}\n    run: {command: [x]}\n",
+    )
+    .unwrap();
     assert_eq!(config.warnings.len(), 1);
-    assert!(config.warnings[0].contains("hooks.yaml:3:34: warning: this secret is written in the file"), "{}", config.warnings[0]);
+    assert!(
+        config.warnings[0].contains("hooks.yaml:3:34: warning: this secret is written in the file"),
+        "{}",
+        config.warnings[0]
+    );
 }

@@ -15,11 +15,19 @@ const CONDITIONS: &[&str] = &["equals", "in", "matches", "exists", "cidr"];
 
 pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Rule> {
     let Value::Mapping(map) = value else {
-        decoder.error(path, Part::Value, "a rule must be a mapping, such as `payload.ref: refs/heads/main` or `all: [...]`");
+        decoder.error(
+            path,
+            Part::Value,
+            "a rule must be a mapping, such as `payload.ref: refs/heads/main` or `all: [...]`",
+        );
         return None;
     };
     if map.is_empty() {
-        decoder.error(path, Part::Value, "empty rule; remove it or name a condition");
+        decoder.error(
+            path,
+            Part::Value,
+            "empty rule; remove it or name a condition",
+        );
         return None;
     }
     let mut rules = Vec::new();
@@ -35,10 +43,19 @@ pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
     if !valid {
         return None;
     }
-    Some(if rules.len() == 1 { rules.pop()? } else { Rule::All(rules) })
+    Some(if rules.len() == 1 {
+        rules.pop()?
+    } else {
+        Rule::All(rules)
+    })
 }
 
-fn decode_entry(decoder: &mut Decoder<'_>, key: &str, value: &Value, path: &YamlPath) -> Option<Rule> {
+fn decode_entry(
+    decoder: &mut Decoder<'_>,
+    key: &str,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<Rule> {
     match key {
         "all" | "any" => {
             let Value::Sequence(items) = value else {
@@ -51,7 +68,11 @@ fn decode_entry(decoder: &mut Decoder<'_>, key: &str, value: &Value, path: &Yaml
                 .map(|(index, item)| decode(decoder, item, &path.index(index)))
                 .collect();
             let rules = rules.into_iter().collect::<Option<Vec<_>>>()?;
-            Some(if key == "all" { Rule::All(rules) } else { Rule::Any(rules) })
+            Some(if key == "all" {
+                Rule::All(rules)
+            } else {
+                Rule::Any(rules)
+            })
         }
         "not" => decode(decoder, value, path).map(|rule| Rule::Not(Box::new(rule))),
         _ => {
@@ -63,19 +84,33 @@ fn decode_entry(decoder: &mut Decoder<'_>, key: &str, value: &Value, path: &Yaml
                 }
             };
             let condition = decode_condition(decoder, value, path);
-            Some(Rule::Leaf { reference: reference?, condition: condition? })
+            Some(Rule::Leaf {
+                reference: reference?,
+                condition: condition?,
+            })
         }
     }
 }
 
-fn decode_condition(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Condition> {
+fn decode_condition(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<Condition> {
     if let Some(text) = scalar_text(value) {
         return Some(Condition::Equals(text));
     }
     let fields = decoder.mapping(value, path, "a condition", CONDITIONS)?;
-    let present: Vec<String> = fields.keys().filter(|key| CONDITIONS.contains(&key.as_str())).collect();
+    let present: Vec<String> = fields
+        .keys()
+        .filter(|key| CONDITIONS.contains(&key.as_str()))
+        .collect();
     if present.len() != 1 {
-        decoder.error(path, Part::Value, "a condition has exactly one of `equals`, `in`, `matches`, `exists` or `cidr`");
+        decoder.error(
+            path,
+            Part::Value,
+            "a condition has exactly one of `equals`, `in`, `matches`, `exists` or `cidr`",
+        );
         return None;
     }
     let kind = present[0].as_str();
@@ -97,8 +132,18 @@ fn decode_condition(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -
             match Regex::new(&pattern) {
                 Ok(regex) => Some(Condition::Matches(regex)),
                 Err(error) => {
-                    let detail = error.to_string().lines().last().unwrap_or("").trim().to_string();
-                    decoder.error(&path, Part::Value, format!("invalid regex `{pattern}`: {detail}"));
+                    let detail = error
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    decoder.error(
+                        &path,
+                        Part::Value,
+                        format!("invalid regex `{pattern}`: {detail}"),
+                    );
                     None
                 }
             }
@@ -111,7 +156,13 @@ fn decode_condition(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -
                 match parse_network(entry) {
                     Some(network) => networks.push(network),
                     None => {
-                        decoder.error(&path.index(index), Part::Value, format!("`{entry}` is not an address or CIDR range, such as `10.0.0.0/8`"));
+                        decoder.error(
+                            &path.index(index),
+                            Part::Value,
+                            format!(
+                                "`{entry}` is not an address or CIDR range, such as `10.0.0.0/8`"
+                            ),
+                        );
                         return None;
                     }
                 }

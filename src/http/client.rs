@@ -19,7 +19,10 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &Headers, trusted: &[IpNet]) -> 
         return Some(peer);
     }
     if let Some(forwarded_for) = headers.joined("x-forwarded-for") {
-        let hops: Vec<IpAddr> = forwarded_for.split(',').filter_map(|entry| parse_node(entry.trim())).collect();
+        let hops: Vec<IpAddr> = forwarded_for
+            .split(',')
+            .filter_map(|entry| parse_node(entry.trim()))
+            .collect();
         if let Some(client) = hops.iter().rev().find(|ip| !is_trusted(**ip, trusted)) {
             return Some(*client);
         }
@@ -33,7 +36,9 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &Headers, trusted: &[IpNet]) -> 
             .filter_map(|element| {
                 element.split(';').find_map(|pair| {
                     let (key, value) = pair.trim().split_once('=')?;
-                    key.trim().eq_ignore_ascii_case("for").then(|| parse_node(value.trim()))?
+                    key.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| parse_node(value.trim()))?
                 })
             })
             .collect();
@@ -64,7 +69,9 @@ pub fn request_id(peer: Option<IpAddr>, headers: &Headers, trusted: &[IpNet]) ->
         .map(str::trim)
         .filter(|id| {
             (1..=128).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         });
     match from_proxy {
         Some(id) => id.to_string(),
@@ -84,13 +91,37 @@ mod tests {
     fn believes_forwarded_headers_only_from_trusted_peers() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
         let cases: &[(&str, &[(&str, &str)], &str)] = &[
-            ("203.0.113.9", &[("x-forwarded-for", "198.51.100.1")], "203.0.113.9"),
-            ("10.0.0.2", &[("x-forwarded-for", "198.51.100.1")], "198.51.100.1"),
-            ("10.0.0.2", &[("x-forwarded-for", "6.6.6.6, 198.51.100.1, 10.0.0.3")], "198.51.100.1"),
-            ("10.0.0.2", &[("x-forwarded-for", "10.0.0.4, 10.0.0.3")], "10.0.0.4"),
+            (
+                "203.0.113.9",
+                &[("x-forwarded-for", "198.51.100.1")],
+                "203.0.113.9",
+            ),
+            (
+                "10.0.0.2",
+                &[("x-forwarded-for", "198.51.100.1")],
+                "198.51.100.1",
+            ),
+            (
+                "10.0.0.2",
+                &[("x-forwarded-for", "6.6.6.6, 198.51.100.1, 10.0.0.3")],
+                "198.51.100.1",
+            ),
+            (
+                "10.0.0.2",
+                &[("x-forwarded-for", "10.0.0.4, 10.0.0.3")],
+                "10.0.0.4",
+            ),
             ("10.0.0.2", &[("x-forwarded-for", "garbage")], "10.0.0.2"),
-            ("::1", &[("forwarded", "for=\"[2001:db8::7]:443\";proto=https")], "2001:db8::7"),
-            ("10.0.0.2", &[("forwarded", "for=192.0.2.60;proto=http, for=10.0.0.9")], "192.0.2.60"),
+            (
+                "::1",
+                &[("forwarded", "for=\"[2001:db8::7]:443\";proto=https")],
+                "2001:db8::7",
+            ),
+            (
+                "10.0.0.2",
+                &[("forwarded", "for=192.0.2.60;proto=http, for=10.0.0.9")],
+                "192.0.2.60",
+            ),
             ("10.0.0.2", &[], "10.0.0.2"),
         ];
         for (peer, pairs, expected) in cases {
@@ -103,9 +134,18 @@ mod tests {
     fn takes_the_request_id_only_from_trusted_peers() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let given = headers(&[("x-request-id", "abc-123")]);
-        assert_eq!(request_id(Some("10.0.0.1".parse().unwrap()), &given, &trusted), "abc-123");
-        assert_ne!(request_id(Some("8.8.8.8".parse().unwrap()), &given, &trusted), "abc-123");
+        assert_eq!(
+            request_id(Some("10.0.0.1".parse().unwrap()), &given, &trusted),
+            "abc-123"
+        );
+        assert_ne!(
+            request_id(Some("8.8.8.8".parse().unwrap()), &given, &trusted),
+            "abc-123"
+        );
         let hostile = headers(&[("x-request-id", "a\nb")]);
-        assert_eq!(request_id(Some("10.0.0.1".parse().unwrap()), &hostile, &trusted).len(), 32);
+        assert_eq!(
+            request_id(Some("10.0.0.1".parse().unwrap()), &hostile, &trusted).len(),
+            32
+        );
     }
 }

@@ -45,7 +45,10 @@ pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
     config
         .route("/healthz", web::get().to(jobs::healthz))
         .route("/jobs/{id}", web::get().to(jobs::get_job))
-        .route(&format!("{base_path}/{{id}}"), web::route().to(trigger::trigger))
+        .route(
+            &format!("{base_path}/{{id}}"),
+            web::route().to(trigger::trigger),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -53,7 +56,10 @@ async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
         actix_web::http::StatusCode::NOT_FOUND,
         "not_found",
-        format!("nothing is served at `{}`; hooks are at `<base_path>/<hook id>`", request.path()),
+        format!(
+            "nothing is served at `{}`; hooks are at `<base_path>/<hook id>`",
+            request.path()
+        ),
     ))
 }
 
@@ -71,8 +77,18 @@ pub async fn request_middleware(
     let forwarded = Headers::new(
         ["x-request-id", "x-forwarded-for", "forwarded"]
             .iter()
-            .flat_map(|name| request.headers().get_all(*name).map(move |value| (name, value)))
-            .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned())),
+            .flat_map(|name| {
+                request
+                    .headers()
+                    .get_all(*name)
+                    .map(move |value| (name, value))
+            })
+            .map(|(name, value)| {
+                (
+                    name.to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            }),
     );
     let peer = request.peer_addr().map(|address| address.ip());
     let info = ClientInfo {
@@ -89,7 +105,11 @@ pub async fn request_middleware(
             .headers_mut()
             .insert(HeaderName::from_static("x-request-id"), value);
     }
-    let outcome = response.response().extensions().get::<HookOutcome>().cloned();
+    let outcome = response
+        .response()
+        .extensions()
+        .get::<HookOutcome>()
+        .cloned();
     tracing::info!(
         request_id = %info.request_id,
         method = %method,

@@ -36,19 +36,30 @@ pub async fn trigger(
             "hook_not_found",
             format!("there is no hook `{id}`; check the URL against the hook ids in the config"),
         );
-        return with_outcome(actix_web::ResponseError::error_response(&error), &id, "not_found");
+        return with_outcome(
+            actix_web::ResponseError::error_response(&error),
+            &id,
+            "not_found",
+        );
     };
     match handle(&request, payload, hook, &state).await {
         Ok((response, outcome)) => with_outcome(response, &hook.id, outcome),
-        Err((error, outcome)) => {
-            with_outcome(actix_web::ResponseError::error_response(&error), &hook.id, outcome)
-        }
+        Err((error, outcome)) => with_outcome(
+            actix_web::ResponseError::error_response(&error),
+            &hook.id,
+            outcome,
+        ),
     }
 }
 
 type Answer = Result<(HttpResponse, &'static str), (ApiError, &'static str)>;
 
-async fn handle(request: &HttpRequest, payload: web::Payload, hook: &Hook, state: &AppState) -> Answer {
+async fn handle(
+    request: &HttpRequest,
+    payload: web::Payload,
+    hook: &Hook,
+    state: &AppState,
+) -> Answer {
     let method = request.method().as_str();
     if !hook.methods.iter().any(|allowed| allowed == method) {
         let allow = hook.methods.join(", ");
@@ -63,7 +74,10 @@ async fn handle(request: &HttpRequest, payload: web::Payload, hook: &Hook, state
 
     let body = read_body(request, payload, hook).await?;
     let headers = Headers::new(request.headers().iter().map(|(name, value)| {
-        (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+        (
+            name.as_str().to_string(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        )
     }));
     let query: Vec<(String, String)> = form_urlencoded::parse(request.query_string().as_bytes())
         .map(|(key, value)| (key.into_owned(), value.into_owned()))
@@ -73,9 +87,17 @@ async fn handle(request: &HttpRequest, payload: web::Payload, hook: &Hook, state
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64);
-    let signed = SignedRequest { headers: &headers, query: &query, body: &body, now };
+    let signed = SignedRequest {
+        headers: &headers,
+        query: &query,
+        body: &body,
+        now,
+    };
     if let Err(error) = hook.signature.verify(&signed) {
-        return Err((ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()), "signature_failed"));
+        return Err((
+            ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()),
+            "signature_failed",
+        ));
     }
 
     let client = request.extensions().get::<ClientInfo>().cloned();
@@ -142,7 +164,8 @@ async fn handle(request: &HttpRequest, payload: web::Payload, hook: &Hook, state
         JobState::Finished { outcome, .. } => match outcome {
             JobOutcome::Succeeded => StatusCode::OK,
             JobOutcome::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::from_u16(hook.response.failure_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            _ => StatusCode::from_u16(hook.response.failure_status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         },
         _ => StatusCode::ACCEPTED,
     };
@@ -152,11 +175,18 @@ async fn handle(request: &HttpRequest, payload: web::Payload, hook: &Hook, state
 
 fn bad_body(error: ValueError) -> (ApiError, &'static str) {
     let ValueError::BodyUnparsable(reason) = error;
-    (ApiError::new(StatusCode::BAD_REQUEST, "bad_body", reason), "bad_body")
+    (
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_body", reason),
+        "bad_body",
+    )
 }
 
 /// Reads the body up to the hook's limit: 413 as soon as it is known to be larger.
-async fn read_body(request: &HttpRequest, mut payload: web::Payload, hook: &Hook) -> Result<Bytes, (ApiError, &'static str)> {
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    hook: &Hook,
+) -> Result<Bytes, (ApiError, &'static str)> {
     let limit = hook.max_body;
     let too_large = || {
         let error = ApiError::new(
@@ -198,4 +228,3 @@ fn incomplete(reason: &str) -> (ApiError, &'static str) {
     );
     (error, "body_incomplete")
 }
-

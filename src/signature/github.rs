@@ -91,20 +91,75 @@ mod tests {
             (&strict, &[("X-Hub-Signature-256", SIGNATURE)], BODY, "ok"),
             (&strict, &[("x-hub-signature-256", SIGNATURE)], BODY, "ok"),
             (&lenient, &[("X-Hub-Signature-256", SIGNATURE)], BODY, "ok"),
-            (&strict, &[("X-Hub-Signature-256", SIGNATURE)], "Hello, World?", "signature_invalid"),
+            (
+                &strict,
+                &[("X-Hub-Signature-256", SIGNATURE)],
+                "Hello, World?",
+                "signature_invalid",
+            ),
             (&strict, &[], BODY, "signature_missing"),
-            (&strict, &[("X-Hub-Signature-256", "")], BODY, "signature_missing"),
-            (&strict, &[("X-Hub-Signature-256", "sha256=")], BODY, "signature_invalid"),
-            (&strict, &[("X-Hub-Signature-256", &SIGNATURE[..40])], BODY, "signature_invalid"),
-            (&strict, &[("X-Hub-Signature-256", &SIGNATURE[7..])], BODY, "signature_invalid"),
-            (&strict, &[("X-Hub-Signature-256", "sha256=zz7107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")], BODY, "signature_invalid"),
-            (&strict, &[("X-Hub-Signature-256", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1")], BODY, "signature_invalid"),
-            (&strict, &[("X-Hub-Signature", SHA1_SIGNATURE)], BODY, "signature_missing"),
+            (
+                &strict,
+                &[("X-Hub-Signature-256", "")],
+                BODY,
+                "signature_missing",
+            ),
+            (
+                &strict,
+                &[("X-Hub-Signature-256", "sha256=")],
+                BODY,
+                "signature_invalid",
+            ),
+            (
+                &strict,
+                &[("X-Hub-Signature-256", &SIGNATURE[..40])],
+                BODY,
+                "signature_invalid",
+            ),
+            (
+                &strict,
+                &[("X-Hub-Signature-256", &SIGNATURE[7..])],
+                BODY,
+                "signature_invalid",
+            ),
+            (
+                &strict,
+                &[(
+                    "X-Hub-Signature-256",
+                    "sha256=zz7107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+                )],
+                BODY,
+                "signature_invalid",
+            ),
+            (
+                &strict,
+                &[(
+                    "X-Hub-Signature-256",
+                    "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1",
+                )],
+                BODY,
+                "signature_invalid",
+            ),
+            (
+                &strict,
+                &[("X-Hub-Signature", SHA1_SIGNATURE)],
+                BODY,
+                "signature_missing",
+            ),
             (&lenient, &[("X-Hub-Signature", SHA1_SIGNATURE)], BODY, "ok"),
-            (&lenient, &[("X-Hub-Signature", SHA1_SIGNATURE)], "other", "signature_invalid"),
+            (
+                &lenient,
+                &[("X-Hub-Signature", SHA1_SIGNATURE)],
+                "other",
+                "signature_invalid",
+            ),
         ];
         for (provider, headers, body, expected) in cases {
-            assert_eq!(check(*provider, headers, &[], body), *expected, "{headers:?} {body}");
+            assert_eq!(
+                check(*provider, headers, &[], body),
+                *expected,
+                "{headers:?} {body}"
+            );
         }
     }
 }

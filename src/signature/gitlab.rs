@@ -63,7 +63,11 @@ mod tests {
             (&[], "signature_missing"),
         ];
         for (headers, expected) in cases {
-            assert_eq!(check(&provider, headers, &[], "{}"), *expected, "{headers:?}");
+            assert_eq!(
+                check(&provider, headers, &[], "{}"),
+                *expected,
+                "{headers:?}"
+            );
         }
     }
 }

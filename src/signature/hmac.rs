@@ -73,16 +73,66 @@ mod tests {
         let sha512_b64 = "tCrwkFe6weLUFwjkipAuCbX/fxKrQopP6GZTxz3SSPuC+UilSfe3kaW0GRXuTR7Dk1NX5OIxclDQNyr6Lr7rOg==";
         let sha256_b64 = "97yD9DBThCSxMpjmqm+xQ+9NWaFJRhdZl0edvC0aPNg=";
         let cases: &[(HmacScheme, &str, &str, &str)] = &[
-            (scheme(Algorithm::Sha256, Encoding::Hex, "sha256="), &format!("sha256={sha256_hex}"), body, "ok"),
-            (scheme(Algorithm::Sha256, Encoding::Hex, ""), sha256_hex, body, "ok"),
-            (scheme(Algorithm::Sha256, Encoding::Hex, ""), sha256_hex, "the quick", "signature_invalid"),
-            (scheme(Algorithm::Sha256, Encoding::Hex, "sha256="), sha256_hex, body, "signature_invalid"),
-            (scheme(Algorithm::Sha1, Encoding::Hex, ""), sha1_hex, body, "ok"),
-            (scheme(Algorithm::Sha1, Encoding::Hex, ""), sha256_hex, body, "signature_invalid"),
-            (scheme(Algorithm::Sha512, Encoding::Base64, ""), sha512_b64, body, "ok"),
-            (scheme(Algorithm::Sha256, Encoding::Base64, ""), sha256_b64, body, "ok"),
-            (scheme(Algorithm::Sha256, Encoding::Base64, ""), "not base64!!", body, "signature_invalid"),
-            (scheme(Algorithm::Sha256, Encoding::Base64, ""), "", body, "signature_missing"),
+            (
+                scheme(Algorithm::Sha256, Encoding::Hex, "sha256="),
+                &format!("sha256={sha256_hex}"),
+                body,
+                "ok",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Hex, ""),
+                sha256_hex,
+                body,
+                "ok",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Hex, ""),
+                sha256_hex,
+                "the quick",
+                "signature_invalid",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Hex, "sha256="),
+                sha256_hex,
+                body,
+                "signature_invalid",
+            ),
+            (
+                scheme(Algorithm::Sha1, Encoding::Hex, ""),
+                sha1_hex,
+                body,
+                "ok",
+            ),
+            (
+                scheme(Algorithm::Sha1, Encoding::Hex, ""),
+                sha256_hex,
+                body,
+                "signature_invalid",
+            ),
+            (
+                scheme(Algorithm::Sha512, Encoding::Base64, ""),
+                sha512_b64,
+                body,
+                "ok",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Base64, ""),
+                sha256_b64,
+                body,
+                "ok",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Base64, ""),
+                "not base64!!",
+                body,
+                "signature_invalid",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Base64, ""),
+                "",
+                body,
+                "signature_missing",
+            ),
         ];
         for (provider, header, body, expected) in cases {
             let got = check(provider, &[("X-Signature", header)], &[], body);

@@ -1,0 +1,73 @@
+//! `hookrunner check` as a user runs it: the real binary, a real file, exit codes and messages.
+
+use std::process::Command;
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hooks.yaml");
+    std::fs::write(&file, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_hookrunner"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .env_remove("HOOKRUNNER_CONFIG")
+        .output()
+        .expect("the binary runs");
+    let stdout =
+        String::from_utf8_lossy(&output.stdout).replace(file.to_str().unwrap(), "hooks.yaml");
+    let stderr =
+        String::from_utf8_lossy(&output.stderr).replace(file.to_str().unwrap(), "hooks.yaml");
+    (output.status.code().unwrap(), stdout, stderr)
+}
+
+#[test]
+fn check_names_the_file_line_and_misspelt_key() {
+    let (code, _, stderr) = check(
+        "hooks:\n  - id: deploy\n    signature: none\n    run:\n      comand: [./deploy.sh]\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("hooks.yaml:5:7: unknown key `comand` in `run`, did you mean `command`?\n5 |       comand: [./deploy.sh]\n  |       ^"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_refuses_templates_inside_shell() {
+    let (code, _, stderr) = check("hooks:\n  - id: deploy\n    signature: none\n    run:\n      shell: ./deploy.sh {{ payload.after }}\n");
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("hooks.yaml:5:14: `{{ }}` is not allowed in `shell`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_summarises_a_valid_file_and_the_example_passes() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/hooks.example.yaml"))
+            .unwrap();
+    let example = example
+        .replace("env:GITHUB_WEBHOOK_SECRET", "change-me")
+        .replace("env:GITLAB_WEBHOOK_TOKEN", "change-me")
+        .replace("env:DEMO_TOKEN", "change-me");
+    let (code, stdout, stderr) = check(&example);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("deploy-site: POST /hooks/deploy-site signature=github"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hooks.yaml: ok, 3 hooks"), "{stdout}");
+    assert!(
+        stderr.contains("warning: this secret is written in the file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let output = Command::new(env!("CARGO_BIN_EXE_hookrunner"))
+        .arg("frobnicate")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -1,0 +1,143 @@
+//! The test harness: a real server on port 0 over a fresh temp dir, and one helper per endpoint.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use hookrunner::app::Application;
+use serde_json::Value;
+use sha2::Sha256;
+use tempfile::TempDir;
+
+pub struct TestApp {
+    pub address: String,
+    pub dir: TempDir,
+    pub client: reqwest::Client,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    /// Starts a server on the config text. `$DIR` in the text stands for the test's temp dir.
+    pub async fn spawn(config: &str) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = config.replace("$DIR", dir.path().to_str().unwrap());
+        let file = dir.path().join("hooks.yaml");
+        std::fs::write(&file, &text).unwrap();
+        let mut config = hookrunner::config::load_str(&text, &file, &|_| None)
+            .unwrap_or_else(|errors| panic!("test config is invalid:\n{}", errors.render()));
+        config.server.listen = vec!["127.0.0.1:0".into()];
+        let application = Application::build(config).expect("the server builds");
+        let address = format!("http://127.0.0.1:{}", application.port());
+        tokio::spawn(application.run_until_stopped());
+        TestApp {
+            address,
+            dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub async fn post_hook(
+        &self,
+        id: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        self.request(
+            reqwest::Method::POST,
+            &format!("/hooks/{id}"),
+            body,
+            headers,
+        )
+        .await
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get_job(&self, id: &str) -> Answer {
+        self.request(reqwest::Method::GET, &format!("/jobs/{id}"), "", &[])
+            .await
+    }
+
+    /// Polls a job until `done` holds, failing after a deadline.
+    pub async fn wait_for_job(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = self.get_job(id).await;
+            if answer.status == 200 && done(&answer.body) {
+                return answer.body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} never got there: {:?}",
+                answer.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// GitHub's `X-Hub-Signature-256` value for a body.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Waits until a file exists and returns its text.
+pub async fn read_when_written(path: &Path) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} was never written",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process is gone (or only a zombie nobody reaped yet).
+pub fn process_is_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}

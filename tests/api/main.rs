@@ -1,0 +1,7 @@
+//! Tests through the front door: a real server on port 0, real signed requests, real processes.
+
+mod answers;
+mod check;
+mod helpers;
+mod running;
+mod signatures;
