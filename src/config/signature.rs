@@ -2,13 +2,9 @@
 
 use serde_yaml::Value;
 
-use super::decode::{key_text, Decoder, Fields};
+use super::decode::{did_you_mean, key_text, Decoder};
 use super::source_map::{Part, YamlPath};
-use crate::signature::{
-    Algorithm, Encoding, Github, Gitlab, HmacScheme, Provider, Signature, Token, TokenLocation,
-};
-
-const PROVIDERS: &[&str] = &["github", "gitlab", "hmac", "token"];
+use crate::signature::{self, Algorithm, Encoding, ProviderSettings, Signature, PROVIDERS};
 
 pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Signature> {
     if value.as_str() == Some("none") {
@@ -32,25 +28,23 @@ pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
     let (name_value, settings) = map.iter().next()?;
     let name = key_text(name_value);
     let settings_path = path.key(&name);
-    let known: &[&str] = match name.as_str() {
-        "github" => &["secret", "allow_sha1"],
-        "gitlab" => &["secret"],
-        "hmac" => &["secret", "header", "algorithm", "encoding", "prefix"],
-        "token" => &["secret", "header", "query"],
-        _ => {
-            let hint = super::decode::did_you_mean(&name, PROVIDERS)
-                .map(|suggestion| format!(", did you mean `{suggestion}`?"))
-                .unwrap_or_else(|| format!("; known providers: {}", PROVIDERS.join(", ")));
-            decoder.error(
-                &settings_path,
-                Part::Key,
-                format!("unknown signature provider `{name}`{hint}"),
-            );
-            return None;
-        }
+    let Some((_, extra_keys)) = PROVIDERS.iter().find(|(provider, _)| *provider == name) else {
+        let names: Vec<&str> = PROVIDERS.iter().map(|(provider, _)| *provider).collect();
+        let hint = did_you_mean(&name, &names)
+            .map(|suggestion| format!(", did you mean `{suggestion}`?"))
+            .unwrap_or_else(|| format!("; known providers: {}", names.join(", ")));
+        decoder.error(
+            &settings_path,
+            Part::Key,
+            format!("unknown signature provider `{name}`{hint}"),
+        );
+        return None;
     };
     let what = format!("`signature.{name}`");
-    let fields = decoder.mapping(settings, &settings_path, &what, known)?;
+    let known: Vec<&str> = std::iter::once("secret")
+        .chain(extra_keys.iter().copied())
+        .collect();
+    let fields = decoder.mapping(settings, &settings_path, &what, &known)?;
     let Some((secret_value, secret_path)) = fields.get("secret") else {
         decoder.error(
             &settings_path,
@@ -60,95 +54,66 @@ pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         return None;
     };
     let secrets = decoder.secrets(secret_value, &secret_path);
-    let provider: Box<dyn Provider> = match name.as_str() {
-        "github" => {
-            let allow_sha1 =
-                optional(decoder, &fields, "allow_sha1", Decoder::bool)?.unwrap_or(false);
-            Box::new(Github {
-                secrets: secrets?,
-                allow_sha1,
-            })
-        }
-        "gitlab" => Box::new(Gitlab { secrets: secrets? }),
-        "hmac" => {
-            let header = required(decoder, &fields, "header", &what)?;
-            let algorithm = optional(decoder, &fields, "algorithm", |d, v, p| {
-                d.choice(
-                    v,
-                    p,
-                    &[
-                        ("sha1", Algorithm::Sha1),
-                        ("sha256", Algorithm::Sha256),
-                        ("sha512", Algorithm::Sha512),
-                    ],
-                )
-            })?
-            .unwrap_or(Algorithm::Sha256);
-            let encoding = optional(decoder, &fields, "encoding", |d, v, p| {
-                d.choice(
-                    v,
-                    p,
-                    &[("hex", Encoding::Hex), ("base64", Encoding::Base64)],
-                )
-            })?
-            .unwrap_or(Encoding::Hex);
-            let prefix = optional(decoder, &fields, "prefix", Decoder::string)?.unwrap_or_default();
-            Box::new(HmacScheme {
-                header,
-                algorithm,
-                encoding,
-                prefix,
-                secrets: secrets?,
-            })
-        }
-        "token" => {
-            let header = optional(decoder, &fields, "header", Decoder::string)?;
-            let query = optional(decoder, &fields, "query", Decoder::string)?;
-            let location = match (header, query) {
-                (Some(header), None) => TokenLocation::Header(header),
-                (None, Some(query)) => TokenLocation::Query(query),
-                _ => {
-                    decoder.error(
-                        &settings_path,
-                        Part::Value,
-                        "`signature.token` needs exactly one of `header:` or `query:`",
-                    );
-                    return None;
-                }
-            };
-            Box::new(Token {
-                location,
-                secrets: secrets?,
-            })
-        }
-        _ => unreachable!("unknown providers returned above"),
-    };
-    Some(Signature::Provider(provider))
-}
 
-/// An optional field: `Some(None)` when absent, `None` when present but invalid.
-fn optional<'s, T>(
-    decoder: &mut Decoder<'s>,
-    fields: &Fields<'_>,
-    key: &str,
-    read: impl FnOnce(&mut Decoder<'s>, &Value, &YamlPath) -> Option<T>,
-) -> Option<Option<T>> {
-    match fields.get(key) {
-        None => Some(None),
-        Some((value, path)) => read(decoder, value, &path).map(Some),
+    let mut valid = true;
+    let mut settings = ProviderSettings::new(
+        &name,
+        secrets
+            .clone()
+            .unwrap_or(crate::config::Secrets(Vec::new())),
+    );
+    if let Some((value, path)) = fields.get("tolerance") {
+        settings.tolerance = decoder.duration(value, &path);
+        valid &= settings.tolerance.is_some();
     }
-}
-
-fn required(
-    decoder: &mut Decoder<'_>,
-    fields: &Fields<'_>,
-    key: &str,
-    what: &str,
-) -> Option<String> {
-    match fields.get(key) {
-        Some((value, path)) => decoder.string(value, &path),
-        None => {
-            decoder.error(fields.path(), Part::Value, format!("{what} needs `{key}:`"));
+    if let Some((value, path)) = fields.get("allow_sha1") {
+        let flag = decoder.bool(value, &path);
+        valid &= flag.is_some();
+        settings.allow_sha1 = flag.unwrap_or(false);
+    }
+    for key in ["header", "query", "prefix"] {
+        if let Some((value, path)) = fields.get(key) {
+            let text = decoder.string(value, &path);
+            valid &= text.is_some();
+            match key {
+                "header" => settings.header = text,
+                "query" => settings.query = text,
+                _ => settings.prefix = text,
+            }
+        }
+    }
+    if let Some((value, path)) = fields.get("algorithm") {
+        settings.algorithm = decoder.choice(
+            value,
+            &path,
+            &[
+                ("sha1", Algorithm::Sha1),
+                ("sha256", Algorithm::Sha256),
+                ("sha512", Algorithm::Sha512),
+            ],
+        );
+        valid &= settings.algorithm.is_some();
+    }
+    if let Some((value, path)) = fields.get("encoding") {
+        settings.encoding = decoder.choice(
+            value,
+            &path,
+            &[("hex", Encoding::Hex), ("base64", Encoding::Base64)],
+        );
+        valid &= settings.encoding.is_some();
+    }
+    if secrets.is_none() || !valid {
+        return None;
+    }
+    match signature::build(settings) {
+        Ok(provider) => Some(Signature::Provider(provider)),
+        Err(message) => {
+            let at = if name == "standard" {
+                &secret_path
+            } else {
+                &settings_path
+            };
+            decoder.error(at, Part::Value, message);
             None
         }
     }

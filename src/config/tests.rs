@@ -127,6 +127,26 @@ fn each_problem_is_reported_at_its_line_and_column() {
         ("hooks: [\n", "hooks.yaml:2:1: invalid YAML"),
         ("", "the file is empty"),
         ("hook: []\n", "unknown key `hook` in the config, did you mean `hooks`?"),
+        (
+            "hooks:\n  - id: a\n    signature: {stripe: {secret: s, tolerence: 1m}}\n    run: {command: [x]}\n",
+            "hooks.yaml:3:37: unknown key `tolerence` in `signature.stripe`, did you mean `tolerance`?",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: {standard: {secret: \"whsec_not base64\"}}\n    run: {command: [x]}\n",
+            "hooks.yaml:3:36: a Standard Webhooks secret is `whsec_` followed by base64",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: {hmac: {secret: s}}\n    run: {command: [x]}\n",
+            "`hmac` needs `header:`",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: {gitlab: {secret: s, allow_sha1: true}}\n    run: {command: [x]}\n",
+            "unknown key `allow_sha1` in `signature.gitlab`",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: {slack: {secret: s, tolerance: 5}}\n    run: {command: [x]}\n",
+            "`5` has no unit",
+        ),
     ];
     for (text, expected) in cases {
         let rendered = errors(text);

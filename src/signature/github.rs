@@ -1,8 +1,8 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex>` over the raw body; SHA-1 only when allowed.
 
 use super::{
-    any_secret_signs, decode_hex, malformed, mismatch, Algorithm, Provider, SignatureError,
-    SignedRequest,
+    any_secret_signs, decode_hex, hmac_digest, malformed, mismatch, Algorithm, Provider,
+    SignatureError, SignedRequest,
 };
 use crate::config::secret::Secrets;
 use crate::request::IdSource;
@@ -53,6 +53,24 @@ impl Provider for Github {
         } else {
             Err(mismatch(header))
         }
+    }
+
+    fn sign(&self, body: &[u8], _id: &str, _timestamp: i64) -> Vec<(String, String)> {
+        let Some(secret) = self.secrets.iter().next() else {
+            return Vec::new();
+        };
+        let sha256 = hmac_digest(Algorithm::Sha256, secret.expose(), &[body]);
+        let sha1 = hmac_digest(Algorithm::Sha1, secret.expose(), &[body]);
+        vec![
+            (
+                SHA256_HEADER.to_string(),
+                format!("sha256={}", hex::encode(sha256)),
+            ),
+            (
+                SHA1_HEADER.to_string(),
+                format!("sha1={}", hex::encode(sha1)),
+            ),
+        ]
     }
 
     fn event_sources(&self) -> &'static [IdSource] {

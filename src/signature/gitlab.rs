@@ -31,6 +31,18 @@ impl Provider for Gitlab {
         }
     }
 
+    fn sign(&self, _body: &[u8], _id: &str, _timestamp: i64) -> Vec<(String, String)> {
+        let token = self
+            .secrets
+            .iter()
+            .next()
+            .map(|secret| String::from_utf8_lossy(secret.expose()).into_owned());
+        token
+            .map(|token| (HEADER.to_string(), token))
+            .into_iter()
+            .collect()
+    }
+
     fn event_sources(&self) -> &'static [IdSource] {
         &[IdSource::Header("X-Gitlab-Event")]
     }

@@ -1,10 +1,12 @@
-//! A generic HMAC of the body in a header of the user's choosing: algorithm, encoding and prefix.
+//! An HMAC of the raw body in one header: the user's `hmac` scheme, and the base of the providers
+//! that sign the same way (Gitea, Bitbucket, Shopify) with their own header, encoding and prefix.
 
 use super::{
-    any_secret_signs, decode_base64, decode_hex, malformed, mismatch, required_header, Algorithm,
+    any_secret_signs, decode_base64, decode_hex, hmac_digest, malformed, mismatch, Algorithm,
     Provider, SignatureError, SignedRequest,
 };
 use crate::config::secret::Secrets;
+use crate::request::IdSource;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -14,38 +16,102 @@ pub enum Encoding {
 
 #[derive(Debug)]
 pub struct HmacScheme {
-    pub header: String,
+    pub name: &'static str,
+    /// The headers that may carry the signature; the first one present is checked.
+    pub headers: Vec<String>,
     pub algorithm: Algorithm,
     pub encoding: Encoding,
     pub prefix: String,
     pub secrets: Secrets,
+    pub event_sources: &'static [IdSource],
+    pub delivery_sources: &'static [IdSource],
+}
+
+impl HmacScheme {
+    /// The user-configured `hmac` scheme.
+    pub fn custom(
+        header: String,
+        algorithm: Algorithm,
+        encoding: Encoding,
+        prefix: String,
+        secrets: Secrets,
+    ) -> HmacScheme {
+        HmacScheme {
+            name: "hmac",
+            headers: vec![header],
+            algorithm,
+            encoding,
+            prefix,
+            secrets,
+            event_sources: &[],
+            delivery_sources: &[],
+        }
+    }
+
+    fn encode(&self, digest: &[u8]) -> String {
+        let encoded = match self.encoding {
+            Encoding::Hex => hex::encode(digest),
+            Encoding::Base64 => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            }
+        };
+        format!("{}{encoded}", self.prefix)
+    }
 }
 
 impl Provider for HmacScheme {
     fn name(&self) -> &'static str {
-        "hmac"
+        self.name
     }
 
     fn verify(&self, request: &SignedRequest<'_>) -> Result<(), SignatureError> {
-        let value = required_header(request.headers, &self.header)?;
+        let found = self.headers.iter().find_map(|header| {
+            let value = request.headers.get(header).map(str::trim);
+            value
+                .filter(|value| !value.is_empty())
+                .map(|value| (header, value))
+        });
+        let Some((header, value)) = found else {
+            return Err(SignatureError::Missing(format!(
+                "the request has no `{}` header; configure the webhook's secret at the sender",
+                self.headers.join("` or `")
+            )));
+        };
         let form = match self.encoding {
             Encoding::Hex => format!("{}<hex>", self.prefix),
             Encoding::Base64 => format!("{}<base64>", self.prefix),
         };
         let encoded = value
             .strip_prefix(self.prefix.as_str())
-            .ok_or_else(|| malformed(&self.header, &form))?;
+            .ok_or_else(|| malformed(header, &form))?;
         let length = self.algorithm.output_len();
         let expected = match self.encoding {
             Encoding::Hex => decode_hex(encoded, length),
             Encoding::Base64 => decode_base64(encoded, length),
         }
-        .ok_or_else(|| malformed(&self.header, &form))?;
+        .ok_or_else(|| malformed(header, &form))?;
         if any_secret_signs(self.algorithm, &self.secrets, &[request.body], &expected) {
             Ok(())
         } else {
-            Err(mismatch(&self.header))
+            Err(mismatch(header))
         }
+    }
+
+    fn sign(&self, body: &[u8], _id: &str, _timestamp: i64) -> Vec<(String, String)> {
+        let Some(secret) = self.secrets.iter().next() else {
+            return Vec::new();
+        };
+        let digest = hmac_digest(self.algorithm, secret.expose(), &[body]);
+        vec![(self.headers[0].clone(), self.encode(&digest))]
+    }
+
+    fn event_sources(&self) -> &'static [IdSource] {
+        self.event_sources
+    }
+
+    fn delivery_sources(&self) -> &'static [IdSource] {
+        self.delivery_sources
     }
 }
 
@@ -55,13 +121,13 @@ mod tests {
     use crate::signature::test_support::{check, secrets};
 
     fn scheme(algorithm: Algorithm, encoding: Encoding, prefix: &str) -> HmacScheme {
-        HmacScheme {
-            header: "X-Signature".into(),
+        HmacScheme::custom(
+            "X-Signature".into(),
             algorithm,
             encoding,
-            prefix: prefix.into(),
-            secrets: secrets(&["key"]),
-        }
+            prefix.into(),
+            secrets(&["key"]),
+        )
     }
 
     #[test]
@@ -138,5 +204,7 @@ mod tests {
             let got = check(provider, &[("X-Signature", header)], &[], body);
             assert_eq!(got, *expected, "{provider:?} {header}");
         }
+        let sign = scheme(Algorithm::Sha512, Encoding::Base64, "").sign(body.as_bytes(), "", 0);
+        assert_eq!(sign, [("X-Signature".to_string(), sha512_b64.to_string())]);
     }
 }

@@ -3,12 +3,19 @@
 //! Verification runs before anything parses the body, compares in constant time, and its errors
 //! name what failed without ever showing the expected value.
 
+mod bitbucket;
+mod gitea;
 mod github;
 mod gitlab;
 mod hmac;
+mod shopify;
+mod slack;
+mod standard;
+mod stripe;
 mod token;
 
 use std::fmt;
+use std::time::Duration;
 
 use ::hmac::{Hmac, Mac};
 use base64::Engine as _;
@@ -21,7 +28,112 @@ use crate::request::{Headers, IdSource};
 pub use self::github::Github;
 pub use self::gitlab::Gitlab;
 pub use self::hmac::{Encoding, HmacScheme};
+pub use self::slack::Slack;
+pub use self::standard::Standard;
+pub use self::stripe::Stripe;
 pub use self::token::{Token, TokenLocation};
+
+/// The providers, with the settings each takes besides `secret`.
+pub const PROVIDERS: &[(&str, &[&str])] = &[
+    ("github", &["allow_sha1"]),
+    ("gitlab", &[]),
+    ("gitea", &[]),
+    ("bitbucket", &[]),
+    ("stripe", &["tolerance"]),
+    ("slack", &["tolerance"]),
+    ("standard", &["tolerance"]),
+    ("shopify", &[]),
+    ("hmac", &["header", "algorithm", "encoding", "prefix"]),
+    ("token", &["header", "query"]),
+];
+
+/// How far a signed timestamp may be from the server's clock, in either direction, by default.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// A provider's settings as written in a hook's `signature:` block (or given to `hookrunner sign`).
+#[derive(Debug)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub secrets: Secrets,
+    pub tolerance: Option<Duration>,
+    pub allow_sha1: bool,
+    pub header: Option<String>,
+    pub query: Option<String>,
+    pub algorithm: Option<Algorithm>,
+    pub encoding: Option<Encoding>,
+    pub prefix: Option<String>,
+}
+
+impl ProviderSettings {
+    pub fn new(name: &str, secrets: Secrets) -> ProviderSettings {
+        ProviderSettings {
+            name: name.to_string(),
+            secrets,
+            tolerance: None,
+            allow_sha1: false,
+            header: None,
+            query: None,
+            algorithm: None,
+            encoding: None,
+            prefix: None,
+        }
+    }
+}
+
+/// Builds a provider from its settings; the error says what is missing or wrong.
+pub fn build(settings: ProviderSettings) -> Result<Box<dyn Provider>, String> {
+    let tolerance = settings.tolerance.unwrap_or(DEFAULT_TOLERANCE);
+    let secrets = settings.secrets;
+    Ok(match settings.name.as_str() {
+        "github" => Box::new(Github {
+            secrets,
+            allow_sha1: settings.allow_sha1,
+        }),
+        "gitlab" => Box::new(Gitlab { secrets }),
+        "gitea" => Box::new(gitea::gitea(secrets)),
+        "bitbucket" => Box::new(bitbucket::bitbucket(secrets)),
+        "shopify" => Box::new(shopify::shopify(secrets)),
+        "stripe" => Box::new(Stripe { secrets, tolerance }),
+        "slack" => Box::new(Slack { secrets, tolerance }),
+        "standard" => {
+            let keys = secrets
+                .iter()
+                .map(standard::decode_secret)
+                .collect::<Result<Vec<_>, _>>()?;
+            Box::new(Standard {
+                keys: Secrets(keys),
+                tolerance,
+            })
+        }
+        "hmac" => {
+            let header = settings
+                .header
+                .ok_or("`hmac` needs `header:`, the header that carries the signature")?;
+            Box::new(HmacScheme::custom(
+                header,
+                settings.algorithm.unwrap_or(Algorithm::Sha256),
+                settings.encoding.unwrap_or(Encoding::Hex),
+                settings.prefix.unwrap_or_default(),
+                secrets,
+            ))
+        }
+        "token" => {
+            let location = match (settings.header, settings.query) {
+                (Some(header), None) => TokenLocation::Header(header),
+                (None, Some(query)) => TokenLocation::Query(query),
+                _ => return Err("`token` needs exactly one of `header:` or `query:`".into()),
+            };
+            Box::new(Token { location, secrets })
+        }
+        other => {
+            let names: Vec<&str> = PROVIDERS.iter().map(|(name, _)| *name).collect();
+            return Err(format!(
+                "unknown signature provider `{other}`; known providers: {}",
+                names.join(", ")
+            ));
+        }
+    })
+}
 
 /// The parts of a request a signature may cover.
 pub struct SignedRequest<'a> {
@@ -60,6 +172,10 @@ pub trait Provider: fmt::Debug + Send + Sync {
     fn name(&self) -> &'static str;
 
     fn verify(&self, request: &SignedRequest<'_>) -> Result<(), SignatureError>;
+
+    /// The headers the provider would send for `body`, signed with the first secret.
+    /// `id` and `timestamp` are used by the schemes that sign them.
+    fn sign(&self, body: &[u8], id: &str, timestamp: i64) -> Vec<(String, String)>;
 
     /// Where this provider names the event, first match wins.
     fn event_sources(&self) -> &'static [IdSource] {
@@ -189,6 +305,28 @@ pub fn decode_base64(text: &str, len: usize) -> Option<Vec<u8>> {
         .filter(|bytes| bytes.len() == len)
 }
 
+/// Parses a signed Unix timestamp and refuses it when it is more than `tolerance` from `now`,
+/// in either direction. Call it only after the signature verified, so a forger learns nothing.
+pub fn check_timestamp(
+    text: &str,
+    header: &str,
+    now: i64,
+    tolerance: Duration,
+) -> Result<(), SignatureError> {
+    let timestamp: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| malformed(header, "<unix time>"))?;
+    let skew = now.saturating_sub(timestamp).unsigned_abs();
+    if skew > tolerance.as_secs() {
+        return Err(SignatureError::TimestampOutOfTolerance(format!(
+            "the `{header}` timestamp is {skew}s away from the server's clock, beyond the {}s tolerance; check the clocks, or resend",
+            tolerance.as_secs()
+        )));
+    }
+    Ok(())
+}
+
 /// The text of a header the scheme needs, or `signature_missing` naming it.
 pub fn required_header<'a>(headers: &'a Headers, name: &str) -> Result<&'a str, SignatureError> {
     match headers.get(name).map(str::trim) {
@@ -222,12 +360,32 @@ pub(crate) mod test_support {
         Secrets(values.iter().map(|value| Secret::new(*value)).collect())
     }
 
+    /// Like [`check`], at a given time and without a query.
+    pub fn check_at(
+        provider: &dyn Provider,
+        headers: &[(&str, &str)],
+        body: &str,
+        now: i64,
+    ) -> &'static str {
+        verify_at(provider, headers, &[], body, now)
+    }
+
     /// Verifies `body` with the given headers and query, returning the error code or "ok".
     pub fn check(
         provider: &dyn Provider,
         headers: &[(&str, &str)],
         query: &[(&str, &str)],
         body: &str,
+    ) -> &'static str {
+        verify_at(provider, headers, query, body, 1_700_000_000)
+    }
+
+    fn verify_at(
+        provider: &dyn Provider,
+        headers: &[(&str, &str)],
+        query: &[(&str, &str)],
+        body: &str,
+        now: i64,
     ) -> &'static str {
         let headers = Headers::new(
             headers
@@ -242,7 +400,7 @@ pub(crate) mod test_support {
             headers: &headers,
             query: &query,
             body: body.as_bytes(),
-            now: 1_700_000_000,
+            now,
         };
         match provider.verify(&request) {
             Ok(()) => "ok",

@@ -55,6 +55,19 @@ impl Provider for Token {
             )))
         }
     }
+
+    /// A header token is sent as it is; a query token goes in the URL, so no header is printed.
+    fn sign(&self, _body: &[u8], _id: &str, _timestamp: i64) -> Vec<(String, String)> {
+        match (&self.location, self.secrets.iter().next()) {
+            (TokenLocation::Header(name), Some(secret)) => {
+                vec![(
+                    name.clone(),
+                    String::from_utf8_lossy(secret.expose()).into_owned(),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]

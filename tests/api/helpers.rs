@@ -24,11 +24,19 @@ pub struct Answer {
 impl TestApp {
     /// Starts a server on the config text. `$DIR` in the text stands for the test's temp dir.
     pub async fn spawn(config: &str) -> TestApp {
+        TestApp::spawn_with_env(config, &|_| None).await
+    }
+
+    /// Like `spawn`, with `env:` secrets read through `lookup_env`.
+    pub async fn spawn_with_env(
+        config: &str,
+        lookup_env: &dyn Fn(&str) -> Option<String>,
+    ) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let text = config.replace("$DIR", dir.path().to_str().unwrap());
         let file = dir.path().join("hooks.yaml");
         std::fs::write(&file, &text).unwrap();
-        let mut config = hookrunner::config::load_str(&text, &file, &|_| None)
+        let mut config = hookrunner::config::load_str(&text, &file, lookup_env)
             .unwrap_or_else(|errors| panic!("test config is invalid:\n{}", errors.render()));
         config.server.listen = vec!["127.0.0.1:0".into()];
         let application = Application::build(config).expect("the server builds");

@@ -3,5 +3,7 @@
 mod answers;
 mod check;
 mod helpers;
+mod providers;
+mod readme;
 mod running;
 mod signatures;

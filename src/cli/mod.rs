@@ -1,4 +1,7 @@
-//! The command line: `serve` and `check`. Exit codes: 0 ok, 1 a failure the user can fix, 2 usage.
+//! The command line: `serve`, `check`, `sign` and `send`. Exit codes: 0 ok, 1 a failure the user
+//! can fix, 2 usage.
+
+mod sign;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +28,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate a config file and print a summary of each hook.
     Check(CheckArgs),
+    /// Print the headers a provider would send for a body, one `Name: value` per line.
+    Sign(sign::SignArgs),
+    /// Sign a body as a provider would and POST it; exits 0 on a 2xx answer, 1 otherwise.
+    Send(sign::SendArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +62,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),
+        Command::Sign(args) => sign::sign(&args),
+        Command::Send(args) => sign::send(&args),
     }
 }
 
