@@ -1,5 +1,16 @@
 //! Turns a hook and a request into the command to run: program, arguments and a clean environment.
 //! Payload text only ever becomes argv elements or environment values, never shell source.
+//!
+//! A [`JobCommand`] is what the job store keeps to run a queued job after a restart: everything
+//! rendered from the request, but not the server's own environment (`PATH`, `HOME`, `LANG`, `TZ` and
+//! `env_passthrough` are read again when the job starts, so they never reach the disk).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Hook, ProgramTemplate, StdinMode};
 use crate::request::RequestContext;
@@ -19,12 +30,73 @@ pub enum BuildError {
     NulByte(String),
 }
 
-/// Renders the hook's command for this request. `lookup_env` reads the server's environment.
-pub fn build(
-    hook: &Hook,
-    request: &RequestContext,
-    lookup_env: &dyn Fn(&str) -> Option<String>,
-) -> Result<CommandSpec, BuildError> {
+/// The rendered command of one job, as stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCommand {
+    pub program: Program,
+    pub workdir: PathBuf,
+    /// `run.env` rendered, then the `HOOK_*` variables.
+    pub env: Vec<(String, String)>,
+    /// Names read from the server's environment when the job starts.
+    pub passthrough: Vec<String>,
+    /// The raw body, base64, when `stdin: payload`.
+    pub stdin: Option<String>,
+    pub timeout_ms: u64,
+    pub kill_after_ms: u64,
+    pub max_output: u64,
+}
+
+impl fmt::Debug for JobCommand {
+    /// Names only: environment values and stdin may carry payload text or secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("JobCommand")
+            .field("workdir", &self.workdir)
+            .field("env", &names)
+            .field("passthrough", &self.passthrough)
+            .field("stdin", &self.stdin.as_ref().map(String::len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobCommand {
+    /// The runner's spec: the server's `PATH`, `HOME`, `LANG`, `TZ` and passthrough variables first,
+    /// then the job's own variables, which win.
+    pub fn to_spec(&self, lookup_env: &dyn Fn(&str) -> Option<String>) -> CommandSpec {
+        let mut env: Vec<(String, String)> = Vec::new();
+        let names = BASE_ENV
+            .iter()
+            .copied()
+            .chain(self.passthrough.iter().map(String::as_str));
+        for name in names {
+            if let Some(value) = lookup_env(name) {
+                env.retain(|(existing, _)| existing != name);
+                env.push((name.to_string(), value));
+            }
+        }
+        for (name, value) in &self.env {
+            env.retain(|(existing, _)| existing != name);
+            env.push((name.clone(), value.clone()));
+        }
+        let stdin = self.stdin.as_ref().map(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap_or_default()
+                .into()
+        });
+        CommandSpec {
+            program: self.program.clone(),
+            workdir: self.workdir.clone(),
+            env,
+            stdin,
+            timeout: Duration::from_millis(self.timeout_ms),
+            kill_after: Duration::from_millis(self.kill_after_ms),
+        }
+    }
+}
+
+/// Renders the hook's command for this request.
+pub fn build(hook: &Hook, request: &RequestContext) -> Result<JobCommand, BuildError> {
     let run = &hook.run;
     let program = match &run.program {
         ProgramTemplate::Shell(text) => Program::Shell(text.clone()),
@@ -40,19 +112,7 @@ pub fn build(
     };
 
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |name: &str, value: String| {
-        env.retain(|(existing, _)| existing != name);
-        env.push((name.to_string(), value));
-    };
-    for name in BASE_ENV
-        .iter()
-        .copied()
-        .chain(run.env_passthrough.iter().map(String::as_str))
-    {
-        if let Some(value) = lookup_env(name) {
-            set(name, value);
-        }
-    }
+    let mut set = |name: &str, value: String| env.push((name.to_string(), value));
     for (name, template) in &run.env {
         let value = template.render(request)?;
         reject_nul(&value, || format!("`run.env.{name}`"))?;
@@ -64,16 +124,20 @@ pub fn build(
     set("HOOK_EVENT", request.event().unwrap_or_default());
     set("HOOK_DELIVERY_ID", request.delivery().unwrap_or_default());
 
-    Ok(CommandSpec {
+    Ok(JobCommand {
         program,
         workdir: run.workdir.clone(),
         env,
+        passthrough: run.env_passthrough.clone(),
         stdin: match run.stdin {
             StdinMode::None => None,
-            StdinMode::Payload => Some(request.body.clone()),
+            StdinMode::Payload => {
+                Some(base64::engine::general_purpose::STANDARD.encode(&request.body))
+            }
         },
-        timeout: run.timeout,
-        kill_after: run.kill_after,
+        timeout_ms: run.timeout.as_millis() as u64,
+        kill_after_ms: run.kill_after.as_millis() as u64,
+        max_output: run.max_output,
     })
 }
 
@@ -134,7 +198,16 @@ hooks:
         let config = load_str(CONFIG, Path::new("/srv/hooks.yaml"), &|_| None).unwrap();
         let hook = config.hook("deploy").unwrap();
         let body = r#"{"after": "$(rm -rf /); `id`", "pusher": {}}"#;
-        let spec = build(hook, &request(body), &server_env).unwrap();
+        let command = build(hook, &request(body)).unwrap();
+        // What is stored never holds the server's own environment.
+        assert!(!command
+            .env
+            .iter()
+            .any(|(name, _)| name == "HOME" || name == "SSH_AUTH_SOCK"));
+        let stored: JobCommand =
+            serde_json::from_value(serde_json::to_value(&command).unwrap()).unwrap();
+        assert_eq!(stored, command);
+        let spec = stored.to_spec(&server_env);
         assert_eq!(
             spec.program,
             Program::Argv(vec![
@@ -170,12 +243,12 @@ hooks:
     fn a_missing_value_or_a_nul_byte_builds_nothing() {
         let config = load_str(CONFIG, Path::new("/srv/hooks.yaml"), &|_| None).unwrap();
         let hook = config.hook("deploy").unwrap();
-        let missing = build(hook, &request(r#"{"before": "x"}"#), &server_env).unwrap_err();
+        let missing = build(hook, &request(r#"{"before": "x"}"#)).unwrap_err();
         assert_eq!(
             missing.to_string(),
             "the request has no value for `payload.after`"
         );
-        let nul = build(hook, &request(r#"{"after": "a\u0000b"}"#), &server_env).unwrap_err();
+        let nul = build(hook, &request(r#"{"after": "a\u0000b"}"#)).unwrap_err();
         assert!(matches!(nul, BuildError::NulByte(_)), "{nul}");
     }
 }

@@ -1,12 +1,11 @@
-//! A job: one run of a hook's command, from queued to its outcome, and the JSON clients see.
+//! A job: its id, its status, how a command's outcome maps to one, and the JSON clients see.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::runner::{self, CappedOutput};
+use crate::runner;
+use crate::store::JobRecord;
 
 /// A job's id. It is the capability to read the job, so it carries 128 random bits, never a counter.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -41,128 +40,101 @@ impl fmt::Debug for JobId {
     }
 }
 
-/// Where a job is in its life.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JobState {
+/// A job's status as clients and the store see it (SPEC §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
     Queued,
-    Running {
-        started: Instant,
-    },
-    Finished {
-        outcome: JobOutcome,
-        duration: Duration,
-    },
-}
-
-/// How a finished job ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JobOutcome {
+    Running,
     Succeeded,
-    /// A non-zero exit, death by a signal, or a command that could not start (`error` says why).
-    Failed {
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-        error: Option<String>,
-    },
+    Failed,
     TimedOut,
     Cancelled,
+    Superseded,
+    Interrupted,
 }
 
-impl From<runner::Outcome> for JobOutcome {
-    fn from(outcome: runner::Outcome) -> JobOutcome {
-        match outcome {
-            runner::Outcome::Exited { code: 0 } => JobOutcome::Succeeded,
-            runner::Outcome::Exited { code } => JobOutcome::Failed {
-                exit_code: Some(code),
-                signal: None,
-                error: None,
-            },
-            runner::Outcome::Signalled { signal } => JobOutcome::Failed {
-                exit_code: None,
-                signal: Some(signal),
-                error: None,
-            },
-            runner::Outcome::TimedOut => JobOutcome::TimedOut,
-            runner::Outcome::Cancelled => JobOutcome::Cancelled,
-            runner::Outcome::CouldNotStart { reason } => JobOutcome::Failed {
-                exit_code: None,
-                signal: None,
-                error: Some(reason),
-            },
+impl Status {
+    pub const ALL: [Status; 8] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+        Status::Superseded,
+        Status::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Cancelled => "cancelled",
+            Status::Superseded => "superseded",
+            Status::Interrupted => "interrupted",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+
+    /// Whether the job has ended (every status but `queued` and `running`).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
     }
 }
 
-/// A job's record, as the engine keeps it and clients read it.
-#[derive(Clone, Debug)]
-pub struct Job {
-    pub id: JobId,
-    pub hook: String,
-    pub request_id: String,
-    pub state: JobState,
-    pub output: Arc<CappedOutput>,
+/// How a finished run maps to a job's status and fields. `cancelled_as` is the status a run
+/// ended by cancellation gets: `cancelled` (by an admin or `replace`) or `interrupted` (shutdown).
+pub struct Ending {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl Ending {
+    pub fn of(outcome: runner::Outcome, cancelled_as: Status) -> Ending {
+        let plain = |status| Ending {
+            status,
+            exit_code: None,
+            signal: None,
+            error: None,
+        };
+        match outcome {
+            runner::Outcome::Exited { code: 0 } => Ending {
+                exit_code: Some(0),
+                ..plain(Status::Succeeded)
+            },
+            runner::Outcome::Exited { code } => Ending {
+                exit_code: Some(code),
+                ..plain(Status::Failed)
+            },
+            runner::Outcome::Signalled { signal } => Ending {
+                signal: Some(signal),
+                ..plain(Status::Failed)
+            },
+            runner::Outcome::TimedOut => plain(Status::TimedOut),
+            runner::Outcome::Cancelled => plain(cancelled_as),
+            runner::Outcome::CouldNotStart { reason } => Ending {
+                error: Some(reason),
+                ..plain(Status::Failed)
+            },
+        }
+    }
 }
 
 /// How much of each stream an answer carries; the job log has the rest.
 pub const ANSWER_OUTPUT_LIMIT: usize = 64 << 10;
 
-impl Job {
-    pub fn status(&self) -> &'static str {
-        match &self.state {
-            JobState::Queued => "queued",
-            JobState::Running { .. } => "running",
-            JobState::Finished { outcome, .. } => match outcome {
-                JobOutcome::Succeeded => "succeeded",
-                JobOutcome::Failed { .. } => "failed",
-                JobOutcome::TimedOut => "timed_out",
-                JobOutcome::Cancelled => "cancelled",
-            },
-        }
-    }
-
-    pub fn is_finished(&self) -> bool {
-        matches!(self.state, JobState::Finished { .. })
-    }
-
-    /// The job body of SPEC §8; `stdout`/`stderr` only when asked for, capped for the answer.
-    pub fn to_json(&self, include_output: bool) -> Value {
-        let (exit_code, signal, error, duration) = match &self.state {
-            JobState::Queued => (None, None, None, None),
-            JobState::Running { started } => (None, None, None, Some(started.elapsed())),
-            JobState::Finished { outcome, duration } => match outcome {
-                JobOutcome::Failed {
-                    exit_code,
-                    signal,
-                    error,
-                } => (*exit_code, *signal, error.clone(), Some(*duration)),
-                JobOutcome::Succeeded => (Some(0), None, None, Some(*duration)),
-                _ => (None, None, None, Some(*duration)),
-            },
-        };
-        let mut body = json!({
-            "hook": self.hook,
-            "job_id": self.id.as_str(),
-            "status": self.status(),
-            "exit_code": exit_code,
-            "signal": signal.map(signal_name),
-            "duration_ms": duration.map(|d| d.as_millis() as u64),
-            "links": {
-                "job": format!("/jobs/{}", self.id),
-                "log": format!("/jobs/{}/log", self.id),
-            },
-        });
-        if let Some(error) = error {
-            body["error"] = Value::String(error);
-        }
-        if include_output {
-            body["stdout"] = Value::String(answer_text(&self.output.stdout()));
-            body["stderr"] = Value::String(answer_text(&self.output.stderr()));
-        }
-        body
-    }
-}
-
-fn answer_text(bytes: &[u8]) -> String {
+/// The first [`ANSWER_OUTPUT_LIMIT`] bytes of a stream as text, with a note when there was more.
+pub fn answer_text(bytes: &[u8]) -> String {
     if bytes.len() <= ANSWER_OUTPUT_LIMIT {
         return String::from_utf8_lossy(bytes).into_owned();
     }
@@ -171,10 +143,47 @@ fn answer_text(bytes: &[u8]) -> String {
     text
 }
 
+/// The job body of SPEC §8; `stdout`/`stderr` only when asked for. `now_ms` gives a running job's
+/// duration so far.
+pub fn to_json(record: &JobRecord, include_output: bool, now_ms: i64) -> Value {
+    let duration = record.duration_ms.or_else(|| {
+        record
+            .started_ms
+            .map(|started| now_ms.saturating_sub(started).max(0) as u64)
+    });
+    let mut body = json!({
+        "hook": record.hook,
+        "job_id": record.id.as_str(),
+        "status": record.status.as_str(),
+        "exit_code": record.exit_code,
+        "signal": record.signal.map(signal_name),
+        "duration_ms": duration,
+        "links": {
+            "job": format!("/jobs/{}", record.id),
+            "log": format!("/jobs/{}/log", record.id),
+        },
+    });
+    if let Some(error) = &record.error {
+        body["error"] = Value::String(error.clone());
+    }
+    if include_output {
+        body["stdout"] = Value::String(record.stdout.clone().unwrap_or_default());
+        body["stderr"] = Value::String(record.stderr.clone().unwrap_or_default());
+    }
+    body
+}
+
 fn signal_name(signal: i32) -> String {
     nix::sys::signal::Signal::try_from(signal)
         .map(|signal| signal.as_str().to_string())
         .unwrap_or_else(|_| signal.to_string())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 #[cfg(test)]
@@ -196,66 +205,79 @@ mod tests {
         ] {
             assert_eq!(JobId::parse(bad), None, "{bad}");
         }
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+        }
     }
 
     #[test]
-    fn the_job_body_reflects_the_outcome() {
-        let job = |state| Job {
+    fn outcomes_map_to_statuses() {
+        let cases = [
+            (
+                runner::Outcome::Exited { code: 0 },
+                Status::Succeeded,
+                Some(0),
+                None,
+            ),
+            (
+                runner::Outcome::Exited { code: 3 },
+                Status::Failed,
+                Some(3),
+                None,
+            ),
+            (
+                runner::Outcome::Signalled { signal: 9 },
+                Status::Failed,
+                None,
+                Some(9),
+            ),
+            (runner::Outcome::TimedOut, Status::TimedOut, None, None),
+            (runner::Outcome::Cancelled, Status::Interrupted, None, None),
+            (
+                runner::Outcome::CouldNotStart { reason: "x".into() },
+                Status::Failed,
+                None,
+                None,
+            ),
+        ];
+        for (outcome, status, exit_code, signal) in cases {
+            let ending = Ending::of(outcome.clone(), Status::Interrupted);
+            assert_eq!(
+                (ending.status, ending.exit_code, ending.signal),
+                (status, exit_code, signal),
+                "{outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_job_body_has_the_spec_fields() {
+        let record = JobRecord {
             id: JobId::parse(&"a".repeat(32)).unwrap(),
             hook: "deploy".into(),
             request_id: "r".into(),
-            state,
-            output: Arc::new(CappedOutput::new(1024)),
+            status: Status::Failed,
+            dedupe_key: None,
+            created_ms: 1,
+            started_ms: Some(10),
+            finished_ms: Some(20),
+            exit_code: None,
+            signal: Some(9),
+            error: None,
+            duration_ms: Some(812),
+            command: Value::Null,
+            stdout: Some("out".into()),
+            stderr: None,
         };
-        let finished = |outcome| JobState::Finished {
-            outcome,
-            duration: Duration::from_millis(812),
-        };
-        let cases = [
-            (job(JobState::Queued), "queued", Value::Null, Value::Null),
-            (
-                job(finished(JobOutcome::Succeeded)),
-                "succeeded",
-                json!(0),
-                Value::Null,
-            ),
-            (
-                job(finished(JobOutcome::Failed {
-                    exit_code: Some(3),
-                    signal: None,
-                    error: None,
-                })),
-                "failed",
-                json!(3),
-                Value::Null,
-            ),
-            (
-                job(finished(JobOutcome::Failed {
-                    exit_code: None,
-                    signal: Some(9),
-                    error: None,
-                })),
-                "failed",
-                Value::Null,
-                json!("SIGKILL"),
-            ),
-            (
-                job(finished(JobOutcome::TimedOut)),
-                "timed_out",
-                Value::Null,
-                Value::Null,
-            ),
-        ];
-        for (job, status, exit_code, signal) in cases {
-            let body = job.to_json(false);
-            assert_eq!(body["status"], status);
-            assert_eq!(body["exit_code"], exit_code, "{status}");
-            assert_eq!(body["signal"], signal, "{status}");
-            assert_eq!(
-                body["links"]["log"],
-                format!("/jobs/{}/log", "a".repeat(32))
-            );
-            assert!(body.get("stdout").is_none());
-        }
+        let body = to_json(&record, false, 0);
+        assert_eq!(body["status"], "failed");
+        assert_eq!(body["signal"], "SIGKILL");
+        assert_eq!(body["duration_ms"], 812);
+        assert_eq!(
+            body["links"]["log"],
+            format!("/jobs/{}/log", "a".repeat(32))
+        );
+        assert!(body.get("stdout").is_none());
+        assert_eq!(to_json(&record, true, 0)["stdout"], "out");
     }
 }

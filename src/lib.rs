@@ -23,5 +23,6 @@ pub mod request;
 pub mod rules;
 pub mod runner;
 pub mod signature;
+pub mod store;
 pub mod telemetry;
 pub mod template;

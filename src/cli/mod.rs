@@ -154,7 +154,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let listen = config.server.listen.join(", ");
         let hooks = config.hooks.len();
-        let application = Application::build(config)?;
+        let application = Application::build(config).await?;
         tracing::info!(listen = %listen, hooks, "serving");
         application.run_until_stopped().await?;
         anyhow::Ok(())

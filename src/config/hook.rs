@@ -475,9 +475,13 @@ fn decode_concurrency(
             Some(Concurrency::Queue { queue })
         }
         other => {
-            // The engine does not schedule these modes yet; refusing them beats silently queueing.
-            decoder.error(path, Part::Value, format!("`concurrency: {other}` is not available in this version yet; use `queue` (one at a time, in order) or `parallel`"));
-            None
+            misplaced(decoder, "limit", &limit, "parallel");
+            misplaced(decoder, "queue", &queue, "queue");
+            Some(if other == "latest" {
+                Concurrency::Latest
+            } else {
+                Concurrency::Replace
+            })
         }
     }
 }
@@ -511,23 +515,7 @@ fn decode_response(
             ("stream", ResponseMode::Stream),
         ];
         match decoder.choice(value, &path, &modes) {
-            Some(ResponseMode::Wait) => response.mode = ResponseMode::Wait,
-            Some(other) => {
-                // `async` promises a job committed to disk, which needs the job store.
-                let name = if other == ResponseMode::Async {
-                    "async"
-                } else {
-                    "stream"
-                };
-                decoder.error(
-                    &path,
-                    Part::Value,
-                    format!(
-                        "`response.mode: {name}` is not available in this version yet; use `wait`"
-                    ),
-                );
-                valid = false;
-            }
+            Some(mode) => response.mode = mode,
             None => valid = false,
         }
     }

@@ -1,32 +1,193 @@
-//! Job endpoints (`GET /jobs/{id}`) and health.
+//! Job endpoints: `GET /jobs/{id}`, its log (`?follow=1`), the admin list and cancel, and health.
 
+use actix_web::http::header;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, AppState};
-use crate::job::JobId;
+use super::{stream, ApiError, AppState};
+use crate::engine::Cancelled;
+use crate::job::{now_ms, to_json, JobId, Status};
+use crate::signature::tokens_equal;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the config is loaded (it is, or the server would not run) and the store takes writes.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.engine.store().check_writable().await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err(error) => {
+            tracing::error!(%error, "readiness check: the job store does not take writes");
+            HttpResponse::ServiceUnavailable().json(json!({"error": "store_unavailable", "message": "the job store does not take writes; check the state directory's disk and permissions"}))
+        }
+    }
+}
+
+fn job_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "job_not_found",
+        "no job has this id; it may have been pruned by `retention`",
+    )
+}
+
+fn store_error(error: crate::store::StoreError) -> ApiError {
+    tracing::error!(%error, "job store read failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the job store cannot be read right now; retry later",
+    )
 }
 
 pub async fn get_job(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-            "no job has this id; it may have been pruned by `retention`",
-        )
-    };
-    let id = JobId::parse(&id).ok_or_else(not_found)?;
-    let job = state.engine.get(&id).ok_or_else(not_found)?;
+    let id = JobId::parse(&id).ok_or_else(job_not_found)?;
+    let record = state
+        .engine
+        .get(&id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(job_not_found)?;
     let include_output = state
         .config
-        .hook(&job.hook)
+        .hook(&record.hook)
         .is_some_and(|hook| hook.response.include_output);
-    Ok(HttpResponse::Ok().json(job.to_json(include_output)))
+    Ok(HttpResponse::Ok().json(to_json(&record, include_output, now_ms())))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    follow: Option<String>,
+}
+
+pub async fn get_log(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<LogQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = JobId::parse(&id).ok_or_else(job_not_found)?;
+    let path = state.engine.store().log_path(&id);
+    let follow = matches!(query.follow.as_deref(), Some("1" | "true" | "yes"));
+    let text = HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("X-Accel-Buffering", "no"))
+        .take();
+    if follow {
+        if let Some((record, sink)) = state.engine.watch(&id) {
+            let mut response = text;
+            return Ok(response.streaming(stream::follow_log(path, record, sink)));
+        }
+    }
+    // A finished job (or no follow): the whole log as it is now.
+    if state.engine.get(&id).await.map_err(store_error)?.is_none() {
+        return Err(job_not_found());
+    }
+    let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+    let mut response = text;
+    Ok(response.body(bytes))
+}
+
+/// Checks `Authorization: Bearer <admin_token>` in constant time.
+fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
+    let Some(expected) = &state.config.server.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the job list and cancel are off; set `server.admin_token` to turn them on",
+        ));
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_token_missing",
+            "send `Authorization: Bearer <admin_token>`",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer")),
+        Some(token) if tokens_equal(token.as_bytes(), expected.expose()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_token_invalid",
+            "the admin token is wrong",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer")),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    hook: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &request)?;
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(Status::parse(text).ok_or_else(|| {
+            let names: Vec<&str> = Status::ALL.iter().map(|status| status.as_str()).collect();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_status",
+                format!(
+                    "`{text}` is not a job status; use one of {}",
+                    names.join(", ")
+                ),
+            )
+        })?),
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let hook = query.hook.as_deref().filter(|hook| !hook.is_empty());
+    let records = state
+        .engine
+        .store()
+        .list(hook, status, limit)
+        .await
+        .map_err(store_error)?;
+    let now = now_ms();
+    let jobs: Vec<_> = records
+        .iter()
+        .map(|record| to_json(record, false, now))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"jobs": jobs})))
+}
+
+pub async fn cancel_job(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &request)?;
+    let id = JobId::parse(&id).ok_or_else(job_not_found)?;
+    let result = match state.engine.cancel(&id).await.map_err(store_error)? {
+        Cancelled::Dequeued => "dequeued",
+        Cancelled::Signalled => "signalled",
+        Cancelled::AlreadyFinished(status) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_finished",
+                format!("the job already ended as `{}`", status.as_str()),
+            ));
+        }
+        Cancelled::NotFound => return Err(job_not_found()),
+    };
+    Ok(HttpResponse::Accepted().json(
+        json!({"job_id": id.as_str(), "result": result, "links": {"job": format!("/jobs/{id}")}}),
+    ))
 }

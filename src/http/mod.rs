@@ -4,6 +4,7 @@
 mod client;
 mod error;
 mod jobs;
+mod stream;
 mod trigger;
 
 use std::sync::Arc;
@@ -44,7 +45,11 @@ pub struct HookOutcome {
 pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
     config
         .route("/healthz", web::get().to(jobs::healthz))
+        .route("/readyz", web::get().to(jobs::readyz))
+        .route("/jobs", web::get().to(jobs::list_jobs))
         .route("/jobs/{id}", web::get().to(jobs::get_job))
+        .route("/jobs/{id}/log", web::get().to(jobs::get_log))
+        .route("/jobs/{id}/cancel", web::post().to(jobs::cancel_job))
         .route(
             &format!("{base_path}/{{id}}"),
             web::route().to(trigger::trigger),

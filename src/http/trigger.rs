@@ -10,12 +10,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::{with_outcome, ApiError, AppState, ClientInfo};
+use super::{stream, with_outcome, ApiError, AppState, ClientInfo};
 use crate::command::{self, BuildError};
 use crate::config::units::format_size;
-use crate::config::Hook;
-use crate::engine::{Submission, SubmitError};
-use crate::job::{Job, JobId, JobOutcome, JobState};
+use crate::config::{Hook, ResponseMode};
+use crate::engine::{Submission, SubmitError, Submitted};
+use crate::job::{now_ms, JobId, Status};
 use crate::request::{Headers, RequestContext, ValueError};
 use crate::signature::SignedRequest;
 use crate::template::RenderError;
@@ -125,7 +125,7 @@ async fn handle(
         }
     }
 
-    let command = command::build(hook, &context, &|name| std::env::var(name).ok()).map_err(|error| match error {
+    let command = command::build(hook, &context).map_err(|error| match error {
         BuildError::Render(RenderError::Value(error)) => bad_body(error),
         BuildError::Render(RenderError::Missing(reference)) => (
             ApiError::new(
@@ -142,35 +142,87 @@ async fn handle(
     })?;
 
     let submission = Submission {
+        hook: hook.id.clone(),
+        concurrency: hook.concurrency,
         job_id,
         request_id: context.request_id.clone(),
         command,
-        max_output: hook.run.max_output,
+        dedupe_key: dedupe_key(hook, &context),
     };
-    let mut job = state.engine.submit(hook, submission).map_err(|error| {
-        let message = match &error {
-            SubmitError::ServerFull { .. } => format!("the server is busy: {error}; retry later"),
-            SubmitError::HookQueueFull { .. } => format!("{error}; retry later"),
-        };
-        let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
-            .with_header(header::RETRY_AFTER, "5");
-        (error, "busy")
-    })?;
+    let job = match state.engine.submit(submission) {
+        Ok(Submitted::Accepted(job)) => job,
+        Ok(Submitted::Duplicate(first)) => {
+            let body = json!({"status": "duplicate", "job_id": first.as_str(), "links": {"job": format!("/jobs/{first}")}});
+            return Ok((HttpResponse::Ok().json(body), "duplicate"));
+        }
+        Err(error) => {
+            let message = match &error {
+                SubmitError::ShuttingDown => {
+                    "the server is shutting down; retry in a moment".to_string()
+                }
+                _ => format!("the server is busy: {error}; retry later"),
+            };
+            let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+                .with_header(header::RETRY_AFTER, "5");
+            return Err((error, "busy"));
+        }
+    };
 
-    // A job that outlives `wait_timeout` keeps running; the client gets 202 and the job's links.
-    let _ = tokio::time::timeout(hook.response.wait_timeout, job.wait_for(Job::is_finished)).await;
-    let snapshot = job.borrow().clone();
-    let status = match &snapshot.state {
-        JobState::Finished { outcome, .. } => match outcome {
-            JobOutcome::Succeeded => StatusCode::OK,
-            JobOutcome::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::from_u16(hook.response.failure_status)
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        },
-        _ => StatusCode::ACCEPTED,
-    };
-    let body = snapshot.to_json(hook.response.include_output);
-    Ok((HttpResponse::build(status).json(body), snapshot.status()))
+    match hook.response.mode {
+        ResponseMode::Async => {
+            // The 202 promises the job survives a crash, so it waits for the commit.
+            if let Err(error) = job.committed.await {
+                tracing::error!(job_id = %job.id, %error, "cannot commit an accepted job");
+                let error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the job store cannot record jobs right now; retry later",
+                )
+                .with_header(header::RETRY_AFTER, "5");
+                return Err((error, "store_unavailable"));
+            }
+            let record = job.record.borrow().clone();
+            Ok((
+                HttpResponse::Accepted().json(crate::job::to_json(&record, false, now_ms())),
+                "accepted",
+            ))
+        }
+        ResponseMode::Stream => Ok((stream::respond(request, job), "streamed")),
+        ResponseMode::Wait => {
+            let mut record = job.record;
+            // A job that outlives `wait_timeout` keeps running; the client gets 202 and the job's links.
+            let _ = tokio::time::timeout(
+                hook.response.wait_timeout,
+                record.wait_for(|r| r.status.is_final()),
+            )
+            .await;
+            let record = record.borrow().clone();
+            let status = match record.status {
+                Status::Succeeded => StatusCode::OK,
+                Status::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+                Status::Queued | Status::Running => StatusCode::ACCEPTED,
+                _ => StatusCode::from_u16(hook.response.failure_status)
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            };
+            let body = crate::job::to_json(&record, hook.response.include_output, now_ms());
+            Ok((
+                HttpResponse::build(status).json(body),
+                record.status.as_str(),
+            ))
+        }
+    }
+}
+
+/// The key that makes a redelivery a duplicate: `dedupe_key` when it renders, else the provider's
+/// delivery id; none when `dedupe: false`.
+fn dedupe_key(hook: &Hook, context: &RequestContext) -> Option<String> {
+    if !hook.dedupe {
+        return None;
+    }
+    match &hook.dedupe_key {
+        Some(template) => template.render(context).ok().filter(|key| !key.is_empty()),
+        None => context.delivery(),
+    }
 }
 
 fn bad_body(error: ValueError) -> (ApiError, &'static str) {

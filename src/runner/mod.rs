@@ -39,7 +39,8 @@ const SHELL: &str = "/bin/sh";
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// What to execute.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Program {
     /// Text run by `/bin/sh -c <text>`.
     Shell(String),

@@ -39,7 +39,8 @@ impl TestApp {
         let mut config = hookrunner::config::load_str(&text, &file, lookup_env)
             .unwrap_or_else(|errors| panic!("test config is invalid:\n{}", errors.render()));
         config.server.listen = vec!["127.0.0.1:0".into()];
-        let application = Application::build(config).expect("the server builds");
+        config.server.state_dir = dir.path().join("state");
+        let application = Application::build(config).await.expect("the server builds");
         let address = format!("http://127.0.0.1:{}", application.port());
         tokio::spawn(application.run_until_stopped());
         TestApp {

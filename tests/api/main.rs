@@ -3,6 +3,8 @@
 mod answers;
 mod check;
 mod helpers;
+mod jobs;
+mod lifecycle;
 mod providers;
 mod readme;
 mod running;

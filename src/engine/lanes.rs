@@ -1,0 +1,235 @@
+//! Scheduling as plain data: which waiting job starts next, per hook (`concurrency`) and overall
+//! (`max_jobs`), in arrival order. No IO, no clocks: the engine applies what this decides.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::config::Concurrency;
+use crate::job::JobId;
+
+#[derive(Debug, Default)]
+pub struct Lanes {
+    lanes: HashMap<String, Lane>,
+    /// Every waiting job, in arrival order across hooks.
+    order: VecDeque<(String, JobId)>,
+}
+
+#[derive(Debug)]
+struct Lane {
+    mode: Concurrency,
+    running: Vec<JobId>,
+    waiting: usize,
+}
+
+/// What admitting a job decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The job waits its turn; `superseded` waiting jobs were dropped for it (`latest`, `replace`),
+    /// and `cancel` running jobs must be cancelled (`replace`).
+    Accepted {
+        superseded: Vec<JobId>,
+        cancel: Vec<JobId>,
+    },
+    /// `queue` mode and the hook's queue is full.
+    QueueFull { waiting: usize },
+}
+
+impl Lanes {
+    /// Jobs waiting, all hooks together.
+    pub fn waiting(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn admit(&mut self, hook: &str, mode: Concurrency, id: JobId) -> Admission {
+        let lane = self.lanes.entry(hook.to_string()).or_insert_with(|| Lane {
+            mode,
+            running: Vec::new(),
+            waiting: 0,
+        });
+        // The newest config decides how this hook is scheduled from now on.
+        lane.mode = mode;
+        let (superseded, cancel) = match mode {
+            Concurrency::Queue { queue } if lane.waiting >= queue => {
+                return Admission::QueueFull {
+                    waiting: lane.waiting,
+                };
+            }
+            Concurrency::Queue { .. } | Concurrency::Parallel { .. } => (Vec::new(), Vec::new()),
+            Concurrency::Latest => (self.drop_waiting(hook), Vec::new()),
+            Concurrency::Replace => {
+                let superseded = self.drop_waiting(hook);
+                (superseded, self.lanes[hook].running.clone())
+            }
+        };
+        if let Some(lane) = self.lanes.get_mut(hook) {
+            lane.waiting += 1;
+        }
+        self.order.push_back((hook.to_string(), id));
+        Admission::Accepted { superseded, cancel }
+    }
+
+    /// Takes the jobs that may start now, at most `free` of them, oldest first, and marks them running.
+    pub fn start_next(&mut self, mut free: usize) -> Vec<(String, JobId)> {
+        let mut started = Vec::new();
+        let mut index = 0;
+        while free > 0 && index < self.order.len() {
+            let hook = &self.order[index].0;
+            let lane = self.lanes.get_mut(hook).expect("a waiting job has a lane");
+            let capacity = match lane.mode {
+                Concurrency::Parallel { limit } => limit.unwrap_or(usize::MAX),
+                _ => 1,
+            };
+            if lane.running.len() < capacity {
+                let (hook, id) = self.order.remove(index).expect("index is in range");
+                lane.waiting -= 1;
+                lane.running.push(id.clone());
+                started.push((hook, id));
+                free -= 1;
+            } else {
+                index += 1;
+            }
+        }
+        started
+    }
+
+    /// A running job ended.
+    pub fn finished(&mut self, hook: &str, id: &JobId) {
+        if let Some(lane) = self.lanes.get_mut(hook) {
+            lane.running.retain(|running| running != id);
+        }
+    }
+
+    /// Takes a waiting job out of line (cancelled before it started). False if it was not waiting.
+    pub fn remove_waiting(&mut self, id: &JobId) -> bool {
+        let Some(index) = self.order.iter().position(|(_, waiting)| waiting == id) else {
+            return false;
+        };
+        let (hook, _) = self.order.remove(index).expect("index is in range");
+        if let Some(lane) = self.lanes.get_mut(&hook) {
+            lane.waiting -= 1;
+        }
+        true
+    }
+
+    fn drop_waiting(&mut self, hook: &str) -> Vec<JobId> {
+        let mut dropped = Vec::new();
+        self.order.retain(|(waiting_hook, id)| {
+            let drop = waiting_hook == hook;
+            if drop {
+                dropped.push(id.clone());
+            }
+            !drop
+        });
+        if let Some(lane) = self.lanes.get_mut(hook) {
+            lane.waiting -= dropped.len();
+        }
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<JobId> {
+        (0..n).map(|_| JobId::generate()).collect()
+    }
+
+    fn accepted(admission: Admission) -> (Vec<JobId>, Vec<JobId>) {
+        match admission {
+            Admission::Accepted { superseded, cancel } => (superseded, cancel),
+            other => panic!("not accepted: {other:?}"),
+        }
+    }
+
+    fn started(lanes: &mut Lanes, free: usize) -> Vec<JobId> {
+        lanes
+            .start_next(free)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()
+    }
+
+    #[test]
+    fn queue_runs_one_at_a_time_in_order_and_bounds_its_queue() {
+        let mut lanes = Lanes::default();
+        let jobs = ids(4);
+        let mode = Concurrency::Queue { queue: 2 };
+        for id in &jobs[..2] {
+            accepted(lanes.admit("q", mode, id.clone()));
+        }
+        assert_eq!(started(&mut lanes, 8), [jobs[0].clone()]);
+        accepted(lanes.admit("q", mode, jobs[2].clone()));
+        assert_eq!(
+            lanes.admit("q", mode, jobs[3].clone()),
+            Admission::QueueFull { waiting: 2 }
+        );
+        assert!(started(&mut lanes, 8).is_empty(), "one at a time");
+        lanes.finished("q", &jobs[0]);
+        assert_eq!(started(&mut lanes, 8), [jobs[1].clone()]);
+    }
+
+    #[test]
+    fn parallel_respects_its_limit_and_the_global_one() {
+        let mut lanes = Lanes::default();
+        let jobs = ids(5);
+        for id in &jobs {
+            accepted(lanes.admit("p", Concurrency::Parallel { limit: Some(3) }, id.clone()));
+        }
+        assert_eq!(started(&mut lanes, 2), jobs[..2]);
+        assert_eq!(started(&mut lanes, 8), jobs[2..3]);
+        lanes.finished("p", &jobs[0]);
+        assert_eq!(started(&mut lanes, 8), jobs[3..4]);
+        assert_eq!(lanes.waiting(), 1);
+    }
+
+    #[test]
+    fn latest_keeps_one_running_and_only_the_newest_waiting() {
+        let mut lanes = Lanes::default();
+        let jobs = ids(5);
+        accepted(lanes.admit("l", Concurrency::Latest, jobs[0].clone()));
+        assert_eq!(started(&mut lanes, 8), jobs[..1]);
+        let mut superseded = Vec::new();
+        for id in &jobs[1..] {
+            superseded.extend(accepted(lanes.admit("l", Concurrency::Latest, id.clone())).0);
+        }
+        assert_eq!(superseded, jobs[1..4]);
+        lanes.finished("l", &jobs[0]);
+        assert_eq!(started(&mut lanes, 8), jobs[4..]);
+    }
+
+    #[test]
+    fn replace_cancels_the_running_job() {
+        let mut lanes = Lanes::default();
+        let jobs = ids(3);
+        accepted(lanes.admit("r", Concurrency::Replace, jobs[0].clone()));
+        started(&mut lanes, 8);
+        let (superseded, cancel) =
+            accepted(lanes.admit("r", Concurrency::Replace, jobs[1].clone()));
+        assert!(superseded.is_empty());
+        assert_eq!(cancel, jobs[..1]);
+        let (superseded, cancel) =
+            accepted(lanes.admit("r", Concurrency::Replace, jobs[2].clone()));
+        assert_eq!(
+            (superseded, cancel),
+            (jobs[1..2].to_vec(), jobs[..1].to_vec())
+        );
+        assert!(
+            started(&mut lanes, 8).is_empty(),
+            "waits for the cancelled one to end"
+        );
+        lanes.finished("r", &jobs[0]);
+        assert_eq!(started(&mut lanes, 8), jobs[2..]);
+    }
+
+    #[test]
+    fn hooks_start_in_arrival_order_and_waiting_jobs_can_be_removed() {
+        let mut lanes = Lanes::default();
+        let jobs = ids(3);
+        accepted(lanes.admit("a", Concurrency::Queue { queue: 10 }, jobs[0].clone()));
+        accepted(lanes.admit("b", Concurrency::Queue { queue: 10 }, jobs[1].clone()));
+        accepted(lanes.admit("c", Concurrency::Queue { queue: 10 }, jobs[2].clone()));
+        assert!(lanes.remove_waiting(&jobs[1]));
+        assert!(!lanes.remove_waiting(&jobs[1]));
+        assert_eq!(started(&mut lanes, 8), [jobs[0].clone(), jobs[2].clone()]);
+    }
+}

@@ -1,0 +1,142 @@
+//! Where a running job's output goes: the capture for answers, the job's log file (capped at
+//! `max_output`, then one marker while the pipes keep draining), and live followers.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, watch};
+
+use crate::runner::{CappedOutput, OutputSink, StreamKind};
+
+/// One piece of output as it came, for `stream` answers.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub stream: StreamKind,
+    pub data: Bytes,
+}
+
+pub struct JobSink {
+    capture: CappedOutput,
+    log: Mutex<LogFile>,
+    live: broadcast::Sender<Chunk>,
+    /// Bytes in the log file so far; followers wait on it instead of polling.
+    log_len: watch::Sender<u64>,
+}
+
+struct LogFile {
+    file: Option<File>,
+    written: u64,
+    max: u64,
+    truncated: bool,
+}
+
+/// How many chunks a slow `stream` client may fall behind before it misses some (the log keeps all).
+const LIVE_CAPACITY: usize = 1024;
+
+impl JobSink {
+    /// Creates the job's log file. A file that cannot be created is logged, and the job still runs.
+    pub fn create(path: &Path, max_output: u64) -> JobSink {
+        let file = match File::create(path) {
+            Ok(file) => Some(file),
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "cannot create the job log; output is kept in memory only");
+                None
+            }
+        };
+        JobSink {
+            capture: CappedOutput::new(max_output),
+            log: Mutex::new(LogFile {
+                file,
+                written: 0,
+                max: max_output,
+                truncated: false,
+            }),
+            live: broadcast::channel(LIVE_CAPACITY).0,
+            log_len: watch::channel(0).0,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Chunk> {
+        self.live.subscribe()
+    }
+
+    pub fn log_len(&self) -> watch::Receiver<u64> {
+        self.log_len.subscribe()
+    }
+
+    pub fn stdout(&self) -> Vec<u8> {
+        self.capture.stdout()
+    }
+
+    pub fn stderr(&self) -> Vec<u8> {
+        self.capture.stderr()
+    }
+}
+
+impl OutputSink for JobSink {
+    fn write(&self, stream: StreamKind, data: &[u8]) {
+        self.capture.write(stream, data);
+        // Nobody listening is normal: most jobs have no `stream` client.
+        let _ = self.live.send(Chunk {
+            stream,
+            data: Bytes::copy_from_slice(data),
+        });
+        let mut log = self.log.lock().expect("log lock");
+        let LogFile {
+            file,
+            written,
+            max,
+            truncated,
+        } = &mut *log;
+        let Some(handle) = file.as_mut() else {
+            return;
+        };
+        if *truncated {
+            return;
+        }
+        let room = max.saturating_sub(*written) as usize;
+        let (kept, overflow) = data.split_at(data.len().min(room));
+        let mut result = handle.write_all(kept);
+        *written += kept.len() as u64;
+        if !overflow.is_empty() {
+            *truncated = true;
+            let marker = format!("\n[hookrunner: output truncated after {max} bytes]\n");
+            result = result.and_then(|()| handle.write_all(marker.as_bytes()));
+            *written += marker.len() as u64;
+        }
+        if let Err(error) = result {
+            tracing::error!(%error, "cannot write the job log; later output is kept in memory only");
+            *file = None;
+        }
+        self.log_len.send_replace(*written);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_capped_with_one_marker_and_followers_see_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.log");
+        let sink = JobSink::create(&path, 10);
+        let length = sink.log_len();
+        let mut live = sink.subscribe();
+        sink.write(StreamKind::Stdout, b"12345");
+        sink.write(StreamKind::Stderr, b"6789abcdef");
+        sink.write(StreamKind::Stdout, b"more");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "123456789a\n[hookrunner: output truncated after 10 bytes]\n"
+        );
+        assert_eq!(*length.borrow(), text.len() as u64);
+        assert_eq!(live.try_recv().unwrap().data.as_ref(), b"12345");
+        assert_eq!(live.try_recv().unwrap().stream, StreamKind::Stderr);
+        assert_eq!(sink.stdout(), b"12345");
+    }
+}

@@ -1,0 +1,317 @@
+//! The job store: jobs in SQLite at `{state_dir}/hookrunner.db`, their logs in `{state_dir}/logs/`.
+//!
+//! The store never blocks the async runtime. One dedicated OS thread (in `writer.rs`) owns the
+//! `rusqlite::Connection` and serves commands from a channel; async callers get their answers
+//! through `tokio::sync::oneshot`. Writes use group commit: the writer takes every command already
+//! waiting, runs all their writes in one `BEGIN IMMEDIATE` … `COMMIT`, and only then answers, so a
+//! burst of durable inserts costs a few fsyncs rather than one each.
+//!
+//! Only this module speaks SQL: the schema is in `schema.rs`, the statements in `queries.rs`.
+
+mod queries;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use crate::job::{JobId, Status};
+use writer::{Command, Read, Reply, Write};
+
+/// The database file inside the state directory.
+const DATABASE_FILE: &str = "hookrunner.db";
+
+/// The directory inside the state directory that holds one log file per job.
+const LOGS_DIR: &str = "logs";
+
+/// One job as the store keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub hook: String,
+    pub request_id: String,
+    pub status: Status,
+    pub dedupe_key: Option<String>,
+    /// Unix milliseconds, like every `_ms` instant here.
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// Opaque JSON the engine stores to re-run a queued job after a restart.
+    pub command: serde_json::Value,
+    /// The answer-sized output, set when the job ends; the log file has all of it.
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+}
+
+/// A change to a stored job.
+#[derive(Clone, Debug)]
+pub enum JobUpdate {
+    /// The command started: the status becomes `running`.
+    Started { at_ms: i64 },
+    /// The job ended with `status`, which should be final.
+    Finished {
+        status: Status,
+        at_ms: i64,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        error: Option<String>,
+        duration_ms: Option<u64>,
+        stdout: Option<String>,
+        stderr: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory `{path}`")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open the job database `{path}`")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// SQLite could not put the database in write-ahead-log mode (some network filesystems).
+    #[error(
+        "the job database `{path}` cannot use write-ahead logging (it is in `{journal_mode}` mode)"
+    )]
+    JournalMode { path: PathBuf, journal_mode: String },
+    #[error(
+        "the job database has schema version {found}, newer than this hookrunner knows ({known})"
+    )]
+    NewerSchema { found: i64, known: i64 },
+    #[error("the job store failed")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The transaction holding this write failed, so none of its writes were kept.
+    #[error("the job store could not commit")]
+    Commit(#[source] Arc<rusqlite::Error>),
+    #[error("no job `{0}` in the store")]
+    UnknownJob(JobId),
+    #[error("the job store could not use a file or thread")]
+    Io(#[from] io::Error),
+    /// The writer thread is gone, so nothing more can be stored or read.
+    #[error("the job store has stopped")]
+    Closed,
+}
+
+/// What the writer did, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes (inserts, updates, recoveries, prunes, writability checks) those transactions held.
+    pub writes: u64,
+}
+
+/// The counters behind [`StoreStats`], shared by the writer thread and every [`Store`] clone.
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// A handle on the job store. Clones are cheap and share one writer thread, which commits what is
+/// left and exits when the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    /// Commands for the writer thread, served in the order they were sent.
+    commands: mpsc::Sender<Command>,
+    state_dir: Arc<PathBuf>,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("state_dir", &self.state_dir)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Creates the state directory and `logs/` (mode 0700) and the database and its schema if
+    /// missing, then starts the writer thread.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let logs_dir = state_dir.join(LOGS_DIR);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&logs_dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: logs_dir.clone(),
+                source,
+            })?;
+        let connection = schema::open(&state_dir.join(DATABASE_FILE))?;
+        let counters = Arc::new(Counters::default());
+        let (commands, receiver) = mpsc::channel();
+        writer::spawn(connection, logs_dir, receiver, counters.clone())?;
+        Ok(Store {
+            commands,
+            state_dir: Arc::new(state_dir.to_path_buf()),
+            counters,
+        })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Where the job's full output goes: `{state_dir}/logs/{id}.log`.
+    pub fn log_path(&self, id: &JobId) -> PathBuf {
+        log_path(&self.state_dir.join(LOGS_DIR), id)
+    }
+
+    /// Enqueues the insert now, when called; the returned [`Committed`] resolves once the
+    /// transaction holding it has committed. Dropping it is fire-and-forget: the write still
+    /// happens.
+    pub fn insert(&self, record: JobRecord) -> Committed {
+        let (reply, receiver) = oneshot::channel();
+        let record = Box::new(record);
+        self.send(Command::Write(Write::Insert { record, reply }));
+        Committed(receiver)
+    }
+
+    /// Enqueues the update now, with the same semantics as [`Store::insert`]. Updates apply in the
+    /// order they were enqueued, after any insert enqueued before them.
+    pub fn update(&self, id: &JobId, update: JobUpdate) -> Committed {
+        let (reply, receiver) = oneshot::channel();
+        let id = id.clone();
+        self.send(Command::Write(Write::Update { id, update, reply }));
+        Committed(receiver)
+    }
+
+    /// The job, seeing every write enqueued before this call.
+    pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        let id = id.clone();
+        self.ask(|reply| Command::Read(Read::Get { id, reply }))
+            .await
+    }
+
+    /// Newest first (by insertion order), optionally only one hook's or one status's, at most
+    /// `limit` of them.
+    pub async fn list(
+        &self,
+        hook: Option<&str>,
+        status: Option<Status>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let hook = hook.map(str::to_string);
+        self.ask(|reply| {
+            Command::Read(Read::List {
+                hook,
+                status,
+                limit,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// For start-up, in one transaction: every `running` job becomes `interrupted` (finished now,
+    /// with an error saying why); returns the `queued` jobs in insertion order.
+    pub async fn recover(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let now_ms = now_ms();
+        self.ask(|reply| Command::Write(Write::Recover { now_ms, reply }))
+            .await
+    }
+
+    /// `(hook, dedupe_key, id)` of every `succeeded` job that has a dedupe key.
+    pub async fn succeeded_keys(&self) -> Result<Vec<(String, String, JobId)>, StoreError> {
+        self.ask(|reply| Command::Read(Read::SucceededKeys { reply }))
+            .await
+    }
+
+    /// Deletes the jobs in a final status that were created more than `max_age` ago or are not
+    /// among the newest `max_jobs` jobs overall, with their log files. Queued and running jobs
+    /// always stay. Returns how many jobs were deleted.
+    pub async fn prune(&self, max_age: Duration, max_jobs: usize) -> Result<usize, StoreError> {
+        let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let created_before_ms = now_ms().saturating_sub(max_age_ms);
+        self.ask(|reply| {
+            Command::Write(Write::Prune {
+                created_before_ms,
+                max_jobs,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// Resolves when everything enqueued before the call has committed; an error if the last commit
+    /// failed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.ask(|reply| Command::Read(Read::Flush { reply })).await
+    }
+
+    /// A real write round-trip through a committed transaction, for `/readyz`.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        self.ask(|reply| Command::Write(Write::CheckWritable { reply }))
+            .await
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends a command to the writer thread. If the thread is gone, the command and the reply
+    /// sender inside it are dropped, so the caller's receiver resolves to [`StoreError::Closed`].
+    fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        self.send(command(reply));
+        receiver.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// Resolves to `Ok` once the write is committed, or to the error that kept it from being committed.
+#[derive(Debug)]
+pub struct Committed(oneshot::Receiver<Result<(), StoreError>>);
+
+impl Future for Committed {
+    type Output = Result<(), StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(StoreError::Closed)))
+    }
+}
+
+fn log_path(logs_dir: &Path, id: &JobId) -> PathBuf {
+    logs_dir.join(format!("{id}.log"))
+}
+
+/// The current time in Unix milliseconds.
+fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,106 @@
+//! The database file: connection settings, the schema and how a `jobs` row maps to a [`JobRecord`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::StoreError;
+
+/// The schema this code reads and writes, kept in `meta` under `schema_version`.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for a lock another connection holds before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// Enough room for every distinct statement the writer prepares, so none is ever re-prepared.
+const STATEMENT_CACHE_CAPACITY: usize = 32;
+
+/// `seq` keeps insertion order, which `list` and `recover` sort by; ids are random. The status
+/// strings are those of [`Status::as_str`](crate::job::Status::as_str).
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS jobs (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT UNIQUE NOT NULL,
+        hook        TEXT NOT NULL,
+        request_id  TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed',
+                        'timed_out', 'cancelled', 'superseded', 'interrupted')),
+        dedupe_key  TEXT,
+        created_ms  INTEGER NOT NULL,
+        started_ms  INTEGER,
+        finished_ms INTEGER,
+        exit_code   INTEGER,
+        signal      INTEGER,
+        error       TEXT,
+        duration_ms INTEGER,
+        command     TEXT NOT NULL,
+        stdout      TEXT,
+        stderr      TEXT
+    );
+    CREATE INDEX IF NOT EXISTS jobs_by_hook ON jobs (hook, seq);
+    CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
+    CREATE INDEX IF NOT EXISTS jobs_by_dedupe_key ON jobs (hook, dedupe_key)
+        WHERE dedupe_key IS NOT NULL;
+";
+
+/// Opens (creating if missing) the database at `path` with the store's settings and schema.
+pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
+    let open_error = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut connection = Connection::open(path).map_err(open_error)?;
+    let journal_mode = configure(&connection).map_err(open_error)?;
+    if !journal_mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::JournalMode {
+            path: path.to_path_buf(),
+            journal_mode,
+        });
+    }
+    let found = create_schema(&mut connection).map_err(open_error)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(connection)
+}
+
+/// Applies the connection settings and returns the journal mode SQLite actually chose.
+fn configure(connection: &Connection) -> rusqlite::Result<String> {
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL makes a commit one append to the log; FULL fsyncs the log at every commit, so a write
+    // whose waiter was answered survives kill -9 and power loss.
+    let journal_mode =
+        connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    Ok(journal_mode)
+}
+
+/// Creates whatever is missing, idempotently, and returns the schema version the file records.
+fn create_schema(connection: &mut Connection) -> rusqlite::Result<i64> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    transaction.execute_batch(SCHEMA)?;
+    transaction.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    let found: Option<String> = transaction
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    transaction.commit()?;
+    // A version that is not a number cannot be newer than ours in any way we could honour.
+    Ok(found.and_then(|text| text.parse().ok()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,519 @@
+//! The store against real SQLite files in temporary directories.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::*;
+
+fn open_store() -> (TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+fn job(hook: &str, status: Status) -> JobRecord {
+    JobRecord {
+        id: JobId::generate(),
+        hook: hook.to_string(),
+        request_id: "request-1".to_string(),
+        status,
+        dedupe_key: None,
+        created_ms: now_ms(),
+        started_ms: None,
+        finished_ms: None,
+        exit_code: None,
+        signal: None,
+        error: None,
+        duration_ms: None,
+        command: json!({ "argv": ["echo", "hello"] }),
+        stdout: None,
+        stderr: None,
+    }
+}
+
+async fn insert_all(store: &Store, records: &[JobRecord]) {
+    for record in records {
+        store.insert(record.clone()).await.unwrap();
+    }
+}
+
+fn ids(records: &[JobRecord]) -> Vec<JobId> {
+    records.iter().map(|record| record.id.clone()).collect()
+}
+
+/// Holds the writer until the returned sender is dropped, so the commands sent meanwhile are
+/// waiting together when it resumes.
+fn pause(store: &Store) -> mpsc::Sender<()> {
+    let (resume, paused) = mpsc::channel();
+    store.send(Command::Pause { resume: paused });
+    resume
+}
+
+#[tokio::test]
+async fn an_inserted_job_reads_back_with_every_field() {
+    let (_dir, store) = open_store();
+    let record = JobRecord {
+        dedupe_key: Some("main@abc123".to_string()),
+        started_ms: Some(1_700_000_000_100),
+        finished_ms: Some(1_700_000_000_900),
+        exit_code: Some(3),
+        signal: Some(9),
+        error: Some("it failed".to_string()),
+        duration_ms: Some(800),
+        command: json!({ "argv": ["deploy", "--ref", "main"], "env": { "A": "1" }, "n": 1.5 }),
+        stdout: Some("out ✓\n".to_string()),
+        stderr: Some(String::new()),
+        ..job("deploy", Status::Failed)
+    };
+    store.insert(record.clone()).await.unwrap();
+
+    assert_eq!(store.get(&record.id).await.unwrap(), Some(record));
+    assert_eq!(store.get(&JobId::generate()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn every_status_round_trips() {
+    let (_dir, store) = open_store();
+    for status in Status::ALL {
+        let record = job("deploy", status);
+        store.insert(record.clone()).await.unwrap();
+        assert_eq!(store.get(&record.id).await.unwrap().unwrap().status, status);
+    }
+}
+
+#[tokio::test]
+async fn an_awaited_insert_is_on_disk_for_another_connection() {
+    let (dir, store) = open_store();
+    let record = job("deploy", Status::Queued);
+    store.insert(record.clone()).await.unwrap();
+
+    let other = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let hook: String = other
+        .query_row(
+            "SELECT hook FROM jobs WHERE id = ?1",
+            [record.id.as_str()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(hook, "deploy");
+    let journal_mode: String = other
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(journal_mode, "wal");
+}
+
+#[tokio::test]
+async fn a_burst_of_inserts_shares_a_few_commits() {
+    let (_dir, store) = open_store();
+    let records: Vec<JobRecord> = (0..1000).map(|_| job("deploy", Status::Queued)).collect();
+    let committed: Vec<Committed> = records.iter().map(|r| store.insert(r.clone())).collect();
+    for insert in committed {
+        insert.await.unwrap();
+    }
+
+    let stored = store.list(None, None, 5000).await.unwrap();
+    assert_eq!(stored.len(), 1000);
+    let stats = store.stats();
+    assert!(stats.commits < 200, "{stats:?}");
+    assert_eq!(stats.writes, 1000);
+}
+
+#[tokio::test]
+async fn a_full_queue_is_committed_in_batches_of_at_most_512() {
+    let (_dir, store) = open_store();
+    let resume = pause(&store);
+    let committed: Vec<Committed> = (0..1000)
+        .map(|_| store.insert(job("deploy", Status::Queued)))
+        .collect();
+    drop(resume);
+    for insert in committed {
+        insert.await.unwrap();
+    }
+    assert_eq!(
+        store.stats(),
+        StoreStats {
+            commits: 2,
+            writes: 1000
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_read_sees_the_writes_enqueued_before_it() {
+    let (_dir, store) = open_store();
+    let record = job("deploy", Status::Queued);
+    drop(store.insert(record.clone()));
+    assert_eq!(store.get(&record.id).await.unwrap(), Some(record));
+}
+
+#[tokio::test]
+async fn updates_move_a_job_through_its_life_in_order() {
+    let (_dir, store) = open_store();
+    let record = job("deploy", Status::Queued);
+    // Neither the insert nor the first update is awaited: order alone must hold.
+    drop(store.insert(record.clone()));
+    drop(store.update(&record.id, JobUpdate::Started { at_ms: 1000 }));
+    let started = store.get(&record.id).await.unwrap().unwrap();
+    assert_eq!(started.status, Status::Running);
+    assert_eq!(started.started_ms, Some(1000));
+    assert_eq!(started.finished_ms, None);
+
+    let finished = JobUpdate::Finished {
+        status: Status::Succeeded,
+        at_ms: 1800,
+        exit_code: Some(0),
+        signal: None,
+        error: None,
+        duration_ms: Some(800),
+        stdout: Some("deployed\n".to_string()),
+        stderr: Some("warning\n".to_string()),
+    };
+    store.update(&record.id, finished).await.unwrap();
+    let expected = JobRecord {
+        status: Status::Succeeded,
+        started_ms: Some(1000),
+        finished_ms: Some(1800),
+        exit_code: Some(0),
+        duration_ms: Some(800),
+        stdout: Some("deployed\n".to_string()),
+        stderr: Some("warning\n".to_string()),
+        ..record.clone()
+    };
+    assert_eq!(store.get(&record.id).await.unwrap(), Some(expected));
+}
+
+#[tokio::test]
+async fn updating_an_unknown_job_is_an_error() {
+    let (_dir, store) = open_store();
+    let id = JobId::generate();
+    let result = store.update(&id, JobUpdate::Started { at_ms: 1 }).await;
+    assert!(matches!(result, Err(StoreError::UnknownJob(unknown)) if unknown == id));
+}
+
+#[tokio::test]
+async fn a_write_that_fails_on_its_own_leaves_the_rest_of_its_batch() {
+    let (_dir, store) = open_store();
+    let first = job("deploy", Status::Queued);
+    let last = job("deploy", Status::Queued);
+    let resume = pause(&store);
+    let inserted_first = store.insert(first.clone());
+    let duplicate = store.insert(first.clone());
+    let inserted_last = store.insert(last.clone());
+    drop(resume);
+
+    inserted_first.await.unwrap();
+    assert!(matches!(duplicate.await, Err(StoreError::Sqlite(_))));
+    inserted_last.await.unwrap();
+    assert_eq!(store.stats().commits, 1);
+    assert_eq!(
+        ids(&store.list(None, None, 10).await.unwrap()),
+        [last.id, first.id]
+    );
+    store.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_transaction_fails_its_whole_batch_and_the_store_goes_on() {
+    let (dir, store) = open_store();
+    // A trigger that rolls back the whole transaction, as SQLite does on some I/O errors.
+    rusqlite::Connection::open(dir.path().join(DATABASE_FILE))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER explode BEFORE INSERT ON jobs WHEN NEW.hook = 'explode' \
+             BEGIN SELECT RAISE(ROLLBACK, 'simulated failure'); END",
+        )
+        .unwrap();
+    let before = job("deploy", Status::Queued);
+    let after = job("deploy", Status::Queued);
+    let resume = pause(&store);
+    let batch = [
+        store.insert(before.clone()),
+        store.insert(job("explode", Status::Queued)),
+        store.insert(after.clone()),
+    ];
+    drop(resume);
+    for insert in batch {
+        assert!(matches!(insert.await, Err(StoreError::Commit(_))));
+    }
+    assert!(matches!(store.flush().await, Err(StoreError::Commit(_))));
+    assert_eq!(store.get(&before.id).await.unwrap(), None);
+    assert_eq!(store.get(&after.id).await.unwrap(), None);
+
+    let later = job("deploy", Status::Queued);
+    store.insert(later.clone()).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.get(&later.id).await.unwrap(), Some(later));
+}
+
+#[tokio::test]
+async fn list_is_newest_first_with_filters_and_a_limit() {
+    let (_dir, store) = open_store();
+    let records = [
+        job("deploy", Status::Succeeded),
+        job("backup", Status::Failed),
+        job("deploy", Status::Failed),
+        job("deploy", Status::Queued),
+        job("backup", Status::Succeeded),
+    ];
+    insert_all(&store, &records).await;
+    let [deploy_1, backup_1, deploy_2, deploy_3, backup_2] = ids(&records).try_into().unwrap();
+
+    let cases: [(Option<&str>, Option<Status>, usize, Vec<JobId>); 6] = [
+        (
+            None,
+            None,
+            10,
+            vec![
+                backup_2.clone(),
+                deploy_3.clone(),
+                deploy_2.clone(),
+                backup_1.clone(),
+                deploy_1.clone(),
+            ],
+        ),
+        (None, None, 2, vec![backup_2.clone(), deploy_3.clone()]),
+        (
+            Some("deploy"),
+            None,
+            10,
+            vec![deploy_3.clone(), deploy_2.clone(), deploy_1.clone()],
+        ),
+        (
+            None,
+            Some(Status::Failed),
+            10,
+            vec![deploy_2.clone(), backup_1.clone()],
+        ),
+        (
+            Some("backup"),
+            Some(Status::Succeeded),
+            10,
+            vec![backup_2.clone()],
+        ),
+        (Some("nothing"), None, 10, vec![]),
+    ];
+    for (hook, status, limit, expected) in cases {
+        let listed = store.list(hook, status, limit).await.unwrap();
+        assert_eq!(ids(&listed), expected, "{hook:?} {status:?} {limit}");
+    }
+}
+
+#[tokio::test]
+async fn recover_interrupts_running_jobs_and_returns_queued_ones_in_order() {
+    let (_dir, store) = open_store();
+    let running = JobRecord {
+        started_ms: Some(now_ms() - 5000),
+        ..job("deploy", Status::Running)
+    };
+    let records = [
+        job("deploy", Status::Queued),
+        running.clone(),
+        job("deploy", Status::Succeeded),
+        job("backup", Status::Queued),
+    ];
+    insert_all(&store, &records).await;
+    let before = now_ms();
+
+    let queued = store.recover().await.unwrap();
+    assert_eq!(queued, [records[0].clone(), records[3].clone()]);
+
+    let interrupted = store.get(&running.id).await.unwrap().unwrap();
+    assert_eq!(interrupted.status, Status::Interrupted);
+    assert_eq!(
+        interrupted.error.as_deref(),
+        Some(queries::INTERRUPTED_ERROR)
+    );
+    assert!(interrupted.finished_ms.unwrap() >= before);
+    assert!(interrupted.duration_ms.unwrap() >= 5000);
+    assert_eq!(
+        store.get(&records[2].id).await.unwrap().as_ref(),
+        Some(&records[2])
+    );
+}
+
+#[tokio::test]
+async fn succeeded_keys_lists_the_dedupe_keys_of_succeeded_jobs() {
+    let (_dir, store) = open_store();
+    let keyed = |hook: &str, status, key: Option<&str>| JobRecord {
+        dedupe_key: key.map(str::to_string),
+        ..job(hook, status)
+    };
+    let records = [
+        keyed("deploy", Status::Succeeded, Some("abc")),
+        keyed("deploy", Status::Failed, Some("def")),
+        keyed("deploy", Status::Succeeded, None),
+        keyed("backup", Status::Succeeded, Some("nightly")),
+    ];
+    insert_all(&store, &records).await;
+    assert_eq!(
+        store.succeeded_keys().await.unwrap(),
+        [
+            (
+                "deploy".to_string(),
+                "abc".to_string(),
+                records[0].id.clone()
+            ),
+            (
+                "backup".to_string(),
+                "nightly".to_string(),
+                records[3].id.clone()
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn prune_by_age_deletes_old_finished_jobs_and_their_logs() {
+    let (_dir, store) = open_store();
+    let old = |status| JobRecord {
+        created_ms: now_ms() - 2 * 3_600_000,
+        ..job("deploy", status)
+    };
+    let records = [
+        old(Status::Succeeded),
+        old(Status::Failed),
+        old(Status::Queued),
+        old(Status::Running),
+        job("deploy", Status::Succeeded),
+    ];
+    insert_all(&store, &records).await;
+    // The old failed job has no log: a missing file is no error.
+    for index in [0, 2, 3, 4] {
+        std::fs::write(store.log_path(&records[index].id), "log\n").unwrap();
+    }
+
+    let deleted = store.prune(Duration::from_secs(3600), 100).await.unwrap();
+    assert_eq!(deleted, 2);
+    let kept = store.list(None, None, 10).await.unwrap();
+    assert_eq!(
+        ids(&kept),
+        ids(&[records[4].clone(), records[3].clone(), records[2].clone()])
+    );
+    assert!(!store.log_path(&records[0].id).exists());
+    for index in [2, 3, 4] {
+        assert!(store.log_path(&records[index].id).exists(), "{index}");
+    }
+}
+
+#[tokio::test]
+async fn prune_by_count_keeps_the_newest_jobs_and_every_unfinished_one() {
+    let (_dir, store) = open_store();
+    let records = [
+        job("deploy", Status::Succeeded),
+        job("deploy", Status::Queued),
+        job("deploy", Status::Failed),
+        job("deploy", Status::Running),
+        job("deploy", Status::Succeeded),
+        job("deploy", Status::Cancelled),
+    ];
+    insert_all(&store, &records).await;
+    for record in &records {
+        std::fs::write(store.log_path(&record.id), "log\n").unwrap();
+    }
+
+    let deleted = store.prune(Duration::from_secs(86_400), 3).await.unwrap();
+    assert_eq!(deleted, 2);
+    let kept = store.list(None, None, 10).await.unwrap();
+    let expected = [5, 4, 3, 1].map(|index| records[index].id.clone());
+    assert_eq!(ids(&kept), expected);
+    for (index, record) in records.iter().enumerate() {
+        let should_exist = ![0, 2].contains(&index);
+        assert_eq!(store.log_path(&record.id).exists(), should_exist, "{index}");
+    }
+    assert_eq!(
+        store.prune(Duration::from_secs(86_400), 3).await.unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_reopened_store_has_the_jobs() {
+    let (dir, store) = open_store();
+    let record = job("deploy", Status::Queued);
+    store.insert(record.clone()).await.unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.get(&record.id).await.unwrap(), Some(record));
+}
+
+#[tokio::test]
+async fn writes_left_when_the_last_store_is_dropped_are_still_committed() {
+    let (dir, store) = open_store();
+    let records: Vec<JobRecord> = (0..50).map(|_| job("deploy", Status::Queued)).collect();
+    for record in &records {
+        drop(store.clone().insert(record.clone()));
+    }
+    drop(store);
+
+    let other = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let count = || -> i64 {
+        other
+            .query_row("SELECT count(*) FROM jobs", [], |row| row.get(0))
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count() < 50 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(count(), 50);
+}
+
+#[tokio::test]
+async fn check_writable_and_flush_succeed_and_are_counted() {
+    let (_dir, store) = open_store();
+    assert_eq!(store.stats(), StoreStats::default());
+    store.flush().await.unwrap();
+    store.check_writable().await.unwrap();
+    store.insert(job("deploy", Status::Queued)).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(
+        store.stats(),
+        StoreStats {
+            commits: 2,
+            writes: 2
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_state_directory_is_private_and_holds_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let store = Store::open(&state_dir).unwrap();
+    for path in [state_dir.clone(), state_dir.join("logs")] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", path.display());
+    }
+    assert_eq!(store.state_dir(), state_dir);
+    let id = JobId::generate();
+    assert_eq!(
+        store.log_path(&id),
+        state_dir.join(format!("logs/{id}.log"))
+    );
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_hookrunner_is_refused() {
+    let (dir, store) = open_store();
+    drop(store);
+    rusqlite::Connection::open(dir.path().join(DATABASE_FILE))
+        .unwrap()
+        .execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+    let result = Store::open(dir.path());
+    assert!(matches!(
+        result,
+        Err(StoreError::NewerSchema {
+            found: 99,
+            known: schema::SCHEMA_VERSION
+        })
+    ));
+}
