@@ -148,18 +148,8 @@ impl Engine {
                 Ok(command) => command,
                 Err(error) => {
                     tracing::error!(job_id = %record.id, %error, "a queued job's command cannot be read back; marking it failed");
-                    let update = JobUpdate::Finished {
-                        status: Status::Failed,
-                        at_ms: job::now_ms(),
-                        exit_code: None,
-                        signal: None,
-                        error: Some(format!(
-                            "the stored command could not be read back: {error}"
-                        )),
-                        duration_ms: None,
-                        stdout: None,
-                        stderr: None,
-                    };
+                    let error = format!("the stored command could not be read back: {error}");
+                    let update = ended_unrun(Status::Failed, Some(error));
                     drop(store.update(&record.id, update));
                     continue;
                 }
@@ -409,16 +399,7 @@ impl Inner {
             record
         };
         forget_key(state, &record);
-        let update = JobUpdate::Finished {
-            status,
-            at_ms,
-            exit_code: None,
-            signal: None,
-            error: None,
-            duration_ms: None,
-            stdout: None,
-            stderr: None,
-        };
+        let update = ended_unrun(status, None);
         drop(self.store.update(id, update));
         live.record.send_replace(record);
         tracing::info!(job_id = %id, status = status.as_str(), "job ended before it started");
@@ -511,6 +492,20 @@ impl Inner {
         self.start_ready(&mut state);
         drop(state);
         self.job_ended.notify_waiters();
+    }
+}
+
+/// The store update for a job that ends without having run.
+fn ended_unrun(status: Status, error: Option<String>) -> JobUpdate {
+    JobUpdate::Finished {
+        status,
+        at_ms: job::now_ms(),
+        exit_code: None,
+        signal: None,
+        error,
+        duration_ms: None,
+        stdout: None,
+        stderr: None,
     }
 }
 
