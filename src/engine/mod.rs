@@ -369,7 +369,10 @@ impl Engine {
                     .await
                 {
                     Ok(0) => {}
-                    Ok(count) => tracing::info!(count, "pruned old jobs"),
+                    Ok(count) => {
+                        tracing::info!(count, "pruned old jobs");
+                        engine.refresh_duplicates().await;
+                    }
                     Err(error) => tracing::error!(%error, "cannot prune old jobs"),
                 }
                 tokio::select! {
@@ -378,6 +381,23 @@ impl Engine {
                 }
             }
         });
+    }
+}
+
+impl Engine {
+    /// Rebuilds the duplicate index from the store after a prune, so it holds the keys of live jobs
+    /// and of the succeeded jobs still kept, and does not grow with the server's age.
+    async fn refresh_duplicates(&self) {
+        let succeeded = match self.inner.store.succeeded_keys().await {
+            Ok(succeeded) => succeeded,
+            Err(error) => return tracing::error!(%error, "cannot reload the duplicate index"),
+        };
+        let mut state = self.inner.lock();
+        let State { live, dedupe, .. } = &mut *state;
+        dedupe.retain(|_, id| live.contains_key(id));
+        for (hook, key, id) in succeeded {
+            dedupe.insert((hook, key), id);
+        }
     }
 }
 
