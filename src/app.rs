@@ -1,7 +1,11 @@
-//! The `Application`: opens the job store, recovers the jobs a previous run left, binds the listeners
-//! (port 0 works, for tests), then serves until SIGTERM or SIGINT and shuts down in order.
+//! The `Application`: opens the job store, recovers the jobs a previous run left, takes its listeners
+//! (bound here, or handed over by systemd), then serves until SIGTERM or SIGINT, reloading the config
+//! on SIGHUP or, with `--watch`, when the file changes.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,28 +17,108 @@ use anyhow::Context as _;
 use crate::config::{Concurrency, Config};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::reload;
 use crate::store::Store;
 
 /// How long a client may take to send its request head before the connection is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle keep-alive connection stays open.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Open connections per worker thread; beyond, new ones wait in the accept backlog.
+const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
 /// How often finished jobs beyond `retention` are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// A socket to serve on.
+pub enum Listener {
+    Tcp(TcpListener),
+    /// A unix socket; `path` is removed at exit when hookrunner created it.
+    Unix {
+        listener: UnixListener,
+        path: Option<PathBuf>,
+    },
+}
+
+/// Binds the `listen` addresses: `HOST:PORT`, or `unix:PATH` (created mode 0660, replacing a stale one).
+pub fn bind(addresses: &[String]) -> anyhow::Result<Vec<Listener>> {
+    addresses
+        .iter()
+        .map(|address| match address.strip_prefix("unix:") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                // A socket left by a run that was killed would make bind fail.
+                if std::fs::symlink_metadata(&path).is_ok_and(|meta| std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                let listener = UnixListener::bind(&path).with_context(|| {
+                    format!("cannot listen on unix socket `{}`; does its directory exist and is it writable?", path.display())
+                })?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+                    .with_context(|| format!("cannot set the permissions of `{}`", path.display()))?;
+                Ok(Listener::Unix { listener, path: Some(path) })
+            }
+            None => TcpListener::bind(address).map(Listener::Tcp).with_context(|| {
+                format!("cannot listen on `{address}`; is another process using it? Pick another with `--listen HOST:PORT`")
+            }),
+        })
+        .collect()
+}
+
+/// The sockets systemd handed over (`LISTEN_FDS`), if any. Call it before starting threads: it
+/// clears the variables so that commands do not inherit them.
+pub fn inherited() -> anyhow::Result<Option<Vec<Listener>>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let mut listeners = Vec::new();
+    for index in 0..fds.len() {
+        if let Ok(Some(listener)) = fds.take_tcp_listener(index) {
+            listeners.push(Listener::Tcp(listener));
+        } else if let Some(listener) = fds.take_unix_listener(index).with_context(|| {
+            format!("socket {index} from systemd is neither TCP nor a unix stream socket")
+        })? {
+            listeners.push(Listener::Unix {
+                listener,
+                path: None,
+            });
+        }
+    }
+    Ok(Some(listeners))
+}
+
 pub struct Application {
     server: Server,
-    engine: Engine,
+    state: web::Data<AppState>,
     ports: Vec<u16>,
-    shutdown_grace: Duration,
+    unix_paths: Vec<PathBuf>,
+    watch: bool,
 }
 
 impl Application {
-    /// Opens the store, re-queues recovered jobs, and binds every `listen` address.
+    /// Binds the config's `listen` addresses and builds the application.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let listeners = bind(&config.server.listen)?;
+        Application::build_with(config, listeners).await
+    }
+
+    /// Opens the store, re-queues recovered jobs, and serves on the given listeners.
+    pub async fn build_with(
+        config: Config,
+        listeners: Vec<Listener>,
+    ) -> anyhow::Result<Application> {
         let settings = &config.server;
         let store = Store::open(&settings.state_dir).with_context(|| {
             format!("cannot open the job store in `{}`; check that the directory is writable (`--state-dir`)", settings.state_dir.display())
         })?;
-        let engine = Engine::new(store, settings.max_jobs, settings.max_pending);
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::new(
+            store,
+            Arc::clone(&metrics),
+            settings.max_jobs,
+            settings.max_pending,
+        );
         let recovered = engine
             .recover(|hook| {
                 config
@@ -54,45 +138,50 @@ impl Application {
         engine.prune_every(settings.retention, PRUNE_INTERVAL);
 
         let base_path = settings.base_path.clone();
-        let listen = settings.listen.clone();
         let shutdown_grace = settings.shutdown_grace;
         let state = web::Data::new(AppState {
-            config: Arc::new(config),
-            engine: engine.clone(),
+            config: std::sync::RwLock::new(Arc::new(config)),
+            engine,
+            metrics,
         });
+        let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             let base_path = base_path.clone();
             App::new()
-                .app_data(state.clone())
+                .app_data(app_state.clone())
                 .wrap(from_fn(http::request_middleware))
                 .configure(move |routes| http::configure(routes, &base_path))
         })
         .client_request_timeout(HEADER_READ_TIMEOUT)
+        .client_disconnect_timeout(Duration::from_secs(5))
+        .keep_alive(KEEP_ALIVE)
+        .max_connections(MAX_CONNECTIONS_PER_WORKER)
         .shutdown_timeout(shutdown_grace.as_secs().max(1))
         // Signals are handled here, so the HTTP server and the job engine stop together.
         .disable_signals();
 
-        let mut ports = Vec::new();
-        for address in &listen {
-            if let Some(path) = address.strip_prefix("unix:") {
-                // A stale socket from an earlier run would make bind fail.
-                let _ = std::fs::remove_file(path);
-                server = server
-                    .bind_uds(path)
-                    .with_context(|| format!("cannot listen on unix socket `{path}`"))?;
-                continue;
+        let (mut ports, mut unix_paths) = (Vec::new(), Vec::new());
+        for listener in listeners {
+            match listener {
+                Listener::Tcp(listener) => {
+                    ports.push(listener.local_addr()?.port());
+                    server = server.listen(listener)?;
+                }
+                Listener::Unix { listener, path } => {
+                    unix_paths.extend(path);
+                    server = server.listen_uds(listener)?;
+                }
             }
-            let listener = TcpListener::bind(address).with_context(|| {
-                format!("cannot listen on `{address}`; is another process using it? Pick another with `--listen HOST:PORT`")
-            })?;
-            ports.push(listener.local_addr()?.port());
-            server = server.listen(listener)?;
+        }
+        if ports.is_empty() && unix_paths.is_empty() {
+            anyhow::bail!("nothing to listen on; give `--listen HOST:PORT` or `server.listen`");
         }
         Ok(Application {
             server: server.run(),
-            engine,
+            state,
             ports,
-            shutdown_grace,
+            unix_paths,
+            watch: false,
         })
     }
 
@@ -101,17 +190,32 @@ impl Application {
         self.ports.first().copied().unwrap_or(0)
     }
 
+    /// Also reload when the config file changes (editors and `git pull` that replace it included).
+    pub fn watch_config(mut self) -> Application {
+        self.watch = true;
+        self
+    }
+
     /// Serves until SIGTERM or SIGINT; then stops accepting, lets running jobs finish within
     /// `shutdown_grace`, terminates the rest (recorded `interrupted`), and commits the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
+        let reloads = reload::spawn(self.state.clone(), self.watch)?;
         tokio::select! {
-            result = &mut server => return Ok(result.context("the HTTP server task failed")??),
-            signal = stop_signal() => tracing::info!(signal, grace = ?self.shutdown_grace, "stopping: no new requests, running jobs may finish"),
+            result = &mut server => {
+                reloads.abort();
+                return Ok(result.context("the HTTP server task failed")??);
+            }
+            signal = stop_signal() => tracing::info!(signal, "stopping: no new requests, running jobs may finish"),
         }
-        tokio::join!(handle.stop(true), self.engine.shutdown(self.shutdown_grace));
+        reloads.abort();
+        let grace = self.state.config().server.shutdown_grace;
+        tokio::join!(handle.stop(true), self.state.engine.shutdown(grace));
         server.await.context("the HTTP server task failed")??;
+        for path in &self.unix_paths {
+            let _ = std::fs::remove_file(path);
+        }
         tracing::info!("stopped");
         Ok(())
     }

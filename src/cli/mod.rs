@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Log format. Overrides `server.log_format`.
     #[arg(long, env = "HOOKRUNNER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Reload the config when the file changes (SIGHUP always reloads).
+    #[arg(long, env = "HOOKRUNNER_WATCH")]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -141,6 +144,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         .iter()
         .for_each(|warning| tracing::warn!("{}", warning.trim_end()));
 
+    // systemd's sockets are taken before any thread starts (this clears LISTEN_FDS for the commands).
+    let inherited = match crate::app::inherited() {
+        Ok(inherited) => inherited,
+        Err(error) => {
+            eprintln!("hookrunner: {error:#}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -151,10 +162,21 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
+    let result = runtime.block_on(async move {
         let listen = config.server.listen.join(", ");
         let hooks = config.hooks.len();
-        let application = Application::build(config).await?;
+        let (application, listen) = match inherited {
+            Some(listeners) => (
+                Application::build_with(config, listeners).await?,
+                "sockets from systemd".to_string(),
+            ),
+            None => (Application::build(config).await?, listen),
+        };
+        let application = if args.watch {
+            application.watch_config()
+        } else {
+            application
+        };
         tracing::info!(listen = %listen, hooks, "serving");
         application.run_until_stopped().await?;
         anyhow::Ok(())

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::command::JobCommand;
 use crate::config::{Concurrency, Retention};
 use crate::job::{self, answer_text, Ending, JobId, Status};
+use crate::metrics::Metrics;
 use crate::runner;
 use crate::store::{Committed, JobRecord, JobUpdate, Store, StoreError};
 
@@ -81,6 +82,7 @@ pub struct Engine {
 
 struct Inner {
     store: Store,
+    metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
     max_jobs: usize,
     max_pending: usize,
@@ -111,10 +113,11 @@ struct Live {
 
 impl Engine {
     /// Builds an engine whose jobs run on the current tokio runtime.
-    pub fn new(store: Store, max_jobs: usize, max_pending: usize) -> Engine {
+    pub fn new(store: Store, metrics: Arc<Metrics>, max_jobs: usize, max_pending: usize) -> Engine {
         Engine {
             inner: Arc::new(Inner {
                 store,
+                metrics,
                 runtime: tokio::runtime::Handle::current(),
                 max_jobs,
                 max_pending,
@@ -421,6 +424,7 @@ impl Inner {
         forget_key(state, &record);
         let update = ended_unrun(status, None);
         drop(self.store.update(id, update));
+        self.metrics.job_ended(&record.hook, status.as_str(), None);
         live.record.send_replace(record);
         tracing::info!(job_id = %id, status = status.as_str(), "job ended before it started");
     }
@@ -507,6 +511,11 @@ impl Inner {
             exit_code = record.exit_code,
             duration_ms,
             "job finished"
+        );
+        self.metrics.job_ended(
+            hook,
+            record.status.as_str(),
+            Some(finished.duration.as_secs_f64()),
         );
         live.record.send_replace(record);
         self.start_ready(&mut state);

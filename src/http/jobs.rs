@@ -15,6 +15,14 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// Prometheus text exposition. Keep it off the public side of the proxy.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let (running, waiting) = state.engine.load();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(running, waiting))
+}
+
 /// Ready when the config is loaded (it is, or the server would not run) and the store takes writes.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.engine.store().check_writable().await {
@@ -55,7 +63,7 @@ pub async fn get_job(
         .map_err(store_error)?
         .ok_or_else(job_not_found)?;
     let include_output = state
-        .config
+        .config()
         .hook(&record.hook)
         .is_some_and(|hook| hook.response.include_output);
     Ok(HttpResponse::Ok().json(to_json(&record, include_output, now_ms())))
@@ -95,7 +103,8 @@ pub async fn get_log(
 
 /// Checks `Authorization: Bearer <admin_token>` in constant time.
 fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
-    let Some(expected) = &state.config.server.admin_token else {
+    let config = state.config();
+    let Some(expected) = &config.server.admin_token else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "admin_disabled",

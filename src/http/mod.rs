@@ -7,7 +7,7 @@ mod jobs;
 mod stream;
 mod trigger;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -18,14 +18,23 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::request::Headers;
 
 pub use self::error::ApiError;
 
 /// What every handler shares.
 pub struct AppState {
-    pub config: Arc<Config>,
+    /// The config now serving; a reload swaps it, and requests already running keep theirs.
+    pub config: RwLock<Arc<Config>>,
     pub engine: Engine,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().expect("config lock"))
+    }
 }
 
 /// Who sent the request, worked out once by the middleware.
@@ -46,6 +55,7 @@ pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
     config
         .route("/healthz", web::get().to(jobs::healthz))
         .route("/readyz", web::get().to(jobs::readyz))
+        .route("/metrics", web::get().to(jobs::metrics))
         .route("/jobs", web::get().to(jobs::list_jobs))
         .route("/jobs/{id}", web::get().to(jobs::get_job))
         .route("/jobs/{id}/log", web::get().to(jobs::get_log))
@@ -75,9 +85,10 @@ pub async fn request_middleware(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let trusted = request
-        .app_data::<web::Data<AppState>>()
-        .map(|state| state.config.server.trusted_proxies.clone())
+    let state = request.app_data::<web::Data<AppState>>().cloned();
+    let trusted = state
+        .as_ref()
+        .map(|state| state.config().server.trusted_proxies.clone())
         .unwrap_or_default();
     let forwarded = Headers::new(
         ["x-request-id", "x-forwarded-for", "forwarded"]
@@ -115,6 +126,15 @@ pub async fn request_middleware(
         .extensions()
         .get::<HookOutcome>()
         .cloned();
+    if let (Some(outcome), Some(state)) = (&outcome, &state) {
+        // Only configured hook ids become labels; a request for an unknown hook counts under "".
+        let hook = if outcome.outcome == "not_found" {
+            ""
+        } else {
+            outcome.hook.as_str()
+        };
+        state.metrics.request(hook, outcome.outcome);
+    }
     tracing::info!(
         request_id = %info.request_id,
         method = %method,

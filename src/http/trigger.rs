@@ -29,7 +29,7 @@ pub async fn trigger(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let config = &state.config;
+    let config = state.config();
     let Some(hook) = config.hook(&id) else {
         let error = ApiError::new(
             StatusCode::NOT_FOUND,
@@ -96,7 +96,7 @@ async fn handle(
     if let Err(error) = hook.signature.verify(&signed) {
         return Err((
             ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()),
-            "signature_failed",
+            error.code(),
         ));
     }
 

@@ -5,6 +5,7 @@ mod check;
 mod helpers;
 mod jobs;
 mod lifecycle;
+mod operations;
 mod providers;
 mod readme;
 mod running;

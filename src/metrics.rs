@@ -1,0 +1,144 @@
+//! Prometheus metrics: what `GET /metrics` serves. Labels are hook ids from the config and fixed
+//! outcome words, never request text, so an attacker cannot grow the label set.
+
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    signature_failures: IntCounterVec,
+    jobs: IntCounterVec,
+    job_duration: HistogramVec,
+    queue_depth: IntGauge,
+    running_jobs: IntGauge,
+    reloads: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric")
+        };
+        let metrics = Metrics {
+            registry: Registry::new(),
+            requests: counter(
+                "hookrunner_requests_total",
+                "Hook requests by hook and outcome.",
+                &["hook", "outcome"],
+            ),
+            signature_failures: counter(
+                "hookrunner_signature_failures_total",
+                "Requests refused for their signature, by reason.",
+                &["hook", "reason"],
+            ),
+            jobs: counter(
+                "hookrunner_jobs_total",
+                "Jobs that ended, by hook and final status.",
+                &["hook", "status"],
+            ),
+            job_duration: HistogramVec::new(
+                HistogramOpts::new("hookrunner_job_duration_seconds", "How long commands ran.")
+                    .buckets(vec![
+                        0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0,
+                    ]),
+                &["hook"],
+            )
+            .expect("a valid metric"),
+            queue_depth: IntGauge::new("hookrunner_queue_depth", "Jobs waiting to run.")
+                .expect("a valid metric"),
+            running_jobs: IntGauge::new("hookrunner_running_jobs", "Commands running now.")
+                .expect("a valid metric"),
+            reloads: counter(
+                "hookrunner_config_reloads_total",
+                "Config reloads by result.",
+                &["result"],
+            ),
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.signature_failures.clone()),
+            Box::new(metrics.jobs.clone()),
+            Box::new(metrics.job_duration.clone()),
+            Box::new(metrics.queue_depth.clone()),
+            Box::new(metrics.running_jobs.clone()),
+            Box::new(metrics.reloads.clone()),
+        ];
+        for collector in collectors {
+            metrics
+                .registry
+                .register(collector)
+                .expect("each metric is registered once");
+        }
+        metrics
+    }
+
+    /// Counts a hook request. `hook` is empty when the request named no configured hook.
+    pub fn request(&self, hook: &str, outcome: &str) {
+        self.requests.with_label_values(&[hook, outcome]).inc();
+        if outcome.starts_with("signature_") || outcome == "timestamp_out_of_tolerance" {
+            self.signature_failures
+                .with_label_values(&[hook, outcome])
+                .inc();
+        }
+    }
+
+    pub fn job_ended(&self, hook: &str, status: &str, seconds: Option<f64>) {
+        self.jobs.with_label_values(&[hook, status]).inc();
+        if let Some(seconds) = seconds {
+            self.job_duration
+                .with_label_values(&[hook])
+                .observe(seconds);
+        }
+    }
+
+    pub fn reload(&self, succeeded: bool) {
+        self.reloads
+            .with_label_values(&[if succeeded { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// The text exposition, with the gauges set to the engine's load now.
+    pub fn render(&self, running: usize, waiting: usize) -> String {
+        self.running_jobs.set(running as i64);
+        self.queue_depth.set(waiting as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding does not fail on a Vec");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_appear_in_the_exposition() {
+        let metrics = Metrics::new();
+        metrics.request("deploy", "succeeded");
+        metrics.request("deploy", "signature_invalid");
+        metrics.job_ended("deploy", "succeeded", Some(0.2));
+        metrics.reload(false);
+        let text = metrics.render(2, 5);
+        for line in [
+            "hookrunner_requests_total{hook=\"deploy\",outcome=\"succeeded\"} 1",
+            "hookrunner_signature_failures_total{hook=\"deploy\",reason=\"signature_invalid\"} 1",
+            "hookrunner_jobs_total{hook=\"deploy\",status=\"succeeded\"} 1",
+            "hookrunner_job_duration_seconds_count{hook=\"deploy\"} 1",
+            "hookrunner_running_jobs 2",
+            "hookrunner_queue_depth 5",
+            "hookrunner_config_reloads_total{result=\"failure\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+    }
+}

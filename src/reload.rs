@@ -1,0 +1,135 @@
+//! Config reload: on SIGHUP, and with `--watch` when the file changes — editors and `git pull` that
+//! replace the file included, since the folder is watched, not the file. A file that fails `check`
+//! is refused with its location logged, and the old config keeps serving. Jobs are never disturbed:
+//! they carry their own rendered commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use anyhow::Context as _;
+use notify::Watcher as _;
+use tokio::sync::mpsc;
+
+use crate::config::{self, ServerSettings};
+use crate::http::AppState;
+
+/// Changes to a file usually come as several events (truncate, write, rename); wait for them to settle.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Starts the task that reloads on SIGHUP and, when `watch` is set, on file changes.
+pub fn spawn(
+    state: web::Data<AppState>,
+    watch: bool,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let (changed_tx, mut changed) = mpsc::unbounded_channel::<()>();
+    let watcher = if watch {
+        Some(watch_file(&state.config().file, changed_tx)?)
+    } else {
+        None
+    };
+    Ok(tokio::spawn(async move {
+        // The watcher stops when dropped, so this task owns it.
+        let _watcher = watcher;
+        loop {
+            let cause = tokio::select! {
+                Some(()) = hangup.recv() => "SIGHUP",
+                Some(()) = changed.recv() => {
+                    tokio::time::sleep(SETTLE).await;
+                    while changed.try_recv().is_ok() {}
+                    "file change"
+                }
+                else => return,
+            };
+            reload(&state, cause).await;
+        }
+    }))
+}
+
+fn watch_file(
+    file: &Path,
+    changed: mpsc::UnboundedSender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    let folder = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = file
+        .file_name()
+        .map(|name| name.to_os_string())
+        .context("the config path has no file name")?;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        if event
+            .paths
+            .iter()
+            .any(|path| path.file_name() == Some(name.as_os_str()))
+        {
+            let _ = changed.send(());
+        }
+    })
+    .context("cannot watch the config file")?;
+    watcher
+        .watch(&folder, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch `{}`", folder.display()))?;
+    Ok(watcher)
+}
+
+/// Loads the file again and swaps it in, or logs why not.
+pub async fn reload(state: &AppState, cause: &str) {
+    let current = state.config();
+    let file = current.file.clone();
+    let loaded = tokio::task::spawn_blocking(move || config::load(&file)).await;
+    let mut fresh = match loaded {
+        Ok(Ok(config)) => config,
+        Ok(Err(errors)) => {
+            state.metrics.reload(false);
+            tracing::error!(
+                cause,
+                "config reload refused; the previous config keeps serving:\n{}",
+                errors.render().trim_end()
+            );
+            return;
+        }
+        Err(error) => {
+            state.metrics.reload(false);
+            tracing::error!(cause, %error, "config reload failed");
+            return;
+        }
+    };
+    keep_startup_settings(&mut fresh.server, &current.server);
+    for warning in &fresh.warnings {
+        tracing::warn!("{}", warning.trim_end());
+    }
+    let hooks = fresh.hooks.len();
+    *state.config.write().expect("config lock") = Arc::new(fresh);
+    state.metrics.reload(true);
+    tracing::info!(cause, hooks, "config reloaded");
+}
+
+/// Settings that only take effect at start: the running values stay, and a change is logged.
+fn keep_startup_settings(fresh: &mut ServerSettings, running: &ServerSettings) {
+    macro_rules! keep {
+        ($($field:ident),*) => {$(
+            if fresh.$field != running.$field {
+                tracing::warn!("`server.{}` changed; it takes effect at the next restart", stringify!($field));
+                fresh.$field = running.$field.clone();
+            }
+        )*};
+    }
+    keep!(
+        listen,
+        base_path,
+        state_dir,
+        max_jobs,
+        max_pending,
+        retention,
+        log_format
+    );
+}
