@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -27,7 +27,11 @@ pub struct JobSink {
 }
 
 struct LogFile {
+    path: PathBuf,
+    /// Created at the first output, so a silent command costs no file.
     file: Option<File>,
+    /// Creating or writing the file failed; output is kept in memory only.
+    failed: bool,
     written: u64,
     max: u64,
     truncated: bool,
@@ -37,19 +41,15 @@ struct LogFile {
 const LIVE_CAPACITY: usize = 1024;
 
 impl JobSink {
-    /// Creates the job's log file. A file that cannot be created is logged, and the job still runs.
+    /// A sink whose log file is created at `path` when the first output arrives. A file that
+    /// cannot be created or written is logged, and the job still runs.
     pub fn create(path: &Path, max_output: u64) -> JobSink {
-        let file = match File::create(path) {
-            Ok(file) => Some(file),
-            Err(error) => {
-                tracing::error!(path = %path.display(), %error, "cannot create the job log; output is kept in memory only");
-                None
-            }
-        };
         JobSink {
             capture: CappedOutput::new(max_output),
             log: Mutex::new(LogFile {
-                file,
+                path: path.to_path_buf(),
+                file: None,
+                failed: false,
                 written: 0,
                 max: max_output,
                 truncated: false,
@@ -86,17 +86,29 @@ impl OutputSink for JobSink {
         });
         let mut log = self.log.lock().expect("log lock");
         let LogFile {
+            path,
             file,
+            failed,
             written,
             max,
             truncated,
         } = &mut *log;
+        if *truncated || *failed {
+            return;
+        }
+        if file.is_none() {
+            match File::create(&*path) {
+                Ok(created) => *file = Some(created),
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "cannot create the job log; output is kept in memory only");
+                    *failed = true;
+                    return;
+                }
+            }
+        }
         let Some(handle) = file.as_mut() else {
             return;
         };
-        if *truncated {
-            return;
-        }
         let room = max.saturating_sub(*written) as usize;
         let (kept, overflow) = data.split_at(data.len().min(room));
         let mut result = handle.write_all(kept);
@@ -110,6 +122,7 @@ impl OutputSink for JobSink {
         if let Err(error) = result {
             tracing::error!(%error, "cannot write the job log; later output is kept in memory only");
             *file = None;
+            *failed = true;
         }
         self.log_len.send_replace(*written);
     }
