@@ -1,5 +1,6 @@
 //! Tests through the front door: a real server on port 0, real signed requests, real processes.
 
+mod abuse;
 mod answers;
 mod check;
 mod helpers;
