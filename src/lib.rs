@@ -17,6 +17,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod import;
 pub mod job;
 pub mod metrics;
 pub mod reference;

@@ -32,6 +32,9 @@ pub enum Command {
     Sign(sign::SignArgs),
     /// Sign a body as a provider would and POST it; exits 0 on a 2xx answer, 1 otherwise.
     Send(sign::SendArgs),
+    /// Convert an adnanh/webhook `hooks.json` or `hooks.yaml` to this format and print it.
+    #[command(name = "import-webhook")]
+    ImportWebhook(crate::import::ImportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Sign(args) => sign::sign(&args),
         Command::Send(args) => sign::send(&args),
+        Command::ImportWebhook(args) => crate::import::main(&args),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::rules::Rule;
 use crate::signature::Signature;
 use crate::template::Template;
 
+pub use self::hook::RESERVED_ENV;
 pub use self::secret::{Secret, Secrets};
 
 /// A loaded, valid configuration.

@@ -1,0 +1,548 @@
+//! One adnanh hook as one hookrunner hook: its keys mapped one by one, every key hookrunner cannot
+//! express reported as an error naming it.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use regex::Regex;
+use serde_json::Value;
+use serde_yaml::{Mapping, Value as Yaml};
+
+use super::source::{self, literal_template, Located, Report, ARGUMENT_KEYS};
+use super::trigger::{self, Signature};
+use crate::config::RESERVED_ENV;
+
+/// Every key of an adnanh hook (its `Hook` struct and its docs).
+const HOOK_KEYS: &[&str] = &[
+    "id",
+    "execute-command",
+    "command-working-directory",
+    "response-message",
+    "response-headers",
+    "success-http-response-code",
+    "incoming-payload-content-type",
+    "http-methods",
+    "include-command-output-in-response",
+    "include-command-output-in-response-on-error",
+    "parse-parameters-as-json",
+    "pass-arguments-to-command",
+    "pass-environment-to-command",
+    "pass-file-to-command",
+    "keep-file-environment",
+    "pre-hook-command",
+    "trigger-rule",
+    "trigger-rule-mismatch-http-response-code",
+    "trigger-signature-soft-failures",
+];
+
+/// Keys that change what adnanh does and that hookrunner cannot express, with the reason.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "response-message",
+        "hookrunner answers with the job as JSON, not a fixed message",
+    ),
+    (
+        "response-headers",
+        "hookrunner adds no headers of your choosing to its answers",
+    ),
+    (
+        "incoming-payload-content-type",
+        "hookrunner parses the body by the request's own `Content-Type`",
+    ),
+    (
+        "pass-file-to-command",
+        "hookrunner writes no request values to files; pass them in `run.env`, or the whole body on stdin (`run.stdin: payload`)",
+    ),
+    (
+        "keep-file-environment",
+        "hookrunner writes no request values to files",
+    ),
+    (
+        "pre-hook-command",
+        "hookrunner runs no command before a hook's rules",
+    ),
+];
+
+/// The environment variable names given to secrets so far, so two hooks never share one by accident.
+#[derive(Default)]
+pub struct SecretNames(HashSet<String>);
+
+impl SecretNames {
+    /// `DEPLOY_WEBHOOK_SECRET` for hook `deploy`; `_2`, `_3`, ... if the name is taken.
+    fn claim(&mut self, hook_id: &str, kind: &str) -> String {
+        let mut stem: String = hook_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if stem.starts_with(|c: char| c.is_ascii_digit()) {
+            stem.insert_str(0, "HOOK_");
+        }
+        let base = format!("{stem}_WEBHOOK_{kind}");
+        let mut name = base.clone();
+        let mut counter = 2;
+        while !self.0.insert(name.clone()) {
+            name = format!("{base}_{counter}");
+            counter += 1;
+        }
+        name
+    }
+}
+
+/// One converted hook: its label for messages (the id, or `hooks[N]` without one), the hookrunner
+/// hook when there were no errors, and what was found.
+pub struct Converted {
+    pub label: String,
+    pub id: Option<String>,
+    pub hook: Option<Yaml>,
+    pub report: Report,
+}
+
+pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converted {
+    let mut report = Report::default();
+    let root = Located::root(value);
+    let fallback_label = format!("hooks[{index}]");
+    let Some(map) = root.object(&mut report, "the hook", HOOK_KEYS) else {
+        return Converted {
+            label: fallback_label,
+            id: None,
+            hook: None,
+            report,
+        };
+    };
+    let id = hook_id(&root, &mut report);
+    let label = id.clone().unwrap_or(fallback_label);
+
+    for (key, why) in UNSUPPORTED {
+        if map.get(*key).is_some_and(is_set) {
+            report.error(format!("`{key}` has no hookrunner equivalent: {why}"));
+        }
+    }
+
+    let command = run_command(&root, &mut report);
+    let env = run_env(&root, &mut report);
+    let response = response(&root, &mut report);
+    let methods = methods(&root, &mut report);
+    parse_parameters_as_json(&root, &mut report);
+    let trigger = match root.child("trigger-rule") {
+        Some(rule) if !rule.value.is_null() => trigger::convert(&rule, &mut report),
+        _ => Some(trigger::Trigger {
+            signature: None,
+            when: None,
+        }),
+    };
+    if let Some(soft) = root.child("trigger-signature-soft-failures") {
+        // It only lets a failed signature inside `or` count as false; those checks are refused
+        // anyway, so either value converts to the same hook.
+        soft.bool(&mut report);
+    }
+    let on_mismatch = root
+        .child("trigger-rule-mismatch-http-response-code")
+        .and_then(|code| code.status(&mut report))
+        .flatten();
+
+    if !report.errors.is_empty() {
+        return Converted {
+            label,
+            id,
+            hook: None,
+            report,
+        };
+    }
+    let (Some(id), Some(command), Some(env), Some(response), Some(methods), Some(trigger)) =
+        (id, command, env, response, methods, trigger)
+    else {
+        // Each part reports why it is missing; this keeps a hook from vanishing if one did not.
+        report.error("the hook could not be converted");
+        return Converted {
+            label,
+            id: None,
+            hook: None,
+            report,
+        };
+    };
+
+    if methods.is_none() && report.reads_query {
+        report.warn(
+            "adnanh accepted every HTTP method for this hook, hookrunner only POST; it reads the query string, so if its sender uses GET add `methods: [GET, POST]`",
+        );
+    }
+    let signature = match &trigger.signature {
+        Some(signature) => signature_yaml(signature, &id, names, &mut report),
+        None => {
+            report.warn(
+                "it checks no signature, so it is `signature: none`: anyone who can reach it can trigger it (its `when` rules still apply)",
+            );
+            Yaml::String("none".into())
+        }
+    };
+
+    let mut hook = Mapping::new();
+    insert(&mut hook, "id", Yaml::String(id.clone()));
+    if let Some(methods) = methods {
+        insert(
+            &mut hook,
+            "methods",
+            Yaml::Sequence(methods.into_iter().map(Yaml::String).collect()),
+        );
+    }
+    insert(&mut hook, "signature", signature);
+    if let Some(when) = trigger.when {
+        insert(&mut hook, "when", when);
+    }
+    let mut run = Mapping::new();
+    insert(
+        &mut run,
+        "command",
+        Yaml::Sequence(command.argv.into_iter().map(Yaml::String).collect()),
+    );
+    if let Some(workdir) = command.workdir {
+        insert(&mut run, "workdir", Yaml::String(workdir));
+    }
+    if !env.is_empty() {
+        let env = env
+            .into_iter()
+            .map(|(name, value)| (Yaml::String(name), Yaml::String(value)))
+            .collect();
+        insert(&mut run, "env", Yaml::Mapping(env));
+    }
+    insert(&mut hook, "run", Yaml::Mapping(run));
+    insert(&mut hook, "response", response);
+    if let Some(status) = on_mismatch {
+        insert(&mut hook, "on_mismatch", Yaml::Number(status.into()));
+    }
+    Converted {
+        label,
+        id: Some(id),
+        hook: Some(Yaml::Mapping(hook)),
+        report,
+    }
+}
+
+/// Whether a key is given a value that does something; adnanh treats `""`, `[]`, `false` and `0`
+/// as unset.
+fn is_set(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(flag) => *flag,
+        Value::String(text) => !text.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+        Value::Number(number) => number.as_f64() != Some(0.0),
+    }
+}
+
+fn hook_id(root: &Located<'_>, report: &mut Report) -> Option<String> {
+    let Some(id) = root.child("id") else {
+        report.error("the hook has no `id`; adnanh needs one too");
+        return None;
+    };
+    let id = id.text(report)?;
+    let valid = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !valid {
+        report.error(format!(
+            "hook id `{id}` may only use letters, digits, `.`, `_` and `-` in hookrunner; rename it (its URL changes with it)"
+        ));
+        return None;
+    }
+    Some(id)
+}
+
+struct Command {
+    argv: Vec<String>,
+    workdir: Option<String>,
+}
+
+/// `execute-command` and `pass-arguments-to-command` as `run.command`, run without a shell as
+/// adnanh does.
+fn run_command(root: &Located<'_>, report: &mut Report) -> Option<Command> {
+    let workdir = match root.child("command-working-directory") {
+        None => None,
+        Some(dir) => dir.text(report).filter(|dir| !dir.is_empty()),
+    };
+    let program = match root.child("execute-command") {
+        None => {
+            report.error("the hook has no `execute-command`; adnanh needs one too");
+            None
+        }
+        Some(command) => {
+            let at = command.path().to_string();
+            command
+                .text(report)
+                .filter(|text| {
+                    if text.is_empty() {
+                        report.error("`execute-command` is empty");
+                    } else if text.contains(char::is_whitespace) {
+                        report.warn(format!(
+                            "`execute-command` `{text}` contains a space; like adnanh, hookrunner takes it as one program name, so pass arguments in `pass-arguments-to-command`"
+                        ));
+                    }
+                    !text.is_empty()
+                })
+                .and_then(|text| {
+                    literal_template(&program_path(&text, workdir.as_deref()), &at, report)
+                })
+        }
+    };
+    let mut arguments = Vec::new();
+    let mut valid = true;
+    if let Some(list) = root.child("pass-arguments-to-command") {
+        if !list.value.is_null() {
+            for item in list.items(report, "request values")? {
+                let argument = source::source(&item, report)
+                    .and_then(|value| value.template(&format!("{}.name", item.path()), report));
+                match argument {
+                    Some(argument) => arguments.push(argument),
+                    None => valid = false,
+                }
+            }
+        }
+    }
+    let program = program?;
+    valid.then(|| Command {
+        argv: std::iter::once(program).chain(arguments).collect(),
+        workdir,
+    })
+}
+
+/// The program as hookrunner must name it. adnanh looks a relative `execute-command` up inside
+/// `command-working-directory` when one is set; hookrunner resolves a bare name through `PATH`, and
+/// a path with a `/` from the command's working directory, so the directory is made explicit.
+fn program_path(command: &str, workdir: Option<&str>) -> String {
+    let Some(workdir) = workdir else {
+        return command.to_string();
+    };
+    if Path::new(command).is_absolute() {
+        return command.to_string();
+    }
+    let relative = command.strip_prefix("./").unwrap_or(command);
+    if Path::new(workdir).is_absolute() {
+        Path::new(workdir).join(relative).display().to_string()
+    } else {
+        format!("./{relative}")
+    }
+}
+
+/// `pass-environment-to-command` as `run.env`: `envname`, or adnanh's default `HOOK_<name>`.
+fn run_env(root: &Located<'_>, report: &mut Report) -> Option<Vec<(String, String)>> {
+    let Some(list) = root.child("pass-environment-to-command") else {
+        return Some(Vec::new());
+    };
+    if list.value.is_null() {
+        return Some(Vec::new());
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut valid = true;
+    for item in list.items(report, "request values")? {
+        let value = source::source(&item, report)
+            .and_then(|value| value.template(&format!("{}.name", item.path()), report));
+        let envname = item
+            .child("envname")
+            .and_then(|name| name.text(report))
+            .filter(|name| !name.is_empty());
+        let (name, explicit) = match envname {
+            Some(name) => (name, true),
+            None => {
+                let name = item
+                    .value
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                (format!("HOOK_{name}"), false)
+            }
+        };
+        let name_ok = env_name_ok(&name);
+        if !name_ok {
+            valid = false;
+            report.error(if explicit {
+                format!(
+                    "`{}.envname`: `{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)",
+                    item.path()
+                )
+            } else {
+                format!(
+                    "`{}`: adnanh names this variable `{name}`, which is not a valid environment variable name in hookrunner; add an `envname` (letters, digits and `_`) and use that name in the command",
+                    item.path()
+                )
+            });
+        } else if RESERVED_ENV.contains(&name.as_str()) {
+            valid = false;
+            report.error(format!(
+                "`{}`: `{name}` is set by hookrunner itself; add an `envname` with another name and use that in the command",
+                item.path()
+            ));
+        } else if env.iter().any(|(existing, _)| *existing == name) {
+            valid = false;
+            report.error(format!(
+                "`{}`: `{name}` is passed twice; keep one",
+                item.path()
+            ));
+        }
+        match value {
+            Some(value) if name_ok => env.push((name, value)),
+            _ => valid = false,
+        }
+    }
+    valid.then_some(env)
+}
+
+fn env_name_ok(name: &str) -> bool {
+    name.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// adnanh answers at once and runs the command in the background, unless it is told to include
+/// the command's output, when it waits; hookrunner's `async` and `wait` modes.
+fn response(root: &Located<'_>, report: &mut Report) -> Option<Yaml> {
+    let flag = |key: &str, report: &mut Report| match root.child(key) {
+        None => Some(false),
+        Some(node) if node.value.is_null() => Some(false),
+        Some(node) => node.bool(report),
+    };
+    let include_output = flag("include-command-output-in-response", report)?;
+    let output_on_error = flag("include-command-output-in-response-on-error", report)?;
+    let mut response = Mapping::new();
+    let status = if include_output {
+        insert(&mut response, "mode", Yaml::String("wait".into()));
+        insert(&mut response, "include_output", Yaml::Bool(true));
+        if !output_on_error {
+            report.warn(
+                "hookrunner includes the command's output in a failed answer too, where adnanh sent a fixed message (`include-command-output-in-response-on-error` was not set)",
+            );
+        }
+        200
+    } else {
+        insert(&mut response, "mode", Yaml::String("async".into()));
+        202
+    };
+    if let Some(code) = root.child("success-http-response-code") {
+        let at = code.path().to_string();
+        if let Some(Some(code)) = code.status(report) {
+            if code != status {
+                report.error(format!(
+                    "`{at}` has no hookrunner equivalent: hookrunner answers {status} when this hook's command is {}",
+                    if include_output { "done" } else { "accepted" }
+                ));
+            }
+        }
+    }
+    Some(Yaml::Mapping(response))
+}
+
+fn methods(root: &Located<'_>, report: &mut Report) -> Option<Option<Vec<String>>> {
+    let Some(list) = root.child("http-methods") else {
+        return Some(None);
+    };
+    if list.value.is_null() {
+        return Some(None);
+    }
+    let mut methods = Vec::new();
+    for item in list.items(report, "HTTP methods")? {
+        let at = item.path().to_string();
+        let method = item.text(report)?.trim().to_ascii_uppercase();
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            report.error(format!("`{at}`: `{method}` is not an HTTP method"));
+            return None;
+        }
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+    }
+    Some((!methods.is_empty()).then_some(methods))
+}
+
+/// hookrunner parses a payload string that holds JSON by itself when a reference reaches into it,
+/// so `parse-parameters-as-json` on payload values needs nothing; on headers or the query string,
+/// hookrunner cannot reach into the value.
+fn parse_parameters_as_json(root: &Located<'_>, report: &mut Report) {
+    let Some(list) = root.child("parse-parameters-as-json") else {
+        return;
+    };
+    if list.value.is_null() {
+        return;
+    }
+    let Some(items) = list.items(report, "request values") else {
+        return;
+    };
+    let mut converted = false;
+    for item in items {
+        if item
+            .object(report, "a request value", ARGUMENT_KEYS)
+            .is_none()
+        {
+            continue;
+        }
+        match item.value.get("source").and_then(Value::as_str) {
+            Some("payload") => converted = true,
+            other => report.error(format!(
+                "`{}`: parsing {} as JSON has no hookrunner equivalent: hookrunner reaches into JSON held in payload values only",
+                item.path(),
+                other.map_or("this value".to_string(), |source| format!("`source: {source}`"))
+            )),
+        }
+    }
+    if converted {
+        report.warn(
+            "`parse-parameters-as-json` needs nothing in hookrunner, which parses JSON held in a payload value when a reference reaches into it; note that hookrunner reads JSON and form bodies only, not multipart or XML",
+        );
+    }
+}
+
+/// The `signature:` block, its secret taken from an environment variable named after the hook.
+///
+/// The secret is not copied into the converted file: that file is usually committed or shared,
+/// and `hookrunner check` warns about literal secrets anyway. The note says which variable to set
+/// to which value of the original file, without printing the secret itself.
+fn signature_yaml(
+    signature: &Signature,
+    hook_id: &str,
+    names: &mut SecretNames,
+    report: &mut Report,
+) -> Yaml {
+    let secret = match getenv_template(&signature.secret) {
+        Some(name) => format!("env:{name}"),
+        None => {
+            let name = names.claim(hook_id, signature.secret_kind);
+            report.note(format!(
+                "set `{name}` to the {} at `{}` in the original file before starting hookrunner",
+                if signature.secret_kind == "TOKEN" {
+                    "token"
+                } else {
+                    "secret"
+                },
+                signature.secret_at
+            ));
+            format!("env:{name}")
+        }
+    };
+    let mut settings = Mapping::new();
+    insert(&mut settings, "secret", Yaml::String(secret));
+    for (key, value) in &signature.settings {
+        insert(&mut settings, key, value.clone());
+    }
+    let mut block = Mapping::new();
+    insert(&mut block, signature.provider, Yaml::Mapping(settings));
+    Yaml::Mapping(block)
+}
+
+/// The variable of a secret written `{{ getenv "NAME" }}` for `webhook -template`.
+fn getenv_template(secret: &str) -> Option<String> {
+    let pattern = Regex::new(r#"^\{\{-?\s*getenv\s+"([A-Za-z_][A-Za-z0-9_]*)"\s*-?\}\}$"#).ok()?;
+    pattern
+        .captures(secret.trim())
+        .map(|captures| captures[1].to_string())
+}
+
+fn insert(map: &mut Mapping, key: &str, value: Yaml) {
+    map.insert(Yaml::String(key.to_string()), value);
+}

@@ -1,0 +1,272 @@
+//! `hookrunner import-webhook FILE`: converts an adnanh/webhook `hooks.json` or `hooks.yaml` to
+//! hookrunner's config and prints it.
+//!
+//! [`convert`] is the pure core: source text in, YAML text and notices out, or every error found.
+//! Anything hookrunner cannot express is an error naming the hook and the key, never dropped.
+//! [`main`] is the IO edge: it reads the file and prints. Each converted hook is run through
+//! hookrunner's own config loader before it is printed, so the output always passes `check`.
+
+mod hook;
+mod source;
+mod trigger;
+
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::Value;
+use serde_yaml::Value as Yaml;
+
+/// How to read the source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+    /// Not known from the file name: JSON is tried, then YAML.
+    Unknown,
+}
+
+impl Format {
+    /// By extension: `.json`, `.yaml` or `.yml`.
+    pub fn from_path(path: &Path) -> Format {
+        let extension = path
+            .extension()
+            .and_then(|extension| extension.to_str())
+            .map(str::to_ascii_lowercase);
+        match extension.as_deref() {
+            Some("json") => Format::Json,
+            Some("yaml" | "yml") => Format::Yaml,
+            _ => Format::Unknown,
+        }
+    }
+}
+
+/// A converted file: hookrunner's config, and what the user should know about it.
+#[derive(Debug)]
+pub struct Conversion {
+    /// The config, with comments: what differs for every hook, and each hook's notices above it.
+    pub yaml: String,
+    /// One line each, as `warning: hook `deploy`: ...` or `note: hook `deploy`: set ...`.
+    pub warnings: Vec<String>,
+}
+
+/// Something the source file says that cannot be converted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportError {
+    /// The hook's id (or `hooks[N]` when it has none); `None` for a problem with the whole file.
+    pub hook: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.hook {
+            Some(hook) => write!(f, "hook `{hook}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// What differs from adnanh/webhook for every hook; printed at the top of the converted file.
+const DIFFERENCES: &str = "\
+# Review it, then run `hookrunner check --config` on it. Where hookrunner differs from
+# adnanh/webhook for every hook:
+# - the signature is verified before any rule: a bad one is answered 401 and runs nothing
+# - a value the request lacks is answered 422 and runs nothing; adnanh ran the command anyway,
+#   with an empty argument or without the variable
+# - the command gets only PATH, HOME, LANG and TZ from the server's environment, not all of it;
+#   list any other variable it needs in `run.env_passthrough`
+# - relative paths are resolved from this file's folder, not from the server's working directory
+# - a hook runs its commands one at a time, in order (`concurrency: queue`); adnanh ran every
+#   trigger at once (`concurrency: parallel`)
+# - a delivery already accepted (the same `X-GitHub-Delivery`, ...) is answered `duplicate`
+#   unless its job failed (`dedupe: false` turns that off)
+# - a hook without `methods` accepts POST only; adnanh accepted every method
+";
+
+/// Converts the text of an adnanh/webhook hooks file to hookrunner's config.
+pub fn convert(source: &str, format: Format) -> Result<Conversion, Vec<ImportError>> {
+    let document = parse(source, format).map_err(|message| {
+        vec![ImportError {
+            hook: None,
+            message,
+        }]
+    })?;
+    let Value::Array(items) = document else {
+        return Err(vec![ImportError {
+            hook: None,
+            message: "the file must be a list of hooks, as adnanh/webhook reads it (`[{\"id\": ...}, ...]` or `- id: ...`)".into(),
+        }]);
+    };
+
+    let mut names = hook::SecretNames::default();
+    let mut errors = Vec::new();
+    let mut first_index_of: Vec<(String, usize)> = Vec::new();
+    let mut converted = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let mut hook = hook::convert(item, index, &mut names);
+        if let Some(id) = &hook.id {
+            match first_index_of.iter().find(|(seen, _)| seen == id) {
+                Some((_, first)) => hook.report.error(format!(
+                    "the id is used twice (by `hooks[{first}]` and `hooks[{index}]`); adnanh refuses that too"
+                )),
+                None => first_index_of.push((id.clone(), index)),
+            }
+        }
+        if let Some(value) = &hook.hook {
+            for message in check_with_hookrunner(value) {
+                hook.report.error(format!(
+                    "the converted hook fails hookrunner's own check: {message}"
+                ));
+            }
+        }
+        errors.extend(hook.report.errors.iter().map(|message| ImportError {
+            hook: Some(hook.label.clone()),
+            message: message.clone(),
+        }));
+        converted.push(hook);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let mut yaml = String::from(DIFFERENCES);
+    let mut warnings = Vec::new();
+    if converted.is_empty() {
+        warnings.push("warning: the file has no hooks".to_string());
+        yaml.push_str("\nhooks: []\n");
+    } else {
+        yaml.push_str("\nhooks:\n");
+    }
+    for (index, hook) in converted.iter().enumerate() {
+        if index > 0 {
+            yaml.push('\n');
+        }
+        for notice in &hook.report.notices {
+            let _ = writeln!(yaml, "# {notice}");
+            let (kind, message) = match notice {
+                source::Notice::Warning(message) => ("warning", message),
+                source::Notice::Note(message) => ("note", message),
+            };
+            warnings.push(format!("{kind}: hook `{}`: {message}", hook.label));
+        }
+        let value = hook.hook.as_slice();
+        yaml.push_str(&to_yaml(value).map_err(|message| {
+            vec![ImportError {
+                hook: Some(hook.label.clone()),
+                message,
+            }]
+        })?);
+    }
+    Ok(Conversion { yaml, warnings })
+}
+
+/// Reads the file as adnanh does: JSON, which a YAML parser also reads (adnanh parses every hooks
+/// file as YAML, so a trailing comma it tolerates converts too), or YAML.
+fn parse(source: &str, format: Format) -> Result<Value, String> {
+    let hint = if source.contains("{{") {
+        "; if it is a Go template for `webhook -template`, render it first"
+    } else {
+        ""
+    };
+    let document = match format {
+        Format::Yaml => {
+            parse_yaml(source).map_err(|error| format!("invalid YAML: {error}{hint}"))?
+        }
+        Format::Json | Format::Unknown => match serde_json::from_str(source) {
+            Ok(document) => document,
+            Err(json_error) => parse_yaml(source).map_err(|yaml_error| {
+                if format == Format::Json {
+                    format!("invalid JSON: {json_error}{hint}")
+                } else {
+                    format!("neither JSON ({json_error}) nor YAML ({yaml_error}){hint}")
+                }
+            })?,
+        },
+    };
+    if document.is_null() {
+        return Err("the file is empty; adnanh/webhook expects a list of hooks".into());
+    }
+    Ok(document)
+}
+
+fn parse_yaml(source: &str) -> Result<Value, String> {
+    let mut document: Yaml = serde_yaml::from_str(source).map_err(|error| error.to_string())?;
+    document.apply_merge().map_err(|error| error.to_string())?;
+    serde_yaml::from_value(document).map_err(|error| error.to_string())
+}
+
+fn to_yaml(hooks: &[Yaml]) -> Result<String, String> {
+    serde_yaml::to_string(hooks).map_err(|error| format!("cannot write the hook as YAML: {error}"))
+}
+
+/// Loads one converted hook with hookrunner's config loader, every `env:` secret supplied, and
+/// returns its errors. The converter checks what it knows first, with better messages; this catches
+/// what it does not know, so nothing printed can fail `hookrunner check` for its own sake.
+fn check_with_hookrunner(hook: &Yaml) -> Vec<String> {
+    let text = match to_yaml(std::slice::from_ref(hook)) {
+        Ok(text) => format!("hooks:\n{text}"),
+        Err(message) => return vec![message],
+    };
+    let lookup = |_: &str| Some("x".to_string());
+    match crate::config::load_str(&text, Path::new("hooks.yaml"), &lookup) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .errors()
+            .map(|diagnostic| diagnostic.message.clone())
+            .collect(),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The adnanh/webhook hooks file: `.json`, `.yaml` or `.yml` (others are tried as JSON, then YAML).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// Reads the file, prints the converted config to stdout and the notices to stderr. Exits 1 when
+/// the file cannot be read or converted, after printing every error as `FILE: hook `id`: ...`.
+pub fn main(args: &ImportArgs) -> ExitCode {
+    let file = args.file.display().to_string();
+    let source = match std::fs::read_to_string(&args.file) {
+        Ok(source) => source,
+        Err(error) => {
+            eprintln!("{file}: cannot read the file: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match convert(&source, Format::from_path(&args.file)) {
+        Ok(conversion) => {
+            let text = format!(
+                "# Converted from {file} by `hookrunner import-webhook`.\n{}",
+                conversion.yaml
+            );
+            if let Err(error) = std::io::stdout().lock().write_all(text.as_bytes()) {
+                eprintln!("{file}: cannot write the converted config: {error}");
+                return ExitCode::from(1);
+            }
+            for warning in &conversion.warnings {
+                eprintln!("{file}: {warning}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{file}: {error}");
+            }
+            eprintln!(
+                "{file}: {} problem{}; nothing was converted",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
