@@ -97,7 +97,9 @@ impl fmt::Display for Reference {
                 for segment in path {
                     match segment {
                         PathSegment::Wildcard => f.write_str(".*")?,
-                        PathSegment::Key(key) if key.bytes().all(is_plain_key_byte) => {
+                        PathSegment::Key(key)
+                            if !key.is_empty() && key.bytes().all(is_plain_key_byte) =>
+                        {
                             write!(f, ".{key}")?
                         }
                         PathSegment::Key(key) => write!(f, "[{}]", Value::String(key.clone()))?,
@@ -241,6 +243,7 @@ mod tests {
             "payload",
             "payload.a.b.0.c",
             "payload.labels[\"app.kubernetes.io/name\"]",
+            "payload[\"\"].x",
             "payload.commits.*.modified.*",
             "body",
             "header.x-github-event",

@@ -136,6 +136,10 @@ fn each_problem_is_reported_at_its_line_and_column() {
             "hooks.yaml:3:36: a Standard Webhooks secret is `whsec_` followed by base64",
         ),
         (
+            "hooks:\n  - id: a\n    signature: {gitlab: {secret: \" padded \"}}\n    run: {command: [x]}\n",
+            "a token with spaces or tabs at either end can never be sent in a header",
+        ),
+        (
             "hooks:\n  - id: a\n    signature: {hmac: {secret: s}}\n    run: {command: [x]}\n",
             "`hmac` needs `header:`",
         ),

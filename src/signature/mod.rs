@@ -89,7 +89,9 @@ pub fn build(settings: ProviderSettings) -> Result<Box<dyn Provider>, String> {
             secrets,
             allow_sha1: settings.allow_sha1,
         }),
-        "gitlab" => Box::new(Gitlab { secrets }),
+        "gitlab" => Box::new(Gitlab {
+            secrets: sendable_tokens(secrets)?,
+        }),
         "gitea" => Box::new(gitea::gitea(secrets)),
         "bitbucket" => Box::new(bitbucket::bitbucket(secrets)),
         "shopify" => Box::new(shopify::shopify(secrets)),
@@ -118,6 +120,7 @@ pub fn build(settings: ProviderSettings) -> Result<Box<dyn Provider>, String> {
             ))
         }
         "token" => {
+            let secrets = sendable_tokens(secrets)?;
             let location = match (settings.header, settings.query) {
                 (Some(header), None) => TokenLocation::Header(header),
                 (None, Some(query)) => TokenLocation::Query(query),
@@ -250,6 +253,24 @@ impl Algorithm {
             Algorithm::Sha256 => 32,
             Algorithm::Sha512 => 64,
         }
+    }
+}
+
+/// Plain tokens travel in a header or a URL, which cannot carry surrounding whitespace (HTTP strips
+/// it from header values), so such a token could never match: refuse it when the config loads.
+fn sendable_tokens(secrets: Secrets) -> Result<Secrets, String> {
+    let sendable = secrets.iter().all(|secret| {
+        let bytes = secret.expose();
+        !bytes.first().is_some_and(u8::is_ascii_whitespace)
+            && !bytes.last().is_some_and(u8::is_ascii_whitespace)
+    });
+    if sendable {
+        Ok(secrets)
+    } else {
+        Err(
+            "a token with spaces or tabs at either end can never be sent in a header; remove them"
+                .into(),
+        )
     }
 }
 
