@@ -448,16 +448,27 @@ impl Inner {
                 record.status = Status::Running;
                 record.started_ms = Some(started_ms);
             });
-            drop(
-                self.store
-                    .update(&id, JobUpdate::Started { at_ms: started_ms }),
-            );
+            let started = self
+                .store
+                .update(&id, JobUpdate::Started { at_ms: started_ms });
             let spec = command.to_spec(&|name| std::env::var(name).ok());
             let sink = Arc::clone(&live.sink);
             let cancel = live.cancel.clone();
             let inner = Arc::clone(self);
             self.runtime.spawn(async move {
-                let finished = runner::run(spec, sink.clone(), cancel).await;
+                // The job is on disk as `running` before its command starts, so a crash leaves it
+                // `interrupted` at the next start, never queued to run a second time.
+                let finished = match started.await {
+                    Ok(()) => runner::run(spec, sink.clone(), cancel).await,
+                    Err(error) => {
+                        tracing::error!(job_id = %id, %error, "cannot record that the job started; not running it");
+                        let reason = format!("the job store could not record the start: {error}");
+                        runner::Finished {
+                            outcome: runner::Outcome::CouldNotStart { reason },
+                            duration: Duration::ZERO,
+                        }
+                    }
+                };
                 inner.finish(&hook, &id, finished, &sink);
             });
         }
