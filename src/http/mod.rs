@@ -51,19 +51,22 @@ pub struct HookOutcome {
     pub outcome: &'static str,
 }
 
+/// The routes. Hooks are a scope on the static `base_path` whose handler reads the id itself, and
+/// the job routes sit under a static `/jobs` scope, so a hook request is routed by prefix compares
+/// alone, without the pattern matching dynamic segments need.
 pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
     config
         .route("/healthz", web::get().to(jobs::healthz))
         .route("/readyz", web::get().to(jobs::readyz))
         .route("/metrics", web::get().to(jobs::metrics))
-        .route("/jobs", web::get().to(jobs::list_jobs))
-        .route("/jobs/{id}", web::get().to(jobs::get_job))
-        .route("/jobs/{id}/log", web::get().to(jobs::get_log))
-        .route("/jobs/{id}/cancel", web::post().to(jobs::cancel_job))
-        .route(
-            &format!("{base_path}/{{id}}"),
-            web::route().to(trigger::trigger),
+        .service(
+            web::scope("/jobs")
+                .route("", web::get().to(jobs::list_jobs))
+                .route("/{id}", web::get().to(jobs::get_job))
+                .route("/{id}/log", web::get().to(jobs::get_log))
+                .route("/{id}/cancel", web::post().to(jobs::cancel_job)),
         )
+        .service(web::scope(base_path).default_service(web::to(trigger::trigger)))
         .default_service(web::to(not_found));
 }
 

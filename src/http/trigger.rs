@@ -26,9 +26,14 @@ const BODY_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 pub async fn trigger(
     request: HttpRequest,
     payload: web::Payload,
-    id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    // What follows `{base_path}/` is the hook id; ids never contain `/`.
+    let id = request
+        .match_info()
+        .unprocessed()
+        .trim_start_matches('/')
+        .to_string();
     let config = state.config();
     let Some(hook) = config.hook(&id) else {
         let error = ApiError::new(
