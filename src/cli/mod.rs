@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check`, `sign` and `send`. Exit codes: 0 ok, 1 a failure the user
 //! can fix, 2 usage.
 
+mod completions;
 mod sign;
 
 use std::path::PathBuf;
@@ -35,6 +36,14 @@ pub enum Command {
     /// Convert an adnanh/webhook `hooks.json` or `hooks.yaml` to this format and print it.
     #[command(name = "import-webhook")]
     ImportWebhook(crate::import::ImportArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff); read it with `hookrunner man | man -l -`.
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +80,8 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign::sign(&args),
         Command::Send(args) => sign::send(&args),
         Command::ImportWebhook(args) => crate::import::main(&args),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man => completions::man(),
     }
 }
 

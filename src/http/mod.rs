@@ -140,6 +140,7 @@ pub async fn request_middleware(
     }
     tracing::info!(
         request_id = %info.request_id,
+        client = %info.remote_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         method = %method,
         path = %path,
         hook = outcome.as_ref().map(|o| o.hook.as_str()).unwrap_or(""),

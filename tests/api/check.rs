@@ -71,3 +71,25 @@ fn usage_errors_exit_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn completions_and_the_man_page_are_printed() {
+    let binary = env!("CARGO_BIN_EXE_hookrunner");
+    let completions = Command::new(binary)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(completions.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&completions.stdout);
+    assert!(
+        script.contains("import-webhook") && script.contains("--state-dir"),
+        "{script:.200}"
+    );
+    let man = Command::new(binary).arg("man").output().unwrap();
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH hookrunner 1"), "{page:.200}");
+    assert!(
+        page.contains("HOOKRUNNER_CONFIG"),
+        "the page names the environment variables"
+    );
+}
