@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Hook, ProgramTemplate, StdinMode};
+use crate::config::{Hook, ProgramTemplate, ResponseMode, StdinMode};
 use crate::request::RequestContext;
 use crate::runner::{CommandSpec, Program};
 use crate::template::RenderError;
@@ -44,6 +44,15 @@ pub struct JobCommand {
     pub timeout_ms: u64,
     pub kill_after_ms: u64,
     pub max_output: u64,
+    /// Whether the job runs after a restart if it had not started: true for `async` jobs, whose
+    /// 202 promised it. A `wait` or `stream` job's client is gone after a crash, so such a job is
+    /// recorded `interrupted` instead, and its start never waits for the disk.
+    #[serde(default = "yes")]
+    pub run_after_restart: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl fmt::Debug for JobCommand {
@@ -138,6 +147,7 @@ pub fn build(hook: &Hook, request: &RequestContext) -> Result<JobCommand, BuildE
         timeout_ms: run.timeout.as_millis() as u64,
         kill_after_ms: run.kill_after.as_millis() as u64,
         max_output: run.max_output,
+        run_after_restart: hook.response.mode == ResponseMode::Async,
     })
 }
 

@@ -157,6 +157,14 @@ impl Engine {
                     continue;
                 }
             };
+            if !command.run_after_restart {
+                let error = "the server stopped before this job started; only `async` jobs run after a restart";
+                drop(store.update(
+                    &record.id,
+                    ended_unrun(Status::Interrupted, Some(error.into())),
+                ));
+                continue;
+            }
             // Recovered jobs were accepted once; queue limits do not refuse them now.
             let mode = match concurrency_of(&record.hook) {
                 Concurrency::Queue { .. } => Concurrency::Queue { queue: usize::MAX },
@@ -175,7 +183,11 @@ impl Engine {
             state.live.insert(
                 record.id.clone(),
                 Live {
-                    record: watch::channel(record).0,
+                    record: watch::channel(JobRecord {
+                        command: serde_json::Value::Null,
+                        ..record
+                    })
+                    .0,
                     command: Some(command),
                     sink,
                     cancel: CancellationToken::new(),
@@ -238,6 +250,12 @@ impl Engine {
             stderr: None,
         };
         let committed = inner.store.insert(record.clone());
+        // The stored command is what a restart needs; the live record, cloned at every change and
+        // for every reader, goes without it.
+        let record = JobRecord {
+            command: serde_json::Value::Null,
+            ..record
+        };
         let sink = Arc::new(JobSink::create(
             &inner.store.log_path(&id),
             submission.command.max_output,
@@ -451,14 +469,21 @@ impl Inner {
             let started = self
                 .store
                 .update(&id, JobUpdate::Started { at_ms: started_ms });
+            // Only a job that would run again after a restart must be on disk as started before
+            // its command runs; the others are never re-run, so they do not wait for the disk.
+            let started = command.run_after_restart.then_some(started);
             let spec = command.to_spec(&|name| std::env::var(name).ok());
             let sink = Arc::clone(&live.sink);
             let cancel = live.cancel.clone();
             let inner = Arc::clone(self);
             self.runtime.spawn(async move {
-                // The job is on disk as `running` before its command starts, so a crash leaves it
-                // `interrupted` at the next start, never queued to run a second time.
-                let finished = match started.await {
+                // A job that runs after a restart is on disk as `running` before its command
+                // starts, so a crash leaves it `interrupted`, never queued to run a second time.
+                let recorded = match started {
+                    Some(started) => started.await,
+                    None => Ok(()),
+                };
+                let finished = match recorded {
                     Ok(()) => runner::run(spec, sink.clone(), cancel).await,
                     Err(error) => {
                         tracing::error!(job_id = %id, %error, "cannot record that the job started; not running it");
