@@ -296,9 +296,22 @@ pub fn any_secret_signs(
     parts: &[&[u8]],
     expected: &[u8],
 ) -> bool {
+    any_secret_signs_one_of(algorithm, secrets, parts, &[expected])
+}
+
+/// Whether any of the secrets signs `parts` to any of the `candidates` (schemes that send several
+/// signatures, such as Stripe's `v1=` list), each compared in constant time.
+pub fn any_secret_signs_one_of<C: AsRef<[u8]>>(
+    algorithm: Algorithm,
+    secrets: &Secrets,
+    parts: &[&[u8]],
+    candidates: &[C],
+) -> bool {
     secrets.iter().any(|secret| {
         let computed = hmac_digest(algorithm, secret.expose(), parts);
-        bool::from(computed.as_slice().ct_eq(expected))
+        candidates
+            .iter()
+            .any(|candidate| bool::from(candidate.as_ref().ct_eq(&computed)))
     })
 }
 

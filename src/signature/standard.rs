@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use subtle::ConstantTimeEq;
 
 use super::{
-    check_timestamp, decode_base64, hmac_digest, malformed, mismatch, required_header, Algorithm,
-    Provider, SignatureError, SignedRequest,
+    any_secret_signs_one_of, check_timestamp, decode_base64, hmac_digest, malformed, mismatch,
+    required_header, Algorithm, Provider, SignatureError, SignedRequest,
 };
 use crate::config::secret::{Secret, Secrets};
 use crate::request::IdSource;
@@ -67,12 +66,7 @@ impl Provider for Standard {
             b".",
             request.body,
         ];
-        let matched = self.keys.iter().any(|key| {
-            let expected = hmac_digest(Algorithm::Sha256, key.expose(), &signed);
-            given
-                .iter()
-                .any(|signature| bool::from(signature.as_slice().ct_eq(&expected)))
-        });
+        let matched = any_secret_signs_one_of(Algorithm::Sha256, &self.keys, &signed, &given);
         if !matched {
             return Err(mismatch(SIGNATURE));
         }

@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use subtle::ConstantTimeEq;
-
 use super::{
-    check_timestamp, decode_hex, hmac_digest, malformed, mismatch, required_header, Algorithm,
-    Provider, SignatureError, SignedRequest,
+    any_secret_signs_one_of, check_timestamp, decode_hex, hmac_digest, malformed, mismatch,
+    required_header, Algorithm, Provider, SignatureError, SignedRequest,
 };
 use crate::config::secret::Secrets;
 use crate::request::IdSource;
@@ -48,12 +46,8 @@ impl Provider for Stripe {
             return Err(malformed(HEADER, FORM));
         }
         let signed = [timestamp.as_bytes(), b".", request.body];
-        let matched = self.secrets.iter().any(|secret| {
-            let expected = hmac_digest(Algorithm::Sha256, secret.expose(), &signed);
-            signatures
-                .iter()
-                .any(|given| bool::from(given.as_slice().ct_eq(&expected)))
-        });
+        let matched =
+            any_secret_signs_one_of(Algorithm::Sha256, &self.secrets, &signed, &signatures);
         if !matched {
             return Err(mismatch(HEADER));
         }
