@@ -298,25 +298,30 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Serves a file holding hook `a` from `dir` with the real binary; returns it and its base URL.
+async fn serve_hook_a(dir: &Path, extra: &[&str]) -> (Binary, String) {
+    write_hooks(dir, HOOK_A);
+    let port = free_port();
+    let config = dir.join("hooks.yaml");
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ];
+    args.extend_from_slice(extra);
+    let server = Binary::spawn(&args, dir, |_| {});
+    let base = format!("http://127.0.0.1:{port}");
+    eventually_status(&format!("{base}/healthz"), reqwest::Method::GET, 200).await;
+    (server, base)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_a_good_file_refuses_a_broken_one_and_lets_running_jobs_finish() {
     let dir = tempfile::tempdir().unwrap();
-    write_hooks(dir.path(), HOOK_A);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let config = dir.path().join("hooks.yaml");
-    let server = Binary::spawn(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ],
-        dir.path(),
-        |_| {},
-    );
-    eventually_status(&format!("{base}/healthz"), reqwest::Method::GET, 200).await;
+    let (server, base) = serve_hook_a(dir.path(), &[]).await;
     assert_eq!(
         status_of(&format!("{base}/hooks/b"), reqwest::Method::POST).await,
         404
@@ -367,23 +372,7 @@ async fn sighup_reloads_a_good_file_refuses_a_broken_one_and_lets_running_jobs_f
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_reloads_when_the_file_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    write_hooks(dir.path(), HOOK_A);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let config = dir.path().join("hooks.yaml");
-    let _server = Binary::spawn(
-        &[
-            "serve",
-            "--watch",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ],
-        dir.path(),
-        |_| {},
-    );
-    eventually_status(&format!("{base}/healthz"), reqwest::Method::GET, 200).await;
+    let (_server, base) = serve_hook_a(dir.path(), &["--watch"]).await;
     write_hooks(dir.path(), &format!("{HOOK_A}{HOOK_B}"));
     eventually_status(&format!("{base}/hooks/b"), reqwest::Method::POST, 200).await;
 }
