@@ -240,9 +240,10 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
             None
         }
         (None, None) => {
+            // Pointed at the `run:` key: a block mapping's own position is where its first key ends.
             decoder.error(
                 path,
-                Part::Value,
+                Part::Key,
                 "`run` needs `command: [program, args...]` or `shell: \"...\"`",
             );
             None
