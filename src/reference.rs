@@ -82,11 +82,6 @@ impl Reference {
     pub fn is_multi_valued(&self) -> bool {
         matches!(self, Reference::Payload(path) if path.contains(&PathSegment::Wildcard))
     }
-
-    /// Whether evaluating the reference needs the body parsed.
-    pub fn needs_payload(&self) -> bool {
-        matches!(self, Reference::Payload(_))
-    }
 }
 
 impl fmt::Display for Reference {

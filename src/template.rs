@@ -51,13 +51,6 @@ impl Template {
         Ok(Template { parts })
     }
 
-    /// A template made of plain text only.
-    pub fn literal(text: &str) -> Template {
-        Template {
-            parts: vec![Part::Text(text.to_string())],
-        }
-    }
-
     pub fn references(&self) -> impl Iterator<Item = &Reference> {
         self.parts.iter().filter_map(|part| match part {
             Part::Value { reference, .. } => Some(reference),

@@ -150,3 +150,96 @@ pub fn process_is_gone(pid: i32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
 }
+
+/// The real `hookrunner` binary as a child process, its stderr in `server.log`; killed when dropped.
+pub struct Binary {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Binary {
+    pub fn spawn(
+        args: &[&str],
+        dir: &Path,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Binary {
+        let log = dir.join("server.log");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookrunner"));
+        command
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        configure(&mut command);
+        Binary {
+            child: command.spawn().unwrap(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit and returns its exit code (`None` when a signal ended it).
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server did not exit:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The status a request gets, or 0 when nothing answers.
+pub async fn status_of(url: &str, method: reqwest::Method) -> u16 {
+    match reqwest::Client::new().request(method, url).send().await {
+        Ok(answer) => answer.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Polls `url` until it answers `expected`, failing after a deadline.
+pub async fn eventually_status(url: &str, method: reqwest::Method, expected: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status_of(url, method.clone()).await;
+        if status == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} answers {status}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -2,7 +2,6 @@
 //! job finish within `shutdown_grace`, and a job still running after it is recorded `interrupted`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -10,54 +9,30 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::helpers::read_when_written;
+use crate::helpers::{eventually_status, free_port, read_when_written, Binary};
 
 struct Server {
-    child: Child,
+    binary: Binary,
     address: String,
 }
 
 impl Server {
     async fn start(config: &Path, port: u16) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_hookrunner"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary starts");
-        let server = Server {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(answer) = reqwest::get(format!("{}/readyz", server.address)).await {
-                if answer.status() == 200 {
-                    return server;
-                }
-            }
-            assert!(Instant::now() < deadline, "the server never became ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    /// Waits for the process to exit and returns its exit code.
-    async fn exit_code(mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the server did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let listen = format!("127.0.0.1:{port}");
+        let args = [
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ];
+        let dir = config.parent().unwrap();
+        let binary = Binary::spawn(&args, dir, |command| {
+            command.env("RUST_LOG", "warn");
+        });
+        let address = format!("http://{listen}");
+        eventually_status(&format!("{address}/readyz"), reqwest::Method::GET, 200).await;
+        Server { binary, address }
     }
 
     async fn job(&self, id: &str) -> (u16, Value) {
@@ -67,21 +42,6 @@ impl Server {
         let status = answer.status().as_u16();
         (status, answer.json().await.unwrap_or(Value::Null))
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_config(dir: &Path, hooks: &str, grace: &str) -> PathBuf {
@@ -98,11 +58,11 @@ async fn every_job_that_got_a_202_survives_kill_9_and_reaches_a_final_status() {
     let hooks = "  - id: burst\n    signature: none\n    concurrency: {mode: parallel, limit: 2}\n    run: {shell: 'sleep 0.1; echo \"$HOOK_JOB_ID\" >> done', workdir: $DIR}\n    response: {mode: async}\n";
     let config = write_config(dir.path(), hooks, "5s");
     let port = free_port();
-    let server = Server::start(&config, port).await;
+    let mut server = Server::start(&config, port).await;
     let client = reqwest::Client::new();
     let url = format!("{}/hooks/burst", server.address);
     let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let pid = server.child.id() as i32;
+    let pid = server.binary.pid();
     let requests = (0..60).map(|_| {
         let (client, url, accepted) = (client.clone(), url.clone(), accepted.clone());
         async move {
@@ -124,7 +84,7 @@ async fn every_job_that_got_a_202_survives_kill_9_and_reaches_a_final_status() {
         }
     });
     join_all(requests).await;
-    assert_eq!(server.exit_code().await, None, "killed by a signal");
+    assert_eq!(server.binary.exit_code().await, None, "killed by a signal");
     let accepted = accepted.lock().unwrap().clone();
     assert!(
         accepted.len() >= 20,
@@ -160,14 +120,14 @@ async fn sigterm_lets_a_running_job_finish_within_the_grace_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let hooks = "  - id: deploy\n    signature: none\n    run: {shell: 'touch started; sleep 1; echo done > done', workdir: $DIR}\n";
     let config = write_config(dir.path(), hooks, "10s");
-    let server = Server::start(&config, free_port()).await;
+    let mut server = Server::start(&config, free_port()).await;
     let request = tokio::spawn(
         reqwest::Client::new()
             .post(format!("{}/hooks/deploy", server.address))
             .send(),
     );
     read_when_written(&dir.path().join("started")).await;
-    server.signal(Signal::SIGTERM);
+    server.binary.signal(Signal::SIGTERM);
     let answer = request
         .await
         .unwrap()
@@ -175,7 +135,7 @@ async fn sigterm_lets_a_running_job_finish_within_the_grace_and_exits_0() {
     assert_eq!(answer.status(), 200);
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["status"], "succeeded");
-    assert_eq!(server.exit_code().await, Some(0));
+    assert_eq!(server.binary.exit_code().await, Some(0));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("done")).unwrap(),
         "done\n"
@@ -189,7 +149,7 @@ async fn a_job_still_running_after_the_grace_is_interrupted_and_the_queue_waits_
     let hooks = "  - id: slow\n    signature: none\n    run: {shell: 'echo \"$HOOK_JOB_ID\" >> started; sleep 30', workdir: $DIR, kill_after: 1s}\n    response: {mode: async}\n";
     let config = write_config(dir.path(), hooks, "500ms");
     let port = free_port();
-    let server = Server::start(&config, port).await;
+    let mut server = Server::start(&config, port).await;
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for _ in 0..2 {
@@ -205,8 +165,8 @@ async fn a_job_still_running_after_the_grace_is_interrupted_and_the_queue_waits_
     }
     read_when_written(&dir.path().join("started")).await;
     let stopping = Instant::now();
-    server.signal(Signal::SIGTERM);
-    assert_eq!(server.exit_code().await, Some(0));
+    server.binary.signal(Signal::SIGTERM);
+    assert_eq!(server.binary.exit_code().await, Some(0));
     assert!(
         stopping.elapsed() < Duration::from_secs(10),
         "took {:?}",

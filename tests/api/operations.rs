@@ -4,13 +4,13 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use crate::helpers::{github_signature, read_when_written, TestApp};
+use crate::helpers::{
+    eventually_status, free_port, github_signature, read_when_written, status_of, Binary, TestApp,
+};
 
 const PROXIED: &str = r#"
 server: {trusted_proxies: [127.0.0.1/32]}
@@ -131,66 +131,12 @@ async fn a_client_trickling_its_headers_is_cut_off() {
     );
 }
 
-struct Binary {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Binary {
-    fn spawn(args: &[&str], dir: &Path, configure: impl FnOnce(&mut Command)) -> Binary {
-        let log = dir.join("server.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hookrunner"));
-        command
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        configure(&mut command);
-        Binary {
-            child: command.spawn().unwrap(),
-            log,
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the server did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Polls `check` until it holds, with a deadline.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !check() {
         assert!(Instant::now() < deadline, "never happened: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn status_of(url: &str, method: reqwest::Method) -> u16 {
-    match reqwest::Client::new().request(method, url).send().await {
-        Ok(answer) => answer.status().as_u16(),
-        Err(_) => 0,
     }
 }
 
@@ -234,7 +180,7 @@ async fn a_unix_socket_is_served_with_private_permissions_and_removed_at_exit() 
     .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     server.signal(Signal::SIGTERM);
-    assert_eq!(server.wait(), Some(0), "{}", server.log());
+    assert_eq!(server.exit_code().await, Some(0), "{}", server.log());
     assert!(!socket.exists(), "the socket was left behind");
 }
 
@@ -288,14 +234,6 @@ fn write_hooks(dir: &Path, hooks: &str) {
     let temporary = dir.join(".hooks.yaml.tmp");
     std::fs::write(&temporary, text).unwrap();
     std::fs::rename(&temporary, dir.join("hooks.yaml")).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Serves a file holding hook `a` from `dir` with the real binary; returns it and its base URL.
@@ -375,19 +313,4 @@ async fn watch_reloads_when_the_file_is_replaced() {
     let (_server, base) = serve_hook_a(dir.path(), &["--watch"]).await;
     write_hooks(dir.path(), &format!("{HOOK_A}{HOOK_B}"));
     eventually_status(&format!("{base}/hooks/b"), reqwest::Method::POST, 200).await;
-}
-
-async fn eventually_status(url: &str, method: reqwest::Method, expected: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = status_of(url, method.clone()).await;
-        if status == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} answers {status}, not {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
