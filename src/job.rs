@@ -265,7 +265,7 @@ mod tests {
             signal: Some(9),
             error: None,
             duration_ms: Some(812),
-            command: Value::Null,
+            command: String::new(),
             stdout: Some("out".into()),
             stderr: None,
         };

@@ -147,7 +147,7 @@ impl Engine {
         }
         let count = queued.len();
         for record in queued {
-            let command = match serde_json::from_value::<JobCommand>(record.command.clone()) {
+            let command = match serde_json::from_str::<JobCommand>(&record.command) {
                 Ok(command) => command,
                 Err(error) => {
                     tracing::error!(job_id = %record.id, %error, "a queued job's command cannot be read back; marking it failed");
@@ -184,7 +184,7 @@ impl Engine {
                 record.id.clone(),
                 Live {
                     record: watch::channel(JobRecord {
-                        command: serde_json::Value::Null,
+                        command: String::new(),
                         ..record
                     })
                     .0,
@@ -245,17 +245,16 @@ impl Engine {
             signal: None,
             error: None,
             duration_ms: None,
-            command: serde_json::to_value(&submission.command).expect("a command serializes"),
+            // The live record, cloned at every change and for every reader, goes without the
+            // command; the stored one has it, since a restart needs it.
+            command: String::new(),
             stdout: None,
             stderr: None,
         };
-        let committed = inner.store.insert(record.clone());
-        // The stored command is what a restart needs; the live record, cloned at every change and
-        // for every reader, goes without it.
-        let record = JobRecord {
-            command: serde_json::Value::Null,
-            ..record
-        };
+        let committed = inner.store.insert(JobRecord {
+            command: serde_json::to_string(&submission.command).expect("a command serializes"),
+            ..record.clone()
+        });
         let sink = Arc::new(JobSink::create(
             &inner.store.log_path(&id),
             submission.command.max_output,

@@ -52,8 +52,10 @@ pub struct JobRecord {
     pub signal: Option<i32>,
     pub error: Option<String>,
     pub duration_ms: Option<u64>,
-    /// Opaque JSON the engine stores to re-run a queued job after a restart.
-    pub command: serde_json::Value,
+    /// Opaque JSON text the engine stores to re-run a queued job after a restart. Text, not a
+    /// parsed value: it is written once and read back only at a restart, so it is never parsed or
+    /// cloned on the way in. Empty in the engine's live copies of a record.
+    pub command: String,
     /// The answer-sized output, set when the job ends; the log file has all of it.
     pub stdout: Option<String>,
     pub stderr: Option<String>,
@@ -75,6 +77,37 @@ pub enum JobUpdate {
         stdout: Option<String>,
         stderr: Option<String>,
     },
+}
+
+impl JobUpdate {
+    /// Makes in `record` the change `queries::update` makes in its row.
+    fn apply_to(self, record: &mut JobRecord) {
+        match self {
+            JobUpdate::Started { at_ms } => {
+                record.status = Status::Running;
+                record.started_ms = Some(at_ms);
+            }
+            JobUpdate::Finished {
+                status,
+                at_ms,
+                exit_code,
+                signal,
+                error,
+                duration_ms,
+                stdout,
+                stderr,
+            } => {
+                record.status = status;
+                record.finished_ms = Some(at_ms);
+                record.exit_code = exit_code;
+                record.signal = signal;
+                record.error = error;
+                record.duration_ms = duration_ms;
+                record.stdout = stdout;
+                record.stderr = stderr;
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +152,8 @@ pub enum StoreError {
 pub struct StoreStats {
     /// Transactions committed.
     pub commits: u64,
-    /// Writes (inserts, updates, recoveries, prunes, writability checks) those transactions held.
+    /// Statements (inserts, updates, recoveries, prunes, writability checks) those transactions ran.
+    /// An update folded into the insert of its job in the same batch is not counted.
     pub writes: u64,
 }
 
@@ -188,7 +222,11 @@ impl Store {
     pub fn insert(&self, record: JobRecord) -> Committed {
         let (reply, receiver) = oneshot::channel();
         let record = Box::new(record);
-        self.send(Command::Write(Write::Insert { record, reply }));
+        self.send(Command::Write(Write::Insert {
+            record,
+            reply,
+            folded: Vec::new(),
+        }));
         Committed(receiver)
     }
 

@@ -37,7 +37,7 @@ pub(super) fn insert(connection: &Connection, record: &JobRecord) -> rusqlite::R
         record.signal,
         record.error,
         record.duration_ms,
-        record.command.to_string(),
+        record.command,
         record.stdout,
         record.stderr,
     ])?;
@@ -209,9 +209,6 @@ pub(super) fn succeeded_keys(
 
 /// Reads a row selected with `job_columns!()`.
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
-    let command: String = row.get(12)?;
-    let command = serde_json::from_str(&command)
-        .map_err(|error| rusqlite::Error::FromSqlConversionFailure(12, Type::Text, error.into()))?;
     Ok(JobRecord {
         id: job_id_at(row, 0)?,
         hook: row.get(1)?,
@@ -225,7 +222,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         signal: row.get(9)?,
         error: row.get(10)?,
         duration_ms: row.get(11)?,
-        command,
+        command: row.get(12)?,
         stdout: row.get(13)?,
         stderr: row.get(14)?,
     })

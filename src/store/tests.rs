@@ -29,7 +29,7 @@ fn job(hook: &str, status: Status) -> JobRecord {
         signal: None,
         error: None,
         duration_ms: None,
-        command: json!({ "argv": ["echo", "hello"] }),
+        command: r#"{"argv":["echo","hello"]}"#.to_string(),
         stdout: None,
         stderr: None,
     }
@@ -64,7 +64,7 @@ async fn an_inserted_job_reads_back_with_every_field() {
         signal: Some(9),
         error: Some("it failed".to_string()),
         duration_ms: Some(800),
-        command: json!({ "argv": ["deploy", "--ref", "main"], "env": { "A": "1" }, "n": 1.5 }),
+        command: r#"{"argv":["deploy","--ref","main"],"env":{"A":"1"},"n":1.5}"#.to_string(),
         stdout: Some("out ✓\n".to_string()),
         stderr: Some(String::new()),
         ..job("deploy", Status::Failed)
@@ -184,6 +184,82 @@ async fn updates_move_a_job_through_its_life_in_order() {
         ..record.clone()
     };
     assert_eq!(store.get(&record.id).await.unwrap(), Some(expected));
+}
+
+fn finished_ok(at_ms: i64) -> JobUpdate {
+    JobUpdate::Finished {
+        status: Status::Succeeded,
+        at_ms,
+        exit_code: Some(0),
+        signal: None,
+        error: None,
+        duration_ms: Some(5),
+        stdout: Some("done\n".to_string()),
+        stderr: Some(String::new()),
+    }
+}
+
+#[tokio::test]
+async fn a_job_inserted_started_and_finished_in_one_batch_is_written_once() {
+    let (_dir, store) = open_store();
+    let record = job("deploy", Status::Queued);
+    let other = job("deploy", Status::Queued);
+    let resume = pause(&store);
+    let inserted = store.insert(record.clone());
+    let other_inserted = store.insert(other.clone());
+    let started = store.update(&record.id, JobUpdate::Started { at_ms: 1000 });
+    let finished = store.update(&record.id, finished_ok(1005));
+    drop(resume);
+
+    inserted.await.unwrap();
+    other_inserted.await.unwrap();
+    started.await.unwrap();
+    finished.await.unwrap();
+    assert_eq!(
+        store.stats(),
+        StoreStats {
+            commits: 1,
+            writes: 2
+        }
+    );
+    let expected = JobRecord {
+        status: Status::Succeeded,
+        started_ms: Some(1000),
+        finished_ms: Some(1005),
+        exit_code: Some(0),
+        duration_ms: Some(5),
+        stdout: Some("done\n".to_string()),
+        stderr: Some(String::new()),
+        ..record.clone()
+    };
+    assert_eq!(store.get(&record.id).await.unwrap(), Some(expected));
+    assert_eq!(store.get(&other.id).await.unwrap(), Some(other));
+}
+
+#[tokio::test]
+async fn updates_are_not_folded_across_another_kind_of_write() {
+    let (_dir, store) = open_store();
+    let record = job("deploy", Status::Queued);
+    let resume = pause(&store);
+    let inserted = store.insert(record.clone());
+    let (reply, checked) = oneshot::channel();
+    store.send(Command::Write(Write::CheckWritable { reply }));
+    let started = store.update(&record.id, JobUpdate::Started { at_ms: 1000 });
+    drop(resume);
+
+    inserted.await.unwrap();
+    checked.await.unwrap().unwrap();
+    started.await.unwrap();
+    assert_eq!(
+        store.stats(),
+        StoreStats {
+            commits: 1,
+            writes: 3
+        }
+    );
+    let stored = store.get(&record.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, Status::Running);
+    assert_eq!(stored.started_ms, Some(1000));
 }
 
 #[tokio::test]
