@@ -44,6 +44,9 @@ pub struct Submission {
     pub request_id: String,
     pub command: JobCommand,
     pub dedupe_key: Option<String>,
+    /// Whether the submitter follows the output as it comes (a `stream` answer): then the job's
+    /// [`JobHandle::output`] is `Some`.
+    pub follow: bool,
 }
 
 /// What `submit` did.
@@ -60,8 +63,9 @@ pub struct JobHandle {
     pub record: watch::Receiver<JobRecord>,
     /// Resolves once the job is committed to disk.
     pub committed: Committed,
-    /// The job's output as it comes, subscribed before the job could start, so nothing is missed.
-    pub output: tokio::sync::broadcast::Receiver<Chunk>,
+    /// The job's output as it comes, subscribed before the job could start, so nothing is missed;
+    /// only when the submission asked to `follow`.
+    pub output: Option<tokio::sync::broadcast::Receiver<Chunk>>,
 }
 
 /// What cancelling a job did.
@@ -179,6 +183,7 @@ impl Engine {
             let sink = Arc::new(JobSink::create(
                 &store.log_path(&record.id),
                 command.max_output,
+                false,
             ));
             state.live.insert(
                 record.id.clone(),
@@ -258,6 +263,7 @@ impl Engine {
         let sink = Arc::new(JobSink::create(
             &inner.store.log_path(&id),
             submission.command.max_output,
+            submission.follow,
         ));
         let output = sink.subscribe();
         let (sender, receiver) = watch::channel(record);

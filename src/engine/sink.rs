@@ -21,7 +21,9 @@ pub struct Chunk {
 pub struct JobSink {
     capture: CappedOutput,
     log: Mutex<LogFile>,
-    live: broadcast::Sender<Chunk>,
+    /// Only for a job whose output someone follows as it comes (a `stream` answer): the channel
+    /// holds `LIVE_CAPACITY` slots, which most jobs would allocate for nothing.
+    live: Option<broadcast::Sender<Chunk>>,
     /// Bytes in the log file so far; followers wait on it instead of polling.
     log_len: watch::Sender<u64>,
 }
@@ -42,8 +44,9 @@ const LIVE_CAPACITY: usize = 1024;
 
 impl JobSink {
     /// A sink whose log file is created at `path` when the first output arrives. A file that
-    /// cannot be created or written is logged, and the job still runs.
-    pub fn create(path: &Path, max_output: u64) -> JobSink {
+    /// cannot be created or written is logged, and the job still runs. With `live`, the output is
+    /// also sent, chunk by chunk, to whoever [`subscribes`](JobSink::subscribe).
+    pub fn create(path: &Path, max_output: u64, live: bool) -> JobSink {
         JobSink {
             capture: CappedOutput::new(max_output),
             log: Mutex::new(LogFile {
@@ -54,13 +57,14 @@ impl JobSink {
                 max: max_output,
                 truncated: false,
             }),
-            live: broadcast::channel(LIVE_CAPACITY).0,
+            live: live.then(|| broadcast::channel(LIVE_CAPACITY).0),
             log_len: watch::channel(0).0,
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Chunk> {
-        self.live.subscribe()
+    /// The output from now on, chunk by chunk; `None` for a sink created without `live`.
+    pub fn subscribe(&self) -> Option<broadcast::Receiver<Chunk>> {
+        self.live.as_ref().map(broadcast::Sender::subscribe)
     }
 
     pub fn log_len(&self) -> watch::Receiver<u64> {
@@ -79,11 +83,13 @@ impl JobSink {
 impl OutputSink for JobSink {
     fn write(&self, stream: StreamKind, data: &[u8]) {
         self.capture.write(stream, data);
-        // Nobody listening is normal: most jobs have no `stream` client.
-        let _ = self.live.send(Chunk {
-            stream,
-            data: Bytes::copy_from_slice(data),
-        });
+        if let Some(live) = &self.live {
+            // Nobody listening any more is normal: the `stream` client may have gone.
+            let _ = live.send(Chunk {
+                stream,
+                data: Bytes::copy_from_slice(data),
+            });
+        }
         let mut log = self.log.lock().expect("log lock");
         let LogFile {
             path,
@@ -136,9 +142,9 @@ mod tests {
     fn the_log_is_capped_with_one_marker_and_followers_see_its_length() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job.log");
-        let sink = JobSink::create(&path, 10);
+        let sink = JobSink::create(&path, 10, true);
         let length = sink.log_len();
-        let mut live = sink.subscribe();
+        let mut live = sink.subscribe().unwrap();
         sink.write(StreamKind::Stdout, b"12345");
         sink.write(StreamKind::Stderr, b"6789abcdef");
         sink.write(StreamKind::Stdout, b"more");

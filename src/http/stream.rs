@@ -35,7 +35,10 @@ pub fn respond(request: &HttpRequest, job: JobHandle) -> HttpResponse {
     } else {
         "text/plain; charset=utf-8"
     };
-    let body = output_stream(job.output, job.record, events);
+    // A job submitted to be streamed has its output channel; without one, the answer is just
+    // the exit line.
+    let output = job.output.unwrap_or_else(|| broadcast::channel(1).1);
+    let body = output_stream(output, job.record, events);
     HttpResponse::Ok()
         .content_type(content_type)
         .insert_header(("X-Accel-Buffering", "no"))

@@ -153,6 +153,7 @@ async fn handle(
         request_id: context.request_id.clone(),
         command,
         dedupe_key: dedupe_key(hook, &context),
+        follow: hook.response.mode == ResponseMode::Stream,
     };
     let job = match state.engine.submit(submission) {
         Ok(Submitted::Accepted(job)) => job,
