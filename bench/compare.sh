@@ -211,6 +211,21 @@ stop_srv() {
 
 proc_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
+# cpu_ticks PID: "OWN CHILDREN" CPU time of PID in clock ticks, from /proc/PID/stat: its own
+# user+system time, and that of the children it has reaped (the commands it ran).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13, $14 + $15}'; }
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_per_request KEY PID BEFORE REQUESTS: records KEY_own and KEY_cmd, microseconds per request.
+cpu_per_request() {
+    local key=$1 pid=$2 before=$3 requests=$4 after
+    after=$(cpu_ticks "$pid")
+    ((requests > 0)) || return 0
+    read -r own0 cmd0 <<<"$before"
+    read -r own1 cmd1 <<<"$after"
+    record "${key}_own" "$(awk -v t=$((own1 - own0)) -v n="$requests" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
+    record "${key}_cmd" "$(awk -v t=$((cmd1 - cmd0)) -v n="$requests" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
+}
+
 # --- configs -------------------------------------------------------------------------------------
 
 # hr_config FILE MODE COMMAND_JSON [NHOOKS]: hooks `push` (one) or `push-0`..`push-N-1`.
@@ -445,12 +460,17 @@ step_rounds() {
         run_wrk "bad-wh" "$wh_url" "$CONN_BAD" "$RUN_SECONDS" "$WRK_THREADS" POST "$WORK/body.json" "$BAD"
         record bad_rps_wh "${W[rps]}"; record bad_sockerr_wh "${W[socket_errors]}"
 
+        local ticks
+        ticks=$(cpu_ticks "$hr_pid")
         run_wrk "wait-hr" "$hr_url" "$CONN_WAIT" "$RUN_SECONDS" "$WRK_THREADS" POST "$WORK/body.json" "$GOOD"
         record wait_rps_hr "${W[rps]}"; record wait_p99_hr "${W[p99_us]}"; record wait_p50_hr "${W[p50_us]}"
         record wait_non2xx_hr "${W[non2xx]}"; record wait_sockerr_hr "${W[socket_errors]}"
+        cpu_per_request wait_cpu_hr "$hr_pid" "$ticks" "${W[requests]}"
+        ticks=$(cpu_ticks "$wh_pid")
         run_wrk "wait-wh" "$wh_url" "$CONN_WAIT" "$RUN_SECONDS" "$WRK_THREADS" POST "$WORK/body.json" "$GOOD"
         record wait_rps_wh "${W[rps]}"; record wait_p99_wh "${W[p99_us]}"; record wait_p50_wh "${W[p50_us]}"
         record wait_non2xx_wh "${W[non2xx]}"; record wait_sockerr_wh "${W[socket_errors]}"
+        cpu_per_request wait_cpu_wh "$wh_pid" "$ticks" "${W[requests]}"
 
         record rss_peak_wait_hr "$(proc_kb "$hr_pid" VmHWM)"
         record rss_peak_wait_wh "$(proc_kb "$wh_pid" VmHWM)"
@@ -677,6 +697,10 @@ report() {
         echo "| 2. … p99 latency, ms | $(fmt 2 "$a" 1000) | $(fmt 2 "$b" 1000) | $(ratio "$a" "$b") |"
         a=$(med wait_non2xx_hr); b=$(med wait_non2xx_wh)
         echo "| 2. … non-2xx answers (median per run) | $(fmt 0 "$a") | $(fmt 0 "$b") | |"
+        a=$(med wait_cpu_hr_own); b=$(med wait_cpu_wh_own)
+        echo "| 2. … the server's own CPU (user+sys) per request, µs | $(fmt 0 "$a") | $(fmt 0 "$b") | $(ratio "$a" "$b") |"
+        a=$(med wait_cpu_hr_cmd); b=$(med wait_cpu_wh_cmd)
+        echo "| 2. … its commands' CPU per request, µs | $(fmt 0 "$a") | $(fmt 0 "$b") | $(ratio "$a" "$b") |"
         a=$(med async_accept_s_hr); b=$(med async_accept_s_wh)
         echo "| 3. async: $ASYNC_N pushes all answered, s | $(fmt 3 "$a") | $(fmt 3 "$b") | $(ratio "$a" "$b") |"
         a=$(med async_ran_s_hr); b=$(med async_ran_s_wh)

@@ -55,6 +55,35 @@ fn yes() -> bool {
     true
 }
 
+/// The part of a stored command that says whether the job runs again after a restart.
+#[derive(Deserialize)]
+struct Rerun {
+    #[serde(default = "yes")]
+    run_after_restart: bool,
+}
+
+impl JobCommand {
+    /// What the job store keeps: the whole command for a job that runs again after a restart, and
+    /// only that it does not for the others. Those are never re-run, so their rendered arguments
+    /// and environment need not be written, nor kept at rest.
+    pub fn to_stored(&self) -> String {
+        if self.run_after_restart {
+            serde_json::to_string(self).expect("a command serializes")
+        } else {
+            r#"{"run_after_restart":false}"#.to_owned()
+        }
+    }
+
+    /// Reads back what [`to_stored`](JobCommand::to_stored) wrote: `None` for a job that does not
+    /// run again after a restart.
+    pub fn from_stored(text: &str) -> Result<Option<JobCommand>, serde_json::Error> {
+        if !serde_json::from_str::<Rerun>(text)?.run_after_restart {
+            return Ok(None);
+        }
+        serde_json::from_str(text).map(Some)
+    }
+}
+
 impl fmt::Debug for JobCommand {
     /// Names only: environment values and stdin may carry payload text or secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -201,6 +230,36 @@ hooks:
             event_sources: &[IdSource::Header("x-github-event")],
             ..RequestContext::default()
         }
+    }
+
+    #[test]
+    fn only_a_job_that_runs_after_a_restart_keeps_its_command_in_the_store() {
+        let config = load_str(CONFIG, Path::new("/srv/hooks.yaml"), &|_| None).unwrap();
+        let hook = config.hook("deploy").unwrap();
+        let mut command = build(hook, &request(r#"{"after": "abc123"}"#)).unwrap();
+        command.run_after_restart = true;
+        let stored = command.to_stored();
+        assert!(stored.contains("abc123"), "{stored}");
+        assert_eq!(
+            JobCommand::from_stored(&stored).unwrap(),
+            Some(command.clone())
+        );
+
+        command.run_after_restart = false;
+        let stored = command.to_stored();
+        assert!(!stored.contains("abc123"), "{stored}");
+        assert_eq!(JobCommand::from_stored(&stored).unwrap(), None);
+
+        // A command stored without the field runs again, as its job was accepted to.
+        let mut older = serde_json::to_value(&command).unwrap();
+        older.as_object_mut().unwrap().remove("run_after_restart");
+        command.run_after_restart = true;
+        assert_eq!(
+            JobCommand::from_stored(&older.to_string()).unwrap(),
+            Some(command)
+        );
+        assert!(JobCommand::from_stored(r#"{"program": 1}"#).is_err());
+        assert!(JobCommand::from_stored("not json").is_err());
     }
 
     #[test]

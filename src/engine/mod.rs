@@ -20,7 +20,7 @@ use crate::config::{Concurrency, Retention};
 use crate::job::{self, answer_text, Ending, JobId, Status};
 use crate::metrics::Metrics;
 use crate::runner;
-use crate::store::{Committed, JobRecord, JobUpdate, Store, StoreError};
+use crate::store::{Committed, Durability, JobRecord, JobUpdate, Store, StoreError};
 
 use self::lanes::{Admission, Lanes};
 pub use self::sink::{Chunk, JobSink};
@@ -151,24 +151,25 @@ impl Engine {
         }
         let count = queued.len();
         for record in queued {
-            let command = match serde_json::from_str::<JobCommand>(&record.command) {
-                Ok(command) => command,
+            let command = match JobCommand::from_stored(&record.command) {
+                Ok(Some(command)) => command,
+                Ok(None) => {
+                    let error = "the server stopped before this job started; only `async` jobs run after a restart";
+                    drop(store.update(
+                        &record.id,
+                        ended_unrun(Status::Interrupted, Some(error.into())),
+                        Durability::Disk,
+                    ));
+                    continue;
+                }
                 Err(error) => {
                     tracing::error!(job_id = %record.id, %error, "a queued job's command cannot be read back; marking it failed");
                     let error = format!("the stored command could not be read back: {error}");
                     let update = ended_unrun(Status::Failed, Some(error));
-                    drop(store.update(&record.id, update));
+                    drop(store.update(&record.id, update, Durability::Disk));
                     continue;
                 }
             };
-            if !command.run_after_restart {
-                let error = "the server stopped before this job started; only `async` jobs run after a restart";
-                drop(store.update(
-                    &record.id,
-                    ended_unrun(Status::Interrupted, Some(error.into())),
-                ));
-                continue;
-            }
             // Recovered jobs were accepted once; queue limits do not refuse them now.
             let mode = match concurrency_of(&record.hook) {
                 Concurrency::Queue { .. } => Concurrency::Queue { queue: usize::MAX },
@@ -256,10 +257,20 @@ impl Engine {
             stdout: None,
             stderr: None,
         };
-        let committed = inner.store.insert(JobRecord {
-            command: serde_json::to_string(&submission.command).expect("a command serializes"),
-            ..record.clone()
-        });
+        // An `async` job's 202 waits for this commit, and it must survive a power loss; the
+        // others are never re-run, and a crash of the server alone does not lose their record.
+        let durability = if submission.command.run_after_restart {
+            Durability::Disk
+        } else {
+            Durability::Os
+        };
+        let committed = inner.store.insert(
+            JobRecord {
+                command: submission.command.to_stored(),
+                ..record.clone()
+            },
+            durability,
+        );
         let sink = Arc::new(JobSink::create(
             &inner.store.log_path(&id),
             submission.command.max_output,
@@ -446,7 +457,9 @@ impl Inner {
         };
         forget_key(state, &record);
         let update = ended_unrun(status, None);
-        drop(self.store.update(id, update));
+        // On the disk, so that a job cancelled or superseded before it started never runs after a
+        // restart.
+        drop(self.store.update(id, update, Durability::Disk));
         self.metrics.job_ended(&record.hook, status.as_str(), None);
         live.record.send_replace(record);
         tracing::info!(job_id = %id, status = status.as_str(), "job ended before it started");
@@ -471,11 +484,16 @@ impl Inner {
                 record.status = Status::Running;
                 record.started_ms = Some(started_ms);
             });
-            let started = self
-                .store
-                .update(&id, JobUpdate::Started { at_ms: started_ms });
             // Only a job that would run again after a restart must be on disk as started before
             // its command runs; the others are never re-run, so they do not wait for the disk.
+            let durability = if command.run_after_restart {
+                Durability::Disk
+            } else {
+                Durability::Os
+            };
+            let started =
+                self.store
+                    .update(&id, JobUpdate::Started { at_ms: started_ms }, durability);
             let started = command.run_after_restart.then_some(started);
             let spec = command.to_spec(&|name| std::env::var(name).ok());
             let sink = Arc::clone(&live.sink);
@@ -543,7 +561,9 @@ impl Inner {
             stdout: Some(stdout),
             stderr: Some(stderr),
         };
-        drop(self.store.update(id, update));
+        // Nobody waits for the end to reach the disk: a power loss just after it leaves the job
+        // `running`, which the next start records as `interrupted`; it never runs again.
+        drop(self.store.update(id, update, Durability::Os));
         tracing::info!(
             job_id = %id,
             hook,

@@ -4,7 +4,9 @@
 //! `rusqlite::Connection` and serves commands from a channel; async callers get their answers
 //! through `tokio::sync::oneshot`. Writes use group commit: the writer takes every command already
 //! waiting, runs all their writes in one `BEGIN IMMEDIATE` … `COMMIT`, and only then answers, so a
-//! burst of durable inserts costs a few fsyncs rather than one each.
+//! burst of durable inserts costs a few fsyncs rather than one each. A commit fsyncs only when one
+//! of its writes asks for [`Durability::Disk`]; the others are in the operating system's hands
+//! when answered (safe from `kill -9`), and on the disk at the next fsync.
 //!
 //! Only this module speaks SQL: the schema is in `schema.rs`, the statements in `queries.rs`.
 
@@ -77,6 +79,16 @@ pub enum JobUpdate {
         stdout: Option<String>,
         stderr: Option<String>,
     },
+}
+
+/// How far a write must have gone before its transaction counts as committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// On the disk: the commit fsyncs the log first, so the write survives a power loss.
+    Disk,
+    /// With the operating system: the write survives the server being killed (`kill -9`), and
+    /// reaches the disk with the next `Disk` commit or checkpoint; a power loss may lose it.
+    Os,
 }
 
 impl JobUpdate {
@@ -152,6 +164,8 @@ pub enum StoreError {
 pub struct StoreStats {
     /// Transactions committed.
     pub commits: u64,
+    /// Those of them that fsynced the log, because a write in them asked for [`Durability::Disk`].
+    pub synced: u64,
     /// Statements (inserts, updates, recoveries, prunes, writability checks) those transactions ran.
     /// An update folded into the insert of its job in the same batch is not counted.
     pub writes: u64,
@@ -161,6 +175,7 @@ pub struct StoreStats {
 #[derive(Debug, Default)]
 struct Counters {
     commits: AtomicU64,
+    synced: AtomicU64,
     writes: AtomicU64,
 }
 
@@ -217,13 +232,14 @@ impl Store {
     }
 
     /// Enqueues the insert now, when called; the returned [`Committed`] resolves once the
-    /// transaction holding it has committed. Dropping it is fire-and-forget: the write still
-    /// happens.
-    pub fn insert(&self, record: JobRecord) -> Committed {
+    /// transaction holding it has committed as `durability` asks. Dropping it is fire-and-forget:
+    /// the write still happens.
+    pub fn insert(&self, record: JobRecord, durability: Durability) -> Committed {
         let (reply, receiver) = oneshot::channel();
         let record = Box::new(record);
         self.send(Command::Write(Write::Insert {
             record,
+            durability,
             reply,
             folded: Vec::new(),
         }));
@@ -232,10 +248,15 @@ impl Store {
 
     /// Enqueues the update now, with the same semantics as [`Store::insert`]. Updates apply in the
     /// order they were enqueued, after any insert enqueued before them.
-    pub fn update(&self, id: &JobId, update: JobUpdate) -> Committed {
+    pub fn update(&self, id: &JobId, update: JobUpdate, durability: Durability) -> Committed {
         let (reply, receiver) = oneshot::channel();
         let id = id.clone();
-        self.send(Command::Write(Write::Update { id, update, reply }));
+        self.send(Command::Write(Write::Update {
+            id,
+            update,
+            durability,
+            reply,
+        }));
         Committed(receiver)
     }
 
@@ -311,6 +332,7 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
+            synced: self.counters.synced.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
         }
     }

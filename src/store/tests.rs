@@ -4,7 +4,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tempfile::TempDir;
 
 use super::*;
@@ -37,7 +36,10 @@ fn job(hook: &str, status: Status) -> JobRecord {
 
 async fn insert_all(store: &Store, records: &[JobRecord]) {
     for record in records {
-        store.insert(record.clone()).await.unwrap();
+        store
+            .insert(record.clone(), Durability::Disk)
+            .await
+            .unwrap();
     }
 }
 
@@ -69,7 +71,10 @@ async fn an_inserted_job_reads_back_with_every_field() {
         stderr: Some(String::new()),
         ..job("deploy", Status::Failed)
     };
-    store.insert(record.clone()).await.unwrap();
+    store
+        .insert(record.clone(), Durability::Disk)
+        .await
+        .unwrap();
 
     assert_eq!(store.get(&record.id).await.unwrap(), Some(record));
     assert_eq!(store.get(&JobId::generate()).await.unwrap(), None);
@@ -80,7 +85,10 @@ async fn every_status_round_trips() {
     let (_dir, store) = open_store();
     for status in Status::ALL {
         let record = job("deploy", status);
-        store.insert(record.clone()).await.unwrap();
+        store
+            .insert(record.clone(), Durability::Disk)
+            .await
+            .unwrap();
         assert_eq!(store.get(&record.id).await.unwrap().unwrap().status, status);
     }
 }
@@ -89,7 +97,10 @@ async fn every_status_round_trips() {
 async fn an_awaited_insert_is_on_disk_for_another_connection() {
     let (dir, store) = open_store();
     let record = job("deploy", Status::Queued);
-    store.insert(record.clone()).await.unwrap();
+    store
+        .insert(record.clone(), Durability::Disk)
+        .await
+        .unwrap();
 
     let other = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
     let hook: String = other
@@ -110,7 +121,10 @@ async fn an_awaited_insert_is_on_disk_for_another_connection() {
 async fn a_burst_of_inserts_shares_a_few_commits() {
     let (_dir, store) = open_store();
     let records: Vec<JobRecord> = (0..1000).map(|_| job("deploy", Status::Queued)).collect();
-    let committed: Vec<Committed> = records.iter().map(|r| store.insert(r.clone())).collect();
+    let committed: Vec<Committed> = records
+        .iter()
+        .map(|r| store.insert(r.clone(), Durability::Disk))
+        .collect();
     for insert in committed {
         insert.await.unwrap();
     }
@@ -127,7 +141,7 @@ async fn a_full_queue_is_committed_in_batches_of_at_most_512() {
     let (_dir, store) = open_store();
     let resume = pause(&store);
     let committed: Vec<Committed> = (0..1000)
-        .map(|_| store.insert(job("deploy", Status::Queued)))
+        .map(|_| store.insert(job("deploy", Status::Queued), Durability::Disk))
         .collect();
     drop(resume);
     for insert in committed {
@@ -137,6 +151,7 @@ async fn a_full_queue_is_committed_in_batches_of_at_most_512() {
         store.stats(),
         StoreStats {
             commits: 2,
+            synced: 2,
             writes: 1000
         }
     );
@@ -146,7 +161,7 @@ async fn a_full_queue_is_committed_in_batches_of_at_most_512() {
 async fn a_read_sees_the_writes_enqueued_before_it() {
     let (_dir, store) = open_store();
     let record = job("deploy", Status::Queued);
-    drop(store.insert(record.clone()));
+    drop(store.insert(record.clone(), Durability::Disk));
     assert_eq!(store.get(&record.id).await.unwrap(), Some(record));
 }
 
@@ -155,8 +170,12 @@ async fn updates_move_a_job_through_its_life_in_order() {
     let (_dir, store) = open_store();
     let record = job("deploy", Status::Queued);
     // Neither the insert nor the first update is awaited: order alone must hold.
-    drop(store.insert(record.clone()));
-    drop(store.update(&record.id, JobUpdate::Started { at_ms: 1000 }));
+    drop(store.insert(record.clone(), Durability::Disk));
+    drop(store.update(
+        &record.id,
+        JobUpdate::Started { at_ms: 1000 },
+        Durability::Disk,
+    ));
     let started = store.get(&record.id).await.unwrap().unwrap();
     assert_eq!(started.status, Status::Running);
     assert_eq!(started.started_ms, Some(1000));
@@ -172,7 +191,10 @@ async fn updates_move_a_job_through_its_life_in_order() {
         stdout: Some("deployed\n".to_string()),
         stderr: Some("warning\n".to_string()),
     };
-    store.update(&record.id, finished).await.unwrap();
+    store
+        .update(&record.id, finished, Durability::Disk)
+        .await
+        .unwrap();
     let expected = JobRecord {
         status: Status::Succeeded,
         started_ms: Some(1000),
@@ -205,10 +227,14 @@ async fn a_job_inserted_started_and_finished_in_one_batch_is_written_once() {
     let record = job("deploy", Status::Queued);
     let other = job("deploy", Status::Queued);
     let resume = pause(&store);
-    let inserted = store.insert(record.clone());
-    let other_inserted = store.insert(other.clone());
-    let started = store.update(&record.id, JobUpdate::Started { at_ms: 1000 });
-    let finished = store.update(&record.id, finished_ok(1005));
+    let inserted = store.insert(record.clone(), Durability::Disk);
+    let other_inserted = store.insert(other.clone(), Durability::Disk);
+    let started = store.update(
+        &record.id,
+        JobUpdate::Started { at_ms: 1000 },
+        Durability::Disk,
+    );
+    let finished = store.update(&record.id, finished_ok(1005), Durability::Disk);
     drop(resume);
 
     inserted.await.unwrap();
@@ -219,6 +245,7 @@ async fn a_job_inserted_started_and_finished_in_one_batch_is_written_once() {
         store.stats(),
         StoreStats {
             commits: 1,
+            synced: 1,
             writes: 2
         }
     );
@@ -237,14 +264,67 @@ async fn a_job_inserted_started_and_finished_in_one_batch_is_written_once() {
 }
 
 #[tokio::test]
+async fn a_commit_fsyncs_only_when_one_of_its_writes_asks_for_the_disk() {
+    let (_dir, store) = open_store();
+    let quiet = job("deploy", Status::Queued);
+    store.insert(quiet.clone(), Durability::Os).await.unwrap();
+    store
+        .update(&quiet.id, finished_ok(5), Durability::Os)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stats(),
+        StoreStats {
+            commits: 2,
+            synced: 0,
+            writes: 2
+        }
+    );
+
+    // One write that asks for the disk makes its whole batch fsync, folded or not.
+    let resume = pause(&store);
+    let loud = job("deploy", Status::Queued);
+    let inserted = store.insert(loud.clone(), Durability::Os);
+    let started = store.update(&loud.id, JobUpdate::Started { at_ms: 1 }, Durability::Disk);
+    drop(resume);
+    inserted.await.unwrap();
+    started.await.unwrap();
+    store
+        .insert(job("deploy", Status::Queued), Durability::Os)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stats(),
+        StoreStats {
+            commits: 4,
+            synced: 1,
+            writes: 4
+        }
+    );
+    // What was committed without an fsync is read back all the same.
+    assert_eq!(
+        store.get(&quiet.id).await.unwrap().unwrap().status,
+        Status::Succeeded
+    );
+    assert_eq!(
+        store.get(&loud.id).await.unwrap().unwrap().status,
+        Status::Running
+    );
+}
+
+#[tokio::test]
 async fn updates_are_not_folded_across_another_kind_of_write() {
     let (_dir, store) = open_store();
     let record = job("deploy", Status::Queued);
     let resume = pause(&store);
-    let inserted = store.insert(record.clone());
+    let inserted = store.insert(record.clone(), Durability::Disk);
     let (reply, checked) = oneshot::channel();
     store.send(Command::Write(Write::CheckWritable { reply }));
-    let started = store.update(&record.id, JobUpdate::Started { at_ms: 1000 });
+    let started = store.update(
+        &record.id,
+        JobUpdate::Started { at_ms: 1000 },
+        Durability::Disk,
+    );
     drop(resume);
 
     inserted.await.unwrap();
@@ -254,6 +334,7 @@ async fn updates_are_not_folded_across_another_kind_of_write() {
         store.stats(),
         StoreStats {
             commits: 1,
+            synced: 1,
             writes: 3
         }
     );
@@ -266,7 +347,9 @@ async fn updates_are_not_folded_across_another_kind_of_write() {
 async fn updating_an_unknown_job_is_an_error() {
     let (_dir, store) = open_store();
     let id = JobId::generate();
-    let result = store.update(&id, JobUpdate::Started { at_ms: 1 }).await;
+    let result = store
+        .update(&id, JobUpdate::Started { at_ms: 1 }, Durability::Disk)
+        .await;
     assert!(matches!(result, Err(StoreError::UnknownJob(unknown)) if unknown == id));
 }
 
@@ -276,9 +359,9 @@ async fn a_write_that_fails_on_its_own_leaves_the_rest_of_its_batch() {
     let first = job("deploy", Status::Queued);
     let last = job("deploy", Status::Queued);
     let resume = pause(&store);
-    let inserted_first = store.insert(first.clone());
-    let duplicate = store.insert(first.clone());
-    let inserted_last = store.insert(last.clone());
+    let inserted_first = store.insert(first.clone(), Durability::Disk);
+    let duplicate = store.insert(first.clone(), Durability::Disk);
+    let inserted_last = store.insert(last.clone(), Durability::Disk);
     drop(resume);
 
     inserted_first.await.unwrap();
@@ -307,9 +390,9 @@ async fn a_failed_transaction_fails_its_whole_batch_and_the_store_goes_on() {
     let after = job("deploy", Status::Queued);
     let resume = pause(&store);
     let batch = [
-        store.insert(before.clone()),
-        store.insert(job("explode", Status::Queued)),
-        store.insert(after.clone()),
+        store.insert(before.clone(), Durability::Disk),
+        store.insert(job("explode", Status::Queued), Durability::Disk),
+        store.insert(after.clone(), Durability::Disk),
     ];
     drop(resume);
     for insert in batch {
@@ -320,7 +403,7 @@ async fn a_failed_transaction_fails_its_whole_batch_and_the_store_goes_on() {
     assert_eq!(store.get(&after.id).await.unwrap(), None);
 
     let later = job("deploy", Status::Queued);
-    store.insert(later.clone()).await.unwrap();
+    store.insert(later.clone(), Durability::Disk).await.unwrap();
     store.flush().await.unwrap();
     assert_eq!(store.get(&later.id).await.unwrap(), Some(later));
 }
@@ -510,7 +593,10 @@ async fn prune_by_count_keeps_the_newest_jobs_and_every_unfinished_one() {
 async fn a_reopened_store_has_the_jobs() {
     let (dir, store) = open_store();
     let record = job("deploy", Status::Queued);
-    store.insert(record.clone()).await.unwrap();
+    store
+        .insert(record.clone(), Durability::Disk)
+        .await
+        .unwrap();
     drop(store);
 
     let store = Store::open(dir.path()).unwrap();
@@ -522,7 +608,7 @@ async fn writes_left_when_the_last_store_is_dropped_are_still_committed() {
     let (dir, store) = open_store();
     let records: Vec<JobRecord> = (0..50).map(|_| job("deploy", Status::Queued)).collect();
     for record in &records {
-        drop(store.clone().insert(record.clone()));
+        drop(store.clone().insert(record.clone(), Durability::Disk));
     }
     drop(store);
 
@@ -545,12 +631,16 @@ async fn check_writable_and_flush_succeed_and_are_counted() {
     assert_eq!(store.stats(), StoreStats::default());
     store.flush().await.unwrap();
     store.check_writable().await.unwrap();
-    store.insert(job("deploy", Status::Queued)).await.unwrap();
+    store
+        .insert(job("deploy", Status::Queued), Durability::Disk)
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     assert_eq!(
         store.stats(),
         StoreStats {
             commits: 2,
+            synced: 2,
             writes: 2
         }
     );

@@ -7,16 +7,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::{Duration, Instant};
 use std::vec;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::{log_path, queries, Counters, JobRecord, JobUpdate, StoreError};
+use super::{log_path, queries, Counters, Durability, JobRecord, JobUpdate, StoreError};
 use crate::job::{JobId, Status};
 
 /// The most commands one batch takes; what is left waits for the next batch.
 const MAX_BATCH: usize = 512;
+
+/// How long after the previous batch a batch that nobody waits for may wait for more commands.
+/// Each commit writes every page it changed in full, so under load, a job's insert, start and end
+/// sharing one commit with other jobs' costs a fraction of committing them apart. When the server
+/// is quiet, the previous batch is long past and nothing waits.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// Where a command's answer goes. The waiter may have stopped listening, which is fine.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -37,6 +44,7 @@ pub(super) enum Write {
     Insert {
         /// Boxed: a record is large, and every command on the channel is as large as the largest.
         record: Box<JobRecord>,
+        durability: Durability,
         reply: Reply<()>,
         /// The waiters of the updates [`fold_updates`] applied to `record`.
         folded: Vec<Reply<()>>,
@@ -44,6 +52,7 @@ pub(super) enum Write {
     Update {
         id: JobId,
         update: JobUpdate,
+        durability: Durability,
         reply: Reply<()>,
     },
     CheckWritable {
@@ -90,9 +99,12 @@ pub(super) fn spawn(
 ) -> io::Result<()> {
     let writer = Writer {
         connection,
+        // `schema::open` sets `synchronous=FULL`.
+        synchronous: Durability::Disk,
         logs_dir,
         counters,
         last_commit: Ok(()),
+        last_batch: Instant::now(),
     };
     thread::Builder::new()
         .name("hookrunner-store".to_string())
@@ -102,10 +114,14 @@ pub(super) fn spawn(
 
 struct Writer {
     connection: Connection,
+    /// What the connection's `synchronous` setting gives a commit now.
+    synchronous: Durability,
     logs_dir: PathBuf,
     counters: Arc<Counters>,
     /// How the most recent commit went, which `flush` reports.
     last_commit: Result<(), Arc<rusqlite::Error>>,
+    /// When the writer took its previous batch.
+    last_batch: Instant,
 }
 
 impl Writer {
@@ -120,6 +136,10 @@ impl Writer {
             }
             let mut batch = vec![first];
             batch.extend(commands.try_iter().take(MAX_BATCH - 1));
+            if !batch.iter().any(Command::is_awaited) {
+                linger(&commands, &mut batch, self.last_batch + LINGER);
+            }
+            self.last_batch = Instant::now();
             self.serve(batch);
         }
         tracing::debug!("the job store's writer stopped");
@@ -150,11 +170,23 @@ impl Writer {
 
     fn commit(&mut self, writes: Vec<Write>) {
         let count = writes.len();
-        let mut writes = fold_updates(writes).into_iter();
+        let writes = fold_updates(writes);
+        let durability = if writes.iter().any(Write::needs_disk) {
+            Durability::Disk
+        } else {
+            Durability::Os
+        };
+        let mut writes = writes.into_iter();
         let mut pending = Vec::with_capacity(count);
-        match run_transaction(&mut self.connection, &mut writes, &mut pending) {
+        let ran = self
+            .sync_for(durability)
+            .and_then(|()| run_transaction(&mut self.connection, &mut writes, &mut pending));
+        match ran {
             Ok(()) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                if durability == Durability::Disk {
+                    self.counters.synced.fetch_add(1, Ordering::Relaxed);
+                }
                 let written = u64::try_from(pending.len()).unwrap_or(u64::MAX);
                 self.counters.writes.fetch_add(written, Ordering::Relaxed);
                 self.last_commit = Ok(());
@@ -178,6 +210,20 @@ impl Writer {
                 self.last_commit = Err(cause);
             }
         }
+    }
+
+    /// Makes the next commit fsync the log (`synchronous=FULL`) or not (`NORMAL`, which in WAL
+    /// mode still keeps the database consistent, and makes the commit durable at the next fsync).
+    fn sync_for(&mut self, durability: Durability) -> rusqlite::Result<()> {
+        if self.synchronous != durability {
+            let statement = match durability {
+                Durability::Disk => "PRAGMA synchronous = FULL",
+                Durability::Os => "PRAGMA synchronous = NORMAL",
+            };
+            self.connection.prepare_cached(statement)?.execute([])?;
+            self.synchronous = durability;
+        }
+        Ok(())
     }
 
     fn read(&self, read: Read) {
@@ -256,6 +302,7 @@ fn apply(connection: &Connection, write: Write) -> Result<Pending, (rusqlite::Er
             record,
             reply,
             folded,
+            ..
         } => match queries::insert(connection, &record) {
             Ok(()) => Ok(Pending::Inserted(reply, folded)),
             Err(error) => {
@@ -266,7 +313,9 @@ fn apply(connection: &Connection, write: Write) -> Result<Pending, (rusqlite::Er
                 Err((error, Pending::Written(reply)))
             }
         },
-        Write::Update { id, update, reply } => match queries::update(connection, &id, &update) {
+        Write::Update {
+            id, update, reply, ..
+        } => match queries::update(connection, &id, &update) {
             Ok(true) => Ok(Pending::Written(reply)),
             Ok(false) => Ok(Pending::Missing(reply, id)),
             Err(error) => Err((error, Pending::Written(reply))),
@@ -290,6 +339,39 @@ fn apply(connection: &Connection, write: Write) -> Result<Pending, (rusqlite::Er
     }
 }
 
+/// Adds to `batch` the commands that arrive until `deadline`, or until one that someone waits for
+/// (which then ends the wait) or a full batch.
+fn linger(commands: &mpsc::Receiver<Command>, batch: &mut Vec<Command>, deadline: Instant) {
+    while batch.len() < MAX_BATCH {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        match commands.recv_timeout(left) {
+            Ok(command) => {
+                let awaited = command.is_awaited();
+                batch.push(command);
+                if awaited {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+impl Command {
+    /// Whether someone is likely waiting for this command's answer: every read and every write
+    /// that asks for the disk. Other writes are answered too, but only tests wait for those.
+    fn is_awaited(&self) -> bool {
+        match self {
+            Command::Write(write) => write.needs_disk(),
+            Command::Read(_) => true,
+            #[cfg(test)]
+            Command::Pause { .. } => true,
+        }
+    }
+}
+
 /// Applies each update to the insert of the same job earlier in the batch, instead of running it
 /// as a statement of its own. A short job's insert, start and end often land in one batch, and are
 /// then written as one row rather than three statements. The batch commits as one transaction
@@ -308,18 +390,32 @@ fn fold_updates(writes: Vec<Write>) -> Vec<Write> {
                 inserts.entry(record.id.clone()).or_insert(folded.len());
                 folded.push(write);
             }
-            Write::Update { id, update, reply } => {
+            Write::Update {
+                id,
+                update,
+                durability,
+                reply,
+            } => {
                 let target = inserts.get(&id).and_then(|&at| folded.get_mut(at));
                 if let Some(Write::Insert {
                     record,
+                    durability: insert_durability,
                     folded: waiters,
                     ..
                 }) = target
                 {
                     update.apply_to(record);
+                    if durability == Durability::Disk {
+                        *insert_durability = Durability::Disk;
+                    }
                     waiters.push(reply);
                 } else {
-                    folded.push(Write::Update { id, update, reply });
+                    folded.push(Write::Update {
+                        id,
+                        update,
+                        durability,
+                        reply,
+                    });
                 }
             }
             other => {
@@ -332,6 +428,18 @@ fn fold_updates(writes: Vec<Write>) -> Vec<Write> {
 }
 
 impl Write {
+    /// Whether the batch holding this write must fsync before it is answered. Besides the writes
+    /// that ask for it, those that change many jobs at once (recovery, pruning) and the readiness
+    /// check, which must prove that the disk takes writes, do.
+    fn needs_disk(&self) -> bool {
+        match self {
+            Write::Insert { durability, .. } | Write::Update { durability, .. } => {
+                *durability == Durability::Disk
+            }
+            Write::CheckWritable { .. } | Write::Recover { .. } | Write::Prune { .. } => true,
+        }
+    }
+
     /// Answers the waiter with `error` without running the write.
     fn refuse(self, error: StoreError) {
         match self {
