@@ -128,6 +128,10 @@ impl fmt::Debug for CappedOutput {
 /// Size of one read from a pipe (Linux pipes hold 64 KiB by default).
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The first read's size; each read that fills the buffer makes the next one larger, up to
+/// `READ_CHUNK`.
+const FIRST_READ_CHUNK: usize = 4 * 1024;
+
 /// Reads `pipe` until EOF (or a read error), handing every chunk to `sink`.
 ///
 /// Keeps reading whatever the sink does with the data, so the writer never blocks on a full pipe.
@@ -136,13 +140,22 @@ where
     R: AsyncRead + Unpin,
 {
     // Uninitialised capacity: zeroing 64 KiB per pipe per job cost more than the rest of a short
-    // job's bookkeeping (callgrind).
-    let mut buf = bytes::BytesMut::with_capacity(READ_CHUNK);
+    // job's bookkeeping (callgrind). Small at first, since most commands print little or nothing,
+    // and grown while reads fill it: two 64 KiB buffers per job made the allocator grow and
+    // shrink its heaps (mprotect, madvise) at every job under load.
+    let mut buf = bytes::BytesMut::with_capacity(FIRST_READ_CHUNK);
     loop {
         buf.clear();
         match pipe.read_buf(&mut buf).await {
             Ok(0) => return,
-            Ok(n) => sink.write(kind, &buf[..n]),
+            Ok(n) => {
+                sink.write(kind, &buf[..n]);
+                let full = buf.len() == buf.capacity();
+                if full && buf.capacity() < READ_CHUNK {
+                    let larger = (buf.capacity() * 4).min(READ_CHUNK);
+                    buf = bytes::BytesMut::with_capacity(larger);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::debug!(stream = ?kind, error = %e, "reading command output failed");
