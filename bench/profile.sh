@@ -10,7 +10,8 @@
 # (actix workers, the tokio runtime, the store's writer), then the top functions by inclusive cost.
 #
 # callgrind counts instructions, not seconds, so the numbers repeat for the same binary and input
-# whatever else the machine is doing; compare two builds by running this on each. Needs valgrind
+# whatever else the machine is doing; compare two builds by running this on each
+# (PROFILE_BINARY=path/to/hookrunner profiles that binary instead of building this tree). Needs valgrind
 # (installed with apt-get when missing) and python3. The work directory (the callgrind.out.* files,
 # which `callgrind_annotate` reads) is printed at the end and kept.
 set -euo pipefail
@@ -24,8 +25,12 @@ cd "$(dirname "$0")/.."
 if ! command -v valgrind >/dev/null; then
   apt-get install -y -q valgrind >/dev/null
 fi
-cargo build --release --quiet
-binary="$PWD/target/release/hookrunner"
+if [ -n "${PROFILE_BINARY:-}" ]; then
+  binary="$(realpath "$PROFILE_BINARY")"
+else
+  cargo build --release --quiet
+  binary="$PWD/target/release/hookrunner"
+fi
 
 work="$(mktemp -d /tmp/hookrunner-profile.XXXXXX)"
 port="$(python3 bench/lib/benchtool.py freeport)"

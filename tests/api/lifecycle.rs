@@ -116,6 +116,36 @@ async fn every_job_that_got_a_202_survives_kill_9_and_reaches_a_final_status() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn wait_jobs_committed_without_an_fsync_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = "  - id: quick\n    signature: none\n    concurrency: {mode: parallel}\n    run: {command: [/bin/echo, done]}\n    response: {mode: wait, include_output: true}\n";
+    let config = write_config(dir.path(), hooks, "5s");
+    let port = free_port();
+    let mut server = Server::start(&config, port).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/hooks/quick", server.address);
+    let mut answered = Vec::new();
+    for _ in 0..20 {
+        let answer = client.post(&url).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let body: Value = answer.json().await.unwrap();
+        answered.push(body["job_id"].as_str().unwrap().to_string());
+    }
+    // Past the writer's 5 ms gathering window: the records are committed, though never fsynced.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.binary.signal(Signal::SIGKILL);
+    assert_eq!(server.binary.exit_code().await, None, "killed by a signal");
+
+    let restarted = Server::start(&config, port).await;
+    for id in &answered {
+        let (status, job) = restarted.job(id).await;
+        assert_eq!(status, 200, "job {id} was answered, then lost to kill -9");
+        assert_eq!(job["status"], "succeeded", "{id}: {job}");
+        assert_eq!(job["exit_code"], 0, "{id}: {job}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_a_running_job_finish_within_the_grace_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let hooks = "  - id: deploy\n    signature: none\n    run: {shell: 'touch started; sleep 1; echo done > done', workdir: $DIR}\n";
