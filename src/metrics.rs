@@ -5,6 +5,8 @@ use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+use crate::store::StoreStats;
+
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -14,6 +16,9 @@ pub struct Metrics {
     queue_depth: IntGauge,
     running_jobs: IntGauge,
     reloads: IntCounterVec,
+    store_commits: IntCounterVec,
+    /// Serialises bringing `store_commits` up to the store's own counts at each scrape.
+    store_sync: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -55,6 +60,12 @@ impl Metrics {
                 "Config reloads by result.",
                 &["result"],
             ),
+            store_commits: counter(
+                "hookrunner_store_commits_total",
+                "Job store transactions committed, by whether they fsynced the log first.",
+                &["fsync"],
+            ),
+            store_sync: std::sync::Mutex::new(()),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.requests.clone()),
@@ -64,6 +75,7 @@ impl Metrics {
             Box::new(metrics.queue_depth.clone()),
             Box::new(metrics.running_jobs.clone()),
             Box::new(metrics.reloads.clone()),
+            Box::new(metrics.store_commits.clone()),
         ];
         for collector in collectors {
             metrics
@@ -99,10 +111,19 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with the gauges set to the engine's load now.
-    pub fn render(&self, running: usize, waiting: usize) -> String {
+    /// The text exposition, with the gauges set to the engine's load now and the store's commit
+    /// counts brought up to date.
+    pub fn render(&self, running: usize, waiting: usize, store: StoreStats) -> String {
         self.running_jobs.set(running as i64);
         self.queue_depth.set(waiting as i64);
+        {
+            let _only_one = self.store_sync.lock().expect("metrics lock");
+            let unsynced = store.commits.saturating_sub(store.synced);
+            for (label, total) in [("yes", store.synced), ("no", unsynced)] {
+                let counter = self.store_commits.with_label_values(&[label]);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -128,8 +149,16 @@ mod tests {
         metrics.request("deploy", "signature_invalid");
         metrics.job_ended("deploy", "succeeded", Some(0.2));
         metrics.reload(false);
-        let text = metrics.render(2, 5);
+        let store = |commits, synced| StoreStats {
+            commits,
+            synced,
+            writes: commits,
+        };
+        metrics.render(0, 0, store(3, 1));
+        let text = metrics.render(2, 5, store(7, 3));
         for line in [
+            "hookrunner_store_commits_total{fsync=\"yes\"} 3",
+            "hookrunner_store_commits_total{fsync=\"no\"} 4",
             "hookrunner_requests_total{hook=\"deploy\",outcome=\"succeeded\"} 1",
             "hookrunner_signature_failures_total{hook=\"deploy\",reason=\"signature_invalid\"} 1",
             "hookrunner_jobs_total{hook=\"deploy\",status=\"succeeded\"} 1",

@@ -61,8 +61,10 @@ pub struct JobHandle {
     pub id: JobId,
     /// The job's record, updated at every change of status.
     pub record: watch::Receiver<JobRecord>,
-    /// Resolves once the job is committed to disk.
-    pub committed: Committed,
+    /// For a job that runs again after a restart (`async`): resolves once the job is on disk,
+    /// which its 202 waits for. `None` for the others, whose record nobody waits for (so the
+    /// store may gather it with others into one commit).
+    pub committed: Option<Committed>,
     /// The job's output as it comes, subscribed before the job could start, so nothing is missed;
     /// only when the submission asked to `follow`.
     pub output: Option<tokio::sync::broadcast::Receiver<Chunk>>,
@@ -271,6 +273,7 @@ impl Engine {
             },
             durability,
         );
+        let committed = submission.command.run_after_restart.then_some(committed);
         let sink = Arc::new(JobSink::create(
             &inner.store.log_path(&id),
             submission.command.max_output,
@@ -562,8 +565,15 @@ impl Inner {
             stderr: Some(stderr),
         };
         // Nobody waits for the end to reach the disk: a power loss just after it leaves the job
-        // `running`, which the next start records as `interrupted`; it never runs again.
-        drop(self.store.update(id, update, Durability::Os));
+        // `running`, which the next start records as `interrupted`; it never runs again. But a
+        // success that holds a duplicate key must reach it (with the next commit, which need
+        // not come at once), or a redelivery after a power loss would run the job again.
+        let durability = if record.status == Status::Succeeded && record.dedupe_key.is_some() {
+            Durability::Disk
+        } else {
+            Durability::Os
+        };
+        drop(self.store.update(id, update, durability));
         tracing::info!(
             job_id = %id,
             hook,

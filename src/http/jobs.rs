@@ -20,7 +20,11 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (running, waiting) = state.engine.load();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(running, waiting))
+        .body(
+            state
+                .metrics
+                .render(running, waiting, state.engine.store().stats()),
+        )
 }
 
 /// Ready when the config is loaded (it is, or the server would not run) and the store takes writes.

@@ -35,10 +35,17 @@ pub fn respond(request: &HttpRequest, job: JobHandle) -> HttpResponse {
     } else {
         "text/plain; charset=utf-8"
     };
-    // A job submitted to be streamed has its output channel; without one, the answer is just
-    // the exit line.
-    let output = job.output.unwrap_or_else(|| broadcast::channel(1).1);
-    let body = output_stream(output, job.record, events);
+    // A job submitted to be streamed has its output channel. Without one, the answer would be just
+    // the exit line, when the job ends: the stream keeps a sender that never sends, so that the
+    // channel does not read as closed (the job gone) at once.
+    let (silent, output) = match job.output {
+        Some(output) => (None, output),
+        None => {
+            let (sender, receiver) = broadcast::channel(1);
+            (Some(sender), receiver)
+        }
+    };
+    let body = output_stream(output, silent, job.record, events);
     HttpResponse::Ok()
         .content_type(content_type)
         .insert_header(("X-Accel-Buffering", "no"))
@@ -48,6 +55,8 @@ pub fn respond(request: &HttpRequest, job: JobHandle) -> HttpResponse {
 
 struct Live {
     output: broadcast::Receiver<Chunk>,
+    /// Keeps a substitute `output` open; see `respond`.
+    _silent: Option<broadcast::Sender<Chunk>>,
     record: watch::Receiver<JobRecord>,
     events: bool,
     done: bool,
@@ -55,11 +64,13 @@ struct Live {
 
 fn output_stream(
     output: broadcast::Receiver<Chunk>,
+    silent: Option<broadcast::Sender<Chunk>>,
     record: watch::Receiver<JobRecord>,
     events: bool,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let live = Live {
         output,
+        _silent: silent,
         record,
         events,
         done: false,

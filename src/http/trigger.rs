@@ -176,8 +176,13 @@ async fn handle(
 
     match hook.response.mode {
         ResponseMode::Async => {
-            // The 202 promises the job survives a crash, so it waits for the commit.
-            if let Err(error) = job.committed.await {
+            // The 202 promises the job survives a crash, so it waits for the commit. (An async
+            // job always has one to wait for; `None` would only skip the wait.)
+            let committed = match job.committed {
+                Some(committed) => committed.await,
+                None => Ok(()),
+            };
+            if let Err(error) = committed {
                 tracing::error!(job_id = %job.id, %error, "cannot commit an accepted job");
                 let error = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -234,7 +234,17 @@ async fn a_job_inserted_started_and_finished_in_one_batch_is_written_once() {
         JobUpdate::Started { at_ms: 1000 },
         Durability::Disk,
     );
-    let finished = store.update(&record.id, finished_ok(1005), Durability::Disk);
+    let failed = JobUpdate::Finished {
+        status: Status::Failed,
+        at_ms: 1005,
+        exit_code: None,
+        signal: Some(15),
+        error: Some("killed".to_string()),
+        duration_ms: Some(5),
+        stdout: Some("done\n".to_string()),
+        stderr: Some(String::new()),
+    };
+    let finished = store.update(&record.id, failed, Durability::Disk);
     drop(resume);
 
     inserted.await.unwrap();
@@ -250,10 +260,11 @@ async fn a_job_inserted_started_and_finished_in_one_batch_is_written_once() {
         }
     );
     let expected = JobRecord {
-        status: Status::Succeeded,
+        status: Status::Failed,
         started_ms: Some(1000),
         finished_ms: Some(1005),
-        exit_code: Some(0),
+        signal: Some(15),
+        error: Some("killed".to_string()),
         duration_ms: Some(5),
         stdout: Some("done\n".to_string()),
         stderr: Some(String::new()),
@@ -405,6 +416,37 @@ async fn a_failed_transaction_fails_its_whole_batch_and_the_store_goes_on() {
     let later = job("deploy", Status::Queued);
     store.insert(later.clone(), Durability::Disk).await.unwrap();
     store.flush().await.unwrap();
+    assert_eq!(store.get(&later.id).await.unwrap(), Some(later));
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_is_rolled_back_with_the_updates_folded_into_it() {
+    let (dir, store) = open_store();
+    // A deferred foreign key is checked at COMMIT, whose failure leaves the transaction open.
+    rusqlite::Connection::open(dir.path().join(DATABASE_FILE))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE parent (id TEXT PRIMARY KEY); \
+             CREATE TABLE child (parent TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED); \
+             CREATE TRIGGER orphan AFTER INSERT ON jobs WHEN NEW.hook = 'orphan' \
+             BEGIN INSERT INTO child VALUES ('missing'); END",
+        )
+        .unwrap();
+    let doomed = job("orphan", Status::Queued);
+    let resume = pause(&store);
+    let inserted = store.insert(doomed.clone(), Durability::Os);
+    let started = store.update(
+        &doomed.id,
+        JobUpdate::Started { at_ms: 1 },
+        Durability::Disk,
+    );
+    drop(resume);
+    assert!(matches!(inserted.await, Err(StoreError::Commit(_))));
+    assert!(matches!(started.await, Err(StoreError::Commit(_))));
+    assert_eq!(store.get(&doomed.id).await.unwrap(), None);
+
+    let later = job("deploy", Status::Queued);
+    store.insert(later.clone(), Durability::Disk).await.unwrap();
     assert_eq!(store.get(&later.id).await.unwrap(), Some(later));
 }
 
@@ -607,8 +649,10 @@ async fn a_reopened_store_has_the_jobs() {
 async fn writes_left_when_the_last_store_is_dropped_are_still_committed() {
     let (dir, store) = open_store();
     let records: Vec<JobRecord> = (0..50).map(|_| job("deploy", Status::Queued)).collect();
+    // Fire-and-forget writes that ask only for the OS: the writer is gathering them when the
+    // last handle goes.
     for record in &records {
-        drop(store.clone().insert(record.clone(), Durability::Disk));
+        drop(store.clone().insert(record.clone(), Durability::Os));
     }
     drop(store);
 

@@ -267,6 +267,11 @@ fn run_transaction(
     writes: &mut vec::IntoIter<Write>,
     pending: &mut Vec<Pending>,
 ) -> rusqlite::Result<()> {
+    if !connection.is_autocommit() {
+        // A transaction left open by a ROLLBACK that failed too: end it, or every batch from now
+        // on would fail to begin.
+        connection.execute_batch("ROLLBACK")?;
+    }
     connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     for write in writes.by_ref() {
         match apply(connection, write) {
@@ -305,8 +310,15 @@ fn apply(connection: &Connection, write: Write) -> Result<Pending, (rusqlite::Er
             ..
         } => match queries::insert(connection, &record) {
             Ok(()) => Ok(Pending::Inserted(reply, folded)),
+            // The transaction is over (SQLite rolled it back): every write of the batch, the
+            // folded updates included, is answered with the commit's failure.
+            Err(error) if connection.is_autocommit() => {
+                Err((error, Pending::Inserted(reply, folded)))
+            }
             Err(error) => {
-                // The updates folded into an insert that failed had no job to change.
+                // Only this statement failed (a duplicate id, which 96 random bits make
+                // theoretical): the updates folded into it are refused like updates of a job the
+                // store does not have, although running them would have changed the first row.
                 for waiter in folded {
                     answer(waiter, Err(StoreError::UnknownJob(record.id.clone())));
                 }
@@ -360,11 +372,12 @@ fn linger(commands: &mpsc::Receiver<Command>, batch: &mut Vec<Command>, deadline
 }
 
 impl Command {
-    /// Whether someone is likely waiting for this command's answer: every read and every write
-    /// that asks for the disk. Other writes are answered too, but only tests wait for those.
+    /// Whether someone waits for this command's answer: every read, and every write whose
+    /// [`Committed`](super::Committed) is still held. Dropping it makes a write fire-and-forget,
+    /// which the engine does for most of its updates; those may wait for company.
     fn is_awaited(&self) -> bool {
         match self {
-            Command::Write(write) => write.needs_disk(),
+            Command::Write(write) => write.is_awaited(),
             Command::Read(_) => true,
             #[cfg(test)]
             Command::Pause { .. } => true,
@@ -440,6 +453,17 @@ impl Write {
         }
     }
 
+    fn is_awaited(&self) -> bool {
+        match self {
+            Write::Insert { reply, folded, .. } => {
+                !reply.is_closed() || folded.iter().any(|waiter| !waiter.is_closed())
+            }
+            Write::Update { reply, .. } | Write::CheckWritable { reply } => !reply.is_closed(),
+            Write::Recover { reply, .. } => !reply.is_closed(),
+            Write::Prune { reply, .. } => !reply.is_closed(),
+        }
+    }
+
     /// Answers the waiter with `error` without running the write.
     fn refuse(self, error: StoreError) {
         match self {
@@ -490,8 +514,8 @@ impl Pending {
         match self {
             Pending::Written(reply) | Pending::Missing(reply, _) => answer(reply, Err(error)),
             Pending::Inserted(reply, folded) => {
-                // Only a failed commit reaches an insert that ran (`apply` answers the folded
-                // waiters of an insert that failed on its own), and its cause is shared.
+                // Only a failed transaction reaches an insert with folded waiters (`apply`
+                // answers those of an insert that failed on its own), and its cause is shared.
                 if let StoreError::Commit(cause) = &error {
                     for waiter in folded {
                         answer(waiter, Err(StoreError::Commit(Arc::clone(cause))));

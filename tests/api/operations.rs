@@ -93,6 +93,48 @@ async fn metrics_count_requests_signature_failures_and_jobs() {
     }
 }
 
+/// The value of one series in the exposition.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+}
+
+#[tokio::test]
+async fn the_store_fsyncs_before_an_async_202_but_not_for_a_wait_job() {
+    let app = TestApp::spawn(
+        "hooks:\n  - id: w\n    signature: none\n    run: {command: [\"true\"]}\n  - id: a\n    signature: none\n    run: {command: [\"true\"]}\n    response: {mode: async}\n",
+    )
+    .await;
+    let (synced, unsynced) = (
+        "hookrunner_store_commits_total{fsync=\"yes\"}",
+        "hookrunner_store_commits_total{fsync=\"no\"}",
+    );
+    // Past start-up, whose recovery, pruning and readiness checks all fsync.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let scrape = || async {
+        let answer = app.request(reqwest::Method::GET, "/metrics", "", &[]).await;
+        answer.body.as_str().unwrap().to_string()
+    };
+    let before = scrape().await;
+
+    let answer = app.post_hook("w", "{}", &[]).await;
+    assert_eq!(answer.status, 200);
+    // A read is served after every write enqueued before it has committed.
+    app.wait_for_job(answer.body["job_id"].as_str().unwrap(), |job| {
+        job["status"] == "succeeded"
+    })
+    .await;
+    let after_wait = scrape().await;
+    assert_eq!(metric(&after_wait, synced), metric(&before, synced));
+    assert!(metric(&after_wait, unsynced) > metric(&before, unsynced));
+
+    let answer = app.post_hook("a", "{}", &[]).await;
+    assert_eq!(answer.status, 202);
+    let after_async = scrape().await;
+    assert!(metric(&after_async, synced) > metric(&after_wait, synced));
+}
+
 #[tokio::test]
 async fn a_client_trickling_its_headers_is_cut_off() {
     let app = TestApp::spawn("hooks: []\n").await;
