@@ -779,9 +779,10 @@ report() {
         cat <<'EOF'
 ## Not apples to apples
 
-- **Durability.** hookrunner records every job in SQLite (WAL, `synchronous=FULL`: an fsync per
-  commit, or per batch) before it answers or runs it, and again when it ends; webhook keeps
-  nothing. Paths 2 and 3 include that cost for hookrunner only.
+- **Durability.** hookrunner records every job in SQLite (WAL, group commit) when it is accepted,
+  when it starts and when it ends; webhook keeps nothing. An async job's insert and start are
+  fsynced before its 202 and before its command runs (path 3); a wait job's records are committed
+  without an fsync (path 2). Paths 2 and 3 include that cost for hookrunner only.
 - **Bad-signature answer.** hookrunner answers 401 `signature_invalid`; webhook 2.8.0 answers 500
   "Error occurred while evaluating hook rules." (the HMAC mismatch is an error in its rule
   evaluation). webhook also decodes the JSON body before it evaluates the rules; hookrunner checks
