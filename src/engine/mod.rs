@@ -261,17 +261,12 @@ impl Engine {
         };
         // An `async` job's 202 waits for this commit, and it must survive a power loss; the
         // others are never re-run, and a crash of the server alone does not lose their record.
-        let durability = if submission.command.run_after_restart {
-            Durability::Disk
-        } else {
-            Durability::Os
-        };
         let committed = inner.store.insert(
             JobRecord {
                 command: submission.command.to_stored(),
                 ..record.clone()
             },
-            durability,
+            Durability::disk_if(submission.command.run_after_restart),
         );
         let committed = submission.command.run_after_restart.then_some(committed);
         let sink = Arc::new(JobSink::create(
@@ -489,14 +484,11 @@ impl Inner {
             });
             // Only a job that would run again after a restart must be on disk as started before
             // its command runs; the others are never re-run, so they do not wait for the disk.
-            let durability = if command.run_after_restart {
-                Durability::Disk
-            } else {
-                Durability::Os
-            };
-            let started =
-                self.store
-                    .update(&id, JobUpdate::Started { at_ms: started_ms }, durability);
+            let started = self.store.update(
+                &id,
+                JobUpdate::Started { at_ms: started_ms },
+                Durability::disk_if(command.run_after_restart),
+            );
             let started = command.run_after_restart.then_some(started);
             let spec = command.to_spec(&|name| std::env::var(name).ok());
             let sink = Arc::clone(&live.sink);
@@ -568,11 +560,8 @@ impl Inner {
         // `running`, which the next start records as `interrupted`; it never runs again. But a
         // success that holds a duplicate key must reach it (with the next commit, which need
         // not come at once), or a redelivery after a power loss would run the job again.
-        let durability = if record.status == Status::Succeeded && record.dedupe_key.is_some() {
-            Durability::Disk
-        } else {
-            Durability::Os
-        };
+        let durability =
+            Durability::disk_if(record.status == Status::Succeeded && record.dedupe_key.is_some());
         drop(self.store.update(id, update, durability));
         tracing::info!(
             job_id = %id,

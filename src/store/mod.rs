@@ -91,6 +91,17 @@ pub enum Durability {
     Os,
 }
 
+impl Durability {
+    /// `Disk` when `needed`, else `Os`.
+    pub fn disk_if(needed: bool) -> Durability {
+        if needed {
+            Durability::Disk
+        } else {
+            Durability::Os
+        }
+    }
+}
+
 impl JobUpdate {
     /// Makes in `record` the change `queries::update` makes in its row.
     fn apply_to(self, record: &mut JobRecord) {

@@ -171,11 +171,7 @@ impl Writer {
     fn commit(&mut self, writes: Vec<Write>) {
         let count = writes.len();
         let writes = fold_updates(writes);
-        let durability = if writes.iter().any(Write::needs_disk) {
-            Durability::Disk
-        } else {
-            Durability::Os
-        };
+        let durability = Durability::disk_if(writes.iter().any(Write::needs_disk));
         let mut writes = writes.into_iter();
         let mut pending = Vec::with_capacity(count);
         let ran = self
