@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, watch};
 
-use crate::engine::{Chunk, JobHandle, JobSink};
+use crate::engine::{Chunk, JobSink};
 use crate::job::{now_ms, to_json};
 use crate::runner::StreamKind;
 use crate::store::JobRecord;
@@ -28,24 +28,20 @@ fn wants_events(request: &HttpRequest) -> bool {
 }
 
 /// Streams a job's output until it ends, then its exit: `exit status N` in text, an `exit` event in SSE.
-pub fn respond(request: &HttpRequest, job: JobHandle) -> HttpResponse {
+/// `output` is the job's [`JobHandle::output`](crate::engine::JobHandle::output), which every job
+/// submitted to `follow` has.
+pub fn respond(
+    request: &HttpRequest,
+    output: broadcast::Receiver<Chunk>,
+    record: watch::Receiver<JobRecord>,
+) -> HttpResponse {
     let events = wants_events(request);
     let content_type = if events {
         "text/event-stream"
     } else {
         "text/plain; charset=utf-8"
     };
-    // A job submitted to be streamed has its output channel. Without one, the answer would be just
-    // the exit line, when the job ends: the stream keeps a sender that never sends, so that the
-    // channel does not read as closed (the job gone) at once.
-    let (silent, output) = match job.output {
-        Some(output) => (None, output),
-        None => {
-            let (sender, receiver) = broadcast::channel(1);
-            (Some(sender), receiver)
-        }
-    };
-    let body = output_stream(output, silent, job.record, events);
+    let body = output_stream(output, record, events);
     HttpResponse::Ok()
         .content_type(content_type)
         .insert_header(("X-Accel-Buffering", "no"))
@@ -55,8 +51,6 @@ pub fn respond(request: &HttpRequest, job: JobHandle) -> HttpResponse {
 
 struct Live {
     output: broadcast::Receiver<Chunk>,
-    /// Keeps a substitute `output` open; see `respond`.
-    _silent: Option<broadcast::Sender<Chunk>>,
     record: watch::Receiver<JobRecord>,
     events: bool,
     done: bool,
@@ -64,13 +58,11 @@ struct Live {
 
 fn output_stream(
     output: broadcast::Receiver<Chunk>,
-    silent: Option<broadcast::Sender<Chunk>>,
     record: watch::Receiver<JobRecord>,
     events: bool,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let live = Live {
         output,
-        _silent: silent,
         record,
         events,
         done: false,

@@ -198,7 +198,18 @@ async fn handle(
                 "accepted",
             ))
         }
-        ResponseMode::Stream => Ok((stream::respond(request, job), "streamed")),
+        ResponseMode::Stream => match job.output {
+            Some(output) => Ok((stream::respond(request, output, job.record), "streamed")),
+            // Not reached: a stream hook's jobs are submitted to `follow`.
+            None => Err((
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the job has no output channel to stream",
+                ),
+                "internal",
+            )),
+        },
         ResponseMode::Wait => {
             let mut record = job.record;
             // A job that outlives `wait_timeout` keeps running; the client gets 202 and the job's links.
