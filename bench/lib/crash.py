@@ -30,11 +30,14 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
-from urllib.parse import urlsplit
+
+# The loopback guard and the free-port finder are benchtool's (this directory is on sys.path when
+# this file is run as a script).
+import benchtool
+from benchtool import split_url
 
 FINAL_EXCLUDED = ("queued", "running")
 
@@ -42,16 +45,6 @@ FINAL_EXCLUDED = ("queued", "running")
 def die(message):
     print(f"crash.py: {message}", file=sys.stderr)
     sys.exit(1)
-
-
-def split_url(url):
-    parts = urlsplit(url)
-    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        die(f"refusing a non-loopback target: {url}")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return parts.hostname, parts.port or 80, path
 
 
 def append_result(path, record):
@@ -82,10 +75,7 @@ def is_hookrunner(pid):
 # --- freeport / plan / wait -------------------------------------------------------------------------
 
 def cmd_freeport(_args):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
-    s.close()
+    benchtool.cmd_freeport([])
 
 
 def cmd_plan(args):
