@@ -47,8 +47,11 @@ impl Lanes {
         });
         // The newest config decides how this hook is scheduled from now on.
         lane.mode = mode;
+        // An idle lane's first waiting job starts next, so it does not take a place in the queue:
+        // `queue: 0` means "run when idle, refuse while busy".
+        let starts_next = usize::from(lane.running.is_empty());
         let (superseded, cancel) = match mode {
-            Concurrency::Queue { queue } if lane.waiting >= queue => {
+            Concurrency::Queue { queue } if lane.waiting >= queue + starts_next => {
                 return Admission::QueueFull {
                     waiting: lane.waiting,
                 };
@@ -166,6 +169,21 @@ mod tests {
         assert!(started(&mut lanes, 8).is_empty(), "one at a time");
         lanes.finished("q", &jobs[0]);
         assert_eq!(started(&mut lanes, 8), [jobs[1].clone()]);
+    }
+
+    #[test]
+    fn a_queue_of_zero_runs_when_idle_and_refuses_while_busy() {
+        let mut lanes = Lanes::default();
+        let jobs = ids(3);
+        let mode = Concurrency::Queue { queue: 0 };
+        accepted(lanes.admit("q", mode, jobs[0].clone()));
+        assert_eq!(started(&mut lanes, 8), [jobs[0].clone()]);
+        assert_eq!(
+            lanes.admit("q", mode, jobs[1].clone()),
+            Admission::QueueFull { waiting: 0 }
+        );
+        lanes.finished("q", &jobs[0]);
+        accepted(lanes.admit("q", mode, jobs[2].clone()));
     }
 
     #[test]
