@@ -4,6 +4,7 @@ mod abuse;
 mod answers;
 mod check;
 mod helpers;
+mod job_routes;
 mod jobs;
 mod lifecycle;
 mod operations;
