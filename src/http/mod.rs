@@ -120,7 +120,7 @@ pub async fn request_middleware(
                 )
             }),
     );
-    let peer = request.peer_addr().map(|address| address.ip());
+    let peer = client::Peer::from_socket(request.peer_addr());
     let info = ClientInfo {
         request_id: client::request_id(peer, &forwarded, &trusted),
         remote_ip: client::client_ip(peer, &forwarded, &trusted),
@@ -151,7 +151,7 @@ pub async fn request_middleware(
     }
     tracing::info!(
         request_id = %info.request_id,
-        client = %info.remote_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        client = %info.remote_ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()),
         method = %method,
         path = %path,
         hook = outcome.as_ref().map(|o| o.hook.as_str()).unwrap_or(""),
