@@ -1,5 +1,6 @@
 //! One request as plain data: headers, query, raw body, and the values references read from it.
-//! The body is parsed (JSON or form) only when a reference needs it, and at most once.
+//! The body is parsed (JSON or form) only when a reference needs it, and at most once. An empty
+//! body is no payload: every `payload` reference is missing, as on a request without one.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
@@ -56,6 +57,11 @@ pub enum IdSource {
 pub enum ValueError {
     #[error("the body could not be parsed: {0}")]
     BodyUnparsable(String),
+    /// The request has a client address, but it cannot be told: a unix-socket client that no
+    /// trusted proxy speaks for, or a forwarded hop that is not an address. A template takes it
+    /// as missing; a rule fails closed.
+    #[error("the client address is unknown")]
+    AddressUnknown,
 }
 
 /// Everything the rules and templates may read about one request.
@@ -66,13 +72,14 @@ pub struct RequestContext {
     pub query: Vec<(String, String)>,
     pub headers: Headers,
     pub body: Bytes,
+    /// `None` when the address is unknown (see [`ValueError::AddressUnknown`]).
     pub remote_ip: Option<IpAddr>,
     pub request_id: String,
     pub hook_id: String,
     pub job_id: String,
     pub event_sources: &'static [IdSource],
     pub delivery_sources: &'static [IdSource],
-    pub(crate) payload: OnceLock<Result<Value, ValueError>>,
+    pub(crate) payload: OnceLock<Result<Option<Value>, ValueError>>,
 }
 
 impl RequestContext {
@@ -80,21 +87,26 @@ impl RequestContext {
         RequestContext::default()
     }
 
-    /// The parsed body: form data when the content type says so, JSON otherwise.
-    pub fn payload(&self) -> Result<&Value, ValueError> {
+    /// The parsed body: form data when the content type says so, JSON otherwise; `None` when the
+    /// body is empty (or blank).
+    pub fn payload(&self) -> Result<Option<&Value>, ValueError> {
         self.payload
             .get_or_init(|| parse_body(self.headers.get("content-type"), &self.body))
             .as_ref()
+            .map(Option::as_ref)
             .map_err(Clone::clone)
     }
 
-    /// Every value a reference names, rendered as text. Empty when the value is missing.
+    /// Every value a reference names, rendered as text. Empty when the value is missing; an error
+    /// when the body it needs does not parse or the client address is unknown.
     pub fn values(&self, reference: &Reference) -> Result<Vec<String>, ValueError> {
         let single = |value: Option<String>| Ok(value.into_iter().collect());
         match reference {
             Reference::Payload(path) => {
                 let mut found = Vec::new();
-                select(self.payload()?, path, &mut found);
+                if let Some(payload) = self.payload()? {
+                    select(payload, path, &mut found);
+                }
                 Ok(found.iter().map(render_value).collect())
             }
             Reference::Body => single(Some(String::from_utf8_lossy(&self.body).into_owned())),
@@ -107,7 +119,10 @@ impl RequestContext {
             ),
             Reference::RequestMethod => single(Some(self.method.clone())),
             Reference::RequestPath => single(Some(self.path.clone())),
-            Reference::RemoteIp => single(self.remote_ip.map(|ip| ip.to_string())),
+            Reference::RemoteIp => match self.remote_ip {
+                Some(ip) => single(Some(ip.to_string())),
+                None => Err(ValueError::AddressUnknown),
+            },
             Reference::RequestId => single(Some(self.request_id.clone())),
             Reference::HookId => single(Some(self.hook_id.clone())),
             Reference::JobId => single(Some(self.job_id.clone())),
@@ -133,6 +148,7 @@ impl RequestContext {
                 IdSource::Payload(field) => self
                     .payload()
                     .ok()
+                    .flatten()
                     .and_then(|payload| payload.get(*field))
                     .map(render_value),
             };
@@ -141,19 +157,20 @@ impl RequestContext {
     }
 }
 
-fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ValueError> {
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, ValueError> {
+    // A sender with nothing to say sends no body, whatever its content type says.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
     let media_type = content_type
         .and_then(|value| value.split(';').next())
         .map(|value| value.trim().to_ascii_lowercase())
         .unwrap_or_default();
     if media_type == "application/x-www-form-urlencoded" {
-        return Ok(parse_form(body));
+        return Ok(Some(parse_form(body)));
     }
     // JSON is the default: many senders omit the content type or send `text/plain`.
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ValueError::BodyUnparsable("the body is empty".into()));
-    }
-    serde_json::from_slice(body).map_err(|error| {
+    serde_json::from_slice(body).map(Some).map_err(|error| {
         let kind = if media_type.is_empty() {
             "no content type".to_string()
         } else {
@@ -205,8 +222,8 @@ mod tests {
         let got = request.values(&Reference::parse(reference).unwrap());
         match (got, expected) {
             (Ok(values), Ok(want)) => assert_eq!(values, want, "{reference}"),
-            (Err(ValueError::BodyUnparsable(message)), Err(fragment)) => {
-                assert!(message.contains(fragment), "{reference}: {message}")
+            (Err(error), Err(fragment)) => {
+                assert!(error.to_string().contains(fragment), "{reference}: {error}")
             }
             (got, _) => panic!("{reference}: unexpected {got:?}"),
         }
@@ -237,6 +254,24 @@ mod tests {
         check(&broken, "payload.a", Err("is not valid JSON"));
         check(&broken, "body", Ok(&["{not json"]));
         check(&broken, "delivery", Ok(&[]));
-        check(&context("", ""), "payload.a", Err("the body is empty"));
+
+        for blank in ["", " \r\n\t"] {
+            for content_type in ["", "application/json", "application/x-www-form-urlencoded"] {
+                let empty = context(content_type, blank);
+                assert_eq!(empty.payload(), Ok(None), "{content_type} {blank:?}");
+                check(&empty, "payload.a", Ok(&[]));
+                check(&empty, "payload", Ok(&[]));
+                check(&empty, "delivery", Ok(&[]));
+                check(&empty, "body", Ok(&[blank]));
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_client_address_is_an_error_not_a_missing_value() {
+        let mut request = context("", "");
+        check(&request, "request.remote_ip", Err("address is unknown"));
+        request.remote_ip = Some("192.0.2.1".parse().unwrap());
+        check(&request, "request.remote_ip", Ok(&["192.0.2.1"]));
     }
 }

@@ -37,11 +37,38 @@ pub struct Mismatch(pub String);
 impl Rule {
     /// `Ok(None)` when the rule holds, `Ok(Some(why))` when it does not; an error when a value it
     /// needs cannot be read (an unparsable body).
+    ///
+    /// A value the request cannot tell (the client address, when it is unknown) fails closed: the
+    /// leaf that reads it does not answer true or false, the whole rule does not hold, whatever
+    /// `not` or `any` surrounds the leaf. Rules are read in order and stop at the first that
+    /// decides, so a leaf after an `any` branch that already held is never read.
     pub fn evaluate(&self, request: &RequestContext) -> Result<Option<Mismatch>, ValueError> {
+        match self.check(request) {
+            Err(ValueError::AddressUnknown) => Ok(Some(Mismatch(
+                "the client address is unknown (a unix-socket client that no trusted proxy speaks for, or a forwarded hop that is not an address), so a rule on `request.remote_ip` cannot hold".into(),
+            ))),
+            verdict => verdict,
+        }
+    }
+
+    /// Whether any leaf of the rule reads the reference.
+    pub fn reads(&self, reference: &Reference) -> bool {
+        match self {
+            Rule::All(rules) | Rule::Any(rules) => rules.iter().any(|rule| rule.reads(reference)),
+            Rule::Not(rule) => rule.reads(reference),
+            Rule::Leaf {
+                reference: read, ..
+            } => read == reference,
+        }
+    }
+
+    /// [`evaluate`](Rule::evaluate), with a value that cannot be told passed up as an error through
+    /// every `all`, `any` and `not` to the top.
+    fn check(&self, request: &RequestContext) -> Result<Option<Mismatch>, ValueError> {
         match self {
             Rule::All(rules) => {
                 for rule in rules {
-                    if let Some(mismatch) = rule.evaluate(request)? {
+                    if let Some(mismatch) = rule.check(request)? {
                         return Ok(Some(mismatch));
                     }
                 }
@@ -50,14 +77,14 @@ impl Rule {
             Rule::Any(rules) => {
                 let mut reasons = Vec::new();
                 for rule in rules {
-                    match rule.evaluate(request)? {
+                    match rule.check(request)? {
                         None => return Ok(None),
                         Some(Mismatch(reason)) => reasons.push(reason),
                     }
                 }
                 Ok(Some(Mismatch(format!("none held: {}", reasons.join("; ")))))
             }
-            Rule::Not(rule) => Ok(match rule.evaluate(request)? {
+            Rule::Not(rule) => Ok(match rule.check(request)? {
                 Some(_) => None,
                 None => Some(Mismatch(format!("`not` rule held inside: {rule}"))),
             }),
@@ -83,10 +110,10 @@ impl Condition {
             Condition::In(options) => options.iter().any(|option| option == value),
             Condition::Matches(regex) => regex.is_match(value),
             Condition::Exists(wanted) => *wanted,
-            Condition::Cidr(networks) => value
-                .trim()
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| networks.iter().any(|network| network.contains(&ip))),
+            Condition::Cidr(networks) => value.trim().parse::<IpAddr>().is_ok_and(|ip| {
+                let ip = ip.to_canonical();
+                networks.iter().any(|network| network.contains(&ip))
+            }),
         }
     }
 }
@@ -211,6 +238,55 @@ mod tests {
             let got = rule.evaluate(&request).unwrap().is_none();
             assert_eq!(got, expected, "{rule}");
         }
+    }
+
+    #[test]
+    fn a_rule_on_an_unknown_client_address_never_holds() {
+        let cidr = || Condition::Cidr(vec!["203.0.113.0/24".parse().unwrap()]);
+        let address = || leaf("request.remote_ip", cidr());
+        let not = |rule: Rule| Rule::Not(Box::new(rule));
+        let held = || leaf("payload.ref", Condition::Equals("refs/heads/main".into()));
+        let failed = || leaf("payload.ref", Condition::Equals("refs/heads/dev".into()));
+        // Each of these would hold for some address: none may hold for an unknown one.
+        let closed = [
+            address(),
+            not(address()),
+            not(not(address())),
+            leaf("request.remote_ip", Condition::Exists(false)),
+            leaf("request.remote_ip", Condition::Exists(true)),
+            Rule::Any(vec![failed(), not(address())]),
+            Rule::Any(vec![not(address()), held()]),
+            Rule::All(vec![held(), not(address())]),
+            not(Rule::All(vec![held(), address()])),
+            not(Rule::Any(vec![failed(), address()])),
+        ];
+        let unknown = RequestContext {
+            remote_ip: None,
+            ..request()
+        };
+        for rule in closed {
+            let Ok(Some(Mismatch(reason))) = rule.evaluate(&unknown) else {
+                panic!("{rule} held for an unknown address")
+            };
+            assert!(
+                reason.contains("client address is unknown"),
+                "{rule}: {reason}"
+            );
+        }
+        // A rule decided before the address is read does not read it.
+        let decided = [
+            (Rule::Any(vec![held(), address()]), true),
+            (Rule::All(vec![failed(), not(address())]), false),
+        ];
+        for (rule, holds) in decided {
+            assert_eq!(rule.evaluate(&unknown).unwrap().is_none(), holds, "{rule}");
+        }
+        // An IPv4-mapped value is the IPv4 address it holds.
+        let mapped = RequestContext {
+            remote_ip: Some("::ffff:203.0.113.9".parse().unwrap()),
+            ..request()
+        };
+        assert_eq!(address().evaluate(&mapped), Ok(None));
     }
 
     #[test]

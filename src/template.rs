@@ -67,7 +67,11 @@ impl Template {
                     reference,
                     fallback,
                 } => {
-                    let values = request.values(reference)?;
+                    let values = match request.values(reference) {
+                        // A value the request cannot tell is missing here: the fallback applies.
+                        Err(ValueError::AddressUnknown) => Vec::new(),
+                        values => values?,
+                    };
                     match (values.into_iter().next(), fallback) {
                         (Some(value), _) => out.push_str(&value),
                         (None, Some(fallback)) => out.push_str(fallback),
@@ -136,6 +140,12 @@ mod tests {
             (
                 "{{ header.X-None }}",
                 Err(RenderError::Missing("header.x-none".into())),
+            ),
+            // The request has no known client address.
+            ("{{ request.remote_ip | \"unknown\" }}", Ok("unknown")),
+            (
+                "{{ request.remote_ip }}",
+                Err(RenderError::Missing("request.remote_ip".into())),
             ),
         ];
         for (text, expected) in cases {

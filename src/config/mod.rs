@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde_yaml::Value;
 
 use self::decode::Decoder;
@@ -28,6 +27,7 @@ use crate::template::Template;
 
 pub use self::hook::RESERVED_ENV;
 pub use self::secret::{Secret, Secrets};
+pub use self::server::TrustedProxies;
 
 /// A loaded, valid configuration.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ pub struct ServerSettings {
     /// Starts with `/` and has no trailing `/` (empty for the root).
     pub base_path: String,
     pub state_dir: PathBuf,
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: TrustedProxies,
     pub max_body: u64,
     pub max_jobs: usize,
     pub max_pending: usize,
@@ -225,6 +225,7 @@ fn decode_document(decoder: &mut Decoder<'_>, document: &Value, file: &Path) -> 
     };
     let hooks = hook::decode_all(decoder, hooks_value, &hooks_path, server.as_ref());
     let (server, hooks) = (server?, hooks?);
+    when::warn_about_unseen_addresses(decoder, &server, &hooks, &hooks_path);
     let by_id = hooks
         .iter()
         .map(|hook| (hook.id.clone(), Arc::clone(hook)))

@@ -1,7 +1,9 @@
 //! The optional `server:` section and its defaults.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::{IpNet, Ipv4Net};
 use serde_yaml::Value;
 
 use super::decode::Decoder;
@@ -28,7 +30,7 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         listen: vec![DEFAULT_LISTEN.to_string()],
         base_path: "/hooks".into(),
         state_dir: decoder.base_dir().join(".hookrunner"),
-        trusted_proxies: Vec::new(),
+        trusted_proxies: TrustedProxies::default(),
         max_body: 10 << 20,
         max_jobs: 8,
         max_pending: 10_000,
@@ -85,13 +87,20 @@ pub fn decode(
     if let Some((value, path)) = fields.get("trusted_proxies") {
         let entries = decoder.string_list(value, &path).unwrap_or_default();
         for (index, entry) in entries.iter().enumerate() {
-            match parse_network(entry) {
-                Some(network) => settings.trusted_proxies.push(network),
-                None => decoder.error(
+            let trusted = &mut settings.trusted_proxies;
+            match (entry.trim(), parse_network(entry)) {
+                ("unix", _) => trusted.unix = true,
+                (_, Some(network)) => trusted.networks.push(network),
+                (text, None) if text.starts_with("unix:") => decoder.error(
+                    &path.index(index),
+                    Part::Value,
+                    format!("`{entry}`: write `unix` alone; it trusts whoever connects to any `unix:` listener"),
+                ),
+                (_, None) => decoder.error(
                     &path.index(index),
                     Part::Value,
                     format!(
-                        "`{entry}` is not an address or CIDR range, such as `10.0.0.0/8` or `::1`"
+                        "`{entry}` is not an address or CIDR range, such as `10.0.0.0/8` or `::1`, nor `unix` (the proxy on a `unix:` listener)"
                     ),
                 ),
             }
@@ -149,12 +158,77 @@ pub fn decode(
     clean.then_some(settings)
 }
 
-/// An address or CIDR range; a bare address is a range of one.
-pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+/// Who may speak for the client (`server.trusted_proxies`): proxy addresses and ranges, and, with
+/// `unix`, whoever connects to a `unix:` listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    pub networks: Vec<IpNet>,
+    pub unix: bool,
+}
+
+impl TrustedProxies {
+    /// Whether an address is a trusted proxy's; an IPv4-mapped one counts as the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.networks.iter().any(|network| network.contains(&ip))
+    }
+}
+
+/// An address or CIDR range; a bare address is a range of one. An IPv4-mapped range
+/// (`::ffff:10.0.0.0/104`) is the IPv4 range, since addresses are compared as IPv4.
+pub fn parse_network(text: &str) -> Option<IpNet> {
     let text = text.trim();
-    text.parse().ok().or_else(|| {
-        text.parse::<std::net::IpAddr>()
-            .ok()
-            .map(ipnet::IpNet::from)
+    let network = text
+        .parse()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))?;
+    Some(match network {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(network, IpNet::V4),
+        network => network,
     })
+}
+
+/// Whether every listener is a unix socket that no trusted proxy speaks for, so that no client
+/// address is ever known (`check` warns about rules on `request.remote_ip` then).
+pub fn sees_no_client_address(settings: &ServerSettings) -> bool {
+    !settings.trusted_proxies.unix
+        && settings
+            .listen
+            .iter()
+            .all(|address| address.starts_with("unix:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_networks_and_takes_ipv4_mapped_ones_as_ipv4() {
+        let cases = [
+            ("10.0.0.0/8", Some("10.0.0.0/8")),
+            (" 192.0.2.1 ", Some("192.0.2.1/32")),
+            ("::1", Some("::1/128")),
+            ("2001:db8::/32", Some("2001:db8::/32")),
+            ("::ffff:10.0.0.0/104", Some("10.0.0.0/8")),
+            ("::ffff:127.0.0.1", Some("127.0.0.1/32")),
+            ("::/0", Some("::/0")),
+            ("unix", None),
+            ("localhost", None),
+            ("10.0.0.0/33", None),
+        ];
+        for (text, expected) in cases {
+            let got = parse_network(text).map(|network| network.to_string());
+            assert_eq!(got.as_deref(), expected, "{text}");
+        }
+        let trusted = TrustedProxies {
+            networks: vec!["127.0.0.1/32".parse().unwrap()],
+            unix: false,
+        };
+        assert!(trusted.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!trusted.contains("::1".parse().unwrap()));
+    }
 }

@@ -1,13 +1,16 @@
 //! The `when:` block: `all`, `any`, `not` and leaves mapping a reference to a condition.
 //! A mapping with several keys means all of them. Regexes are compiled here, once.
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use regex::Regex;
 use serde_yaml::Value;
 
 use super::decode::{key_text, scalar_text, Decoder};
-use super::server::parse_network;
+use super::server::{parse_network, sees_no_client_address};
 use super::source_map::{Part, YamlPath};
+use super::{Hook, ServerSettings};
 use crate::reference::Reference;
 use crate::rules::{Condition, Rule};
 
@@ -168,6 +171,36 @@ fn decode_condition(
                 }
             }
             Some(Condition::Cidr(networks))
+        }
+    }
+}
+
+/// Warns about each hook whose `when` reads `request.remote_ip` where no client address can ever
+/// be known (every listener a unix socket that no trusted proxy speaks for): such a `when` never
+/// holds. Listeners handed over by systemd are not known here.
+pub fn warn_about_unseen_addresses(
+    decoder: &mut Decoder<'_>,
+    server: &ServerSettings,
+    hooks: &[Arc<Hook>],
+    hooks_path: &YamlPath,
+) {
+    if !sees_no_client_address(server) {
+        return;
+    }
+    for (index, hook) in hooks.iter().enumerate() {
+        if hook
+            .when
+            .as_ref()
+            .is_some_and(|rule| rule.reads(&Reference::RemoteIp))
+        {
+            decoder.warning(
+                &hooks_path.index(index).key("when"),
+                Part::Key,
+                format!(
+                    "hook `{}` reads `request.remote_ip` in `when`, but every `listen` address is a `unix:` socket and `server.trusted_proxies` does not list `unix`, so the client address is always unknown and `when` never holds; add `unix` to `trusted_proxies` if the proxy in front sets `X-Forwarded-For`",
+                    hook.id
+                ),
+            );
         }
     }
 }

@@ -105,7 +105,26 @@ pub async fn get_log(
     Ok(response.body(bytes))
 }
 
-/// Checks `Authorization: Bearer <admin_token>` in constant time.
+/// The route a job path falls to when called with another method: 405, naming the one it takes
+/// in `Allow`.
+pub fn wrong_method(allow: &'static str) -> actix_web::Route {
+    web::to(move |request: HttpRequest| async move {
+        Err::<HttpResponse, _>(
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "`{}` accepts {allow}, not {}",
+                    request.path(),
+                    request.method()
+                ),
+            )
+            .with_header(header::ALLOW, allow),
+        )
+    })
+}
+
+/// Checks `Authorization: Bearer <admin_token>` in constant time; the scheme's case does not matter.
 fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
     let config = state.config();
     let Some(expected) = &config.server.admin_token else {
@@ -119,8 +138,10 @@ fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(), ApiError
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
     match given {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

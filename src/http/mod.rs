@@ -53,18 +53,29 @@ pub struct HookOutcome {
 
 /// The routes. Hooks are a scope on the static `base_path` whose handler reads the id itself, and
 /// the job routes sit under a static `/jobs` scope, so a hook request is routed by prefix compares
-/// alone, without the pattern matching dynamic segments need.
+/// alone, without the pattern matching dynamic segments need. Each job path is a resource that
+/// answers another method with 405 (`Scope::route` would move the method guard onto the path, and
+/// a wrong method would fall through to 404).
 pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
+    let job_route = |path: &str, route: actix_web::Route, allow: &'static str| {
+        web::resource(path)
+            .route(route)
+            .default_service(jobs::wrong_method(allow))
+    };
     config
         .route("/healthz", web::get().to(jobs::healthz))
         .route("/readyz", web::get().to(jobs::readyz))
         .route("/metrics", web::get().to(jobs::metrics))
         .service(
             web::scope("/jobs")
-                .route("", web::get().to(jobs::list_jobs))
-                .route("/{id}", web::get().to(jobs::get_job))
-                .route("/{id}/log", web::get().to(jobs::get_log))
-                .route("/{id}/cancel", web::post().to(jobs::cancel_job)),
+                .service(job_route("", web::get().to(jobs::list_jobs), "GET"))
+                .service(job_route("/{id}", web::get().to(jobs::get_job), "GET"))
+                .service(job_route("/{id}/log", web::get().to(jobs::get_log), "GET"))
+                .service(job_route(
+                    "/{id}/cancel",
+                    web::post().to(jobs::cancel_job),
+                    "POST",
+                )),
         )
         .service(web::scope(base_path).default_service(web::to(trigger::trigger)))
         .default_service(web::to(not_found));
@@ -109,7 +120,7 @@ pub async fn request_middleware(
                 )
             }),
     );
-    let peer = request.peer_addr().map(|address| address.ip());
+    let peer = client::Peer::from_socket(request.peer_addr());
     let info = ClientInfo {
         request_id: client::request_id(peer, &forwarded, &trusted),
         remote_ip: client::client_ip(peer, &forwarded, &trusted),
@@ -140,7 +151,7 @@ pub async fn request_middleware(
     }
     tracing::info!(
         request_id = %info.request_id,
-        client = %info.remote_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        client = %info.remote_ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()),
         method = %method,
         path = %path,
         hook = outcome.as_ref().map(|o| o.hook.as_str()).unwrap_or(""),

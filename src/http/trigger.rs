@@ -248,7 +248,11 @@ fn dedupe_key(hook: &Hook, context: &RequestContext) -> Option<String> {
 }
 
 fn bad_body(error: ValueError) -> (ApiError, &'static str) {
-    let ValueError::BodyUnparsable(reason) = error;
+    let reason = match error {
+        ValueError::BodyUnparsable(reason) => reason,
+        // Not reached: rules and templates never pass an unknown address up.
+        ValueError::AddressUnknown => error.to_string(),
+    };
     (
         ApiError::new(StatusCode::BAD_REQUEST, "bad_body", reason),
         "bad_body",

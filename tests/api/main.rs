@@ -3,7 +3,10 @@
 mod abuse;
 mod answers;
 mod check;
+mod client_address;
+mod empty_body;
 mod helpers;
+mod job_routes;
 mod jobs;
 mod lifecycle;
 mod operations;
