@@ -17,9 +17,9 @@ use crate::job::{now_ms, to_json};
 use crate::runner::StreamKind;
 use crate::store::JobRecord;
 
-/// The most a `log?follow=1` reader reads from the log file at a time: the file is its backlog, so a
-/// reader that does not keep up costs disk, not memory.
-const FOLLOW_READ_SIZE: usize = 64 << 10;
+/// The most a log reader (`GET /jobs/{id}/log`, with or without `follow`) reads from the file at a
+/// time: the file is its backlog, so a reader that does not keep up costs disk, not memory.
+const LOG_READ_SIZE: usize = 64 << 10;
 
 /// Whether the client asked for server-sent events.
 fn wants_events(request: &HttpRequest) -> bool {
@@ -220,7 +220,24 @@ pub fn follow_log(
     })
 }
 
-/// Reads at most `FOLLOW_READ_SIZE` bytes of the log from `offset`, opening it the first time.
+/// A job's log as it is now, a bounded piece at a time: a client that reads slowly holds the file
+/// open, not a copy of it in memory. A job without output has no log file: an empty body.
+pub fn read_log(path: PathBuf) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    stream::unfold(Some((path, None, 0u64)), |state| async move {
+        let (path, mut file, offset) = state?;
+        match read_piece(&path, &mut file, offset).await {
+            Ok(piece) if piece.is_empty() => None,
+            Ok(piece) => {
+                let next = offset + piece.len() as u64;
+                Some((Ok(piece), Some((path, file, next))))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => Some((Err(error), None)),
+        }
+    })
+}
+
+/// Reads at most `LOG_READ_SIZE` bytes of the log from `offset`, opening it the first time.
 async fn read_piece(
     path: &PathBuf,
     file: &mut Option<tokio::fs::File>,
@@ -234,8 +251,8 @@ async fn read_piece(
             file.insert(opened)
         }
     };
-    let mut piece = BytesMut::with_capacity(FOLLOW_READ_SIZE);
-    while piece.len() < FOLLOW_READ_SIZE {
+    let mut piece = BytesMut::with_capacity(LOG_READ_SIZE);
+    while piece.len() < LOG_READ_SIZE {
         if file.read_buf(&mut piece).await? == 0 {
             break;
         }
