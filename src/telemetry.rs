@@ -1,5 +1,10 @@
 //! Log setup: `tracing` to stderr, as text for people or JSON for machines. `RUST_LOG` refines it.
+//! The HTTP stack's per-connection errors are summarised (`noise`), so no client can flood the log.
 
+mod noise;
+
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -14,7 +19,12 @@ pub fn init(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(colour);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.finish().with(noise::layer()).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(noise::layer())
+            .try_init(),
     };
 }

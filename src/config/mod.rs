@@ -54,6 +54,8 @@ pub struct ServerSettings {
     pub state_dir: PathBuf,
     pub trusted_proxies: TrustedProxies,
     pub max_body: u64,
+    /// How long a client may take to send a whole body (408 beyond).
+    pub body_timeout: Duration,
     pub max_jobs: usize,
     pub max_pending: usize,
     pub retention: Retention,

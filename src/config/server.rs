@@ -17,6 +17,7 @@ const KEYS: &[&str] = &[
     "state_dir",
     "trusted_proxies",
     "max_body",
+    "body_timeout",
     "max_jobs",
     "max_pending",
     "retention",
@@ -32,6 +33,7 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         state_dir: decoder.base_dir().join(".hookrunner"),
         trusted_proxies: TrustedProxies::default(),
         max_body: 10 << 20,
+        body_timeout: Duration::from_secs(60),
         max_jobs: 8,
         max_pending: 10_000,
         retention: Retention {
@@ -108,6 +110,17 @@ pub fn decode(
     }
     if let Some((value, path)) = fields.get("max_body") {
         settings.max_body = decoder.size(value, &path).unwrap_or(settings.max_body);
+    }
+    if let Some((value, path)) = fields.get("body_timeout") {
+        match decoder.duration(value, &path) {
+            Some(timeout) if timeout.is_zero() => decoder.error(
+                &path,
+                Part::Value,
+                "`body_timeout` must be longer than zero, such as `60s`",
+            ),
+            Some(timeout) => settings.body_timeout = timeout,
+            None => {}
+        }
     }
     if let Some((value, path)) = fields.get("max_jobs") {
         settings.max_jobs = decoder.number(value, &path, 1, 100_000).unwrap_or(8) as usize;

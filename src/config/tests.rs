@@ -68,6 +68,11 @@ fn a_full_config_loads_with_every_setting() {
     assert_eq!(config.server.base_path, "/hooks");
     assert_eq!(config.server.listen.len(), 2);
     assert_eq!(config.server.max_body, 1 << 20);
+    assert_eq!(
+        config.server.body_timeout,
+        Duration::from_secs(60),
+        "the default"
+    );
     assert_eq!(config.server.retention.max_jobs, 50);
     let hook = config.hook("deploy-site").expect("the hook");
     assert_eq!(hook.methods, ["POST", "PUT"]);
@@ -113,6 +118,10 @@ fn each_problem_is_reported_at_its_line_and_column() {
         (
             "server: {max_body: 10MB_}\nhooks: []\n",
             "hooks.yaml:1:20: `10MB_` is not a size",
+        ),
+        (
+            "server: {body_timeout: 0s}\nhooks: []\n",
+            "hooks.yaml:1:24: `body_timeout` must be longer than zero, such as `60s`",
         ),
         (
             "hooks:\n  - id: a\n    signature: {github: {secret: env:MISSING_SECRET}}\n    run: {command: [x]}\n",

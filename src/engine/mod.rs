@@ -6,6 +6,7 @@
 //! that is never held across an await. Finished jobs live only in the store.
 
 mod lanes;
+mod live;
 mod sink;
 
 use std::collections::HashMap;
@@ -23,7 +24,8 @@ use crate::runner;
 use crate::store::{Committed, Durability, JobRecord, JobUpdate, Store, StoreError};
 
 use self::lanes::{Admission, Lanes};
-pub use self::sink::{Chunk, JobSink};
+pub use self::live::{Chunk, Item, LiveReader};
+pub use self::sink::JobSink;
 
 /// Why a job was not accepted. Nothing was recorded or run.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +69,7 @@ pub struct JobHandle {
     pub committed: Option<Committed>,
     /// The job's output as it comes, subscribed before the job could start, so nothing is missed;
     /// only when the submission asked to `follow`.
-    pub output: Option<tokio::sync::broadcast::Receiver<Chunk>>,
+    pub output: Option<LiveReader>,
 }
 
 /// What cancelling a job did.

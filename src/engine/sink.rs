@@ -1,5 +1,6 @@
 //! Where a running job's output goes: the capture for answers, the job's log file (capped at
-//! `max_output`, then one marker while the pipes keep draining), and live followers.
+//! `max_output`, then one marker while the pipes keep draining), and live readers (each with a
+//! bounded backlog, see `live`).
 
 use std::fs::File;
 use std::io::Write as _;
@@ -7,23 +8,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
+use super::live::{Chunk, LiveOutput, LiveReader, BACKLOG_LIMIT};
 use crate::runner::{CappedOutput, OutputSink, StreamKind};
-
-/// One piece of output as it came, for `stream` answers.
-#[derive(Clone, Debug)]
-pub struct Chunk {
-    pub stream: StreamKind,
-    pub data: Bytes,
-}
 
 pub struct JobSink {
     capture: CappedOutput,
     log: Mutex<LogFile>,
-    /// Only for a job whose output someone follows as it comes (a `stream` answer): the channel
-    /// holds `LIVE_CAPACITY` slots, which most jobs would allocate for nothing.
-    live: Option<broadcast::Sender<Chunk>>,
+    /// Only for a job whose output someone follows as it comes (a `stream` answer); the others
+    /// copy no chunk for nobody.
+    live: Option<LiveOutput>,
     /// Bytes in the log file so far; followers wait on it instead of polling.
     log_len: watch::Sender<u64>,
 }
@@ -38,9 +33,6 @@ struct LogFile {
     max: u64,
     truncated: bool,
 }
-
-/// How many chunks a slow `stream` client may fall behind before it misses some (the log keeps all).
-const LIVE_CAPACITY: usize = 1024;
 
 impl JobSink {
     /// A sink whose log file is created at `path` when the first output arrives. A file that
@@ -57,14 +49,14 @@ impl JobSink {
                 max: max_output,
                 truncated: false,
             }),
-            live: live.then(|| broadcast::channel(LIVE_CAPACITY).0),
+            live: live.then(|| LiveOutput::new(BACKLOG_LIMIT)),
             log_len: watch::channel(0).0,
         }
     }
 
     /// The output from now on, chunk by chunk; `None` for a sink created without `live`.
-    pub fn subscribe(&self) -> Option<broadcast::Receiver<Chunk>> {
-        self.live.as_ref().map(broadcast::Sender::subscribe)
+    pub fn subscribe(&self) -> Option<LiveReader> {
+        self.live.as_ref().map(LiveOutput::subscribe)
     }
 
     pub fn log_len(&self) -> watch::Receiver<u64> {
@@ -85,7 +77,7 @@ impl OutputSink for JobSink {
         self.capture.write(stream, data);
         if let Some(live) = &self.live {
             // Nobody listening any more is normal: the `stream` client may have gone.
-            let _ = live.send(Chunk {
+            live.send(Chunk {
                 stream,
                 data: Bytes::copy_from_slice(data),
             });
@@ -154,8 +146,12 @@ mod tests {
             "123456789a\n[hookrunner: output truncated after 10 bytes]\n"
         );
         assert_eq!(*length.borrow(), text.len() as u64);
-        assert_eq!(live.try_recv().unwrap().data.as_ref(), b"12345");
-        assert_eq!(live.try_recv().unwrap().stream, StreamKind::Stderr);
+        let next = |live: &mut LiveReader| match live.try_next() {
+            Some(super::super::live::Item::Output(chunk)) => chunk,
+            other => panic!("expected output, got {other:?}"),
+        };
+        assert_eq!(next(&mut live).data.as_ref(), b"12345");
+        assert_eq!(next(&mut live).stream, StreamKind::Stderr);
         assert_eq!(sink.stdout(), b"12345");
     }
 }

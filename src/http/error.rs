@@ -12,6 +12,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra headers the answer needs (`Allow` on 405, `Retry-After` on 503).
     pub headers: Vec<(header::HeaderName, String)>,
+    /// Close the connection after this answer (`Connection: close`).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -21,11 +23,18 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
+            close: false,
         }
     }
 
     pub fn with_header(mut self, name: header::HeaderName, value: impl Into<String>) -> ApiError {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Closes the connection after the answer, for a request whose body was left unread.
+    pub fn closing(mut self) -> ApiError {
+        self.close = true;
         self
     }
 }
@@ -47,6 +56,9 @@ impl ResponseError for ApiError {
             if let Ok(value) = HeaderValue::from_str(value) {
                 response.insert_header((name.clone(), value));
             }
+        }
+        if self.close {
+            response.force_close();
         }
         response.json(json!({"error": self.code, "message": self.message}))
     }

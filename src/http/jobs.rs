@@ -100,9 +100,8 @@ pub async fn get_log(
     if state.engine.get(&id).await.map_err(store_error)?.is_none() {
         return Err(job_not_found());
     }
-    let bytes = tokio::fs::read(&path).await.unwrap_or_default();
     let mut response = text;
-    Ok(response.body(bytes))
+    Ok(response.streaming(stream::read_log(path)))
 }
 
 /// The route a job path falls to when called with another method: 405, naming the one it takes

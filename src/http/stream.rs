@@ -7,16 +7,19 @@ use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, Stream};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::engine::{Chunk, JobSink};
+use crate::engine::{Chunk, Item, JobSink, LiveReader};
 use crate::job::{now_ms, to_json};
 use crate::runner::StreamKind;
 use crate::store::JobRecord;
+
+/// The most a log reader (`GET /jobs/{id}/log`, with or without `follow`) reads from the file at a
+/// time: the file is its backlog, so a reader that does not keep up costs disk, not memory.
+const LOG_READ_SIZE: usize = 64 << 10;
 
 /// Whether the client asked for server-sent events.
 fn wants_events(request: &HttpRequest) -> bool {
@@ -32,7 +35,7 @@ fn wants_events(request: &HttpRequest) -> bool {
 /// submitted to `follow` has.
 pub fn respond(
     request: &HttpRequest,
-    output: broadcast::Receiver<Chunk>,
+    output: LiveReader,
     record: watch::Receiver<JobRecord>,
 ) -> HttpResponse {
     let events = wants_events(request);
@@ -50,14 +53,14 @@ pub fn respond(
 }
 
 struct Live {
-    output: broadcast::Receiver<Chunk>,
+    output: LiveReader,
     record: watch::Receiver<JobRecord>,
     events: bool,
     done: bool,
 }
 
 fn output_stream(
-    output: broadcast::Receiver<Chunk>,
+    output: LiveReader,
     record: watch::Receiver<JobRecord>,
     events: bool,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
@@ -76,27 +79,20 @@ fn output_stream(
             if finished {
                 // The runner hands over all output before the job is marked finished, so what is
                 // left is already in the channel.
-                let mut rest = Vec::new();
-                loop {
-                    match live.output.try_recv() {
-                        Ok(chunk) => rest.extend_from_slice(&render(&chunk, live.events)),
-                        Err(TryRecvError::Lagged(skipped)) => {
-                            rest.extend_from_slice(&skipped_note(skipped, live.events))
-                        }
-                        Err(_) => break,
-                    }
+                let mut rest = BytesMut::new();
+                while let Some(item) = live.output.try_next() {
+                    rest.extend_from_slice(&render(item, live.events));
                 }
                 let last = exit_line(&live.record.borrow(), live.events);
                 rest.extend_from_slice(&last);
                 live.done = true;
-                return Some((Ok(Bytes::from(rest)), live));
+                return Some((Ok(rest.freeze()), live));
             }
             tokio::select! {
-                chunk = live.output.recv() => match chunk {
-                    Ok(chunk) => return Some((Ok(render(&chunk, live.events)), live)),
-                    Err(RecvError::Lagged(skipped)) => return Some((Ok(skipped_note(skipped, live.events)), live)),
-                    // The sink lives as long as the job; a closed channel means the job is gone.
-                    Err(RecvError::Closed) => live.done = true,
+                item = live.output.next() => match item {
+                    Some(item) => return Some((Ok(render(item, live.events)), live)),
+                    // The sink lives as long as the job; ended output means the job is gone.
+                    None => live.done = true,
                 },
                 changed = live.record.changed() => if changed.is_err() { live.done = true },
             }
@@ -108,7 +104,14 @@ fn output_stream(
     })
 }
 
-fn render(chunk: &Chunk, events: bool) -> Bytes {
+fn render(item: Item, events: bool) -> Bytes {
+    match item {
+        Item::Output(chunk) => render_chunk(&chunk, events),
+        Item::Skipped(bytes) => skipped_note(bytes, events),
+    }
+}
+
+fn render_chunk(chunk: &Chunk, events: bool) -> Bytes {
     if !events {
         return chunk.data.clone();
     }
@@ -119,24 +122,29 @@ fn render(chunk: &Chunk, events: bool) -> Bytes {
     Bytes::from(event(name, &String::from_utf8_lossy(&chunk.data)))
 }
 
-fn skipped_note(skipped: u64, events: bool) -> Bytes {
-    let note = format!(
-        "[hookrunner: this client fell behind and missed {skipped} chunks; the job log has them]\n"
-    );
+/// Where a reader that fell behind missed output. On its own line, since the output before it may
+/// have stopped mid-line.
+fn skipped_note(bytes: u64, events: bool) -> Bytes {
+    let note = format!("[hookrunner: {bytes} bytes of output skipped: this reader fell behind]");
     if events {
         Bytes::from(event("stderr", &note))
     } else {
-        Bytes::from(note)
+        Bytes::from(format!("\n{note}\n"))
     }
 }
 
-/// One SSE event; each line of the text becomes a `data:` line.
+/// One SSE event; each line of the text becomes a `data:` line. Lines end at CR, LF or CRLF, as
+/// they do for the client's parser, so no output can end a `data:` line and start a field or an
+/// event of its own.
 fn event(name: &str, text: &str) -> String {
-    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix(['\n', '\r']))
+        .unwrap_or(text);
     let mut out = format!("event: {name}\n");
-    for line in text.split('\n') {
+    for line in text.split("\r\n").flat_map(|line| line.split(['\r', '\n'])) {
         out.push_str("data: ");
-        out.push_str(line.strip_suffix('\r').unwrap_or(line));
+        out.push_str(line);
         out.push('\n');
     }
     out.push('\n');
@@ -154,7 +162,7 @@ fn exit_line(record: &JobRecord, events: bool) -> Bytes {
     Bytes::from(line)
 }
 
-/// Follows a job's log file from the start until the job ends.
+/// Follows a job's log file from the start until the job ends, a bounded piece at a time.
 pub fn follow_log(
     path: PathBuf,
     record: watch::Receiver<JobRecord>,
@@ -162,6 +170,8 @@ pub fn follow_log(
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
     struct Follow {
         path: PathBuf,
+        /// Opened once the log has output (it is created at the first output).
+        file: Option<tokio::fs::File>,
         offset: u64,
         record: watch::Receiver<JobRecord>,
         length: watch::Receiver<u64>,
@@ -171,6 +181,7 @@ pub fn follow_log(
     }
     let follow = Follow {
         path,
+        file: None,
         offset: 0,
         length: sink.log_len(),
         record,
@@ -186,10 +197,10 @@ pub fn follow_log(
             let finished = follow.record.borrow_and_update().status.is_final() || follow.gone;
             let available = *follow.length.borrow_and_update();
             if available > follow.offset {
-                match read_from(&follow.path, follow.offset).await {
+                match read_piece(&follow.path, &mut follow.file, follow.offset).await {
                     Ok(bytes) if !bytes.is_empty() => {
                         follow.offset += bytes.len() as u64;
-                        return Some((Ok(Bytes::from(bytes)), follow));
+                        return Some((Ok(bytes), follow));
                     }
                     Ok(_) => {}
                     Err(error) => {
@@ -209,12 +220,44 @@ pub fn follow_log(
     })
 }
 
-async fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<Vec<u8>> {
-    let mut file = tokio::fs::File::open(path).await?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).await?;
-    Ok(bytes)
+/// A job's log as it is now, a bounded piece at a time: a client that reads slowly holds the file
+/// open, not a copy of it in memory. A job without output has no log file: an empty body.
+pub fn read_log(path: PathBuf) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    stream::unfold(Some((path, None, 0u64)), |state| async move {
+        let (path, mut file, offset) = state?;
+        match read_piece(&path, &mut file, offset).await {
+            Ok(piece) if piece.is_empty() => None,
+            Ok(piece) => {
+                let next = offset + piece.len() as u64;
+                Some((Ok(piece), Some((path, file, next))))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => Some((Err(error), None)),
+        }
+    })
+}
+
+/// Reads at most `LOG_READ_SIZE` bytes of the log from `offset`, opening it the first time.
+async fn read_piece(
+    path: &PathBuf,
+    file: &mut Option<tokio::fs::File>,
+    offset: u64,
+) -> std::io::Result<Bytes> {
+    let file = match file {
+        Some(file) => file,
+        None => {
+            let mut opened = tokio::fs::File::open(path).await?;
+            opened.seek(std::io::SeekFrom::Start(offset)).await?;
+            file.insert(opened)
+        }
+    };
+    let mut piece = BytesMut::with_capacity(LOG_READ_SIZE);
+    while piece.len() < LOG_READ_SIZE {
+        if file.read_buf(&mut piece).await? == 0 {
+            break;
+        }
+    }
+    Ok(piece.freeze())
 }
 
 #[cfg(test)]
@@ -222,11 +265,23 @@ mod tests {
     use super::event;
 
     #[test]
-    fn events_put_each_line_in_a_data_field() {
-        assert_eq!(
-            event("stdout", "a\nb\n"),
-            "event: stdout\ndata: a\ndata: b\n\n"
-        );
-        assert_eq!(event("exit", "{}"), "event: exit\ndata: {}\n\n");
+    fn events_put_each_line_in_a_data_field_whatever_ends_it() {
+        // (output, the event sent for it)
+        let cases = [
+            ("a\nb\n", "event: stdout\ndata: a\ndata: b\n\n"),
+            ("{}", "event: stdout\ndata: {}\n\n"),
+            ("a\r\nb\r\n", "event: stdout\ndata: a\ndata: b\n\n"),
+            ("a\rb\r", "event: stdout\ndata: a\ndata: b\n\n"),
+            ("a\n\rb", "event: stdout\ndata: a\ndata: \ndata: b\n\n"),
+            ("a\r\r\nb", "event: stdout\ndata: a\ndata: \ndata: b\n\n"),
+            (
+                "a\revent: exit\rdata: {}\r\r",
+                "event: stdout\ndata: a\ndata: event: exit\ndata: data: {}\ndata: \n\n",
+            ),
+            ("\n", "event: stdout\ndata: \n\n"),
+        ];
+        for (output, expected) in cases {
+            assert_eq!(event("stdout", output), expected, "output {output:?}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `{base_path}/{id}`: the request path of a hook. The checks run in the order SPEC §8 gives:
 //! hook exists → method → body size → signature → `when` → capacity → run.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
@@ -9,6 +9,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::{stream, with_outcome, ApiError, AppState, ClientInfo};
 use crate::command::{self, BuildError};
@@ -21,7 +22,7 @@ use crate::signature::SignedRequest;
 use crate::template::RenderError;
 
 /// How long a client may take between two chunks of its body before it is cut off.
-const BODY_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const BODY_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn trigger(
     request: HttpRequest,
@@ -77,7 +78,8 @@ async fn handle(
         return Err((error, "method_not_allowed"));
     }
 
-    let body = read_body(request, payload, hook).await?;
+    let body_timeout = state.config().server.body_timeout;
+    let body = read_body(request, payload, hook, body_timeout).await?;
     let headers = Headers::new(request.headers().iter().map(|(name, value)| {
         (
             name.as_str().to_string(),
@@ -259,11 +261,13 @@ fn bad_body(error: ValueError) -> (ApiError, &'static str) {
     )
 }
 
-/// Reads the body up to the hook's limit: 413 as soon as it is known to be larger.
+/// Reads the body up to the hook's limit: 413 as soon as it is known to be larger, 408 when the
+/// whole of it takes longer than `body_timeout` (however steadily it trickles in).
 async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     hook: &Hook,
+    body_timeout: Duration,
 ) -> Result<Bytes, (ApiError, &'static str)> {
     let limit = hook.max_body;
     let too_large = || {
@@ -283,19 +287,39 @@ async fn read_body(
         return Err(too_large());
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 10) as usize);
+    let deadline = Instant::now() + body_timeout;
     loop {
-        let chunk = match tokio::time::timeout(BODY_CHUNK_TIMEOUT, payload.next()).await {
-            Err(_) => return Err(incomplete("the client stopped sending the body")),
-            Ok(None) => break,
-            Ok(Some(Err(error))) => return Err(incomplete(&error.to_string())),
-            Ok(Some(Ok(chunk))) => chunk,
-        };
+        let chunk_deadline = Instant::now() + BODY_CHUNK_TIMEOUT;
+        let chunk =
+            match tokio::time::timeout_at(chunk_deadline.min(deadline), payload.next()).await {
+                Err(_) if chunk_deadline < deadline => {
+                    return Err(incomplete("the client stopped sending the body"))
+                }
+                Err(_) => return Err(too_slow(body_timeout)),
+                Ok(None) => break,
+                Ok(Some(Err(error))) => return Err(incomplete(&error.to_string())),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// The rest of the body is never read, so the connection cannot carry another request.
+fn too_slow(body_timeout: Duration) -> (ApiError, &'static str) {
+    let error = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the body did not arrive within the `body_timeout` of {}; send it faster, or raise `server.body_timeout`",
+            humantime::format_duration(body_timeout)
+        ),
+    )
+    .closing();
+    (error, "body_timeout")
 }
 
 fn incomplete(reason: &str) -> (ApiError, &'static str) {

@@ -243,3 +243,22 @@ pub async fn eventually_status(url: &str, method: reqwest::Method, expected: u16
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+impl Binary {
+    /// Like `spawn`, under `ulimit -n limit`: a shell lowers the open-file limit, then execs the binary.
+    pub fn spawn_with_file_limit(limit: u32, args: &[&str], dir: &Path) -> Binary {
+        let log = dir.join("server.log");
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_hookrunner"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        Binary {
+            child: command.spawn().unwrap(),
+            log,
+        }
+    }
+}
