@@ -11,3 +11,4 @@ mod providers;
 mod readme;
 mod running;
 mod signatures;
+mod store;
