@@ -110,7 +110,10 @@ impl Application {
     ) -> anyhow::Result<Application> {
         let settings = &config.server;
         let store = Store::open(&settings.state_dir).with_context(|| {
-            format!("cannot open the job store in `{}`; check that the directory is writable (`--state-dir`)", settings.state_dir.display())
+            format!(
+                "cannot open the job store in `{}`",
+                settings.state_dir.display()
+            )
         })?;
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::new(

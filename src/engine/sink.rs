@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -95,7 +96,7 @@ impl OutputSink for JobSink {
             return;
         }
         if file.is_none() {
-            match File::create(&*path) {
+            match create_log(path) {
                 Ok(created) => *file = Some(created),
                 Err(error) => {
                     tracing::error!(path = %path.display(), %error, "cannot create the job log; output is kept in memory only");
@@ -124,6 +125,17 @@ impl OutputSink for JobSink {
         }
         self.log_len.send_replace(*written);
     }
+}
+
+/// Creates (or empties) a job's log file, readable by the server's user only: it holds the job's
+/// output.
+fn create_log(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(error) => {
             tracing::error!(%error, "readiness check: the job store does not take writes");
-            HttpResponse::ServiceUnavailable().json(json!({"error": "store_unavailable", "message": "the job store does not take writes; check the state directory's disk and permissions"}))
+            HttpResponse::ServiceUnavailable().json(json!({"error": "store_unavailable", "message": "the job store cannot make a durable write (a full or read-only disk, or the database deleted or replaced); the server log says which"}))
         }
     }
 }

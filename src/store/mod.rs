@@ -10,6 +10,7 @@
 //!
 //! Only this module speaks SQL: the schema is in `schema.rs`, the statements in `queries.rs`.
 
+mod files;
 mod queries;
 mod schema;
 #[cfg(test)]
@@ -19,7 +20,6 @@ mod writer;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,17 +135,56 @@ impl JobUpdate {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the state directory `{path}`")]
+    #[error("cannot create the state directory `{path}`; check that its parent is writable, or choose another with `--state-dir`")]
     CreateDir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot open the job database `{path}`")]
+    #[error("cannot create `{path}`; check that the state directory is writable, or choose another with `--state-dir`")]
+    CreateFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot make `{path}` private (0700 for directories, 0600 for files); make the server's user its owner, or choose another `--state-dir`")]
+    Private {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the state directory `{path}` is shared (its sticky bit is set, like `/tmp`); give hookrunner a directory of its own with `--state-dir`")]
+    SharedDir { path: PathBuf },
+    #[error("cannot open the job database `{path}`; check that the state directory is writable, or choose another with `--state-dir`")]
     Open {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
+    },
+    /// A zero-length file: SQLite would take it for a new database and the history would be lost.
+    #[error("the job database `{path}` is empty (0 bytes), so the jobs it held are gone; move it aside (`mv {path} {path}.empty`, with its `-wal` and `-shm` files if any) and start again to begin a new one")]
+    EmptyDatabase { path: PathBuf },
+    #[error("the job database `{path}` is not a hookrunner SQLite database, or it is corrupt; move it aside (`mv {path} {path}.broken`, with its `-wal` and `-shm` files if any) and start again to begin a new one, or restore it from a backup")]
+    NotADatabase {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The path no longer names the file the store opened: writes would go to a file a restart
+    /// does not see.
+    #[error("the job database file `{path}` was deleted or replaced while the server ran, so writes would not survive a restart; put the file back, or restart hookrunner to open what is there now")]
+    Replaced { path: PathBuf },
+    #[error("the job database file `{path}` is {size} bytes, too close to the server's file-size limit ({limit} bytes) to grow; raise the limit (`ulimit -f`, systemd's `LimitFSIZE=`)")]
+    FileSizeLimit {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    #[error("cannot write and sync a new file in the state directory `{path}`: the disk may be full or read-only")]
+    NoRoom {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     /// SQLite could not put the database in write-ahead-log mode (some network filesystems).
     #[error(
@@ -210,22 +249,19 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Creates the state directory and `logs/` (mode 0700) and the database and its schema if
-    /// missing, then starts the writer thread.
+    /// Creates the state directory and `logs/` (mode 0700) and the database (0600) and its
+    /// schema if missing, making existing ones private, then starts the writer thread. An empty
+    /// or corrupt database is refused.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let logs_dir = state_dir.join(LOGS_DIR);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&logs_dir)
-            .map_err(|source| StoreError::CreateDir {
-                path: logs_dir.clone(),
-                source,
-            })?;
-        let connection = schema::open(&state_dir.join(DATABASE_FILE))?;
+        let database = state_dir.join(DATABASE_FILE);
+        files::prepare(state_dir, &logs_dir, &database)?;
+        files::create_or_check_database(&database)?;
+        let connection = schema::open(&database)?;
+        let opened = files::OpenFiles::record(&database)?;
         let counters = Arc::new(Counters::default());
         let (commands, receiver) = mpsc::channel();
-        writer::spawn(connection, logs_dir, receiver, counters.clone())?;
+        writer::spawn(connection, opened, logs_dir, receiver, counters.clone())?;
         Ok(Store {
             commands,
             state_dir: Arc::new(state_dir.to_path_buf()),
@@ -334,10 +370,18 @@ impl Store {
         self.ask(|reply| Command::Read(Read::Flush { reply })).await
     }
 
-    /// A real write round-trip through a committed transaction, for `/readyz`.
+    /// For `/readyz`, that a durable write can be made now: a write committed with an fsync, to
+    /// the database files the store opened (not deleted or replaced), and new room on the disk for
+    /// the store to grow into (see [`files::probe_room`]).
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         self.ask(|reply| Command::Write(Write::CheckWritable { reply }))
-            .await
+            .await?;
+        let state_dir = Arc::clone(&self.state_dir);
+        tokio::task::spawn_blocking(move || {
+            files::probe_room(&state_dir, &state_dir.join(DATABASE_FILE))
+        })
+        .await
+        .map_err(|error| StoreError::Io(io::Error::other(error)))?
     }
 
     pub fn stats(&self) -> StoreStats {

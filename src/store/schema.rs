@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::StoreError;
 
@@ -50,9 +50,14 @@ const SCHEMA: &str = "
 
 /// Opens (creating if missing) the database at `path` with the store's settings and schema.
 pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
-    let open_error = |source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
+    let open_error = |source: rusqlite::Error| {
+        let path = path.to_path_buf();
+        match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+                StoreError::NotADatabase { path, source }
+            }
+            _ => StoreError::Open { path, source },
+        }
     };
     let mut connection = Connection::open(path).map_err(open_error)?;
     let journal_mode = configure(&connection).map_err(open_error)?;

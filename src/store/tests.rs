@@ -727,3 +727,30 @@ async fn a_database_from_a_newer_hookrunner_is_refused() {
         })
     ));
 }
+
+#[tokio::test]
+async fn durable_writes_are_refused_while_the_database_is_moved_away_and_go_on_once_it_is_back() {
+    let (dir, store) = open_store();
+    let database = dir.path().join(DATABASE_FILE);
+    let aside = dir.path().join("aside.db");
+    std::fs::rename(&database, &aside).unwrap();
+    let refused = store
+        .insert(job("deploy", Status::Queued), Durability::Disk)
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Replaced { path }) if *path == database),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.check_writable().await,
+        Err(StoreError::Replaced { .. })
+    ));
+
+    std::fs::rename(&aside, &database).unwrap();
+    let kept = job("deploy", Status::Queued);
+    store.insert(kept.clone(), Durability::Disk).await.unwrap();
+    store.check_writable().await.unwrap();
+    drop(store);
+    let reopened = Store::open(dir.path()).unwrap();
+    assert_eq!(reopened.get(&kept.id).await.unwrap(), Some(kept));
+}

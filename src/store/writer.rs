@@ -13,6 +13,7 @@ use std::vec;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::files::OpenFiles;
 use super::{log_path, queries, Counters, Durability, JobRecord, JobUpdate, StoreError};
 use crate::job::{JobId, Status};
 
@@ -93,6 +94,7 @@ pub(super) enum Read {
 /// commands they sent are served.
 pub(super) fn spawn(
     connection: Connection,
+    opened: OpenFiles,
     logs_dir: PathBuf,
     commands: mpsc::Receiver<Command>,
     counters: Arc<Counters>,
@@ -101,6 +103,7 @@ pub(super) fn spawn(
         connection,
         // `schema::open` sets `synchronous=FULL`.
         synchronous: Durability::Disk,
+        opened,
         logs_dir,
         counters,
         last_commit: Ok(()),
@@ -116,6 +119,8 @@ struct Writer {
     connection: Connection,
     /// What the connection's `synchronous` setting gives a commit now.
     synchronous: Durability,
+    /// The files the connection writes to, checked before every commit that fsyncs.
+    opened: OpenFiles,
     logs_dir: PathBuf,
     counters: Arc<Counters>,
     /// How the most recent commit went, which `flush` reports.
@@ -172,6 +177,21 @@ impl Writer {
         let count = writes.len();
         let writes = fold_updates(writes);
         let durability = Durability::disk_if(writes.iter().any(Write::needs_disk));
+        if durability == Durability::Disk {
+            if let Some(path) = self.opened.changed() {
+                tracing::error!(
+                    path = %path.display(),
+                    writes = count,
+                    "the job database was deleted or replaced under the server; refusing the writes that must survive a restart"
+                );
+                for write in writes {
+                    write.refuse(StoreError::Replaced {
+                        path: path.to_path_buf(),
+                    });
+                }
+                return;
+            }
+        }
         let mut writes = writes.into_iter();
         let mut pending = Vec::with_capacity(count);
         let ran = self

@@ -163,8 +163,27 @@ impl Binary {
         dir: &Path,
         configure: impl FnOnce(&mut std::process::Command),
     ) -> Binary {
+        Binary::spawn_through(&[], args, dir, configure)
+    }
+
+    /// Like `spawn`, started through `wrapper` (a program and its arguments, then the binary's
+    /// path and `args`), e.g. a shell that sets a limit and `exec`s the binary.
+    pub fn spawn_through(
+        wrapper: &[&str],
+        args: &[&str],
+        dir: &Path,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Binary {
         let log = dir.join("server.log");
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookrunner"));
+        let binary = env!("CARGO_BIN_EXE_hookrunner");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+            None => std::process::Command::new(binary),
+        };
         command
             .args(args)
             .stdout(std::process::Stdio::null())

@@ -16,3 +16,4 @@ mod readme;
 mod running;
 mod signatures;
 mod slow_clients;
+mod store;
