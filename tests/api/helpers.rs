@@ -163,8 +163,27 @@ impl Binary {
         dir: &Path,
         configure: impl FnOnce(&mut std::process::Command),
     ) -> Binary {
+        Binary::spawn_wrapped(&[], args, dir, configure)
+    }
+
+    /// Like `spawn`, started through `wrapper` (a program and its arguments, the binary's path and
+    /// `args` appended), e.g. `setpriv` or a shell that opens a descriptor first.
+    pub fn spawn_wrapped(
+        wrapper: &[&str],
+        args: &[&str],
+        dir: &Path,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Binary {
         let log = dir.join("server.log");
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookrunner"));
+        let binary = env!("CARGO_BIN_EXE_hookrunner");
+        let mut command = match wrapper.split_first() {
+            None => std::process::Command::new(binary),
+            Some((program, wrapper_args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+        };
         command
             .args(args)
             .stdout(std::process::Stdio::null())

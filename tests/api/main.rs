@@ -3,6 +3,7 @@
 mod abuse;
 mod answers;
 mod check;
+mod commands;
 mod helpers;
 mod jobs;
 mod lifecycle;
