@@ -44,6 +44,9 @@ pub struct JobCommand {
     pub timeout_ms: u64,
     pub kill_after_ms: u64,
     pub max_output: u64,
+    /// Whether processes the command leaves in its group may outlive it (`run.keep_background`).
+    #[serde(default)]
+    pub keep_background: bool,
     /// Whether the job runs after a restart if it had not started: true for `async` jobs, whose
     /// 202 promised it. A `wait` or `stream` job's client is gone after a crash, so such a job is
     /// recorded `interrupted` instead, and its start never waits for the disk.
@@ -129,6 +132,7 @@ impl JobCommand {
             stdin,
             timeout: Duration::from_millis(self.timeout_ms),
             kill_after: Duration::from_millis(self.kill_after_ms),
+            keep_background: self.keep_background,
         }
     }
 }
@@ -176,6 +180,7 @@ pub fn build(hook: &Hook, request: &RequestContext) -> Result<JobCommand, BuildE
         timeout_ms: run.timeout.as_millis() as u64,
         kill_after_ms: run.kill_after.as_millis() as u64,
         max_output: run.max_output,
+        keep_background: run.keep_background,
         run_after_restart: hook.response.mode == ResponseMode::Async,
     })
 }

@@ -5,7 +5,8 @@
 //! - [`signature`]: one module per provider behind the [`signature::Provider`] trait.
 //! - [`reference`], [`template`], [`rules`]: the pure core that reads values out of a request.
 //! - [`request`]: one request as plain data, its body parsed lazily.
-//! - [`runner`]: spawns one command as a process group and captures its output.
+//! - [`runner`]: spawns one command as a process group and captures its output; [`isolation`]
+//!   keeps the server's descriptors and `/proc` files from the commands.
 //! - [`job`] and [`engine`]: job records and the scheduler that runs them.
 //! - [`http`]: the actix-web layer; [`app`]: the `Application` that binds and serves.
 //! - [`cli`]: the command line.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod import;
+pub mod isolation;
 pub mod job;
 pub mod metrics;
 pub mod reference;

@@ -176,6 +176,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    crate::isolation::isolate_commands();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(job_runtime_threads())
         .enable_all()

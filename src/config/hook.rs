@@ -38,6 +38,7 @@ const RUN_KEYS: &[&str] = &[
     "timeout",
     "kill_after",
     "max_output",
+    "keep_background",
 ];
 /// Variables hookrunner sets itself; `run.env` may not override them.
 pub const RESERVED_ENV: &[&str] = &[
@@ -286,6 +287,10 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         None => Some(1 << 20),
         Some((value, path)) => decoder.size(value, &path),
     };
+    let keep_background = match fields.get("keep_background") {
+        None => Some(false),
+        Some((value, path)) => decoder.bool(value, &path),
+    };
     Some(Run {
         program: program?,
         workdir: workdir?,
@@ -295,6 +300,7 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         timeout: timeout?,
         kill_after: kill_after?,
         max_output: max_output?,
+        keep_background: keep_background?,
     })
 }
 

@@ -103,6 +103,8 @@ pub struct Run {
     pub timeout: Duration,
     pub kill_after: Duration,
     pub max_output: u64,
+    /// Whether what the command leaves running in its process group may outlive it.
+    pub keep_background: bool,
 }
 
 #[derive(Debug)]

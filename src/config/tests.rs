@@ -52,6 +52,7 @@ hooks:
       stdin: payload
       timeout: 10m
       kill_after: 10s
+      keep_background: true
     concurrency: {mode: parallel, limit: 2}
     response: {mode: wait, wait_timeout: 25s, include_output: true, failure_status: 502}
     on_mismatch: 202
@@ -81,6 +82,7 @@ fn a_full_config_loads_with_every_setting() {
     assert_eq!(hook.run.workdir, Path::new("/etc/hookrunner/site"));
     assert_eq!(hook.run.stdin, StdinMode::Payload);
     assert_eq!(hook.run.env.len(), 2);
+    assert!(hook.run.keep_background);
     assert_eq!(hook.concurrency, Concurrency::Parallel { limit: Some(2) });
     assert_eq!(hook.response.failure_status, 502);
     assert_eq!(hook.on_mismatch, 202);
@@ -88,6 +90,7 @@ fn a_full_config_loads_with_every_setting() {
     assert_eq!(open.max_body, 1 << 20, "a hook inherits the server's limit");
     assert_eq!(open.concurrency, Concurrency::Queue { queue: 100 });
     assert_eq!(open.run.workdir, Path::new("/etc/hookrunner"));
+    assert!(!open.run.keep_background, "leftovers are ended by default");
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
 
@@ -114,6 +117,10 @@ fn each_problem_is_reported_at_its_line_and_column() {
         (
             "hooks:\n  - id: a\n    signature: none\n    run: {command: [x], timeout: 30}\n",
             "hooks.yaml:4:34: `30` has no unit",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: none\n    run: {command: [x], keep_background: 1}\n",
+            "hooks.yaml:4:42: expected `true` or `false`",
         ),
         (
             "server: {max_body: 10MB_}\nhooks: []\n",

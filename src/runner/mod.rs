@@ -1,5 +1,6 @@
 //! Runs one command as a process-group leader: clean environment, optional stdin, captured output,
-//! timeout and cancellation that kill the whole group (SIGTERM, then SIGKILL).
+//! timeout and cancellation that kill the whole group (SIGTERM, then SIGKILL), and what the command
+//! leaves running in its group ended too when it exits (unless the hook keeps it).
 //!
 //! The runner knows nothing of HTTP, hooks or templates: it takes a fully rendered [`CommandSpec`]
 //! and returns a [`Finished`] record. A command that cannot start is an outcome, never an error.
@@ -61,6 +62,9 @@ pub struct CommandSpec {
     pub timeout: Duration,
     /// How long to wait after SIGTERM before sending SIGKILL.
     pub kill_after: Duration,
+    /// Whether what the command leaves running in its group when its main process exits may
+    /// outlive it. When false, the leftovers get SIGTERM, then SIGKILL after `kill_after`.
+    pub keep_background: bool,
 }
 
 impl fmt::Debug for CommandSpec {
@@ -74,6 +78,7 @@ impl fmt::Debug for CommandSpec {
             .field("stdin_len", &self.stdin.as_ref().map(Bytes::len))
             .field("timeout", &self.timeout)
             .field("kill_after", &self.kill_after)
+            .field("keep_background", &self.keep_background)
             .finish()
     }
 }
@@ -136,6 +141,7 @@ async fn execute(
         stdin,
         timeout,
         kill_after,
+        keep_background,
     } = spec;
     let (mut command, name) = match build_command(&program) {
         Ok(built) => built,
@@ -206,7 +212,14 @@ async fn execute(
         () = tokio::time::sleep(timeout) => Ended::TimedOut,
     };
     let outcome = match ended {
-        Ended::Exited(Ok(status)) => outcome_of(status),
+        Ended::Exited(Ok(status)) => {
+            // The main process's exit decides the outcome; what it left behind is ended (and
+            // waited for) first, so a `queue` hook's next job never runs beside it.
+            if !keep_background {
+                kill::end_leftovers(pgid, kill_after).await;
+            }
+            outcome_of(status)
+        }
         Ended::Exited(Err(e)) => {
             tracing::debug!(pid = pgid.as_raw(), error = %e, "waiting for the command failed");
             kill::signal_group(pgid, Signal::SIGKILL);

@@ -19,6 +19,7 @@ fn spec(program: Program, workdir: &Path) -> CommandSpec {
         stdin: None,
         timeout: Duration::from_secs(20),
         kill_after: Duration::from_secs(2),
+        keep_background: false,
     }
 }
 
@@ -260,14 +261,15 @@ async fn group_members_ignoring_sigterm_are_killed_after_the_leader() {
 }
 
 #[tokio::test]
-async fn leftover_background_process_does_not_hold_the_run() {
+async fn a_kept_background_process_does_not_hold_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pgid");
     let _cleanup = Cleanup {
         path: pidfile.clone(),
         group: true,
     };
-    let spec = spec(sh("echo $$ > pgid; (sleep 30) & echo done"), dir.path());
+    let mut spec = spec(sh("echo $$ > pgid; (sleep 30) & echo done"), dir.path());
+    spec.keep_background = true;
     let (finished, out) = run_captured(spec).await;
     assert_eq!(finished.outcome, Outcome::Exited { code: 0 });
     assert_eq!(text(out.stdout()), "done\n");

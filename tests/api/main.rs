@@ -4,6 +4,7 @@ mod abuse;
 mod answers;
 mod check;
 mod client_address;
+mod commands;
 mod empty_body;
 mod helpers;
 mod job_routes;
