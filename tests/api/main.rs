@@ -3,6 +3,7 @@
 mod abuse;
 mod answers;
 mod check;
+mod config_file;
 mod helpers;
 mod jobs;
 mod lifecycle;
