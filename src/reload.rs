@@ -103,6 +103,9 @@ pub async fn reload(state: &AppState, cause: &str) {
             return;
         }
     };
+    // The running config holds the command line's settings; the fresh one gets them too, so
+    // only what the file changed is compared.
+    fresh.apply_overrides(current.overrides().clone());
     keep_startup_settings(&mut fresh.server, &current.server);
     for warning in &fresh.warnings {
         tracing::warn!("{}", warning.trim_end());

@@ -153,15 +153,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if !args.listen.is_empty() {
-        config.server.listen = args.listen;
-    }
-    if let Some(state_dir) = args.state_dir {
-        config.server.state_dir = state_dir;
-    }
-    if let Some(log_format) = args.log_format {
-        config.server.log_format = log_format;
-    }
+    config.apply_overrides(config::ServerOverrides {
+        listen: args.listen,
+        state_dir: args.state_dir,
+        log_format: args.log_format,
+    });
     crate::telemetry::init(config.server.log_format);
     config
         .warnings

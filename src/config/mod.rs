@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod diagnostic;
 mod hook;
+mod overrides;
 pub mod secret;
 mod server;
 mod signature;
@@ -26,6 +27,7 @@ use crate::signature::Signature;
 use crate::template::Template;
 
 pub use self::hook::RESERVED_ENV;
+pub use self::overrides::ServerOverrides;
 pub use self::secret::{Secret, Secrets};
 pub use self::server::TrustedProxies;
 
@@ -38,6 +40,7 @@ pub struct Config {
     by_id: HashMap<String, Arc<Hook>>,
     /// Problems that do not stop the config from loading, already rendered.
     pub warnings: Vec<String>,
+    overrides: ServerOverrides,
 }
 
 impl Config {
@@ -240,6 +243,7 @@ fn decode_document(decoder: &mut Decoder<'_>, document: &Value, file: &Path) -> 
         hooks,
         by_id,
         warnings: Vec::new(),
+        overrides: ServerOverrides::default(),
     })
 }
 

@@ -5,6 +5,7 @@ mod answers;
 mod check;
 mod client_address;
 mod commands;
+mod config_file;
 mod empty_body;
 mod helpers;
 mod job_routes;
