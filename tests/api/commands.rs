@@ -111,7 +111,7 @@ async fn serve_binary(dir: &Path, hooks: &str, wrapper: &[&str]) -> (Binary, Str
         "--listen",
         &listen,
     ];
-    let binary = Binary::spawn_wrapped(wrapper, &args, dir, |command| {
+    let binary = Binary::spawn_through(wrapper, &args, dir, |command| {
         command
             .env("RUST_LOG", "warn")
             .env("HOOKRUNNER_TEST_SECRET", "do-not-leak");
