@@ -104,8 +104,8 @@ pub async fn get_log(
     Ok(response.streaming(stream::read_log(path)))
 }
 
-/// The route a job path falls to when called with another method: 405, naming the one it takes
-/// in `Allow`.
+/// The route a job or health path falls to when called with another method: 405, naming the one
+/// it takes in `Allow`.
 pub fn wrong_method(allow: &'static str) -> actix_web::Route {
     web::to(move |request: HttpRequest| async move {
         Err::<HttpResponse, _>(

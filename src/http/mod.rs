@@ -53,25 +53,25 @@ pub struct HookOutcome {
 
 /// The routes. Hooks are a scope on the static `base_path` whose handler reads the id itself, and
 /// the job routes sit under a static `/jobs` scope, so a hook request is routed by prefix compares
-/// alone, without the pattern matching dynamic segments need. Each job path is a resource that
-/// answers another method with 405 (`Scope::route` would move the method guard onto the path, and
-/// a wrong method would fall through to 404).
+/// alone, without the pattern matching dynamic segments need. Each fixed path is a resource that
+/// answers another method with 405 (`route(path, ...)` would move the method guard onto the path,
+/// and a wrong method would fall through to 404).
 pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
-    let job_route = |path: &str, route: actix_web::Route, allow: &'static str| {
+    let only = |path: &str, route: actix_web::Route, allow: &'static str| {
         web::resource(path)
             .route(route)
             .default_service(jobs::wrong_method(allow))
     };
     config
-        .route("/healthz", web::get().to(jobs::healthz))
-        .route("/readyz", web::get().to(jobs::readyz))
-        .route("/metrics", web::get().to(jobs::metrics))
+        .service(only("/healthz", web::get().to(jobs::healthz), "GET"))
+        .service(only("/readyz", web::get().to(jobs::readyz), "GET"))
+        .service(only("/metrics", web::get().to(jobs::metrics), "GET"))
         .service(
             web::scope("/jobs")
-                .service(job_route("", web::get().to(jobs::list_jobs), "GET"))
-                .service(job_route("/{id}", web::get().to(jobs::get_job), "GET"))
-                .service(job_route("/{id}/log", web::get().to(jobs::get_log), "GET"))
-                .service(job_route(
+                .service(only("", web::get().to(jobs::list_jobs), "GET"))
+                .service(only("/{id}", web::get().to(jobs::get_job), "GET"))
+                .service(only("/{id}/log", web::get().to(jobs::get_log), "GET"))
+                .service(only(
                     "/{id}/cancel",
                     web::post().to(jobs::cancel_job),
                     "POST",

@@ -1,5 +1,5 @@
-//! The job routes' edges: a wrong method is a 405 that names the right one, and the admin token's
-//! scheme is matched without regard to case.
+//! The job and health routes' edges: a wrong method is a 405 that names the right one, and the
+//! admin token's scheme is matched without regard to case.
 
 use crate::helpers::TestApp;
 
@@ -13,7 +13,7 @@ hooks:
 "#;
 
 #[tokio::test]
-async fn a_wrong_method_on_a_job_route_is_405_with_allow() {
+async fn a_wrong_method_on_a_job_or_health_route_is_405_with_allow() {
     let app = TestApp::spawn(ADMIN).await;
     let job = app.post_hook("quick", "", &[]).await.body["job_id"]
         .as_str()
@@ -28,6 +28,9 @@ async fn a_wrong_method_on_a_job_route_is_405_with_allow() {
         (reqwest::Method::DELETE, format!("/jobs/{job}"), "GET"),
         (post.clone(), format!("/jobs/{job}/log"), "GET"),
         (post.clone(), "/jobs".to_string(), "GET"),
+        (post.clone(), "/healthz".to_string(), "GET"),
+        (post.clone(), "/readyz".to_string(), "GET"),
+        (reqwest::Method::PUT, "/metrics".to_string(), "GET"),
     ];
     for (method, path, allow) in cases {
         let answer = app.request(method.clone(), &path, "", &admin).await;
