@@ -146,6 +146,7 @@ impl Application {
             config: std::sync::RwLock::new(Arc::new(config)),
             engine,
             metrics,
+            exec_limits: crate::runner::exec_limits(),
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

@@ -5,6 +5,8 @@
 //! - [`signature`]: one module per provider behind the [`signature::Provider`] trait.
 //! - [`reference`], [`template`], [`rules`]: the pure core that reads values out of a request.
 //! - [`request`]: one request as plain data, its body parsed lazily.
+//! - [`command`]: a hook and a request become the command to run; [`exec_limits`] checks it fits
+//!   one `exec`.
 //! - [`runner`]: spawns one command as a process group and captures its output; [`isolation`]
 //!   keeps the server's descriptors and `/proc` files from the commands.
 //! - [`job`] and [`engine`]: job records and the scheduler that runs them.
@@ -17,6 +19,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod engine;
+pub mod exec_limits;
 pub mod http;
 pub mod import;
 pub mod isolation;

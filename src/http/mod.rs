@@ -29,6 +29,8 @@ pub struct AppState {
     pub config: RwLock<Arc<Config>>,
     pub engine: Engine,
     pub metrics: Arc<Metrics>,
+    /// What one `exec` may carry, read once at start; a command over it is refused at submit.
+    pub exec_limits: crate::exec_limits::ExecLimits,
 }
 
 impl AppState {

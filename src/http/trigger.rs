@@ -16,6 +16,7 @@ use crate::command::{self, BuildError};
 use crate::config::units::format_size;
 use crate::config::{Hook, ResponseMode};
 use crate::engine::{Submission, SubmitError, Submitted};
+use crate::exec_limits;
 use crate::job::{now_ms, JobId, Status};
 use crate::request::{Headers, RequestContext, ValueError};
 use crate::signature::SignedRequest;
@@ -146,6 +147,16 @@ async fn handle(
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", error.to_string()),
             "invalid_value",
         ),
+    })?;
+    // Checked before anything is recorded: such a command could never start.
+    let server_env = |name: &str| std::env::var(name).ok();
+    exec_limits::check(&command, hook, &state.exec_limits, &server_env).map_err(|error| {
+        let error = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            error.to_string(),
+        );
+        (error, "value_too_large")
     })?;
 
     let submission = Submission {

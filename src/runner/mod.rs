@@ -28,8 +28,10 @@ use tokio::process::{ChildStdin, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::exec_limits::ExecLimits;
+
 /// The shell that runs [`Program::Shell`] text.
-const SHELL: &str = "/bin/sh";
+pub(crate) const SHELL: &str = "/bin/sh";
 
 /// How long to keep reading output after the command's main process has exited.
 ///
@@ -104,6 +106,18 @@ pub struct Finished {
     pub outcome: Outcome,
     /// Wall time from the spawn attempt until the run (including reading output) ended.
     pub duration: Duration,
+}
+
+/// The system's limits on one `exec`, read once at start. When `sysconf(ARG_MAX)` cannot tell,
+/// only the per-value limit is checked before the spawn, and the kernel judges the total.
+pub fn exec_limits() -> ExecLimits {
+    let arg_max = match nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX) {
+        Ok(Some(arg_max)) => usize::try_from(arg_max).ok(),
+        Ok(None) | Err(_) => None,
+    };
+    ExecLimits {
+        arg_max: arg_max.unwrap_or(usize::MAX),
+    }
 }
 
 /// Runs `spec`, passing its output to `sink` as it arrives, until it exits, times out or `cancel`

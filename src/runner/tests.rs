@@ -261,6 +261,22 @@ async fn group_members_ignoring_sigterm_are_killed_after_the_leader() {
 }
 
 #[tokio::test]
+async fn leftovers_are_ended_and_the_main_exit_decides_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pidfile");
+    let _cleanup = Cleanup {
+        path: pidfile.clone(),
+        group: false,
+    };
+    let spec = spec(sh("sleep 30 & echo $! > pidfile; exit 3"), dir.path());
+    let (finished, _) = run_captured(spec).await;
+    assert_eq!(finished.outcome, Outcome::Exited { code: 3 });
+    let leftover = read_pid(&pidfile);
+    assert!(leftover > 1, "the command did not write its pid file");
+    assert!(is_dead(leftover), "leftover {leftover} outlived the run");
+}
+
+#[tokio::test]
 async fn a_kept_background_process_does_not_hold_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pgid");

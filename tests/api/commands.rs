@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::{
     eventually_status, free_port, process_is_gone, read_when_written, Binary, TestApp,
@@ -26,6 +26,62 @@ async fn pid_in(app: &TestApp, name: &str) -> i32 {
     text.trim()
         .parse()
         .unwrap_or_else(|_| panic!("`{name}` holds no pid: {text:?}"))
+}
+
+#[tokio::test]
+async fn a_value_over_128_kib_is_refused_with_413_and_nothing_is_recorded_or_run() {
+    let app = TestApp::spawn(
+        r#"
+server: {admin_token: "admin-s3cret"}
+hooks:
+  - id: env
+    signature: none
+    max_body: 1MiB
+    run:
+      shell: 'touch ran-env'
+      workdir: $DIR
+      env: {VALUE: "{{ payload.value }}"}
+  - id: argv
+    signature: none
+    max_body: 1MiB
+    run:
+      command: ["/bin/sh", "-c", "touch ran-argv", "sh", "--value={{ payload.value }}"]
+      workdir: $DIR
+  - id: stdin
+    signature: none
+    max_body: 1MiB
+    run:
+      shell: 'wc -c > stdin-bytes'
+      workdir: $DIR
+      stdin: payload
+"#,
+    )
+    .await;
+    let body = json!({"value": "x".repeat(200 << 10)}).to_string();
+
+    for (hook, names) in [
+        ("env", ["`run.env.VALUE`", "`payload.value`"]),
+        ("argv", ["`run.command[4]`", "`payload.value`"]),
+    ] {
+        let answer = app.post_hook(hook, body.clone(), &[]).await;
+        assert_eq!(answer.status, 413, "{hook}: {:?}", answer.body);
+        assert_eq!(answer.body["error"], "value_too_large", "{hook}");
+        let message = answer.body["message"].as_str().unwrap();
+        for name in names {
+            assert!(message.contains(name), "{hook}: {message}");
+        }
+    }
+    let admin = [("Authorization", "Bearer admin-s3cret")];
+    let list = app.request(reqwest::Method::GET, "/jobs", "", &admin).await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    assert_eq!(list.body["jobs"], json!([]), "a refused request left a job");
+
+    // The body on stdin is not an argument: the same size runs.
+    let answer = app.post_hook("stdin", body.clone(), &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let counted = read_when_written(&app.path("stdin-bytes")).await;
+    assert_eq!(counted.trim(), body.len().to_string());
+    assert!(!app.path("ran-env").exists() && !app.path("ran-argv").exists());
 }
 
 const BACKGROUND: &str = r#"
