@@ -78,15 +78,15 @@ fn output_stream(
             let finished = live.record.borrow().status.is_final();
             if finished {
                 // The runner hands over all output before the job is marked finished, so what is
-                // left is already in the channel.
-                let mut rest = BytesMut::new();
-                while let Some(item) = live.output.try_next() {
-                    rest.extend_from_slice(&render(item, live.events));
-                }
-                let last = exit_line(&live.record.borrow(), live.events);
-                rest.extend_from_slice(&last);
-                live.done = true;
-                return Some((Ok(rest.freeze()), live));
+                // left is already waiting; it goes out a piece at a time, then the exit.
+                let bytes = match live.output.try_next() {
+                    Some(item) => render(item, live.events),
+                    None => {
+                        live.done = true;
+                        exit_line(&live.record.borrow(), live.events)
+                    }
+                };
+                return Some((Ok(bytes), live));
             }
             tokio::select! {
                 item = live.output.next() => match item {
