@@ -209,6 +209,17 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// The same error for another waiter of the batch it failed, when it is one a batch shares.
+    fn shared(&self) -> Option<StoreError> {
+        match self {
+            StoreError::Commit(cause) => Some(StoreError::Commit(Arc::clone(cause))),
+            StoreError::Replaced { path } => Some(StoreError::Replaced { path: path.clone() }),
+            _ => None,
+        }
+    }
+}
+
 /// What the writer did, for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {

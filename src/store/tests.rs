@@ -734,13 +734,21 @@ async fn durable_writes_are_refused_while_the_database_is_moved_away_and_go_on_o
     let database = dir.path().join(DATABASE_FILE);
     let aside = dir.path().join("aside.db");
     std::fs::rename(&database, &aside).unwrap();
-    let refused = store
-        .insert(job("deploy", Status::Queued), Durability::Disk)
-        .await;
-    assert!(
-        matches!(&refused, Err(StoreError::Replaced { path }) if *path == database),
-        "{refused:?}"
+    let refused = job("deploy", Status::Queued);
+    let resume = pause(&store);
+    let inserted = store.insert(refused.clone(), Durability::Disk);
+    let started = store.update(
+        &refused.id,
+        JobUpdate::Started { at_ms: 1 },
+        Durability::Disk,
     );
+    drop(resume);
+    for answer in [inserted.await, started.await] {
+        assert!(
+            matches!(&answer, Err(StoreError::Replaced { path }) if *path == database),
+            "{answer:?}"
+        );
+    }
     assert!(matches!(
         store.check_writable().await,
         Err(StoreError::Replaced { .. })
