@@ -176,17 +176,11 @@ pub(super) struct OpenFiles {
 impl OpenFiles {
     /// Records the files `database` and its `-wal` name now, just after the connection opened them.
     pub(super) fn record(database: &Path) -> Result<OpenFiles, StoreError> {
-        let wal = side_file(database, "-wal");
-        let files = [database.to_path_buf(), wal]
-            .into_iter()
-            .map(|path| {
-                let identity = Identity::of(&path).map_err(|source| StoreError::Private {
-                    path: path.clone(),
-                    source,
-                })?;
-                Ok((path, identity))
-            })
-            .collect::<Result<_, StoreError>>()?;
+        let mut files = Vec::new();
+        for path in [database.to_path_buf(), side_file(database, "-wal")] {
+            let identity = Identity::of(&path)?;
+            files.push((path, identity));
+        }
         Ok(OpenFiles { files })
     }
 

@@ -9,7 +9,10 @@
 //! when answered (safe from `kill -9`), and on the disk at the next fsync.
 //!
 //! Only this module speaks SQL: the schema is in `schema.rs`, the statements in `queries.rs`.
+//! `files.rs` keeps the state directory private and checks, before and after every commit that
+//! fsyncs, that the database's paths still name the files the connection writes to.
 
+mod error;
 mod files;
 mod queries;
 mod schema;
@@ -30,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 use crate::job::{JobId, Status};
+pub use error::StoreError;
 use writer::{Command, Read, Reply, Write};
 
 /// The database file inside the state directory.
@@ -131,82 +135,6 @@ impl JobUpdate {
             }
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot create the state directory `{path}`; check that its parent is writable, or choose another with `--state-dir`")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot create `{path}`; check that the state directory is writable, or choose another with `--state-dir`")]
-    CreateFile {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot make `{path}` private (0700 for directories, 0600 for files); make the server's user its owner, or choose another `--state-dir`")]
-    Private {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("the state directory `{path}` is shared (its sticky bit is set, like `/tmp`); give hookrunner a directory of its own with `--state-dir`")]
-    SharedDir { path: PathBuf },
-    #[error("cannot open the job database `{path}`; check that the state directory is writable, or choose another with `--state-dir`")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// A zero-length file: SQLite would take it for a new database and the history would be lost.
-    #[error("the job database `{path}` is empty (0 bytes), so the jobs it held are gone; move it aside (`mv {path} {path}.empty`, with its `-wal` and `-shm` files if any) and start again to begin a new one")]
-    EmptyDatabase { path: PathBuf },
-    #[error("the job database `{path}` is not a hookrunner SQLite database, or it is corrupt; move it aside (`mv {path} {path}.broken`, with its `-wal` and `-shm` files if any) and start again to begin a new one, or restore it from a backup")]
-    NotADatabase {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The path no longer names the file the store opened: writes would go to a file a restart
-    /// does not see.
-    #[error("the job database file `{path}` was deleted or replaced while the server ran, so writes would not survive a restart; put the file back, or restart hookrunner to open what is there now")]
-    Replaced { path: PathBuf },
-    #[error("the job database file `{path}` is {size} bytes, too close to the server's file-size limit ({limit} bytes) to grow; raise the limit (`ulimit -f`, systemd's `LimitFSIZE=`)")]
-    FileSizeLimit {
-        path: PathBuf,
-        size: u64,
-        limit: u64,
-    },
-    #[error("cannot write and sync a new file in the state directory `{path}`: the disk may be full or read-only")]
-    NoRoom {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// SQLite could not put the database in write-ahead-log mode (some network filesystems).
-    #[error(
-        "the job database `{path}` cannot use write-ahead logging (it is in `{journal_mode}` mode)"
-    )]
-    JournalMode { path: PathBuf, journal_mode: String },
-    #[error(
-        "the job database has schema version {found}, newer than this hookrunner knows ({known})"
-    )]
-    NewerSchema { found: i64, known: i64 },
-    #[error("the job store failed")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The transaction holding this write failed, so none of its writes were kept.
-    #[error("the job store could not commit")]
-    Commit(#[source] Arc<rusqlite::Error>),
-    #[error("no job `{0}` in the store")]
-    UnknownJob(JobId),
-    #[error("the job store could not use a file or thread")]
-    Io(#[from] io::Error),
-    /// The writer thread is gone, so nothing more can be stored or read.
-    #[error("the job store has stopped")]
-    Closed,
 }
 
 /// What the writer did, for tests and metrics.

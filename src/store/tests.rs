@@ -734,13 +734,21 @@ async fn durable_writes_are_refused_while_the_database_is_moved_away_and_go_on_o
     let database = dir.path().join(DATABASE_FILE);
     let aside = dir.path().join("aside.db");
     std::fs::rename(&database, &aside).unwrap();
-    let refused = store
-        .insert(job("deploy", Status::Queued), Durability::Disk)
-        .await;
-    assert!(
-        matches!(&refused, Err(StoreError::Replaced { path }) if *path == database),
-        "{refused:?}"
+    let refused = job("deploy", Status::Queued);
+    let resume = pause(&store);
+    let inserted = store.insert(refused.clone(), Durability::Disk);
+    let started = store.update(
+        &refused.id,
+        JobUpdate::Started { at_ms: 1 },
+        Durability::Disk,
     );
+    drop(resume);
+    for answer in [inserted.await, started.await] {
+        assert!(
+            matches!(&answer, Err(StoreError::Replaced { path }) if *path == database),
+            "{answer:?}"
+        );
+    }
     assert!(matches!(
         store.check_writable().await,
         Err(StoreError::Replaced { .. })
@@ -753,4 +761,33 @@ async fn durable_writes_are_refused_while_the_database_is_moved_away_and_go_on_o
     drop(store);
     let reopened = Store::open(dir.path()).unwrap();
     assert_eq!(reopened.get(&kept.id).await.unwrap(), Some(kept));
+}
+
+#[tokio::test]
+async fn a_shared_state_directory_like_tmp_is_refused_and_left_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let result = Store::open(&shared);
+    assert!(
+        matches!(&result, Err(StoreError::SharedDir { path }) if *path == shared),
+        "{result:?}"
+    );
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o1777);
+}
+
+#[tokio::test]
+async fn making_the_logs_private_does_not_follow_a_symbolic_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere.txt");
+    std::fs::write(&elsewhere, "not the store's\n").unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(state_dir.join(LOGS_DIR)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, state_dir.join("logs/link.log")).unwrap();
+    Store::open(&state_dir).unwrap();
+    let mode = std::fs::metadata(&elsewhere).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
 }

@@ -177,20 +177,14 @@ impl Writer {
         let count = writes.len();
         let writes = fold_updates(writes);
         let durability = Durability::disk_if(writes.iter().any(Write::needs_disk));
-        if durability == Durability::Disk {
-            if let Some(path) = self.opened.changed() {
-                tracing::error!(
-                    path = %path.display(),
-                    writes = count,
-                    "the job database was deleted or replaced under the server; refusing the writes that must survive a restart"
-                );
-                for write in writes {
-                    write.refuse(StoreError::Replaced {
-                        path: path.to_path_buf(),
-                    });
-                }
-                return;
+        // A write on the disk is only as good as the file a restart opens: a batch that must
+        // survive one is refused when the database's paths no longer name the files the
+        // connection writes to, before it runs and again after its fsync.
+        if let Some(replaced) = self.replaced(durability) {
+            for write in writes {
+                write.refuse(replaced.error());
             }
+            return;
         }
         let mut writes = writes.into_iter();
         let mut pending = Vec::with_capacity(count);
@@ -206,6 +200,12 @@ impl Writer {
                 let written = u64::try_from(pending.len()).unwrap_or(u64::MAX);
                 self.counters.writes.fetch_add(written, Ordering::Relaxed);
                 self.last_commit = Ok(());
+                if let Some(replaced) = self.replaced(durability) {
+                    for write in pending {
+                        write.fail(replaced.error());
+                    }
+                    return;
+                }
                 for write in pending {
                     write.committed(&self.logs_dir);
                 }
@@ -226,6 +226,19 @@ impl Writer {
                 self.last_commit = Err(cause);
             }
         }
+    }
+
+    /// For a `Disk` batch, the database file that is no longer where the connection opened it.
+    fn replaced(&self, durability: Durability) -> Option<Replaced> {
+        if durability != Durability::Disk {
+            return None;
+        }
+        let path = self.opened.changed()?;
+        tracing::error!(
+            path = %path.display(),
+            "the job database was deleted or replaced under the server; refusing the writes that must survive a restart"
+        );
+        Some(Replaced(path.to_path_buf()))
     }
 
     /// Makes the next commit fsync the log (`synchronous=FULL`) or not (`NORMAL`, which in WAL
@@ -495,6 +508,17 @@ impl Write {
     }
 }
 
+/// A database file deleted or replaced under the server, by its path.
+struct Replaced(PathBuf);
+
+impl Replaced {
+    fn error(&self) -> StoreError {
+        StoreError::Replaced {
+            path: self.0.clone(),
+        }
+    }
+}
+
 /// A write that ran in the open transaction, with what its waiter hears if the transaction commits.
 enum Pending {
     Written(Reply<()>),
@@ -530,11 +554,11 @@ impl Pending {
         match self {
             Pending::Written(reply) | Pending::Missing(reply, _) => answer(reply, Err(error)),
             Pending::Inserted(reply, folded) => {
-                // Only a failed transaction reaches an insert with folded waiters (`apply`
+                // Only a failed or refused batch reaches an insert with folded waiters (`apply`
                 // answers those of an insert that failed on its own), and its cause is shared.
-                if let StoreError::Commit(cause) = &error {
-                    for waiter in folded {
-                        answer(waiter, Err(StoreError::Commit(Arc::clone(cause))));
+                for waiter in folded {
+                    if let Some(shared) = error.shared() {
+                        answer(waiter, Err(shared));
                     }
                 }
                 answer(reply, Err(error));
