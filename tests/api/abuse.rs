@@ -17,6 +17,8 @@ hooks:
     signature: none
     concurrency: {mode: parallel}
     run: {command: ["true"]}
+    # A thousand spawns on a loaded two-core machine can take longer than the default 25 s.
+    response: {wait_timeout: 5m}
   - id: loud
     signature: none
     run:
