@@ -51,7 +51,7 @@ impl Lanes {
         // `queue: 0` means "run when idle, refuse while busy".
         let starts_next = usize::from(lane.running.is_empty());
         let (superseded, cancel) = match mode {
-            Concurrency::Queue { queue } if lane.waiting >= queue + starts_next => {
+            Concurrency::Queue { queue } if lane.waiting >= queue.saturating_add(starts_next) => {
                 return Admission::QueueFull {
                     waiting: lane.waiting,
                 };
@@ -184,6 +184,9 @@ mod tests {
         );
         lanes.finished("q", &jobs[0]);
         accepted(lanes.admit("q", mode, jobs[2].clone()));
+        // Recovery admits with an unbounded queue; an idle lane must not overflow it.
+        let unbounded = Concurrency::Queue { queue: usize::MAX };
+        accepted(lanes.admit("r", unbounded, ids(1)[0].clone()));
     }
 
     #[test]
