@@ -89,9 +89,26 @@ impl SourceMap {
     pub fn new(text: &str) -> SourceMap {
         let mut recorder = Recorder::new(text);
         let mut parser = Parser::new_from_str(text);
-        while let Ok((event, mark)) = parser.next_token() {
-            if event == Event::StreamEnd || !recorder.on_event(event, mark) {
-                break;
+        loop {
+            match parser.next_token() {
+                Ok((Event::StreamEnd, _)) => break,
+                Ok((event, mark)) => {
+                    if !recorder.on_event(event, mark) {
+                        break;
+                    }
+                }
+                // yaml-rust2 stops at 256 nested flow collections, which serde_yaml's scanner
+                // would go on reading, in time that grows with the square of the depth.
+                Err(error) if error.info().contains("recursion limit") => {
+                    let mark = error.marker();
+                    recorder.map.too_deep = Some(Position {
+                        line: mark.line(),
+                        column: mark.col() + 1,
+                    });
+                    break;
+                }
+                // serde_yaml reports the problems of text that does not parse.
+                Err(_) => break,
             }
         }
         recorder.finish()

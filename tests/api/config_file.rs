@@ -146,3 +146,74 @@ async fn a_reload_logs_no_change_for_settings_given_on_the_command_line() {
     assert_eq!(changes.len(), 1, "{log}");
     assert!(changes[0].contains("`server.max_jobs` changed"), "{log}");
 }
+
+/// `count` hooks as people write them: a literal secret (so a warning each), a `when` with two
+/// leaves and a command with an env value. (No regex: in a debug build, compiling one costs more
+/// than the rest of the hook, which would hide the cost that grows with the file.)
+fn realistic_hooks(count: usize) -> String {
+    let mut text = String::from("server: {max_jobs: 4}\nhooks:\n");
+    for index in 0..count {
+        text += &format!(
+            "  - id: deploy-{index}\n    signature:\n      github: {{secret: literal-{index}}}\n    when:\n      all:\n        - header.X-GitHub-Event: push\n        - payload.ref: {{in: [refs/heads/main, \"refs/heads/release-{index}\"]}}\n    run:\n      command: [./deploy.sh, \"{{{{ payload.after }}}}\"]\n      env: {{SITE: \"site-{index}\"}}\n"
+        );
+    }
+    text
+}
+
+/// `count` hooks with three problems each: two unknown keys and a duration without a unit.
+fn broken_hooks(count: usize) -> String {
+    let mut text = String::from("hooks:\n");
+    for index in 0..count {
+        text += &format!(
+            "  - id: broken-{index}\n    signature: none\n    when: {{payload.ref: {{matchs: \"(\"}}}}\n    run: {{comand: [x], timeout: 5}}\n"
+        );
+    }
+    text
+}
+
+/// Flow sequences nested `depth` deep inside a hook's `when`.
+fn nested(depth: usize) -> String {
+    format!(
+        "hooks:\n  - id: a\n    signature: none\n    run: {{command: [x]}}\n    when: {}{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    )
+}
+
+/// The shortest of several loads of `text`, in seconds.
+fn fastest_load(text: &str) -> f64 {
+    let file = Path::new("/etc/hookrunner/hooks.yaml");
+    (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let loaded = hookrunner::config::load_str(text, file, &|_| None);
+            let elapsed = started.elapsed().as_secs_f64();
+            drop(loaded);
+            elapsed
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+fn loading_is_linear_in_the_size_of_the_file_valid_or_broken() {
+    let cases: [(&str, fn(usize) -> String, usize); 3] = [
+        ("realistic hooks", realistic_hooks, 50),
+        ("broken hooks", broken_hooks, 100),
+        ("nested flow sequences", nested, 2_000),
+    ];
+    for (what, make, small) in cases {
+        let (small_text, large_text) = (make(small), make(10 * small));
+        let (small_time, large_time) = (fastest_load(&small_text), fastest_load(&large_text));
+        let ratio = large_time / small_time;
+        eprintln!(
+            "{what}: {small} in {small_time:.4}s, {} in {large_time:.4}s, ratio {ratio:.1}",
+            10 * small
+        );
+        // Ten times the text in at most fifteen times the time; quadratic work takes about a hundred.
+        assert!(
+            ratio < 15.0,
+            "{what}: {small} took {small_time:.4}s but {} took {large_time:.4}s ({ratio:.1}x)",
+            10 * small
+        );
+    }
+}
