@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{
-    any_secret_signs, check_timestamp, decode_hex, hmac_digest, malformed, mismatch,
+    any_secret_signs, check_timestamp, decode_hex, hmac_digest, malformed, mismatch, replay_digest,
     required_header, Algorithm, Provider, SignatureError, SignedRequest,
 };
 use crate::config::secret::Secrets;
@@ -37,6 +37,17 @@ impl Provider for Slack {
             return Err(mismatch(SIGNATURE));
         }
         check_timestamp(timestamp, TIMESTAMP, request.now, self.tolerance)
+    }
+
+    /// Slack sends no delivery id: every request is known by what it signed.
+    fn replay_key(&self, request: &SignedRequest<'_>) -> Option<String> {
+        let timestamp = required_header(request.headers, TIMESTAMP).ok()?;
+        Some(replay_digest(&[
+            b"v0:",
+            timestamp.as_bytes(),
+            b":",
+            request.body,
+        ]))
     }
 
     fn sign(&self, body: &[u8], _id: &str, timestamp: i64) -> Vec<(String, String)> {

@@ -10,5 +10,6 @@ mod lifecycle;
 mod operations;
 mod providers;
 mod readme;
+mod replays;
 mod running;
 mod signatures;
