@@ -237,13 +237,13 @@ impl<'s> Decoder<'s> {
     /// One secret reference, resolved now so a missing secret is a load error, not a request error.
     /// Its line is never quoted, and a warning about a literal names the key and its place only.
     pub fn secret(&mut self, value: &Value, path: &YamlPath) -> Option<Secret> {
-        if let Some(position) = self.source_map.position(path, Part::Value) {
-            self.secret_lines.push(position.line);
-        }
         let text = self.string(value, path)?;
         match secret::resolve(&text, &self.base_dir, self.lookup_env) {
             Ok((secret, origin)) => {
                 if origin == SecretOrigin::Literal {
+                    if let Some(position) = self.source_map.position(path, Part::Value) {
+                        self.secret_lines.push(position.line);
+                    }
                     self.warning(
                         path,
                         Part::Value,

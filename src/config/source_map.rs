@@ -263,7 +263,11 @@ impl<'t> Recorder<'t> {
             Event::Scalar(text, ..) => {
                 if let Some((path, secret)) = self.place(Some(&text), position) {
                     self.record_value(&path, position);
-                    if secret {
+                    // `env:NAME`, `file:PATH` and `cred:NAME` only say where a secret is.
+                    let reference = ["env:", "file:", "cred:"]
+                        .iter()
+                        .any(|prefix| text.starts_with(prefix));
+                    if secret && !reference {
                         self.open_secret = Some(OpenSecret {
                             start_index: mark.index(),
                             start_line: position.line,

@@ -209,7 +209,12 @@ fn no_problem_quotes_a_line_that_holds_a_secret() {
             "a secret was quoted:\n{rendered}"
         );
     }
-    // Lines without secrets are still quoted.
+    // Lines without secrets are still quoted, and so are references to secrets.
     let rendered = errors("server:\n  admin_token: hunter2\n  max_jobs: 0\nhooks: []\n");
     assert!(rendered.contains("3 |   max_jobs: 0"), "{rendered}");
+    let rendered = errors("server:\n  admin_token: env:MISSING_TOKEN\nhooks: []\n");
+    assert!(
+        rendered.contains("2 |   admin_token: env:MISSING_TOKEN"),
+        "{rendered}"
+    );
 }
