@@ -235,7 +235,7 @@ impl<'s> Decoder<'s> {
     }
 
     /// One secret reference, resolved now so a missing secret is a load error, not a request error.
-    /// Its line is never quoted, and a warning about a literal names the key and its place only.
+    /// A literal's line is never quoted, and the warning about it names the key and its place only.
     pub fn secret(&mut self, value: &Value, path: &YamlPath) -> Option<Secret> {
         let text = self.string(value, path)?;
         match secret::resolve(&text, &self.base_dir, self.lookup_env) {

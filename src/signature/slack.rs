@@ -80,6 +80,38 @@ mod tests {
     const NOW: i64 = 1_531_420_618;
 
     #[test]
+    fn the_replay_key_names_what_was_signed_not_how_the_header_spells_it() {
+        let provider = Slack {
+            secrets: secrets(&[SECRET]),
+            tolerance: Duration::from_secs(300),
+        };
+        let key = |signature: &str, timestamp: &str, body: &str| {
+            let headers = crate::request::Headers::new([
+                (SIGNATURE.to_string(), signature.to_string()),
+                (TIMESTAMP.to_string(), timestamp.to_string()),
+            ]);
+            let request = SignedRequest {
+                headers: &headers,
+                query: &[],
+                body: body.as_bytes(),
+                now: NOW,
+            };
+            provider.replay_key(&request).expect("a key")
+        };
+        let original = key(SIGNATURE_V0, "1531420618", BODY);
+        let shouted = format!("v0={}", SIGNATURE_V0[3..].to_uppercase());
+        let cases = [
+            (key(&shouted, "1531420618", BODY), true),
+            (key(SIGNATURE_V0, "1531420619", BODY), false),
+            (key(SIGNATURE_V0, "1531420618", "token=other"), false),
+        ];
+        for (index, (other, same)) in cases.into_iter().enumerate() {
+            assert_eq!(other == original, same, "case {index}");
+        }
+        assert!(original.starts_with("signed:") && !original.contains(BODY));
+    }
+
+    #[test]
     fn verifies_slacks_published_example_and_refuses_bad_ones() {
         let provider = Slack {
             secrets: secrets(&[SECRET]),
