@@ -14,6 +14,9 @@ use super::units;
 pub struct Decoder<'s> {
     source_map: &'s SourceMap,
     pub diagnostics: Vec<Diagnostic>,
+    /// The lines of every value read as a secret, which diagnostics never quote (besides the
+    /// source map's, which knows secrets by their key).
+    pub secret_lines: Vec<usize>,
     /// The config file's folder: relative paths in the file are relative to it.
     pub base_dir: PathBuf,
     pub lookup_env: &'s dyn Fn(&str) -> Option<String>,
@@ -69,6 +72,7 @@ impl<'s> Decoder<'s> {
         Decoder {
             source_map,
             diagnostics: Vec::new(),
+            secret_lines: Vec::new(),
             base_dir,
             lookup_env,
         }
@@ -231,15 +235,19 @@ impl<'s> Decoder<'s> {
     }
 
     /// One secret reference, resolved now so a missing secret is a load error, not a request error.
+    /// A literal's line is never quoted, and the warning about it names the key and its place only.
     pub fn secret(&mut self, value: &Value, path: &YamlPath) -> Option<Secret> {
         let text = self.string(value, path)?;
         match secret::resolve(&text, &self.base_dir, self.lookup_env) {
             Ok((secret, origin)) => {
                 if origin == SecretOrigin::Literal {
+                    if let Some(position) = self.source_map.position(path, Part::Value) {
+                        self.secret_lines.push(position.line);
+                    }
                     self.warning(
                         path,
                         Part::Value,
-                        "this secret is written in the file; prefer `env:NAME`, `file:PATH` or `cred:NAME` so it stays out of version control",
+                        format!("the secret `{path}` is written in the file; prefer `env:NAME`, `file:PATH` or `cred:NAME` so it stays out of version control"),
                     );
                 }
                 Some(secret)

@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use self::decode::Decoder;
-use self::diagnostic::{ConfigErrors, Diagnostic, Severity};
-use self::source_map::{Part, Position, SourceMap, YamlPath};
+use self::diagnostic::{ConfigErrors, Diagnostic, Listing, Severity};
+use self::source_map::{Part, Position, SourceMap, YamlPath, MAX_DEPTH};
 use crate::rules::Rule;
 use crate::signature::Signature;
 use crate::template::Template;
@@ -152,7 +152,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
     let lookup = |name: &str| std::env::var(name).ok();
     let source = std::fs::read_to_string(file).map_err(|error| ConfigErrors {
         file: file.display().to_string(),
-        source: String::new(),
+        listing: Listing::default(),
         diagnostics: vec![Diagnostic {
             severity: Severity::Error,
             position: None,
@@ -168,11 +168,32 @@ pub fn load_str(
     file: &Path,
     lookup_env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let errors = |diagnostics| ConfigErrors {
+    // The source map comes first: it refuses nesting too deep for the parsers to be quick, and
+    // knows which lines hold secrets before any of them could be quoted.
+    let source_map = SourceMap::new(source);
+    let errors = |diagnostics, secret_lines: &[usize]| ConfigErrors {
         file: file.display().to_string(),
-        source: source.to_string(),
+        listing: Listing::new(
+            source,
+            source_map
+                .secret_lines()
+                .iter()
+                .chain(secret_lines)
+                .copied(),
+        ),
         diagnostics,
     };
+    if let Some(position) = source_map.too_deep() {
+        let message = format!("the document nests more than {MAX_DEPTH} levels deep; no hookrunner setting needs that many");
+        return Err(errors(
+            vec![Diagnostic {
+                severity: Severity::Error,
+                position: Some(position),
+                message,
+            }],
+            &[],
+        ));
+    }
     let document: Value = match serde_yaml::from_str(source) {
         Ok(document) => document,
         Err(error) => {
@@ -180,17 +201,19 @@ pub fn load_str(
                 line: location.line(),
                 column: location.column(),
             });
-            return Err(errors(vec![Diagnostic {
-                severity: Severity::Error,
-                position,
-                message: format!("invalid YAML: {error}"),
-            }]));
+            return Err(errors(
+                vec![Diagnostic {
+                    severity: Severity::Error,
+                    position,
+                    message: format!("invalid YAML: {error}"),
+                }],
+                &[],
+            ));
         }
     };
     let mut document = document;
     let _ = document.apply_merge();
 
-    let source_map = SourceMap::new(source);
     let base_dir = file
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
@@ -202,15 +225,18 @@ pub fn load_str(
     let mut diagnostics = decoder.diagnostics;
     diagnostics.sort_by_key(|d| d.position.map(|p| (p.line, p.column)));
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    let errors = errors(diagnostics, &decoder.secret_lines);
     match config {
         Some(mut config) if !has_errors => {
-            config.warnings = diagnostics
+            let file = file.display().to_string();
+            config.warnings = errors
+                .diagnostics
                 .iter()
-                .map(|d| d.render(&file.display().to_string(), source))
+                .map(|d| d.render(&file, &errors.listing))
                 .collect();
             Ok(config)
         }
-        _ => Err(errors(diagnostics)),
+        _ => Err(errors),
     }
 }
 

@@ -1,12 +1,14 @@
 //! Where each key and value of a YAML document stands in the file, so config errors can point at it.
 //!
 //! serde_yaml parses the document; this pass reads the same text through yaml-rust2's marked events
-//! and records a line and column for every mapping key and every value, by path.
+//! and records a line and column for every mapping key and every value, by path. It also notes the
+//! lines that hold a secret (the value of any `secret` or `admin_token` key), which diagnostics never
+//! quote, and stops at collections nested deeper than [`MAX_DEPTH`].
 
 use std::collections::HashMap;
 use std::fmt;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::Marker;
 
 /// One step of a path into the document.
@@ -67,19 +69,59 @@ pub struct Position {
     pub column: usize,
 }
 
+/// How deep collections may nest: serde_yaml's own limit, checked here first, because a YAML
+/// scanner's work for each token grows with the depth of the flow collections around it.
+pub const MAX_DEPTH: usize = 128;
+
+/// Keys whose values are secrets: the lines of those values are never quoted.
+const SECRET_KEYS: &[&str] = &["secret", "admin_token"];
+
 #[derive(Default)]
 pub struct SourceMap {
     keys: HashMap<YamlPath, Position>,
     values: HashMap<YamlPath, Position>,
+    secret_lines: Vec<usize>,
+    too_deep: Option<Position>,
 }
 
 impl SourceMap {
-    /// Builds the map. Text that does not parse gives an empty map; serde_yaml reports that error.
+    /// Builds the map. Text that does not parse gives a map up to the error; serde_yaml reports it.
     pub fn new(text: &str) -> SourceMap {
-        let mut recorder = Recorder::default();
+        let mut recorder = Recorder::new(text);
         let mut parser = Parser::new_from_str(text);
-        let _ = parser.load(&mut recorder, false);
-        recorder.map
+        loop {
+            match parser.next_token() {
+                Ok((Event::StreamEnd, _)) => break,
+                Ok((event, mark)) => {
+                    if !recorder.on_event(event, mark) {
+                        break;
+                    }
+                }
+                // yaml-rust2 stops at 256 nested flow collections, which serde_yaml's scanner
+                // would go on reading, in time that grows with the square of the depth.
+                Err(error) if error.info().contains("recursion limit") => {
+                    let mark = error.marker();
+                    recorder.map.too_deep = Some(Position {
+                        line: mark.line(),
+                        column: mark.col() + 1,
+                    });
+                    break;
+                }
+                // serde_yaml reports the problems of text that does not parse.
+                Err(_) => break,
+            }
+        }
+        recorder.finish()
+    }
+
+    /// The 1-based lines that hold (part of) a secret's value.
+    pub fn secret_lines(&self) -> &[usize] {
+        &self.secret_lines
+    }
+
+    /// Where a collection first nests deeper than [`MAX_DEPTH`]; the map stops there.
+    pub fn too_deep(&self) -> Option<Position> {
+        self.too_deep
     }
 
     /// The position of a path, or of its nearest ancestor that has one.
@@ -99,32 +141,69 @@ enum Frame {
     Mapping {
         path: YamlPath,
         pending_key: Option<String>,
+        /// Inside the value of a secret key: every value below is a secret too.
+        secret: bool,
     },
     Sequence {
         path: YamlPath,
         next: usize,
+        secret: bool,
     },
 }
 
-#[derive(Default)]
-struct Recorder {
+/// A secret scalar whose extent is known once the next event says where the next node starts.
+struct OpenSecret {
+    start_index: usize,
+    start_line: usize,
+}
+
+struct Recorder<'t> {
     map: SourceMap,
     stack: Vec<Frame>,
     documents: usize,
+    open_secret: Option<OpenSecret>,
+    /// A cursor into the text that only moves forward: (char index, byte offset).
+    text: &'t str,
+    cursor: (usize, usize),
 }
 
-impl Recorder {
-    /// Decides where the node that starts here belongs: a key of the current mapping, or a value at a path.
-    fn place(&mut self, scalar: Option<&str>, position: Position) -> Option<YamlPath> {
+impl<'t> Recorder<'t> {
+    fn new(text: &'t str) -> Recorder<'t> {
+        Recorder {
+            map: SourceMap::default(),
+            stack: Vec::new(),
+            documents: 0,
+            open_secret: None,
+            text,
+            cursor: (0, 0),
+        }
+    }
+
+    fn finish(mut self) -> SourceMap {
+        let end = self.text.chars().count();
+        self.close_secret(end);
+        self.map
+    }
+
+    /// Decides where the node that starts here belongs: a key of the current mapping, or a value
+    /// at a path (with whether it is a secret).
+    fn place(&mut self, scalar: Option<&str>, position: Position) -> Option<(YamlPath, bool)> {
         match self.stack.last_mut() {
-            None => Some(YamlPath::default()),
-            Some(Frame::Sequence { path, next }) => {
+            None => Some((YamlPath::default(), false)),
+            Some(Frame::Sequence { path, next, secret }) => {
                 let path = path.index(*next);
                 *next += 1;
-                Some(path)
+                Some((path, *secret))
             }
-            Some(Frame::Mapping { path, pending_key }) => match pending_key.take() {
-                Some(key) => Some(path.key(&key)),
+            Some(Frame::Mapping {
+                path,
+                pending_key,
+                secret,
+            }) => match pending_key.take() {
+                Some(key) => {
+                    let is_secret = *secret || SECRET_KEYS.contains(&key.as_str());
+                    Some((path.key(&key), is_secret))
+                }
                 None => {
                     // This node is a key. Complex (non-scalar) keys are not located.
                     let key = scalar.unwrap_or("?").to_string();
@@ -136,46 +215,103 @@ impl Recorder {
         }
     }
 
-    fn record_value(&mut self, path: Option<YamlPath>, position: Position) -> Option<YamlPath> {
-        let path = path?;
+    fn record_value(&mut self, path: &YamlPath, position: Position) {
         self.map.values.entry(path.clone()).or_insert(position);
-        Some(path)
     }
-}
 
-impl MarkedEventReceiver for Recorder {
-    fn on_event(&mut self, event: Event, mark: Marker) {
+    /// Notes the lines of the open secret scalar, which ends before `next_index` (a char index):
+    /// from its first line to the last line that has more than whitespace and YAML punctuation.
+    fn close_secret(&mut self, next_index: usize) {
+        let Some(open) = self.open_secret.take() else {
+            return;
+        };
+        let (mut index, mut offset) = self.cursor;
+        let mut chars = self.text[offset..].chars();
+        while index < open.start_index {
+            let Some(c) = chars.next() else { break };
+            index += 1;
+            offset += c.len_utf8();
+        }
+        let (mut line, mut last_line) = (open.start_line, open.start_line);
+        while index < next_index {
+            let Some(c) = chars.next() else { break };
+            index += 1;
+            offset += c.len_utf8();
+            if c == '\n' {
+                line += 1;
+            } else if !c.is_whitespace() && !"-,[]{}?:".contains(c) {
+                last_line = line;
+            }
+        }
+        self.cursor = (index, offset);
+        self.map.secret_lines.extend(open.start_line..=last_line);
+    }
+
+    /// Takes one event; `false` once the rest of the text is not to be read.
+    fn on_event(&mut self, event: Event, mark: Marker) -> bool {
         let position = Position {
             line: mark.line(),
             column: mark.col() + 1,
         };
-        if self.documents > 1 {
-            return;
-        }
+        self.close_secret(mark.index());
         match event {
-            Event::DocumentStart => self.documents += 1,
+            Event::DocumentStart => {
+                self.documents += 1;
+                // serde_yaml refuses a second document; its positions are not needed.
+                return self.documents == 1;
+            }
             Event::Scalar(text, ..) => {
-                let path = self.place(Some(&text), position);
-                self.record_value(path, position);
+                if let Some((path, secret)) = self.place(Some(&text), position) {
+                    self.record_value(&path, position);
+                    // `env:NAME`, `file:PATH` and `cred:NAME` only say where a secret is.
+                    let reference = ["env:", "file:", "cred:"]
+                        .iter()
+                        .any(|prefix| text.starts_with(prefix));
+                    if secret && !reference {
+                        self.open_secret = Some(OpenSecret {
+                            start_index: mark.index(),
+                            start_line: position.line,
+                        });
+                    }
+                }
             }
             Event::Alias(_) => {
-                let path = self.place(None, position);
-                self.record_value(path, position);
+                if let Some((path, secret)) = self.place(None, position) {
+                    self.record_value(&path, position);
+                    if secret {
+                        self.map.secret_lines.push(position.line);
+                    }
+                }
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    self.map.too_deep = Some(position);
+                    return false;
+                }
                 let is_mapping = matches!(event, Event::MappingStart(..));
                 // A collection used as a key still needs a frame; give it a path nobody asks for.
-                let path = self
-                    .place(None, position)
-                    .and_then(|path| self.record_value(Some(path), position))
-                    .unwrap_or_else(|| YamlPath(vec![Segment::Key("\u{0}complex-key".into())]));
+                let (path, secret) = match self.place(None, position) {
+                    Some((path, secret)) => {
+                        self.record_value(&path, position);
+                        (path, secret)
+                    }
+                    None => (
+                        YamlPath(vec![Segment::Key("\u{0}complex-key".into())]),
+                        false,
+                    ),
+                };
                 self.stack.push(if is_mapping {
                     Frame::Mapping {
                         path,
                         pending_key: None,
+                        secret,
                     }
                 } else {
-                    Frame::Sequence { path, next: 0 }
+                    Frame::Sequence {
+                        path,
+                        next: 0,
+                        secret,
+                    }
                 });
             }
             Event::MappingEnd | Event::SequenceEnd => {
@@ -183,6 +319,7 @@ impl MarkedEventReceiver for Recorder {
             }
             _ => {}
         }
+        true
     }
 }
 

@@ -190,10 +190,47 @@ fn a_literal_secret_is_a_warning_not_an_error() {
         "hooks:\n  - id: a\n    signature: {gitlab: {secret: literal}}\n    run: {command: [x]}\n",
     )
     .unwrap();
-    assert_eq!(config.warnings.len(), 1);
+    assert_eq!(
+        config.warnings,
+        ["/etc/hookrunner/hooks.yaml:3:34: warning: the secret `hooks[0].signature.gitlab.secret` is written in the file; prefer `env:NAME`, `file:PATH` or `cred:NAME` so it stays out of version control\n"]
+    );
+}
+
+#[test]
+fn no_problem_quotes_a_line_that_holds_a_secret() {
+    const HOOK: &str = "hooks:\n  - id: a\n    run: {command: [x]}\n";
+    // Each text holds the literal `hunter2` (or `hunter3`), and some problem on or near its lines.
+    let cases: &[&str] = &[
+        "server: {admin_token: hunter2, bogus: 1}\nhooks: []\n",
+        "server:\n  admin_token: hunter2\n  max_jobs: 0\nhooks: []\n",
+        "hooks:\n  - id: a\n    signature: {github: {secret: hunter2, tolerence: 1m}}\n    run: {command: [x]}\n",
+        "hooks:\n  - id: a\n    signature: {githb: {secret: hunter2}}\n    run: {command: [x]}\n",
+        "hooks:\n  - id: a\n    signature:\n      slack:\n        secret:\n          - hunter2\n          - [hunter3]\n    run: {command: [x]}\n",
+        "hooks:\n  - id: a\n    signature:\n      slack: {secret: [ok,\n        hunter2, {x: 1}]}\n    run: {command: [x]}\n",
+        "hooks:\n  - id: a\n    signature:\n      gitlab:\n        secret: |\n          hunter2\n        extra: 1\n    run: {command: [x]}\n",
+        "hooks:\n  - id: a\n    signature:\n      gitlab:\n        secret: hunter2\n          hunter3\n        extra: 1\n    run: {command: [x]}\n",
+        "hooks:\n  - id: a\n    signature: {gitlab: {secret: \"hunter2\n",
+    ];
+    for text in cases {
+        let rendered = errors(&format!(
+            "{text}{}",
+            if text.contains("hooks:") { "" } else { HOOK }
+        ));
+        assert!(
+            rendered.contains("hooks.yaml:"),
+            "no problem found in:\n{text}"
+        );
+        assert!(
+            !rendered.contains("hunter"),
+            "a secret was quoted:\n{rendered}"
+        );
+    }
+    // Lines without secrets are still quoted, and so are references to secrets.
+    let rendered = errors("server:\n  admin_token: hunter2\n  max_jobs: 0\nhooks: []\n");
+    assert!(rendered.contains("3 |   max_jobs: 0"), "{rendered}");
+    let rendered = errors("server:\n  admin_token: env:MISSING_TOKEN\nhooks: []\n");
     assert!(
-        config.warnings[0].contains("hooks.yaml:3:34: warning: this secret is written in the file"),
-        "{}",
-        config.warnings[0]
+        rendered.contains("2 |   admin_token: env:MISSING_TOKEN"),
+        "{rendered}"
     );
 }

@@ -165,7 +165,7 @@ async fn handle(
         job_id,
         request_id: context.request_id.clone(),
         command,
-        dedupe_key: dedupe_key(hook, &context),
+        dedupe_key: dedupe_key(hook, &context, now),
         follow: hook.response.mode == ResponseMode::Stream,
     };
     let job = match state.engine.submit(submission) {
@@ -249,15 +249,24 @@ async fn handle(
 }
 
 /// The key that makes a redelivery a duplicate: `dedupe_key` when it renders, else the provider's
-/// delivery id; none when `dedupe: false`.
-fn dedupe_key(hook: &Hook, context: &RequestContext) -> Option<String> {
+/// delivery id, else (for Slack, or a Stripe event without `id`) a digest of the signed request,
+/// so a replay within the tolerance runs nothing; none when `dedupe: false`.
+fn dedupe_key(hook: &Hook, context: &RequestContext, now: i64) -> Option<String> {
     if !hook.dedupe {
         return None;
     }
-    match &hook.dedupe_key {
+    let key = match &hook.dedupe_key {
         Some(template) => template.render(context).ok().filter(|key| !key.is_empty()),
         None => context.delivery(),
-    }
+    };
+    key.or_else(|| {
+        hook.signature.replay_key(&SignedRequest {
+            headers: &context.headers,
+            query: &context.query,
+            body: &context.body,
+            now,
+        })
+    })
 }
 
 fn bad_body(error: ValueError) -> (ApiError, &'static str) {

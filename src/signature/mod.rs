@@ -189,6 +189,14 @@ pub trait Provider: fmt::Debug + Send + Sync {
     fn delivery_sources(&self) -> &'static [IdSource] {
         &[]
     }
+
+    /// For a timestamped scheme whose requests may carry no delivery id: a key naming this very
+    /// signed request, so a replay within the tolerance is a duplicate. It digests what the
+    /// signature covers (timestamp and body), not the header's text, so a re-encoded header is
+    /// the same request. Only for a request that `verify` accepted.
+    fn replay_key(&self, _request: &SignedRequest<'_>) -> Option<String> {
+        None
+    }
 }
 
 /// A hook's signature requirement: a provider, or `none` on purpose.
@@ -226,6 +234,21 @@ impl Signature {
             Signature::Provider(provider) => provider.delivery_sources(),
         }
     }
+
+    /// See [`Provider::replay_key`].
+    pub fn replay_key(&self, request: &SignedRequest<'_>) -> Option<String> {
+        match self {
+            Signature::None => None,
+            Signature::Provider(provider) => provider.replay_key(request),
+        }
+    }
+}
+
+/// The replay key of a signed request: `signed:` and the SHA-256 of the signed parts, in hex.
+pub fn replay_digest(parts: &[&[u8]]) -> String {
+    let mut digest = Sha256::new();
+    parts.iter().for_each(|part| digest.update(part));
+    format!("signed:{}", hex::encode(digest.finalize()))
 }
 
 /// HMAC digest algorithms.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{
-    any_secret_signs, check_timestamp, decode_hex, hmac_digest, malformed, mismatch,
+    any_secret_signs, check_timestamp, decode_hex, hmac_digest, malformed, mismatch, replay_digest,
     required_header, Algorithm, Provider, SignatureError, SignedRequest,
 };
 use crate::config::secret::Secrets;
@@ -39,6 +39,17 @@ impl Provider for Slack {
         check_timestamp(timestamp, TIMESTAMP, request.now, self.tolerance)
     }
 
+    /// Slack sends no delivery id: every request is known by what it signed.
+    fn replay_key(&self, request: &SignedRequest<'_>) -> Option<String> {
+        let timestamp = required_header(request.headers, TIMESTAMP).ok()?;
+        Some(replay_digest(&[
+            b"v0:",
+            timestamp.as_bytes(),
+            b":",
+            request.body,
+        ]))
+    }
+
     fn sign(&self, body: &[u8], _id: &str, timestamp: i64) -> Vec<(String, String)> {
         let Some(secret) = self.secrets.iter().next() else {
             return Vec::new();
@@ -67,6 +78,38 @@ mod tests {
     const SIGNATURE_V0: &str =
         "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
     const NOW: i64 = 1_531_420_618;
+
+    #[test]
+    fn the_replay_key_names_what_was_signed_not_how_the_header_spells_it() {
+        let provider = Slack {
+            secrets: secrets(&[SECRET]),
+            tolerance: Duration::from_secs(300),
+        };
+        let key = |signature: &str, timestamp: &str, body: &str| {
+            let headers = crate::request::Headers::new([
+                (SIGNATURE.to_string(), signature.to_string()),
+                (TIMESTAMP.to_string(), timestamp.to_string()),
+            ]);
+            let request = SignedRequest {
+                headers: &headers,
+                query: &[],
+                body: body.as_bytes(),
+                now: NOW,
+            };
+            provider.replay_key(&request).expect("a key")
+        };
+        let original = key(SIGNATURE_V0, "1531420618", BODY);
+        let shouted = format!("v0={}", SIGNATURE_V0[3..].to_uppercase());
+        let cases = [
+            (key(&shouted, "1531420618", BODY), true),
+            (key(SIGNATURE_V0, "1531420619", BODY), false),
+            (key(SIGNATURE_V0, "1531420618", "token=other"), false),
+        ];
+        for (index, (other, same)) in cases.into_iter().enumerate() {
+            assert_eq!(other == original, same, "case {index}");
+        }
+        assert!(original.starts_with("signed:") && !original.contains(BODY));
+    }
 
     #[test]
     fn verifies_slacks_published_example_and_refuses_bad_ones() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{
     any_secret_signs_one_of, check_timestamp, decode_hex, hmac_digest, malformed, mismatch,
-    required_header, Algorithm, Provider, SignatureError, SignedRequest,
+    replay_digest, required_header, Algorithm, Provider, SignatureError, SignedRequest,
 };
 use crate::config::secret::Secrets;
 use crate::request::IdSource;
@@ -76,6 +76,15 @@ impl Provider for Stripe {
 
     fn delivery_sources(&self) -> &'static [IdSource] {
         &[IdSource::Payload("id")]
+    }
+
+    /// For events without an `id`: the signed `t` and body (verify allows one `t` only).
+    fn replay_key(&self, request: &SignedRequest<'_>) -> Option<String> {
+        let value = required_header(request.headers, HEADER).ok()?;
+        let timestamp = value
+            .split(',')
+            .find_map(|field| field.trim().strip_prefix("t="))?;
+        Some(replay_digest(&[timestamp.as_bytes(), b".", request.body]))
     }
 }
 

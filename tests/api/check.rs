@@ -58,7 +58,9 @@ fn check_summarises_a_valid_file_and_the_example_passes() {
     );
     assert!(stdout.contains("hooks.yaml: ok, 3 hooks"), "{stdout}");
     assert!(
-        stderr.contains("warning: this secret is written in the file"),
+        stderr.contains(
+            "warning: the secret `hooks[0].signature.github.secret` is written in the file"
+        ),
         "{stderr}"
     );
 }

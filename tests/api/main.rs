@@ -15,6 +15,7 @@ mod log_flood;
 mod operations;
 mod providers;
 mod readme;
+mod replays;
 mod running;
 mod signatures;
 mod slow_clients;
