@@ -8,9 +8,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    eventually_status, free_port, process_is_gone, read_when_written, Binary, TestApp,
-};
+use crate::helpers::{process_is_gone, read_when_written, Binary, TestApp};
 
 /// Waits until `pid` is gone, failing after a deadline.
 async fn wait_until_gone(pid: i32, what: &str) {
@@ -159,22 +157,12 @@ async fn serve_binary(dir: &Path, hooks: &str, wrapper: &[&str]) -> (Binary, Str
         format!("server:\n  state_dir: state\nhooks:\n{hooks}"),
     )
     .unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let args = [
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ];
-    let binary = Binary::spawn_through(wrapper, &args, dir, |command| {
+    crate::helpers::serve_binary(&config, wrapper, &[], |command| {
         command
             .env("RUST_LOG", "warn")
             .env("HOOKRUNNER_TEST_SECRET", "do-not-leak");
-    });
-    let address = format!("http://{listen}");
-    eventually_status(&format!("{address}/readyz"), reqwest::Method::GET, 200).await;
-    (binary, address)
+    })
+    .await
 }
 
 /// The stdout of a `wait` hook that includes its output.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::helpers::{eventually_status, free_port, Binary};
+use crate::helpers::{serve_binary, Binary};
 
 const LITERALS: [&str; 4] = [
     "gh-literal-1234",
@@ -74,21 +74,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 /// Starts the real binary on `hooks.yaml` in `dir` with the given extra flags; returns it and its URL.
 async fn serve(dir: &Path, extra: &[&str]) -> (Binary, String) {
-    let port = free_port();
-    let config = dir.join("hooks.yaml");
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ];
-    args.extend_from_slice(extra);
-    let server = Binary::spawn(&args, dir, |_| {});
-    let base = format!("http://{listen}");
-    eventually_status(&format!("{base}/healthz"), reqwest::Method::GET, 200).await;
-    (server, base)
+    serve_binary(&dir.join("hooks.yaml"), &[], extra, |_| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

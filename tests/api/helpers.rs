@@ -231,6 +231,30 @@ impl Drop for Binary {
     }
 }
 
+/// Starts the real binary serving `config` on a free loopback port, through `wrapper` when it is not
+/// empty (see [`Binary::spawn_through`]), with `extra` arguments after the listen address, and
+/// waits until `/readyz` answers 200. Returns the server and its base URL.
+pub async fn serve_binary(
+    config: &Path,
+    wrapper: &[&str],
+    extra: &[&str],
+    configure: impl FnOnce(&mut std::process::Command),
+) -> (Binary, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ];
+    args.extend_from_slice(extra);
+    let binary = Binary::spawn_through(wrapper, &args, config.parent().unwrap(), configure);
+    let address = format!("http://{listen}");
+    eventually_status(&format!("{address}/readyz"), reqwest::Method::GET, 200).await;
+    (binary, address)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::helpers::{
-    eventually_status, free_port, github_signature, read_when_written, status_of, Binary, TestApp,
+    eventually_status, github_signature, read_when_written, serve_binary, status_of, Binary,
+    TestApp,
 };
 
 const PROXIED: &str = r#"
@@ -281,21 +282,7 @@ fn write_hooks(dir: &Path, hooks: &str) {
 /// Serves a file holding hook `a` from `dir` with the real binary; returns it and its base URL.
 async fn serve_hook_a(dir: &Path, extra: &[&str]) -> (Binary, String) {
     write_hooks(dir, HOOK_A);
-    let port = free_port();
-    let config = dir.join("hooks.yaml");
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ];
-    args.extend_from_slice(extra);
-    let server = Binary::spawn(&args, dir, |_| {});
-    let base = format!("http://127.0.0.1:{port}");
-    eventually_status(&format!("{base}/healthz"), reqwest::Method::GET, 200).await;
-    (server, base)
+    serve_binary(&dir.join("hooks.yaml"), &[], extra, |_| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

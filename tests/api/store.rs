@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hookrunner::app::Application;
 use serde_json::Value;
 
-use crate::helpers::{eventually_status, free_port, Binary, TestApp};
+use crate::helpers::{serve_binary, Binary, TestApp};
 
 const ASYNC_HOOK: &str = "hooks:
   - id: later
@@ -79,20 +79,10 @@ fn write_config(dir: &Path) -> PathBuf {
 
 /// Starts the binary on `config`, through `wrapper` if not empty, and waits until it is ready.
 async fn serve(config: &Path, wrapper: &[&str]) -> (Binary, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let args = [
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ];
-    let binary = Binary::spawn_through(wrapper, &args, config.parent().unwrap(), |command| {
+    serve_binary(config, wrapper, &[], |command| {
         command.env("RUST_LOG", "warn");
-    });
-    let address = format!("http://{listen}");
-    eventually_status(&format!("{address}/readyz"), reqwest::Method::GET, 200).await;
-    (binary, address)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
