@@ -2,22 +2,7 @@
 
 use std::process::Command;
 
-fn check(text: &str) -> (i32, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hooks.yaml");
-    std::fs::write(&file, text).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_hookrunner"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .env_remove("HOOKRUNNER_CONFIG")
-        .output()
-        .expect("the binary runs");
-    let stdout =
-        String::from_utf8_lossy(&output.stdout).replace(file.to_str().unwrap(), "hooks.yaml");
-    let stderr =
-        String::from_utf8_lossy(&output.stderr).replace(file.to_str().unwrap(), "hooks.yaml");
-    (output.status.code().unwrap(), stdout, stderr)
-}
+use crate::helpers::check_text as check;
 
 #[test]
 fn check_names_the_file_line_and_misspelt_key() {

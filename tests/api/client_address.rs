@@ -3,14 +3,12 @@
 //! address is unknown.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use hookrunner::app::Application;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 
-use crate::helpers::{Answer, TestApp};
+use crate::helpers::{check_text, Answer, TestApp};
 
 /// `echo` prints the address it was given (`unknown` when there is none); `allow` holds only for
 /// loopback clients; `deny` holds for everyone outside 203.0.113.0/24; `either` wraps the deny-list
@@ -40,26 +38,9 @@ hooks:
     run: {command: ["true"]}
 "#;
 
-/// Starts the server on `listen` exactly as configured (`TestApp::spawn` always takes 127.0.0.1:0).
+/// Starts the server on `listen` with `server` as its `server:` section.
 async fn spawn_listening(server: &str, listen: &[&str]) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let text = format!("server: {server}\n{HOOKS}");
-    let file = dir.path().join("hooks.yaml");
-    let mut config = hookrunner::config::load_str(&text, &file, &|_| None)
-        .unwrap_or_else(|errors| panic!("test config is invalid:\n{}", errors.render()));
-    config.server.listen = listen
-        .iter()
-        .map(|address| address.replace("$DIR", dir.path().to_str().unwrap()))
-        .collect();
-    config.server.state_dir = dir.path().join("state");
-    let application = Application::build(config).await.expect("the server builds");
-    let address = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until_stopped());
-    TestApp {
-        address,
-        dir,
-        client: reqwest::Client::new(),
-    }
+    TestApp::spawn_listening(&format!("server: {server}\n{HOOKS}"), listen).await
 }
 
 fn socket(app: &TestApp) -> PathBuf {
@@ -245,18 +226,8 @@ async fn unix_in_trusted_proxies_believes_the_proxy_on_a_unix_listener() {
 }
 
 fn check(text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hooks.yaml");
-    std::fs::write(&file, text).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_hookrunner"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .env_remove("HOOKRUNNER_CONFIG")
-        .output()
-        .expect("the binary runs");
-    let stderr =
-        String::from_utf8_lossy(&output.stderr).replace(file.to_str().unwrap(), "hooks.yaml");
-    (output.status.code().unwrap(), stderr)
+    let (code, _, stderr) = check_text(text);
+    (code, stderr)
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::helpers::{serve_binary, Binary};
+use crate::helpers::{check_file, serve_binary, Binary};
 
 const LITERALS: [&str; 4] = [
     "gh-literal-1234",
@@ -47,20 +47,9 @@ fn check_names_literal_secrets_by_place_and_never_prints_them() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hooks.yaml");
     std::fs::write(&file, literal_secrets_config(dir.path())).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookrunner"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .env_remove("HOOKRUNNER_CONFIG")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-    .replace(file.to_str().unwrap(), "hooks.yaml");
-    assert_names_places_not_values(&printed);
+    let (code, stdout, stderr) = check_file(&file);
+    assert_eq!(code, 0);
+    assert_names_places_not_values(&format!("{stdout}{stderr}"));
 }
 
 /// Polls until `check` holds, failing after a deadline.

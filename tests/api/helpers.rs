@@ -32,13 +32,28 @@ impl TestApp {
         config: &str,
         lookup_env: &dyn Fn(&str) -> Option<String>,
     ) -> TestApp {
+        TestApp::build(config, lookup_env, &["127.0.0.1:0"]).await
+    }
+
+    /// Like `spawn`, listening on `listen` as given (`$DIR` stands for the temp dir there too);
+    /// `address` is the first TCP listener's port on 127.0.0.1.
+    pub async fn spawn_listening(config: &str, listen: &[&str]) -> TestApp {
+        TestApp::build(config, &|_| None, listen).await
+    }
+
+    async fn build(
+        config: &str,
+        lookup_env: &dyn Fn(&str) -> Option<String>,
+        listen: &[&str],
+    ) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let text = config.replace("$DIR", dir.path().to_str().unwrap());
+        let in_dir = |text: &str| text.replace("$DIR", dir.path().to_str().unwrap());
+        let text = in_dir(config);
         let file = dir.path().join("hooks.yaml");
         std::fs::write(&file, &text).unwrap();
         let mut config = hookrunner::config::load_str(&text, &file, lookup_env)
             .unwrap_or_else(|errors| panic!("test config is invalid:\n{}", errors.render()));
-        config.server.listen = vec!["127.0.0.1:0".into()];
+        config.server.listen = listen.iter().map(|address| in_dir(address)).collect();
         config.server.state_dir = dir.path().join("state");
         let application = Application::build(config).await.expect("the server builds");
         let address = format!("http://127.0.0.1:{}", application.port());
@@ -229,6 +244,32 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `hookrunner check` on `file`: its exit code, stdout and stderr, the file's path shown as
+/// `hooks.yaml`.
+pub fn check_file(file: &Path) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookrunner"))
+        .args(["check", "--config"])
+        .arg(file)
+        .env_remove("HOOKRUNNER_CONFIG")
+        .output()
+        .expect("the binary runs");
+    let shown =
+        |bytes: &[u8]| String::from_utf8_lossy(bytes).replace(file.to_str().unwrap(), "hooks.yaml");
+    (
+        output.status.code().unwrap(),
+        shown(&output.stdout),
+        shown(&output.stderr),
+    )
+}
+
+/// Writes `text` to `hooks.yaml` in a fresh temp dir and runs `hookrunner check` on it.
+pub fn check_text(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hooks.yaml");
+    std::fs::write(&file, text).unwrap();
+    check_file(&file)
 }
 
 /// Starts the real binary serving `config` on a free loopback port, through `wrapper` when it is not
