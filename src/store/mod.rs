@@ -184,9 +184,20 @@ impl Store {
         let logs_dir = state_dir.join(LOGS_DIR);
         let database = state_dir.join(DATABASE_FILE);
         files::prepare(state_dir, &logs_dir, &database)?;
-        files::create_or_check_database(&database)?;
-        let connection = schema::open(&database)?;
-        let opened = files::OpenFiles::record(&database)?;
+        let created = files::create_or_check_database(&database)?;
+        let opened = schema::open(&database).and_then(|connection| {
+            let files = files::OpenFiles::record(&database)?;
+            Ok((connection, files))
+        });
+        let (connection, opened) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                if created {
+                    files::remove_if_empty(&database);
+                }
+                return Err(error);
+            }
+        };
         let counters = Arc::new(Counters::default());
         let (commands, receiver) = mpsc::channel();
         writer::spawn(connection, opened, logs_dir, receiver, counters.clone())?;

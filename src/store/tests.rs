@@ -791,3 +791,17 @@ async fn making_the_logs_private_does_not_follow_a_symbolic_link() {
     let mode = std::fs::metadata(&elsewhere).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o644);
 }
+
+#[tokio::test]
+async fn a_first_start_that_cannot_open_the_database_leaves_no_empty_file_to_refuse_later() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where SQLite's write-ahead log must go: the first open fails after the
+    // database file was created.
+    let in_the_way = dir.path().join(format!("{DATABASE_FILE}-wal"));
+    std::fs::create_dir(&in_the_way).unwrap();
+    let result = Store::open(dir.path());
+    assert!(result.is_err(), "{result:?}");
+    std::fs::remove_dir(&in_the_way).unwrap();
+    let reopened = Store::open(dir.path());
+    assert!(reopened.is_ok(), "{reopened:?}");
+}
