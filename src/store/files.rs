@@ -228,6 +228,22 @@ pub(super) fn probe_room(state_dir: &Path, database: &Path) -> Result<(), StoreE
     })
 }
 
+/// A failure of [`probe_room`] again, for another check that shares the probe.
+pub(super) fn again(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::NoRoom { path, source } => StoreError::NoRoom {
+            path: path.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        StoreError::FileSizeLimit { path, size, limit } => StoreError::FileSizeLimit {
+            path: path.clone(),
+            size: *size,
+            limit: *limit,
+        },
+        other => StoreError::Io(io::Error::other(other.to_string())),
+    }
+}
+
 fn write_and_sync(path: &Path) -> io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)

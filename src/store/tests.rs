@@ -805,3 +805,20 @@ async fn a_first_start_that_cannot_open_the_database_leaves_no_empty_file_to_ref
     let reopened = Store::open(dir.path());
     assert!(reopened.is_ok(), "{reopened:?}");
 }
+
+#[tokio::test]
+async fn a_burst_of_readiness_checks_shares_the_disk_probe() {
+    let (_dir, store) = open_store();
+    let probes = || store.counters.room_probes.load(Ordering::SeqCst);
+    let checks = (0..50).map(|_| store.check_writable());
+    for answer in futures_util::future::join_all(checks).await {
+        answer.unwrap();
+    }
+    // The checks all arrive before a second probe could start: each writes and fsyncs 64 KiB,
+    // which an unauthenticated burst of `/readyz` must not multiply.
+    let shared = probes();
+    assert!((1..=2).contains(&shared), "{shared} probes for 50 checks");
+    // A check that arrives once they are done gets a probe of its own.
+    store.check_writable().await.unwrap();
+    assert_eq!(probes(), shared + 1);
+}
