@@ -165,10 +165,14 @@ fn is_secret_key(key: &str) -> bool {
     SECRET_KEYS.contains(&key) || super::decode::did_you_mean(key, SECRET_KEYS).is_some()
 }
 
-/// A secret scalar whose extent is known once the next event says where the next node starts.
+/// A secret scalar, or one with an anchor (which an alias may make a secret later), whose extent
+/// is known once the next event says where the next node starts.
 struct OpenSecret {
     start_index: usize,
     start_line: usize,
+    secret: bool,
+    /// The scalar's anchor, 0 for none.
+    anchor: usize,
 }
 
 struct Recorder<'t> {
@@ -176,6 +180,8 @@ struct Recorder<'t> {
     stack: Vec<Frame>,
     documents: usize,
     open_secret: Option<OpenSecret>,
+    /// The first and last lines of each anchored scalar that is not a secret reference, by anchor.
+    anchors: HashMap<usize, (usize, usize)>,
     /// The line of the latest event, where a node the scanner fails in began at the earliest.
     last_line: usize,
     /// A cursor into the text that only moves forward: (char index, byte offset).
@@ -190,6 +196,7 @@ impl<'t> Recorder<'t> {
             stack: Vec::new(),
             documents: 0,
             open_secret: None,
+            anchors: HashMap::new(),
             last_line: 1,
             text,
             cursor: (0, 0),
@@ -274,7 +281,13 @@ impl<'t> Recorder<'t> {
             }
         }
         self.cursor = (index, offset);
-        self.map.secret_lines.extend(open.start_line..=last_line);
+        if open.secret {
+            self.map.secret_lines.extend(open.start_line..=last_line);
+        }
+        if open.anchor != 0 {
+            self.anchors
+                .insert(open.anchor, (open.start_line, last_line));
+        }
     }
 
     /// Takes one event; `false` once the rest of the text is not to be read.
@@ -291,26 +304,33 @@ impl<'t> Recorder<'t> {
                 // serde_yaml refuses a second document; its positions are not needed.
                 return self.documents == 1;
             }
-            Event::Scalar(text, ..) => {
+            Event::Scalar(text, _, anchor, _) => {
                 if let Some((path, secret)) = self.place(Some(&text), position) {
                     self.record_value(&path, position);
                     // `env:NAME`, `file:PATH` and `cred:NAME` only say where a secret is.
                     let reference = ["env:", "file:", "cred:"]
                         .iter()
                         .any(|prefix| text.starts_with(prefix));
-                    if secret && !reference {
+                    if !reference && (secret || anchor != 0) {
                         self.open_secret = Some(OpenSecret {
                             start_index: mark.index(),
                             start_line: position.line,
+                            secret,
+                            anchor,
                         });
                     }
                 }
             }
-            Event::Alias(_) => {
+            Event::Alias(anchor) => {
                 if let Some((path, secret)) = self.place(None, position) {
                     self.record_value(&path, position);
                     if secret {
                         self.map.secret_lines.push(position.line);
+                        // The secret is written where its anchor is, maybe under any key. Its
+                        // lines are noted once, however many aliases follow (loading stays linear).
+                        if let Some((first, last)) = self.anchors.remove(&anchor) {
+                            self.map.secret_lines.extend(first..=last);
+                        }
                     }
                 }
             }

@@ -217,6 +217,9 @@ fn no_problem_quotes_a_line_that_holds_a_secret() {
         // A misspelt secret key holds a secret all the same.
         "hooks:\n  - id: a\n    signature:\n      slack:\n        secrets: [hunter2, hunter3]\n    run: {command: [x]}\n",
         "server: {admin_tokn: hunter2}\nhooks: []\n",
+        // A secret written under another key, and made one through an alias.
+        "shared: &s hunter2\nhooks:\n  - id: a\n    signature: {github: {secret: *s}}\n    run: {command: [x]}\n",
+        "hooks:\n  - id: a\n    run: {command: [x], env: {A: &s hunter2}, bogus: 1}\n  - id: b\n    signature: {github: {secret: *s}}\n    run: {command: [x]}\n",
     ];
     for text in cases {
         let rendered = errors(&format!(
