@@ -107,8 +107,16 @@ impl SourceMap {
                     });
                     break;
                 }
-                // serde_yaml reports the problems of text that does not parse.
-                Err(_) => break,
+                // serde_yaml reports the problems of text that does not parse, and quotes the line
+                // it stops at, which may be any line of a secret the scanner failed in (the two
+                // scanners need not stop at the same place): from its key on, nothing is quoted.
+                Err(_) => {
+                    if recorder.expecting_secret() {
+                        let lines = recorder.last_line..=text.lines().count().max(1);
+                        recorder.map.secret_lines.extend(lines);
+                    }
+                    break;
+                }
             }
         }
         recorder.finish()
@@ -151,10 +159,20 @@ enum Frame {
     },
 }
 
-/// A secret scalar whose extent is known once the next event says where the next node starts.
+/// Whether a key's value is a secret: one of [`SECRET_KEYS`], or a likely misspelling of one,
+/// whose value was meant as a secret all the same.
+fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.contains(&key) || super::decode::did_you_mean(key, SECRET_KEYS).is_some()
+}
+
+/// A secret scalar, or one with an anchor (which an alias may make a secret later), whose extent
+/// is known once the next event says where the next node starts.
 struct OpenSecret {
     start_index: usize,
     start_line: usize,
+    secret: bool,
+    /// The scalar's anchor, 0 for none.
+    anchor: usize,
 }
 
 struct Recorder<'t> {
@@ -162,6 +180,10 @@ struct Recorder<'t> {
     stack: Vec<Frame>,
     documents: usize,
     open_secret: Option<OpenSecret>,
+    /// The first and last lines of each anchored scalar that is not a secret reference, by anchor.
+    anchors: HashMap<usize, (usize, usize)>,
+    /// The line of the latest event, where a node the scanner fails in began at the earliest.
+    last_line: usize,
     /// A cursor into the text that only moves forward: (char index, byte offset).
     text: &'t str,
     cursor: (usize, usize),
@@ -174,6 +196,8 @@ impl<'t> Recorder<'t> {
             stack: Vec::new(),
             documents: 0,
             open_secret: None,
+            anchors: HashMap::new(),
+            last_line: 1,
             text,
             cursor: (0, 0),
         }
@@ -183,6 +207,19 @@ impl<'t> Recorder<'t> {
         let end = self.text.chars().count();
         self.close_secret(end);
         self.map
+    }
+
+    /// Whether the node that would come next is (part of) a secret.
+    fn expecting_secret(&self) -> bool {
+        match self.stack.last() {
+            None => false,
+            Some(Frame::Sequence { secret, .. }) => *secret,
+            Some(Frame::Mapping {
+                pending_key,
+                secret,
+                ..
+            }) => *secret || pending_key.as_deref().is_some_and(is_secret_key),
+        }
     }
 
     /// Decides where the node that starts here belongs: a key of the current mapping, or a value
@@ -201,7 +238,7 @@ impl<'t> Recorder<'t> {
                 secret,
             }) => match pending_key.take() {
                 Some(key) => {
-                    let is_secret = *secret || SECRET_KEYS.contains(&key.as_str());
+                    let is_secret = *secret || is_secret_key(&key);
                     Some((path.key(&key), is_secret))
                 }
                 None => {
@@ -244,7 +281,13 @@ impl<'t> Recorder<'t> {
             }
         }
         self.cursor = (index, offset);
-        self.map.secret_lines.extend(open.start_line..=last_line);
+        if open.secret {
+            self.map.secret_lines.extend(open.start_line..=last_line);
+        }
+        if open.anchor != 0 {
+            self.anchors
+                .insert(open.anchor, (open.start_line, last_line));
+        }
     }
 
     /// Takes one event; `false` once the rest of the text is not to be read.
@@ -254,32 +297,40 @@ impl<'t> Recorder<'t> {
             column: mark.col() + 1,
         };
         self.close_secret(mark.index());
+        self.last_line = position.line;
         match event {
             Event::DocumentStart => {
                 self.documents += 1;
                 // serde_yaml refuses a second document; its positions are not needed.
                 return self.documents == 1;
             }
-            Event::Scalar(text, ..) => {
+            Event::Scalar(text, _, anchor, _) => {
                 if let Some((path, secret)) = self.place(Some(&text), position) {
                     self.record_value(&path, position);
                     // `env:NAME`, `file:PATH` and `cred:NAME` only say where a secret is.
                     let reference = ["env:", "file:", "cred:"]
                         .iter()
                         .any(|prefix| text.starts_with(prefix));
-                    if secret && !reference {
+                    if !reference && (secret || anchor != 0) {
                         self.open_secret = Some(OpenSecret {
                             start_index: mark.index(),
                             start_line: position.line,
+                            secret,
+                            anchor,
                         });
                     }
                 }
             }
-            Event::Alias(_) => {
+            Event::Alias(anchor) => {
                 if let Some((path, secret)) = self.place(None, position) {
                     self.record_value(&path, position);
                     if secret {
                         self.map.secret_lines.push(position.line);
+                        // The secret is written where its anchor is, maybe under any key. Its
+                        // lines are noted once, however many aliases follow (loading stays linear).
+                        if let Some((first, last)) = self.anchors.remove(&anchor) {
+                            self.map.secret_lines.extend(first..=last);
+                        }
                     }
                 }
             }

@@ -210,6 +210,16 @@ fn no_problem_quotes_a_line_that_holds_a_secret() {
         "hooks:\n  - id: a\n    signature:\n      gitlab:\n        secret: |\n          hunter2\n        extra: 1\n    run: {command: [x]}\n",
         "hooks:\n  - id: a\n    signature:\n      gitlab:\n        secret: hunter2\n          hunter3\n        extra: 1\n    run: {command: [x]}\n",
         "hooks:\n  - id: a\n    signature: {gitlab: {secret: \"hunter2\n",
+        // Text the YAML scanner stops at, inside a secret or just after its key.
+        "hooks:\n  - id: a\n    signature: {gitlab: {secret: \"hunter2\\q\"}}\n    run: {command: [x]}\n",
+        "hooks:\n  - id: a\n    signature:\n      gitlab:\n        secret: \"hunter2\n          hunter3\\q\"\n    run: {command: [x]}\n",
+        "server:\n  admin_token: 'hunter2\n    hunter3\nhooks: []\n",
+        // A misspelt secret key holds a secret all the same.
+        "hooks:\n  - id: a\n    signature:\n      slack:\n        secrets: [hunter2, hunter3]\n    run: {command: [x]}\n",
+        "server: {admin_tokn: hunter2}\nhooks: []\n",
+        // A secret written under another key, and made one through an alias.
+        "shared: &s hunter2\nhooks:\n  - id: a\n    signature: {github: {secret: *s}}\n    run: {command: [x]}\n",
+        "hooks:\n  - id: a\n    run: {command: [x], env: {A: &s hunter2}, bogus: 1}\n  - id: b\n    signature: {github: {secret: *s}}\n    run: {command: [x]}\n",
     ];
     for text in cases {
         let rendered = errors(&format!(

@@ -70,28 +70,40 @@ pub(super) fn prepare(
 }
 
 /// Creates a missing database file, empty and private, for SQLite to fill (SQLite gives its side
-/// files the database's mode); refuses an existing empty one, whose history is gone.
-pub(super) fn create_or_check_database(database: &Path) -> Result<(), StoreError> {
+/// files the database's mode); refuses an existing empty one, whose history is gone. Returns
+/// whether it created the file, which [`remove_if_empty`] undoes when SQLite cannot fill it.
+pub(super) fn create_or_check_database(database: &Path) -> Result<bool, StoreError> {
     let created = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(PRIVATE_FILE)
         .open(database);
     match created {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
             match fs::metadata(database) {
                 Ok(metadata) if metadata.len() == 0 => Err(StoreError::EmptyDatabase {
                     path: database.to_path_buf(),
                 }),
                 // Another kind of trouble is SQLite's to report, with its own words.
-                _ => Ok(()),
+                _ => Ok(false),
             }
         }
         Err(source) => Err(StoreError::CreateFile {
             path: database.to_path_buf(),
             source,
         }),
+    }
+}
+
+/// Removes the database file this start created when it is still empty: a first start that
+/// failed (a full disk, a read-only directory) must not leave a file the next start refuses as
+/// a database whose history is gone.
+pub(super) fn remove_if_empty(database: &Path) {
+    if fs::symlink_metadata(database)
+        .is_ok_and(|metadata| metadata.is_file() && metadata.len() == 0)
+    {
+        let _ = fs::remove_file(database);
     }
 }
 
@@ -214,6 +226,22 @@ pub(super) fn probe_room(state_dir: &Path, database: &Path) -> Result<(), StoreE
         path: state_dir.to_path_buf(),
         source,
     })
+}
+
+/// A failure of [`probe_room`] again, for another check that shares the probe.
+pub(super) fn again(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::NoRoom { path, source } => StoreError::NoRoom {
+            path: path.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        StoreError::FileSizeLimit { path, size, limit } => StoreError::FileSizeLimit {
+            path: path.clone(),
+            size: *size,
+            limit: *limit,
+        },
+        other => StoreError::Io(io::Error::other(other.to_string())),
+    }
 }
 
 fn write_and_sync(path: &Path) -> io::Result<()> {

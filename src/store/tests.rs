@@ -791,3 +791,34 @@ async fn making_the_logs_private_does_not_follow_a_symbolic_link() {
     let mode = std::fs::metadata(&elsewhere).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o644);
 }
+
+#[tokio::test]
+async fn a_first_start_that_cannot_open_the_database_leaves_no_empty_file_to_refuse_later() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where SQLite's write-ahead log must go: the first open fails after the
+    // database file was created.
+    let in_the_way = dir.path().join(format!("{DATABASE_FILE}-wal"));
+    std::fs::create_dir(&in_the_way).unwrap();
+    let result = Store::open(dir.path());
+    assert!(result.is_err(), "{result:?}");
+    std::fs::remove_dir(&in_the_way).unwrap();
+    let reopened = Store::open(dir.path());
+    assert!(reopened.is_ok(), "{reopened:?}");
+}
+
+#[tokio::test]
+async fn a_burst_of_readiness_checks_shares_the_disk_probe() {
+    let (_dir, store) = open_store();
+    let probes = || store.counters.room_probes.load(Ordering::SeqCst);
+    let checks = (0..50).map(|_| store.check_writable());
+    for answer in futures_util::future::join_all(checks).await {
+        answer.unwrap();
+    }
+    // The checks all arrive before a second probe could start: each writes and fsyncs 64 KiB,
+    // which an unauthenticated burst of `/readyz` must not multiply.
+    let shared = probes();
+    assert!((1..=2).contains(&shared), "{shared} probes for 50 checks");
+    // A check that arrives once they are done gets a probe of its own.
+    store.check_writable().await.unwrap();
+    assert_eq!(probes(), shared + 1);
+}
