@@ -44,9 +44,17 @@ fn close_inherited_on_exec() -> io::Result<usize> {
             continue;
         };
         let flags = FdFlag::from_bits_truncate(flags);
-        if !flags.contains(FdFlag::FD_CLOEXEC) {
-            fcntl(fd, FcntlArg::F_SETFD(flags | FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
-            changed += 1;
+        if flags.contains(FdFlag::FD_CLOEXEC) {
+            continue;
+        }
+        match fcntl(fd, FcntlArg::F_SETFD(flags | FdFlag::FD_CLOEXEC)) {
+            Ok(_) => changed += 1,
+            // One descriptor that cannot be marked must not leave the others unmarked.
+            Err(error) => tracing::warn!(
+                fd,
+                %error,
+                "cannot mark an inherited descriptor close-on-exec; commands may inherit it"
+            ),
         }
     }
     Ok(changed)
