@@ -53,12 +53,19 @@ pub fn client_ip(peer: Peer, headers: &Headers, trusted: &TrustedProxies) -> Opt
     let by_x_forwarded_for = headers
         .joined("x-forwarded-for")
         .map(|hops| walk(hops.split(',').map(parse_node), trusted));
-    let by_forwarded = headers
-        .joined("forwarded")
-        .map(|elements| walk(elements.split(',').map(forwarded_for), trusted));
+    let forwarded = headers.joined("forwarded");
+    // A `Forwarded` with no `for=` at all (only `proto=`, `host=` or `by=`) names no client.
+    let names_a_client = forwarded.as_deref().is_some_and(|elements| {
+        elements
+            .split([',', ';'])
+            .filter_map(|pair| pair.split_once('='))
+            .any(|(key, _)| key.trim().eq_ignore_ascii_case("for"))
+    });
+    let by_forwarded =
+        forwarded.map(|elements| walk(elements.split(',').map(forwarded_for), trusted));
     match (by_x_forwarded_for, by_forwarded) {
-        (Some(one), Some(other)) => one.filter(|_| one == other),
-        (Some(client), None) | (None, Some(client)) => client,
+        (Some(one), Some(other)) if names_a_client => one.filter(|_| one == other),
+        (Some(client), _) | (None, Some(client)) => client,
         (None, None) => own,
     }
 }
@@ -286,6 +293,15 @@ mod tests {
                 ],
                 false,
                 "192.0.2.60",
+            ),
+            (
+                "10.0.0.2",
+                &[
+                    (xff, "198.51.100.1"),
+                    ("forwarded", "proto=https;host=example.org"),
+                ],
+                false,
+                "198.51.100.1",
             ),
             // `Forwarded` from a trusted peer, walked the same way.
             (
