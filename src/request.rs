@@ -48,7 +48,8 @@ impl Headers {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdSource {
     Header(&'static str),
-    /// A top-level field of the parsed payload.
+    /// A top-level field of the parsed payload; of the body read as JSON when the request calls it a
+    /// form, since the content type is not signed.
     Payload(&'static str),
 }
 
@@ -145,16 +146,33 @@ impl RequestContext {
         sources.iter().find_map(|source| {
             let value = match source {
                 IdSource::Header(name) => self.headers.get(name).map(str::to_string),
-                IdSource::Payload(field) => self
-                    .payload()
-                    .ok()
-                    .flatten()
-                    .and_then(|payload| payload.get(*field))
-                    .map(render_value),
+                IdSource::Payload(field) => {
+                    let field_of = |payload: &Value| payload.get(*field).map(render_value);
+                    // Providers send JSON, and the content type is not signed: a replay that calls
+                    // the body a form must not lose the delivery id that makes it a duplicate.
+                    if media_type(self.headers.get("content-type")) == FORM {
+                        serde_json::from_slice::<Value>(&self.body)
+                            .ok()
+                            .as_ref()
+                            .and_then(field_of)
+                    } else {
+                        self.payload().ok().flatten().and_then(field_of)
+                    }
+                }
             };
             value.filter(|value| !value.is_empty())
         })
     }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The media type of a `Content-Type` value, lower-cased, without its parameters.
+fn media_type(content_type: Option<&str>) -> String {
+    content_type
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, ValueError> {
@@ -162,11 +180,8 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, 
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let media_type = content_type
-        .and_then(|value| value.split(';').next())
-        .map(|value| value.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    if media_type == "application/x-www-form-urlencoded" {
+    let media_type = media_type(content_type);
+    if media_type == FORM {
         return Ok(Some(parse_form(body)));
     }
     // JSON is the default: many senders omit the content type or send `text/plain`.

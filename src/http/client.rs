@@ -46,15 +46,28 @@ pub fn client_ip(peer: Peer, headers: &Headers, trusted: &TrustedProxies) -> Opt
     if !peer.is_trusted(trusted) {
         return own;
     }
-    // `X-Forwarded-For` decides when present; `Forwarded` is read only when it is absent, so a
-    // client cannot slip its own `Forwarded` past a proxy that writes `X-Forwarded-For`.
-    if let Some(forwarded_for) = headers.joined("x-forwarded-for") {
-        return walk(forwarded_for.split(',').map(parse_node), trusted);
+    // A proxy writes one of the two headers (or both, naming the same client) and passes the
+    // other through as the client sent it. Which one is the proxy's is not known here, so when
+    // both are present they must agree: otherwise a client could name itself in the header its
+    // proxy does not write.
+    let by_x_forwarded_for = headers
+        .joined("x-forwarded-for")
+        .map(|hops| walk(hops.split(',').map(parse_node), trusted));
+    let forwarded = headers.joined("forwarded");
+    // A `Forwarded` with no `for=` at all (only `proto=`, `host=` or `by=`) names no client.
+    let names_a_client = forwarded.as_deref().is_some_and(|elements| {
+        elements
+            .split([',', ';'])
+            .filter_map(|pair| pair.split_once('='))
+            .any(|(key, _)| key.trim().eq_ignore_ascii_case("for"))
+    });
+    let by_forwarded =
+        forwarded.map(|elements| walk(elements.split(',').map(forwarded_for), trusted));
+    match (by_x_forwarded_for, by_forwarded) {
+        (Some(one), Some(other)) if names_a_client => one.filter(|_| one == other),
+        (Some(client), _) | (None, Some(client)) => client,
+        (None, None) => own,
     }
-    if let Some(forwarded) = headers.joined("forwarded") {
-        return walk(forwarded.split(',').map(forwarded_for), trusted);
-    }
-    own
 }
 
 /// The first hop from the right that is not a trusted proxy; when every hop is one, the leftmost.
@@ -255,6 +268,40 @@ mod tests {
                 &[(xff, "unknown"), ("forwarded", "for=192.0.2.60")],
                 false,
                 "-",
+            ),
+            // Both headers must agree: the proxy writes one, the client may have sent the other.
+            (
+                "10.0.0.2",
+                &[(xff, "198.51.100.1"), ("forwarded", "for=192.0.2.60")],
+                false,
+                "-",
+            ),
+            (
+                "10.0.0.2",
+                &[
+                    (xff, "203.0.113.5, 192.0.2.60"),
+                    ("forwarded", "for=192.0.2.60"),
+                ],
+                false,
+                "192.0.2.60",
+            ),
+            (
+                "10.0.0.2",
+                &[
+                    (xff, "192.0.2.60"),
+                    ("forwarded", "for=192.0.2.60, for=10.0.0.3"),
+                ],
+                false,
+                "192.0.2.60",
+            ),
+            (
+                "10.0.0.2",
+                &[
+                    (xff, "198.51.100.1"),
+                    ("forwarded", "proto=https;host=example.org"),
+                ],
+                false,
+                "198.51.100.1",
             ),
             // `Forwarded` from a trusted peer, walked the same way.
             (

@@ -307,19 +307,20 @@ async fn read_body(
         return Err(too_large());
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 10) as usize);
-    let deadline = Instant::now() + body_timeout;
+    // A timeout longer than the clock can add (an operator's "never") is no deadline, not a panic.
+    let deadline = Instant::now().checked_add(body_timeout);
     loop {
         let chunk_deadline = Instant::now() + BODY_CHUNK_TIMEOUT;
-        let chunk =
-            match tokio::time::timeout_at(chunk_deadline.min(deadline), payload.next()).await {
-                Err(_) if chunk_deadline < deadline => {
-                    return Err(incomplete("the client stopped sending the body"))
-                }
-                Err(_) => return Err(too_slow(body_timeout)),
-                Ok(None) => break,
-                Ok(Some(Err(error))) => return Err(incomplete(&error.to_string())),
-                Ok(Some(Ok(chunk))) => chunk,
-            };
+        let until = deadline.map_or(chunk_deadline, |deadline| chunk_deadline.min(deadline));
+        let chunk = match tokio::time::timeout_at(until, payload.next()).await {
+            Err(_) if deadline.map_or(true, |deadline| chunk_deadline < deadline) => {
+                return Err(incomplete("the client stopped sending the body"))
+            }
+            Err(_) => return Err(too_slow(body_timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(error))) => return Err(incomplete(&error.to_string())),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
         }

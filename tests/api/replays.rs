@@ -120,3 +120,22 @@ async fn different_slack_requests_and_stripe_events_with_ids_all_run() {
     }
     assert_eq!(runs(&app, "stripe"), 2);
 }
+
+#[tokio::test]
+async fn a_stripe_event_replayed_under_another_content_type_is_still_a_duplicate() {
+    let app = TestApp::spawn(CONFIG).await;
+    let body = r#"{"id":"evt_replayed","type":"invoice.paid"}"#;
+    let headers = signed("stripe", "whsec_stripe", body);
+    let first = send(&app, "stripe", body, &headers).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    // The content type is not signed: a replay may say the JSON body is a form, which has no `id`.
+    let mut as_form: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    as_form.push(("Content-Type", "application/x-www-form-urlencoded"));
+    let replay = app.post_hook("stripe", body.to_string(), &as_form).await;
+    assert_eq!(replay.body["status"], "duplicate", "{:?}", replay.body);
+    assert_eq!(replay.body["job_id"], first.body["job_id"]);
+    assert_eq!(runs(&app, "stripe"), 1);
+}

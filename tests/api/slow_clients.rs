@@ -269,3 +269,20 @@ hooks:
         ]
     );
 }
+
+#[tokio::test]
+async fn a_body_timeout_too_long_to_be_a_deadline_is_no_deadline_not_a_crash() {
+    // An operator's way of saying "never": past what a clock can add, not a panic per request.
+    let app = TestApp::spawn(
+        r#"
+server: {body_timeout: 400000000000years}
+hooks:
+  - id: open
+    signature: none
+    run: {command: ["true"]}
+"#,
+    )
+    .await;
+    let answer = app.post_hook("open", "{}", &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+}
