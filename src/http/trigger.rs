@@ -49,7 +49,8 @@ pub async fn trigger(
             "not_found",
         );
     };
-    match handle(&request, payload, hook, &state).await {
+    let body_timeout = config.server.body_timeout;
+    match handle(&request, payload, hook, body_timeout, &state).await {
         Ok((response, outcome)) => with_outcome(response, &hook.id, outcome),
         Err((error, outcome)) => with_outcome(
             actix_web::ResponseError::error_response(&error),
@@ -65,6 +66,7 @@ async fn handle(
     request: &HttpRequest,
     payload: web::Payload,
     hook: &Hook,
+    body_timeout: Duration,
     state: &AppState,
 ) -> Answer {
     let method = request.method().as_str();
@@ -79,7 +81,6 @@ async fn handle(
         return Err((error, "method_not_allowed"));
     }
 
-    let body_timeout = state.config().server.body_timeout;
     let body = read_body(request, payload, hook, body_timeout).await?;
     let headers = Headers::new(request.headers().iter().map(|(name, value)| {
         (
