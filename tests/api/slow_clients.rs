@@ -53,18 +53,17 @@ impl Trickled {
     }
 }
 
+/// A server with one open hook running `true`, and the given `server.body_timeout`.
+async fn open_hook_with_body_timeout(body_timeout: &str) -> TestApp {
+    let config = format!(
+        "server: {{body_timeout: {body_timeout}}}\nhooks:\n  - id: open\n    signature: none\n    run: {{command: [\"true\"]}}\n"
+    );
+    TestApp::spawn(&config).await
+}
+
 #[tokio::test]
 async fn a_body_slower_than_body_timeout_gets_408_and_the_connection_is_closed() {
-    let app = TestApp::spawn(
-        r#"
-server: {body_timeout: 1s}
-hooks:
-  - id: open
-    signature: none
-    run: {command: ["true"]}
-"#,
-    )
-    .await;
+    let app = open_hook_with_body_timeout("1s").await;
     let address = app.address.trim_start_matches("http://").to_string();
     let trickled = tokio::task::spawn_blocking(move || trickle_body(&address, "/hooks/open"))
         .await
@@ -273,16 +272,7 @@ hooks:
 #[tokio::test]
 async fn a_body_timeout_too_long_to_be_a_deadline_is_no_deadline_not_a_crash() {
     // An operator's way of saying "never": past what a clock can add, not a panic per request.
-    let app = TestApp::spawn(
-        r#"
-server: {body_timeout: 400000000000years}
-hooks:
-  - id: open
-    signature: none
-    run: {command: ["true"]}
-"#,
-    )
-    .await;
+    let app = open_hook_with_body_timeout("400000000000years").await;
     let answer = app.post_hook("open", "{}", &[]).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
 }
