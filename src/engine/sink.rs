@@ -2,17 +2,14 @@
 //! `max_output`, then one marker while the pipes keep draining), and live readers (each with a
 //! bounded backlog, see `live`).
 
-use std::fs::File;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::live::{Chunk, LiveOutput, LiveReader, BACKLOG_LIMIT};
 use crate::runner::{CappedOutput, OutputSink, StreamKind};
+use crate::store::LogWriter;
 
 pub struct JobSink {
     capture: CappedOutput,
@@ -25,10 +22,8 @@ pub struct JobSink {
 }
 
 struct LogFile {
-    path: PathBuf,
-    /// Created at the first output, so a silent command costs no file.
-    file: Option<File>,
-    /// Creating or writing the file failed; output is kept in memory only.
+    writer: LogWriter,
+    /// Writing the log failed; output is kept in memory only.
     failed: bool,
     written: u64,
     max: u64,
@@ -36,15 +31,14 @@ struct LogFile {
 }
 
 impl JobSink {
-    /// A sink whose log file is created at `path` when the first output arrives. A file that
-    /// cannot be created or written is logged, and the job still runs. With `live`, the output is
-    /// also sent, chunk by chunk, to whoever [`subscribes`](JobSink::subscribe).
-    pub fn create(path: &Path, max_output: u64, live: bool) -> JobSink {
+    /// A sink whose log goes to `writer`. A log that cannot be written is logged, and the job
+    /// still runs. With `live`, the output is also sent, chunk by chunk, to whoever
+    /// [`subscribes`](JobSink::subscribe).
+    pub fn create(writer: LogWriter, max_output: u64, live: bool) -> JobSink {
         JobSink {
             capture: CappedOutput::new(max_output),
             log: Mutex::new(LogFile {
-                path: path.to_path_buf(),
-                file: None,
+                writer,
                 failed: false,
                 written: 0,
                 max: max_output,
@@ -83,10 +77,9 @@ impl OutputSink for JobSink {
                 data: Bytes::copy_from_slice(data),
             });
         }
-        let mut log = self.log.lock().expect("log lock");
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         let LogFile {
-            path,
-            file,
+            writer,
             failed,
             written,
             max,
@@ -95,47 +88,22 @@ impl OutputSink for JobSink {
         if *truncated || *failed {
             return;
         }
-        if file.is_none() {
-            match create_log(path) {
-                Ok(created) => *file = Some(created),
-                Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "cannot create the job log; output is kept in memory only");
-                    *failed = true;
-                    return;
-                }
-            }
-        }
-        let Some(handle) = file.as_mut() else {
-            return;
-        };
         let room = max.saturating_sub(*written) as usize;
         let (kept, overflow) = data.split_at(data.len().min(room));
-        let mut result = handle.write_all(kept);
+        let mut result = writer.append(kept);
         *written += kept.len() as u64;
         if !overflow.is_empty() {
             *truncated = true;
             let marker = format!("\n[hookrunner: output truncated after {max} bytes]\n");
-            result = result.and_then(|()| handle.write_all(marker.as_bytes()));
+            result = result.and_then(|()| writer.append(marker.as_bytes()));
             *written += marker.len() as u64;
         }
         if let Err(error) = result {
-            tracing::error!(%error, "cannot write the job log; later output is kept in memory only");
-            *file = None;
+            tracing::error!(log = %writer.describe(), %error, "cannot write the job log; later output is kept in memory only");
             *failed = true;
         }
         self.log_len.send_replace(*written);
     }
-}
-
-/// Creates (or empties) a job's log file, readable by the server's user only: it holds the job's
-/// output.
-fn create_log(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
 }
 
 #[cfg(test)]
@@ -146,7 +114,7 @@ mod tests {
     fn the_log_is_capped_with_one_marker_and_followers_see_its_length() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job.log");
-        let sink = JobSink::create(&path, 10, true);
+        let sink = JobSink::create(LogWriter::file(path.clone()), 10, true);
         let length = sink.log_len();
         let mut live = sink.subscribe().unwrap();
         sink.write(StreamKind::Stdout, b"12345");

@@ -6,10 +6,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{stream, ApiError, AppState};
+use super::log::{self, Source};
+use super::{ApiError, AppState};
 use crate::engine::Cancelled;
-use crate::job::{now_ms, to_json, JobId, Status};
+use crate::job::{now_ms, JobId, JobView, Status};
 use crate::signature::tokens_equal;
+use crate::store::ListQuery;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -60,7 +62,7 @@ pub async fn get_job(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = JobId::parse(&id).ok_or_else(job_not_found)?;
-    let record = state
+    let job = state
         .engine
         .get(&id)
         .await
@@ -68,9 +70,9 @@ pub async fn get_job(
         .ok_or_else(job_not_found)?;
     let include_output = state
         .config()
-        .hook(&record.hook)
+        .hook(&job.hook)
         .is_some_and(|hook| hook.response.include_output);
-    Ok(HttpResponse::Ok().json(to_json(&record, include_output, now_ms())))
+    Ok(HttpResponse::Ok().json(JobView::of(&job, include_output, now_ms())))
 }
 
 #[derive(Deserialize)]
@@ -84,24 +86,23 @@ pub async fn get_log(
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = JobId::parse(&id).ok_or_else(job_not_found)?;
-    let path = state.engine.store().log_path(&id);
     let follow = matches!(query.follow.as_deref(), Some("1" | "true" | "yes"));
-    let text = HttpResponse::Ok()
+    let source = match state.engine.watch(&id) {
+        Some((job, sink)) => Source::Local { job, sink },
+        None => {
+            // Not this instance's: the store knows whether it exists.
+            if state.engine.get(&id).await.map_err(store_error)?.is_none() {
+                return Err(job_not_found());
+            }
+            Source::Store
+        }
+    };
+    let store = state.engine.store().clone();
+    let body = log::read(store, id, follow.then_some(source));
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header(("X-Accel-Buffering", "no"))
-        .take();
-    if follow {
-        if let Some((record, sink)) = state.engine.watch(&id) {
-            let mut response = text;
-            return Ok(response.streaming(stream::follow_log(path, record, sink)));
-        }
-    }
-    // A finished job (or no follow): the whole log as it is now.
-    if state.engine.get(&id).await.map_err(store_error)?.is_none() {
-        return Err(job_not_found());
-    }
-    let mut response = text;
-    Ok(response.streaming(stream::read_log(path)))
+        .streaming(body))
 }
 
 /// The route a job or health path falls to when called with another method: 405, naming the one
@@ -159,16 +160,17 @@ fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(), ApiError
 }
 
 #[derive(Deserialize)]
-pub struct ListQuery {
+pub struct ListParams {
     hook: Option<String>,
     status: Option<String>,
     limit: Option<usize>,
+    before: Option<String>,
 }
 
 pub async fn list_jobs(
     state: web::Data<AppState>,
     request: HttpRequest,
-    query: web::Query<ListQuery>,
+    query: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &request)?;
     let status = match query.status.as_deref() {
@@ -185,20 +187,36 @@ pub async fn list_jobs(
             )
         })?),
     };
-    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    let hook = query.hook.as_deref().filter(|hook| !hook.is_empty());
-    let records = state
+    let before = match query.before.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(JobId::parse(text).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_before",
+                "`before` takes a job id, as given in `next`",
+            )
+        })?),
+    };
+    let query = ListQuery {
+        hook: query.hook.clone().filter(|hook| !hook.is_empty()),
+        status,
+        before,
+        limit: query.limit.unwrap_or(50).clamp(1, 1000),
+    };
+    let page = state
         .engine
         .store()
-        .list(hook, status, limit)
+        .list(query)
         .await
         .map_err(store_error)?;
     let now = now_ms();
-    let jobs: Vec<_> = records
+    let jobs: Vec<_> = page
+        .jobs
         .iter()
-        .map(|record| to_json(record, false, now))
+        .map(|job| JobView::of(job, false, now))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"jobs": jobs})))
+    let next = page.next.as_ref().map(JobId::as_str);
+    Ok(HttpResponse::Ok().json(json!({"jobs": jobs, "next": next})))
 }
 
 pub async fn cancel_job(

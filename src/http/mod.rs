@@ -4,6 +4,7 @@
 mod client;
 mod error;
 mod jobs;
+mod log;
 mod stream;
 mod trigger;
 

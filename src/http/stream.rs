@@ -2,24 +2,16 @@
 //! `Accept: text/event-stream`), and `GET /jobs/{id}/log?follow=1`.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{self, Stream};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::watch;
 
-use crate::engine::{Chunk, Item, JobSink, LiveReader};
-use crate::job::{now_ms, to_json};
+use crate::engine::{Chunk, Item, LiveReader};
+use crate::job::{now_ms, Job, JobView};
 use crate::runner::StreamKind;
-use crate::store::JobRecord;
-
-/// The most a log reader (`GET /jobs/{id}/log`, with or without `follow`) reads from the file at a
-/// time: the file is its backlog, so a reader that does not keep up costs disk, not memory.
-const LOG_READ_SIZE: usize = 64 << 10;
 
 /// Whether the client asked for server-sent events.
 fn wants_events(request: &HttpRequest) -> bool {
@@ -36,7 +28,7 @@ fn wants_events(request: &HttpRequest) -> bool {
 pub fn respond(
     request: &HttpRequest,
     output: LiveReader,
-    record: watch::Receiver<JobRecord>,
+    record: watch::Receiver<Job>,
 ) -> HttpResponse {
     let events = wants_events(request);
     let content_type = if events {
@@ -54,14 +46,14 @@ pub fn respond(
 
 struct Live {
     output: LiveReader,
-    record: watch::Receiver<JobRecord>,
+    record: watch::Receiver<Job>,
     events: bool,
     done: bool,
 }
 
 fn output_stream(
     output: LiveReader,
-    record: watch::Receiver<JobRecord>,
+    record: watch::Receiver<Job>,
     events: bool,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let live = Live {
@@ -75,7 +67,7 @@ fn output_stream(
             return None;
         }
         loop {
-            let finished = live.record.borrow().status.is_final();
+            let finished = live.record.borrow().status().is_final();
             if finished {
                 // The runner hands over all output before the job is marked finished, so what is
                 // left is already waiting; it goes out a piece at a time, then the exit.
@@ -151,113 +143,16 @@ fn event(name: &str, text: &str) -> String {
     out
 }
 
-fn exit_line(record: &JobRecord, events: bool) -> Bytes {
+fn exit_line(job: &Job, events: bool) -> Bytes {
     if events {
-        return Bytes::from(event("exit", &to_json(record, false, now_ms()).to_string()));
+        let body = serde_json::to_string(&JobView::of(job, false, now_ms())).unwrap_or_default();
+        return Bytes::from(event("exit", &body));
     }
-    let line = match record.exit_code {
+    let line = match job.outcome().and_then(|outcome| outcome.exit_code) {
         Some(code) => format!("\nexit status {code}\n"),
-        None => format!("\nexit status {}\n", record.status.as_str()),
+        None => format!("\nexit status {}\n", job.status().as_str()),
     };
     Bytes::from(line)
-}
-
-/// Follows a job's log file from the start until the job ends, a bounded piece at a time.
-pub fn follow_log(
-    path: PathBuf,
-    record: watch::Receiver<JobRecord>,
-    sink: Arc<JobSink>,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
-    struct Follow {
-        path: PathBuf,
-        /// Opened once the log has output (it is created at the first output).
-        file: Option<tokio::fs::File>,
-        offset: u64,
-        record: watch::Receiver<JobRecord>,
-        length: watch::Receiver<u64>,
-        /// The job's publisher is gone: read what is left, then end.
-        gone: bool,
-        done: bool,
-    }
-    let follow = Follow {
-        path,
-        file: None,
-        offset: 0,
-        length: sink.log_len(),
-        record,
-        gone: false,
-        done: false,
-    };
-    stream::unfold(follow, |mut follow| async move {
-        loop {
-            if follow.done {
-                return None;
-            }
-            // Read the final status before the file, so nothing written before the end is missed.
-            let finished = follow.record.borrow_and_update().status.is_final() || follow.gone;
-            let available = *follow.length.borrow_and_update();
-            if available > follow.offset {
-                match read_piece(&follow.path, &mut follow.file, follow.offset).await {
-                    Ok(bytes) if !bytes.is_empty() => {
-                        follow.offset += bytes.len() as u64;
-                        return Some((Ok(bytes), follow));
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        follow.done = true;
-                        return Some((Err(error), follow));
-                    }
-                }
-            }
-            if finished {
-                return None;
-            }
-            tokio::select! {
-                changed = follow.length.changed() => if changed.is_err() { follow.gone = true },
-                changed = follow.record.changed() => if changed.is_err() { follow.gone = true },
-            }
-        }
-    })
-}
-
-/// A job's log as it is now, a bounded piece at a time: a client that reads slowly holds the file
-/// open, not a copy of it in memory. A job without output has no log file: an empty body.
-pub fn read_log(path: PathBuf) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
-    stream::unfold(Some((path, None, 0u64)), |state| async move {
-        let (path, mut file, offset) = state?;
-        match read_piece(&path, &mut file, offset).await {
-            Ok(piece) if piece.is_empty() => None,
-            Ok(piece) => {
-                let next = offset + piece.len() as u64;
-                Some((Ok(piece), Some((path, file, next))))
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => Some((Err(error), None)),
-        }
-    })
-}
-
-/// Reads at most `LOG_READ_SIZE` bytes of the log from `offset`, opening it the first time.
-async fn read_piece(
-    path: &PathBuf,
-    file: &mut Option<tokio::fs::File>,
-    offset: u64,
-) -> std::io::Result<Bytes> {
-    let file = match file {
-        Some(file) => file,
-        None => {
-            let mut opened = tokio::fs::File::open(path).await?;
-            opened.seek(std::io::SeekFrom::Start(offset)).await?;
-            file.insert(opened)
-        }
-    };
-    let mut piece = BytesMut::with_capacity(LOG_READ_SIZE);
-    while piece.len() < LOG_READ_SIZE {
-        if file.read_buf(&mut piece).await? == 0 {
-            break;
-        }
-    }
-    Ok(piece.freeze())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::config::units::format_size;
 use crate::config::{Hook, ResponseMode};
 use crate::engine::{Submission, SubmitError, Submitted};
 use crate::exec_limits;
-use crate::job::{now_ms, JobId, Status};
+use crate::job::{now_ms, JobId, JobView, Status};
 use crate::request::{Headers, RequestContext, ValueError};
 use crate::signature::SignedRequest;
 use crate::template::RenderError;
@@ -169,11 +169,15 @@ async fn handle(
         dedupe_key: dedupe_key(hook, &context, now),
         follow: hook.response.mode == ResponseMode::Stream,
     };
-    let job = match state.engine.submit(submission) {
+    let job = match state.engine.submit(submission).await {
         Ok(Submitted::Accepted(job)) => job,
         Ok(Submitted::Duplicate(first)) => {
             let body = json!({"status": "duplicate", "job_id": first.as_str(), "links": {"job": format!("/jobs/{first}")}});
             return Ok((HttpResponse::Ok().json(body), "duplicate"));
+        }
+        Err(SubmitError::Store(error)) => {
+            tracing::error!(%error, "cannot admit a job");
+            return Err(store_unavailable());
         }
         Err(error) => {
             let message = match &error {
@@ -197,25 +201,20 @@ async fn handle(
                 None => Ok(()),
             };
             if let Err(error) = committed {
-                tracing::error!(job_id = %job.id, %error, "cannot commit an accepted job");
-                let error = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "the job store cannot record jobs right now; retry later",
-                )
-                .with_header(header::RETRY_AFTER, "5");
-                return Err((error, "store_unavailable"));
+                tracing::error!(job_id = %job.job.id, %error, "cannot commit an accepted job");
+                return Err(store_unavailable());
             }
-            let record = job.record.borrow().clone();
             Ok((
-                HttpResponse::Accepted().json(crate::job::to_json(&record, false, now_ms())),
+                HttpResponse::Accepted().json(JobView::of(&job.job, false, now_ms())),
                 "accepted",
             ))
         }
-        ResponseMode::Stream => match job.output {
-            Some(output) => Ok((stream::respond(request, output, job.record), "streamed")),
+        ResponseMode::Stream => match (job.output, job.watch) {
+            (Some(output), Some(watch)) => {
+                Ok((stream::respond(request, output, watch), "streamed"))
+            }
             // Not reached: a stream hook's jobs are submitted to `follow`.
-            None => Err((
+            _ => Err((
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -225,28 +224,45 @@ async fn handle(
             )),
         },
         ResponseMode::Wait => {
-            let mut record = job.record;
-            // A job that outlives `wait_timeout` keeps running; the client gets 202 and the job's links.
-            let _ = tokio::time::timeout(
-                hook.response.wait_timeout,
-                record.wait_for(|r| r.status.is_final()),
-            )
-            .await;
-            let record = record.borrow().clone();
-            let status = match record.status {
+            let job = match job.watch {
+                Some(mut watch) => {
+                    // A job that outlives `wait_timeout` keeps running; the client gets 202 and
+                    // the job's links.
+                    let _ = tokio::time::timeout(
+                        hook.response.wait_timeout,
+                        watch.wait_for(|job| job.status().is_final()),
+                    )
+                    .await;
+                    let job = watch.borrow().clone();
+                    job
+                }
+                // Not reached: a wait job runs here and is watched.
+                None => job.job,
+            };
+            let status = match job.status() {
                 Status::Succeeded => StatusCode::OK,
                 Status::TimedOut => StatusCode::GATEWAY_TIMEOUT,
                 Status::Queued | Status::Running => StatusCode::ACCEPTED,
                 _ => StatusCode::from_u16(hook.response.failure_status)
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             };
-            let body = crate::job::to_json(&record, hook.response.include_output, now_ms());
+            let body = JobView::of(&job, hook.response.include_output, now_ms());
             Ok((
                 HttpResponse::build(status).json(body),
-                record.status.as_str(),
+                job.status().as_str(),
             ))
         }
     }
+}
+
+fn store_unavailable() -> (ApiError, &'static str) {
+    let error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the job store cannot record jobs right now; retry later",
+    )
+    .with_header(header::RETRY_AFTER, "5");
+    (error, "store_unavailable")
 }
 
 /// The key that makes a redelivery a duplicate: `dedupe_key` when it renders, else the provider's

@@ -1,8 +1,13 @@
-//! What can go wrong in the job store, each error saying what to do about it.
+//! What can go wrong in the job store, whatever the backend, each error saying what to do about
+//! it. A backend's own errors are kept as sources, so nothing above the store names a backend.
 
+use std::error::Error;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// A backend's own error.
+pub type Cause = Box<dyn Error + Send + Sync>;
 
 use crate::job::JobId;
 
@@ -32,7 +37,7 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: Cause,
     },
     /// A zero-length file: SQLite would take it for a new database and the history would be lost.
     #[error("the job database `{path}` is empty (0 bytes), so the jobs it held are gone; move it aside (`mv {path} {path}.empty`, with its `-wal` and `-shm` files if any) and start again to begin a new one")]
@@ -41,7 +46,7 @@ pub enum StoreError {
     NotADatabase {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: Cause,
     },
     /// The path no longer names the file the store opened: writes would go to a file a restart
     /// does not see.
@@ -69,10 +74,10 @@ pub enum StoreError {
     )]
     NewerSchema { found: i64, known: i64 },
     #[error("the job store failed")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(#[source] Cause),
     /// The transaction holding this write failed, so none of its writes were kept.
     #[error("the job store could not commit")]
-    Commit(#[source] Arc<rusqlite::Error>),
+    Commit(#[source] Arc<dyn Error + Send + Sync>),
     #[error("no job `{0}` in the store")]
     UnknownJob(JobId),
     #[error("the job store could not use a file or thread")]
@@ -82,9 +87,15 @@ pub enum StoreError {
     Closed,
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        StoreError::Database(Box::new(error))
+    }
+}
+
 impl StoreError {
     /// The same error for another waiter of the batch it failed, when it is one a batch shares.
-    pub(super) fn shared(&self) -> Option<StoreError> {
+    pub(crate) fn shared(&self) -> Option<StoreError> {
         match self {
             StoreError::Commit(cause) => Some(StoreError::Commit(Arc::clone(cause))),
             StoreError::Replaced { path } => Some(StoreError::Replaced { path: path.clone() }),

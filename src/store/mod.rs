@@ -1,392 +1,294 @@
-//! The job store: jobs in SQLite at `{state_dir}/hookrunner.db`, their logs in `{state_dir}/logs/`.
+//! The job store: the one boundary between the engine (and HTTP) and where jobs are kept.
 //!
-//! The store never blocks the async runtime. One dedicated OS thread (in `writer.rs`) owns the
-//! `rusqlite::Connection` and serves commands from a channel; async callers get their answers
-//! through `tokio::sync::oneshot`. Writes use group commit: the writer takes every command already
-//! waiting, runs all their writes in one `BEGIN IMMEDIATE` … `COMMIT`, and only then answers, so a
-//! burst of durable inserts costs a few fsyncs rather than one each. A commit fsyncs only when one
-//! of its writes asks for [`Durability::Disk`]; the others are in the operating system's hands
-//! when answered (safe from `kill -9`), and on the disk at the next fsync.
+//! Two backends sit behind [`Store`]: `sqlite` (the embedded default, one instance) and
+//! `postgres` (any number of instances sharing one database). Nothing outside this module names a
+//! backend; every caller goes through `Store`, whose methods are the contract both keep:
 //!
-//! Only this module speaks SQL: the schema is in `schema.rs`, the statements in `queries.rs`.
-//! `files.rs` keeps the state directory private and checks, before and after every commit that
-//! fsyncs, that the database's paths still name the files the connection writes to.
+//! - **Admission is atomic.** [`Store::admit`] decides duplicates, queue limits and what the new
+//!   job supersedes, and records the job, as one step: two admissions of one delivery, on any
+//!   instances, give one job and one duplicate.
+//! - **A job runs at most once.** Only [`Store::claim`] moves a job from queued to running, and it
+//!   hands each job to exactly one claimer. It keeps each hook's `concurrency` across everyone who
+//!   claims: `queue`, `latest` and `replace` run one job at a time, oldest first; `parallel.limit`
+//!   counts every running job of the hook. A job placed on one instance is claimed only there.
+//! - **Order.** Writes through one handle apply in the order they were made. A read sees every
+//!   write made through the same handle before it.
+//! - **Durability.** A write's [`Committed`] resolves once the write is kept as its
+//!   [`Durability`] says; a write nobody waits for is still made. An `async` job's insert and
+//!   start are [`Durability::Disk`].
+//! - **Output.** A job's log is written through [`Store::log_writer`] by whoever runs it and read
+//!   through [`Store::read_log`] by anyone.
 
+mod commit;
 mod error;
-mod files;
-mod queries;
-mod schema;
-#[cfg(test)]
-mod tests;
-mod writer;
+mod log;
+pub mod sqlite;
 
-use std::fmt;
-use std::future::Future;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use bytes::Bytes;
+use tokio::sync::mpsc;
 
-use crate::job::{JobId, Status};
+use crate::command::JobCommand;
+use crate::config::Concurrency;
+use crate::job::{Job, JobId, Outcome, Status};
+pub use commit::{Committed, Durability, StoreStats};
 pub use error::StoreError;
-use writer::{Command, Read, Reply, Write};
+pub use log::LogWriter;
 
-/// The database file inside the state directory.
-const DATABASE_FILE: &str = "hookrunner.db";
-
-/// The directory inside the state directory that holds one log file per job.
-const LOGS_DIR: &str = "logs";
-
-/// One job as the store keeps it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobRecord {
-    pub id: JobId,
-    pub hook: String,
-    pub request_id: String,
-    pub status: Status,
-    pub dedupe_key: Option<String>,
-    /// Unix milliseconds, like every `_ms` instant here.
-    pub created_ms: i64,
-    pub started_ms: Option<i64>,
-    pub finished_ms: Option<i64>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub error: Option<String>,
-    pub duration_ms: Option<u64>,
-    /// Opaque JSON text the engine stores to re-run a queued job after a restart. Text, not a
-    /// parsed value: it is written once and read back only at a restart, so it is never parsed or
-    /// cloned on the way in. Empty in the engine's live copies of a record.
-    pub command: String,
-    /// The answer-sized output, set when the job ends; the log file has all of it.
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
+/// A job to admit, with what it needs to run and how it is scheduled.
+pub struct NewJob {
+    /// The job, queued.
+    pub job: Job,
+    /// What the job runs. A command that runs after a restart (an `async` job's) makes the job
+    /// durable: its insert and its start are on the disk before [`Admission::Accepted`]'s
+    /// `committed` and [`Claimed::started`] resolve.
+    pub command: JobCommand,
+    /// How the hook is scheduled; the latest admission's mode decides for the hook's queue.
+    pub concurrency: Concurrency,
+    /// Who may claim the job.
+    pub placement: Placement,
 }
 
-/// A change to a stored job.
-#[derive(Clone, Debug)]
-pub enum JobUpdate {
-    /// The command started: the status becomes `running`.
-    Started { at_ms: i64 },
-    /// The job ended with `status`, which should be final.
-    Finished {
-        status: Status,
-        at_ms: i64,
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-        error: Option<String>,
-        duration_ms: Option<u64>,
-        stdout: Option<String>,
-        stderr: Option<String>,
+/// Which instances may claim a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Whichever instance has room.
+    Any,
+    /// Only this one: a `wait` or `stream` job (the client's connection is there), or one copy of
+    /// a `run_on: all` job. Its concurrency counts per instance for `run_on: all` copies.
+    On {
+        instance: String,
+        per_instance: bool,
     },
 }
 
-/// How far a write must have gone before its transaction counts as committed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// On the disk: the commit fsyncs the log first, so the write survives a power loss.
-    Disk,
-    /// With the operating system: the write survives the server being killed (`kill -9`), and
-    /// reaches the disk with the next `Disk` commit or checkpoint; a power loss may lose it.
-    Os,
+/// What admitting a job decided. Only `Accepted` recorded anything.
+#[derive(Debug)]
+pub enum Admission {
+    Accepted {
+        /// Resolves once the job is kept as [`NewJob::durable`] asks.
+        committed: Committed,
+        /// Waiting jobs of the hook this one superseded (`latest`, `replace`): already recorded
+        /// `superseded`.
+        superseded: Vec<JobId>,
+        /// Running jobs of the hook that must stop (`replace`), with the instance running each:
+        /// the store tells the other instances; the caller stops its own.
+        cancel: Vec<(JobId, String)>,
+    },
+    /// The same delivery is already queued, running or succeeded: nothing new runs.
+    Duplicate(JobId),
+    /// `queue` mode and the hook's queue is full.
+    QueueFull { waiting: usize },
+    /// `max_pending` jobs are waiting already.
+    ServerFull { pending: usize },
 }
 
-impl Durability {
-    /// `Disk` when `needed`, else `Os`.
-    pub fn disk_if(needed: bool) -> Durability {
-        if needed {
-            Durability::Disk
-        } else {
-            Durability::Os
+/// A job [`Store::claim`] handed to its caller, now recorded running on it.
+pub struct Claimed {
+    pub job: Job,
+    pub command: JobCommand,
+    /// For a durable job, resolves once its start is on the disk: its command must not run before.
+    pub started: Option<Committed>,
+}
+
+/// What [`Store::cancel`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelResult {
+    /// It was waiting; it is now `cancelled` and will never run.
+    Dequeued(Box<Job>),
+    /// It is running on `instance`, which has been asked to stop it (the caller stops its own).
+    Running {
+        instance: String,
+    },
+    AlreadyFinished(Status),
+    NotFound,
+}
+
+/// Which jobs [`Store::list`] returns: newest first, created before `before` if given.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub hook: Option<String>,
+    pub status: Option<Status>,
+    pub before: Option<JobId>,
+    pub limit: usize,
+}
+
+/// One page of jobs, and the id to pass as `before` for the next (`None` on the last page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    pub next: Option<JobId>,
+}
+
+/// Something another instance did that this one must act on (PostgreSQL only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Jobs may be waiting that this instance could claim.
+    Work,
+    /// Stop this job if it runs here.
+    Cancel(JobId),
+    /// This job ended without running here (superseded or cancelled elsewhere): re-read it.
+    Ended(JobId),
+}
+
+/// An instance of the cluster, as `GET /instances` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceInfo {
+    pub name: String,
+    pub version: String,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    pub running: usize,
+}
+
+/// A handle on the job store. Clones are cheap and share one backend.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! backend {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($backend) => $call,
         }
-    }
-}
-
-impl JobUpdate {
-    /// Makes in `record` the change `queries::update` makes in its row.
-    fn apply_to(self, record: &mut JobRecord) {
-        match self {
-            JobUpdate::Started { at_ms } => {
-                record.status = Status::Running;
-                record.started_ms = Some(at_ms);
-            }
-            JobUpdate::Finished {
-                status,
-                at_ms,
-                exit_code,
-                signal,
-                error,
-                duration_ms,
-                stdout,
-                stderr,
-            } => {
-                record.status = status;
-                record.finished_ms = Some(at_ms);
-                record.exit_code = exit_code;
-                record.signal = signal;
-                record.error = error;
-                record.duration_ms = duration_ms;
-                record.stdout = stdout;
-                record.stderr = stderr;
-            }
-        }
-    }
-}
-
-/// What the writer did, for tests and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StoreStats {
-    /// Transactions committed.
-    pub commits: u64,
-    /// Those of them that fsynced the log, because a write in them asked for [`Durability::Disk`].
-    pub synced: u64,
-    /// Statements (inserts, updates, recoveries, prunes, writability checks) those transactions ran.
-    /// An update folded into the insert of its job in the same batch is not counted.
-    pub writes: u64,
-}
-
-/// The counters behind [`StoreStats`], shared by the writer thread and every [`Store`] clone.
-#[derive(Debug, Default)]
-struct Counters {
-    commits: AtomicU64,
-    synced: AtomicU64,
-    writes: AtomicU64,
-    /// Readiness probes of the disk started (see [`files::probe_room`]), numbering them.
-    room_probes: AtomicU64,
-}
-
-/// A handle on the job store. Clones are cheap and share one writer thread, which commits what is
-/// left and exits when the last clone is dropped.
-#[derive(Clone)]
-pub struct Store {
-    /// Commands for the writer thread, served in the order they were sent.
-    commands: mpsc::Sender<Command>,
-    state_dir: Arc<PathBuf>,
-    counters: Arc<Counters>,
-    /// The latest readiness probe of the disk, by its number, and its answer.
-    room: Arc<tokio::sync::Mutex<Option<(u64, Result<(), StoreError>)>>>,
-}
-
-impl fmt::Debug for Store {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("state_dir", &self.state_dir)
-            .field("stats", &self.stats())
-            .finish()
-    }
+    };
 }
 
 impl Store {
-    /// Creates the state directory and `logs/` (mode 0700) and the database (0600) and its
-    /// schema if missing, making existing ones private, then starts the writer thread. An empty
-    /// or corrupt database is refused.
-    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        let logs_dir = state_dir.join(LOGS_DIR);
-        let database = state_dir.join(DATABASE_FILE);
-        files::prepare(state_dir, &logs_dir, &database)?;
-        let created = files::create_or_check_database(&database)?;
-        let opened = schema::open(&database).and_then(|connection| {
-            let files = files::OpenFiles::record(&database)?;
-            Ok((connection, files))
-        });
-        let (connection, opened) = match opened {
-            Ok(opened) => opened,
-            Err(error) => {
-                if created {
-                    files::remove_if_empty(&database);
-                }
-                return Err(error);
-            }
-        };
-        let counters = Arc::new(Counters::default());
-        let (commands, receiver) = mpsc::channel();
-        writer::spawn(connection, opened, logs_dir, receiver, counters.clone())?;
-        Ok(Store {
-            commands,
-            state_dir: Arc::new(state_dir.to_path_buf()),
-            counters,
-            room: Arc::default(),
-        })
+    /// Opens the SQLite store in `state_dir` for the instance named `instance`.
+    pub fn sqlite(state_dir: &std::path::Path, instance: &str) -> Result<Store, StoreError> {
+        Ok(Store::Sqlite(sqlite::SqliteStore::open(
+            state_dir, instance,
+        )?))
     }
 
-    pub fn state_dir(&self) -> &Path {
-        &self.state_dir
+    /// Which backend this is, for logs and metrics: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        backend!(self, _store => "sqlite")
     }
 
-    /// Where the job's full output goes: `{state_dir}/logs/{id}.log`.
-    pub fn log_path(&self, id: &JobId) -> PathBuf {
-        log_path(&self.state_dir.join(LOGS_DIR), id)
+    /// This instance's name, which [`Run::instance`](crate::job::Run) records.
+    pub fn instance(&self) -> &str {
+        backend!(self, store => store.instance())
     }
 
-    /// Enqueues the insert now, when called; the returned [`Committed`] resolves once the
-    /// transaction holding it has committed as `durability` asks. Dropping it is fire-and-forget:
-    /// the write still happens.
-    pub fn insert(&self, record: JobRecord, durability: Durability) -> Committed {
-        let (reply, receiver) = oneshot::channel();
-        let record = Box::new(record);
-        self.send(Command::Write(Write::Insert {
-            record,
-            durability,
-            reply,
-            folded: Vec::new(),
-        }));
-        Committed(receiver)
+    /// Records `new` unless it is a duplicate or a limit refuses it; see [`Admission`].
+    pub async fn admit(&self, new: NewJob, max_pending: usize) -> Result<Admission, StoreError> {
+        backend!(self, store => store.admit(new, max_pending).await)
     }
 
-    /// Enqueues the update now, with the same semantics as [`Store::insert`]. Updates apply in the
-    /// order they were enqueued, after any insert enqueued before them.
-    pub fn update(&self, id: &JobId, update: JobUpdate, durability: Durability) -> Committed {
-        let (reply, receiver) = oneshot::channel();
-        let id = id.clone();
-        self.send(Command::Write(Write::Update {
-            id,
-            update,
-            durability,
-            reply,
-        }));
-        Committed(receiver)
+    /// Claims at most `free` queued jobs this instance may run, oldest first within what each
+    /// hook's concurrency lets start now, and records them running here.
+    pub async fn claim(&self, free: usize) -> Result<Vec<Claimed>, StoreError> {
+        backend!(self, store => store.claim(free).await)
     }
 
-    /// The job, seeing every write enqueued before this call.
-    pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
-        let id = id.clone();
-        self.ask(|reply| Command::Read(Read::Get { id, reply }))
-            .await
+    /// Records the end of a job this instance ran, or of a queued job that never ran (which must
+    /// still be queued). `job` is in its `Finished` state. A job that did not succeed gives its
+    /// duplicate key back, so a redelivery runs again.
+    pub fn finish(&self, job: &Job, durability: Durability) -> Committed {
+        backend!(self, store => store.finish(job, durability))
     }
 
-    /// Newest first (by insertion order), optionally only one hook's or one status's, at most
-    /// `limit` of them.
-    pub async fn list(
+    /// Dequeues a waiting job, or asks the instance running it to stop it.
+    pub async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
+        backend!(self, store => store.cancel(id).await)
+    }
+
+    pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        backend!(self, store => store.get(id).await)
+    }
+
+    pub async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        backend!(self, store => store.list(query).await)
+    }
+
+    /// For start-up: the jobs a previous run of this instance left running become `interrupted`,
+    /// and so do its queued jobs that only it could run and that do not run after a restart (a
+    /// `wait` or `stream` job's client is gone). Returns the queued jobs put back in line (under
+    /// `concurrency_of` their hook) that only this instance holds, oldest first.
+    pub async fn recover(
         &self,
-        hook: Option<&str>,
-        status: Option<Status>,
-        limit: usize,
-    ) -> Result<Vec<JobRecord>, StoreError> {
-        let hook = hook.map(str::to_string);
-        self.ask(|reply| {
-            Command::Read(Read::List {
-                hook,
-                status,
-                limit,
-                reply,
-            })
-        })
-        .await
+        concurrency_of: &(dyn Fn(&str) -> Concurrency + Sync),
+    ) -> Result<Vec<Job>, StoreError> {
+        backend!(self, store => store.recover(concurrency_of).await)
     }
 
-    /// For start-up, in one transaction: every `running` job becomes `interrupted` (finished now,
-    /// with an error saying why); returns the `queued` jobs in insertion order.
-    pub async fn recover(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let now_ms = now_ms();
-        self.ask(|reply| Command::Write(Write::Recover { now_ms, reply }))
-            .await
+    /// Where the output of a job this instance runs goes.
+    pub fn log_writer(&self, id: &JobId) -> LogWriter {
+        backend!(self, store => store.log_writer(id))
     }
 
-    /// `(hook, dedupe_key, id)` of every `succeeded` job that has a dedupe key.
-    pub async fn succeeded_keys(&self) -> Result<Vec<(String, String, JobId)>, StoreError> {
-        self.ask(|reply| Command::Read(Read::SucceededKeys { reply }))
-            .await
+    /// At most 64 KiB of a job's log from byte `offset`; empty at its end (or when it has none).
+    pub async fn read_log(&self, id: &JobId, offset: u64) -> Result<Bytes, StoreError> {
+        backend!(self, store => store.read_log(id, offset).await)
     }
 
-    /// Deletes the jobs in a final status that were created more than `max_age` ago or are not
-    /// among the newest `max_jobs` jobs overall, with their log files. Queued and running jobs
-    /// always stay. Returns how many jobs were deleted.
+    /// Deletes the finished jobs created more than `max_age` ago or not among the newest
+    /// `max_jobs`, with their output; returns how many.
     pub async fn prune(&self, max_age: Duration, max_jobs: usize) -> Result<usize, StoreError> {
-        let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-        let created_before_ms = now_ms().saturating_sub(max_age_ms);
-        self.ask(|reply| {
-            Command::Write(Write::Prune {
-                created_before_ms,
-                max_jobs,
-                reply,
-            })
-        })
-        .await
+        backend!(self, store => store.prune(max_age, max_jobs).await)
     }
 
-    /// Resolves when everything enqueued before the call has committed; an error if the last commit
-    /// failed.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.ask(|reply| Command::Read(Read::Flush { reply })).await
-    }
-
-    /// For `/readyz`, that a durable write can be made now: a write committed with an fsync, to
-    /// the database files the store opened (not deleted or replaced), and new room on the disk for
-    /// the store to grow into (see [`files::probe_room`]).
-    ///
-    /// One probe runs at a time, and its answer serves every check that arrived before it started
-    /// (so it tells of the disk after they arrived): a burst of `/readyz` requests costs one or
-    /// two probes, not a 64 KiB write and an fsync each.
+    /// For `/readyz`: that a durable write can be made now.
     pub async fn check_writable(&self) -> Result<(), StoreError> {
-        let arrived = self.counters.room_probes.load(Ordering::SeqCst);
-        self.ask(|reply| Command::Write(Write::CheckWritable { reply }))
-            .await?;
-        let mut latest = self.room.lock().await;
-        if let Some((probe, answer)) = latest.as_ref() {
-            if *probe > arrived {
-                return answer.as_ref().map_err(files::again).copied();
-            }
-        }
-        let probe = self.counters.room_probes.fetch_add(1, Ordering::SeqCst) + 1;
-        let state_dir = Arc::clone(&self.state_dir);
-        let answer = tokio::task::spawn_blocking(move || {
-            files::probe_room(&state_dir, &state_dir.join(DATABASE_FILE))
-        })
-        .await
-        .map_err(|error| StoreError::Io(io::Error::other(error)))
-        .and_then(|answer| answer);
-        let given = answer.as_ref().map_err(files::again).copied();
-        *latest = Some((probe, answer));
-        given
+        backend!(self, store => store.check_writable().await)
+    }
+
+    /// Resolves once every write made before it is kept; the error of the last one that failed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        backend!(self, store => store.flush().await)
+    }
+
+    /// The instances of the cluster (just this one for SQLite), with their running jobs.
+    pub async fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
+        backend!(self, store => store.instances().await)
+    }
+
+    /// What other instances ask of this one; `None` for a backend without others.
+    pub fn events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
+        backend!(self, _store => None)
+    }
+
+    /// Stops heartbeats and leaves the cluster (nothing for SQLite). Call after the last job ended.
+    pub async fn close(&self) {
+        backend!(self, _store => ())
+    }
+
+    /// Jobs waiting to be claimed, as last known (every instance's, for PostgreSQL).
+    pub fn waiting(&self) -> usize {
+        backend!(self, store => store.waiting())
     }
 
     pub fn stats(&self) -> StoreStats {
-        StoreStats {
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            synced: self.counters.synced.load(Ordering::Relaxed),
-            writes: self.counters.writes.load(Ordering::Relaxed),
+        backend!(self, store => store.stats())
+    }
+}
+
+/// Reads back a queued job's stored command at a restart, or the outcome the job ends with
+/// instead: `interrupted` for a job that does not run after a restart, `failed` for a command
+/// that cannot be read.
+fn stored_command(text: &str) -> Result<JobCommand, Outcome> {
+    match JobCommand::from_stored(text) {
+        Ok(Some(command)) => Ok(command),
+        Ok(None) => Err(Outcome::unrun(
+            Status::Interrupted,
+            Some(
+                "the server stopped before this job started; only `async` jobs run after a restart"
+                    .into(),
+            ),
+        )),
+        Err(error) => {
+            tracing::error!(%error, "a queued job's command cannot be read back; marking it failed");
+            Err(Outcome::unrun(
+                Status::Failed,
+                Some(format!(
+                    "the stored command could not be read back: {error}"
+                )),
+            ))
         }
     }
-
-    /// Sends a command to the writer thread. If the thread is gone, the command and the reply
-    /// sender inside it are dropped, so the caller's receiver resolves to [`StoreError::Closed`].
-    fn send(&self, command: Command) {
-        let _ = self.commands.send(command);
-    }
-
-    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
-        let (reply, receiver) = oneshot::channel();
-        self.send(command(reply));
-        receiver.await.unwrap_or(Err(StoreError::Closed))
-    }
-}
-
-/// Resolves to `Ok` once the write is committed, or to the error that kept it from being committed.
-#[derive(Debug)]
-pub struct Committed(oneshot::Receiver<Result<(), StoreError>>);
-
-impl Future for Committed {
-    type Output = Result<(), StoreError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|answer| answer.unwrap_or(Err(StoreError::Closed)))
-    }
-}
-
-fn log_path(logs_dir: &Path, id: &JobId) -> PathBuf {
-    logs_dir.join(format!("{id}.log"))
-}
-
-/// The current time in Unix milliseconds.
-fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }

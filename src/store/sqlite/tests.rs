@@ -6,7 +6,15 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::*;
+use super::queries;
+use super::rows::{now_ms, DATABASE_FILE, LOGS_DIR};
+use super::rows::{JobRecord, JobUpdate, Rows as Store};
+use super::writer::{Command, Write};
+use super::{schema, StoreError};
+use crate::job::{JobId, Status};
+use crate::store::{Committed, Durability, StoreStats};
+use std::sync::atomic::Ordering;
+use tokio::sync::oneshot;
 
 fn open_store() -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -23,6 +31,9 @@ fn job(hook: &str, status: Status) -> JobRecord {
         dedupe_key: None,
         created_ms: now_ms(),
         started_ms: None,
+        instance: None,
+        attempt: 1,
+        attempts: 1,
         finished_ms: None,
         exit_code: None,
         signal: None,
@@ -129,7 +140,7 @@ async fn a_burst_of_inserts_shares_a_few_commits() {
         insert.await.unwrap();
     }
 
-    let stored = store.list(None, None, 5000).await.unwrap();
+    let stored = store.list(None, None, None, 5000).await.unwrap();
     assert_eq!(stored.len(), 1000);
     let stats = store.stats();
     assert!(stats.commits < 200, "{stats:?}");
@@ -173,7 +184,10 @@ async fn updates_move_a_job_through_its_life_in_order() {
     drop(store.insert(record.clone(), Durability::Disk));
     drop(store.update(
         &record.id,
-        JobUpdate::Started { at_ms: 1000 },
+        JobUpdate::Started {
+            at_ms: 1000,
+            instance: "web-1".into(),
+        },
         Durability::Disk,
     ));
     let started = store.get(&record.id).await.unwrap().unwrap();
@@ -198,6 +212,7 @@ async fn updates_move_a_job_through_its_life_in_order() {
     let expected = JobRecord {
         status: Status::Succeeded,
         started_ms: Some(1000),
+        instance: Some("web-1".into()),
         finished_ms: Some(1800),
         exit_code: Some(0),
         duration_ms: Some(800),
@@ -231,7 +246,10 @@ async fn a_job_inserted_started_and_finished_in_one_batch_is_written_once() {
     let other_inserted = store.insert(other.clone(), Durability::Disk);
     let started = store.update(
         &record.id,
-        JobUpdate::Started { at_ms: 1000 },
+        JobUpdate::Started {
+            at_ms: 1000,
+            instance: "web-1".into(),
+        },
         Durability::Disk,
     );
     let failed = JobUpdate::Finished {
@@ -262,6 +280,7 @@ async fn a_job_inserted_started_and_finished_in_one_batch_is_written_once() {
     let expected = JobRecord {
         status: Status::Failed,
         started_ms: Some(1000),
+        instance: Some("web-1".into()),
         finished_ms: Some(1005),
         signal: Some(15),
         error: Some("killed".to_string()),
@@ -296,7 +315,14 @@ async fn a_commit_fsyncs_only_when_one_of_its_writes_asks_for_the_disk() {
     let resume = pause(&store);
     let loud = job("deploy", Status::Queued);
     let inserted = store.insert(loud.clone(), Durability::Os);
-    let started = store.update(&loud.id, JobUpdate::Started { at_ms: 1 }, Durability::Disk);
+    let started = store.update(
+        &loud.id,
+        JobUpdate::Started {
+            at_ms: 1,
+            instance: "web-1".into(),
+        },
+        Durability::Disk,
+    );
     drop(resume);
     inserted.await.unwrap();
     started.await.unwrap();
@@ -333,7 +359,10 @@ async fn updates_are_not_folded_across_another_kind_of_write() {
     store.send(Command::Write(Write::CheckWritable { reply }));
     let started = store.update(
         &record.id,
-        JobUpdate::Started { at_ms: 1000 },
+        JobUpdate::Started {
+            at_ms: 1000,
+            instance: "web-1".into(),
+        },
         Durability::Disk,
     );
     drop(resume);
@@ -359,7 +388,14 @@ async fn updating_an_unknown_job_is_an_error() {
     let (_dir, store) = open_store();
     let id = JobId::generate();
     let result = store
-        .update(&id, JobUpdate::Started { at_ms: 1 }, Durability::Disk)
+        .update(
+            &id,
+            JobUpdate::Started {
+                at_ms: 1,
+                instance: "web-1".into(),
+            },
+            Durability::Disk,
+        )
         .await;
     assert!(matches!(result, Err(StoreError::UnknownJob(unknown)) if unknown == id));
 }
@@ -376,11 +412,11 @@ async fn a_write_that_fails_on_its_own_leaves_the_rest_of_its_batch() {
     drop(resume);
 
     inserted_first.await.unwrap();
-    assert!(matches!(duplicate.await, Err(StoreError::Sqlite(_))));
+    assert!(matches!(duplicate.await, Err(StoreError::Database(_))));
     inserted_last.await.unwrap();
     assert_eq!(store.stats().commits, 1);
     assert_eq!(
-        ids(&store.list(None, None, 10).await.unwrap()),
+        ids(&store.list(None, None, None, 10).await.unwrap()),
         [last.id, first.id]
     );
     store.flush().await.unwrap();
@@ -437,7 +473,10 @@ async fn a_commit_that_fails_is_rolled_back_with_the_updates_folded_into_it() {
     let inserted = store.insert(doomed.clone(), Durability::Os);
     let started = store.update(
         &doomed.id,
-        JobUpdate::Started { at_ms: 1 },
+        JobUpdate::Started {
+            at_ms: 1,
+            instance: "web-1".into(),
+        },
         Durability::Disk,
     );
     drop(resume);
@@ -498,7 +537,7 @@ async fn list_is_newest_first_with_filters_and_a_limit() {
         (Some("nothing"), None, 10, vec![]),
     ];
     for (hook, status, limit, expected) in cases {
-        let listed = store.list(hook, status, limit).await.unwrap();
+        let listed = store.list(hook, status, None, limit).await.unwrap();
         assert_eq!(ids(&listed), expected, "{hook:?} {status:?} {limit}");
     }
 }
@@ -589,7 +628,7 @@ async fn prune_by_age_deletes_old_finished_jobs_and_their_logs() {
 
     let deleted = store.prune(Duration::from_secs(3600), 100).await.unwrap();
     assert_eq!(deleted, 2);
-    let kept = store.list(None, None, 10).await.unwrap();
+    let kept = store.list(None, None, None, 10).await.unwrap();
     assert_eq!(
         ids(&kept),
         ids(&[records[4].clone(), records[3].clone(), records[2].clone()])
@@ -618,7 +657,7 @@ async fn prune_by_count_keeps_the_newest_jobs_and_every_unfinished_one() {
 
     let deleted = store.prune(Duration::from_secs(86_400), 3).await.unwrap();
     assert_eq!(deleted, 2);
-    let kept = store.list(None, None, 10).await.unwrap();
+    let kept = store.list(None, None, None, 10).await.unwrap();
     let expected = [5, 4, 3, 1].map(|index| records[index].id.clone());
     assert_eq!(ids(&kept), expected);
     for (index, record) in records.iter().enumerate() {
@@ -739,7 +778,10 @@ async fn durable_writes_are_refused_while_the_database_is_moved_away_and_go_on_o
     let inserted = store.insert(refused.clone(), Durability::Disk);
     let started = store.update(
         &refused.id,
-        JobUpdate::Started { at_ms: 1 },
+        JobUpdate::Started {
+            at_ms: 1,
+            instance: "web-1".into(),
+        },
         Durability::Disk,
     );
     drop(resume);

@@ -7,8 +7,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::StoreError;
 
-/// The schema this code reads and writes, kept in `meta` under `schema_version`.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// The schema this code reads and writes, kept in `meta` under `schema_version`: the number of
+/// [`MIGRATIONS`] applied.
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How long a statement waits for a lock another connection holds before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
@@ -16,14 +17,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Enough room for every distinct statement the writer prepares, so none is ever re-prepared.
 const STATEMENT_CACHE_CAPACITY: usize = 32;
 
+/// The schema, one step per version: a database at version `n` gets `MIGRATIONS[n..]`, each in the
+/// transaction that records the new version. Steps are only ever appended.
+///
 /// `seq` keeps insertion order, which `list` and `recover` sort by; ids are random. The status
 /// strings are those of [`Status::as_str`](crate::job::Status::as_str).
-const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS meta (
-        key   TEXT PRIMARY KEY NOT NULL,
-        value TEXT NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS jobs (
+const MIGRATIONS: [&str; 2] = [
+    "
+    CREATE TABLE jobs (
         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
         id          TEXT UNIQUE NOT NULL,
         hook        TEXT NOT NULL,
@@ -42,11 +43,17 @@ const SCHEMA: &str = "
         stdout      TEXT,
         stderr      TEXT
     );
-    CREATE INDEX IF NOT EXISTS jobs_by_hook ON jobs (hook, seq);
-    CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
-    CREATE INDEX IF NOT EXISTS jobs_by_dedupe_key ON jobs (hook, dedupe_key)
-        WHERE dedupe_key IS NOT NULL;
-";
+    CREATE INDEX jobs_by_hook ON jobs (hook, seq);
+    CREATE INDEX jobs_by_status ON jobs (status);
+    CREATE INDEX jobs_by_dedupe_key ON jobs (hook, dedupe_key) WHERE dedupe_key IS NOT NULL;
+    ",
+    // Version 2: who ran a job, and its attempts.
+    "
+    ALTER TABLE jobs ADD COLUMN instance TEXT;
+    ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+    ",
+];
 
 /// Opens (creating if missing) the database at `path` with the store's settings and schema.
 pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -54,9 +61,15 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
         let path = path.to_path_buf();
         match source.sqlite_error_code() {
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-                StoreError::NotADatabase { path, source }
+                StoreError::NotADatabase {
+                    path,
+                    source: Box::new(source),
+                }
             }
-            _ => StoreError::Open { path, source },
+            _ => StoreError::Open {
+                path,
+                source: Box::new(source),
+            },
         }
     };
     let mut connection = Connection::open(path).map_err(open_error)?;
@@ -95,13 +108,12 @@ fn configure(connection: &Connection) -> rusqlite::Result<String> {
     Ok(journal_mode)
 }
 
-/// Creates whatever is missing, idempotently, and returns the schema version the file records.
+/// Brings the schema up to [`SCHEMA_VERSION`] and returns the version the file had (a newer one
+/// than this code knows is left alone).
 fn create_schema(connection: &mut Connection) -> rusqlite::Result<i64> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    transaction.execute_batch(SCHEMA)?;
-    transaction.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)",
-        [SCHEMA_VERSION.to_string()],
+    transaction.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
     )?;
     let found: Option<String> = transaction
         .query_row(
@@ -110,7 +122,22 @@ fn create_schema(connection: &mut Connection) -> rusqlite::Result<i64> {
             |row| row.get(0),
         )
         .optional()?;
-    transaction.commit()?;
     // A version that is not a number cannot be newer than ours in any way we could honour.
-    Ok(found.and_then(|text| text.parse().ok()).unwrap_or(i64::MAX))
+    let found = match found {
+        None => 0,
+        Some(text) => text.parse().unwrap_or(i64::MAX),
+    };
+    if found < SCHEMA_VERSION {
+        let done = usize::try_from(found.max(0)).unwrap_or(0);
+        for step in &MIGRATIONS[done..] {
+            transaction.execute_batch(step)?;
+        }
+        transaction.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [SCHEMA_VERSION.to_string()],
+        )?;
+    }
+    transaction.commit()?;
+    Ok(found)
 }

@@ -1,11 +1,14 @@
-//! A job: its id, its status, how a command's outcome maps to one, and the JSON clients see.
+//! A job: its id, its status, the states it moves through (`state`), how a command's outcome
+//! maps to a status, and the JSON body clients see (`view`).
+
+mod state;
+mod view;
 
 use std::fmt;
 
-use serde_json::{json, Value};
-
 use crate::runner;
-use crate::store::JobRecord;
+pub use state::{BadTransition, Job, JobState, Outcome, Run};
+pub use view::{rfc3339, JobView};
 
 /// A job's id: 32 hex digits. It is the capability to read the job, so 24 of them are 96 random
 /// bits (never a counter). The first 8 are the creation time in milliseconds, modulo 2^32 (about
@@ -96,39 +99,32 @@ impl Status {
     }
 }
 
-/// How a finished run maps to a job's status and fields. `cancelled_as` is the status a run
-/// ended by cancellation gets: `cancelled` (by an admin or `replace`) or `interrupted` (shutdown).
-pub struct Ending {
-    pub status: Status,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub error: Option<String>,
-}
-
-impl Ending {
-    pub fn of(outcome: runner::Outcome, cancelled_as: Status) -> Ending {
-        let plain = |status| Ending {
-            status,
-            exit_code: None,
-            signal: None,
-            error: None,
+impl Outcome {
+    /// How a finished run maps to a job's outcome, its output not yet set. `cancelled_as` is the
+    /// status a run ended by cancellation gets: `cancelled` (by an admin or `replace`) or
+    /// `interrupted` (shutdown).
+    pub fn of(finished: runner::Finished, cancelled_as: Status) -> Outcome {
+        let plain = |status| Outcome {
+            duration_ms: Some(finished.duration.as_millis() as u64),
+            ..Outcome::unrun(status, None)
         };
+        let outcome = finished.outcome;
         match outcome {
-            runner::Outcome::Exited { code: 0 } => Ending {
+            runner::Outcome::Exited { code: 0 } => Outcome {
                 exit_code: Some(0),
                 ..plain(Status::Succeeded)
             },
-            runner::Outcome::Exited { code } => Ending {
+            runner::Outcome::Exited { code } => Outcome {
                 exit_code: Some(code),
                 ..plain(Status::Failed)
             },
-            runner::Outcome::Signalled { signal } => Ending {
+            runner::Outcome::Signalled { signal } => Outcome {
                 signal: Some(signal),
                 ..plain(Status::Failed)
             },
             runner::Outcome::TimedOut => plain(Status::TimedOut),
             runner::Outcome::Cancelled => plain(cancelled_as),
-            runner::Outcome::CouldNotStart { reason } => Ending {
+            runner::Outcome::CouldNotStart { reason } => Outcome {
                 error: Some(reason),
                 ..plain(Status::Failed)
             },
@@ -147,42 +143,6 @@ pub fn answer_text(bytes: &[u8]) -> String {
     let mut text = String::from_utf8_lossy(&bytes[..ANSWER_OUTPUT_LIMIT]).into_owned();
     text.push_str("\n[hookrunner: answer shows the first 64KiB; the job log has more]\n");
     text
-}
-
-/// The job body of SPEC §8; `stdout`/`stderr` only when asked for. `now_ms` gives a running job's
-/// duration so far.
-pub fn to_json(record: &JobRecord, include_output: bool, now_ms: i64) -> Value {
-    let duration = record.duration_ms.or_else(|| {
-        record
-            .started_ms
-            .map(|started| now_ms.saturating_sub(started).max(0) as u64)
-    });
-    let mut body = json!({
-        "hook": record.hook,
-        "job_id": record.id.as_str(),
-        "status": record.status.as_str(),
-        "exit_code": record.exit_code,
-        "signal": record.signal.map(signal_name),
-        "duration_ms": duration,
-        "links": {
-            "job": format!("/jobs/{}", record.id),
-            "log": format!("/jobs/{}/log", record.id),
-        },
-    });
-    if let Some(error) = &record.error {
-        body["error"] = Value::String(error.clone());
-    }
-    if include_output {
-        body["stdout"] = Value::String(record.stdout.clone().unwrap_or_default());
-        body["stderr"] = Value::String(record.stderr.clone().unwrap_or_default());
-    }
-    body
-}
-
-fn signal_name(signal: i32) -> String {
-    nix::sys::signal::Signal::try_from(signal)
-        .map(|signal| signal.as_str().to_string())
-        .unwrap_or_else(|_| signal.to_string())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -257,43 +217,16 @@ mod tests {
             ),
         ];
         for (outcome, status, exit_code, signal) in cases {
-            let ending = Ending::of(outcome.clone(), Status::Interrupted);
+            let finished = runner::Finished {
+                outcome: outcome.clone(),
+                duration: std::time::Duration::from_millis(4),
+            };
+            let ending = Outcome::of(finished, Status::Interrupted);
             assert_eq!(
                 (ending.status, ending.exit_code, ending.signal),
                 (status, exit_code, signal),
                 "{outcome:?}"
             );
         }
-    }
-
-    #[test]
-    fn the_job_body_has_the_spec_fields() {
-        let record = JobRecord {
-            id: JobId::parse(&"a".repeat(32)).unwrap(),
-            hook: "deploy".into(),
-            request_id: "r".into(),
-            status: Status::Failed,
-            dedupe_key: None,
-            created_ms: 1,
-            started_ms: Some(10),
-            finished_ms: Some(20),
-            exit_code: None,
-            signal: Some(9),
-            error: None,
-            duration_ms: Some(812),
-            command: String::new(),
-            stdout: Some("out".into()),
-            stderr: None,
-        };
-        let body = to_json(&record, false, 0);
-        assert_eq!(body["status"], "failed");
-        assert_eq!(body["signal"], "SIGKILL");
-        assert_eq!(body["duration_ms"], 812);
-        assert_eq!(
-            body["links"]["log"],
-            format!("/jobs/{}/log", "a".repeat(32))
-        );
-        assert!(body.get("stdout").is_none());
-        assert_eq!(to_json(&record, true, 0)["stdout"], "out");
     }
 }

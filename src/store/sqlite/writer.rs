@@ -79,6 +79,7 @@ pub(super) enum Read {
     List {
         hook: Option<String>,
         status: Option<Status>,
+        before: Option<JobId>,
         limit: usize,
         reply: Reply<Vec<JobRecord>>,
     },
@@ -265,18 +266,25 @@ impl Writer {
             Read::List {
                 hook,
                 status,
+                before,
                 limit,
                 reply,
             } => answer(
                 reply,
-                queries::list(connection, hook.as_deref(), status, limit).map_err(StoreError::from),
+                queries::list(connection, hook.as_deref(), status, before.as_ref(), limit)
+                    .map_err(StoreError::from),
             ),
             Read::SucceededKeys { reply } => answer(
                 reply,
                 queries::succeeded_keys(connection).map_err(StoreError::from),
             ),
             Read::Flush { reply } => {
-                answer(reply, self.last_commit.clone().map_err(StoreError::Commit));
+                answer(
+                    reply,
+                    self.last_commit
+                        .clone()
+                        .map_err(|cause| StoreError::Commit(cause)),
+                );
             }
         }
     }
@@ -311,7 +319,7 @@ fn run_transaction(
             }
             Err((error, waiter)) => {
                 tracing::error!(%error, "the job store refused a write");
-                waiter.fail(StoreError::Sqlite(error));
+                waiter.fail(StoreError::from(error));
             }
         }
     }

@@ -14,7 +14,8 @@ pub(super) const INTERRUPTED_ERROR: &str = "the server stopped while the command
 macro_rules! job_columns {
     () => {
         "id, hook, request_id, status, dedupe_key, created_ms, started_ms, finished_ms, \
-         exit_code, signal, error, duration_ms, command, stdout, stderr"
+         exit_code, signal, error, duration_ms, command, stdout, stderr, instance, attempt, \
+         attempts"
     };
 }
 
@@ -22,7 +23,7 @@ pub(super) fn insert(connection: &Connection, record: &JobRecord) -> rusqlite::R
     let mut statement = connection.prepare_cached(concat!(
         "INSERT INTO jobs (",
         job_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?;
     statement.execute(params![
         record.id.as_str(),
@@ -40,6 +41,9 @@ pub(super) fn insert(connection: &Connection, record: &JobRecord) -> rusqlite::R
         record.command,
         record.stdout,
         record.stderr,
+        record.instance,
+        record.attempt,
+        record.attempts,
     ])?;
     Ok(())
 }
@@ -51,9 +55,16 @@ pub(super) fn update(
     update: &JobUpdate,
 ) -> rusqlite::Result<bool> {
     let changed = match update {
-        JobUpdate::Started { at_ms } => connection
-            .prepare_cached("UPDATE jobs SET status = ?2, started_ms = ?3 WHERE id = ?1")?
-            .execute(params![id.as_str(), Status::Running.as_str(), at_ms])?,
+        JobUpdate::Started { at_ms, instance } => connection
+            .prepare_cached(
+                "UPDATE jobs SET status = ?2, started_ms = ?3, instance = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                id.as_str(),
+                Status::Running.as_str(),
+                at_ms,
+                instance
+            ])?,
         JobUpdate::Finished {
             status,
             at_ms,
@@ -154,42 +165,36 @@ pub(super) fn get(connection: &Connection, id: &JobId) -> rusqlite::Result<Optio
         .optional()
 }
 
+/// Newest first: the jobs matching `hook` and `status`, created before `before` (none if that job
+/// is not kept), at most `limit`.
 pub(super) fn list(
     connection: &Connection,
     hook: Option<&str>,
     status: Option<Status>,
+    before: Option<&JobId>,
     limit: usize,
 ) -> rusqlite::Result<Vec<JobRecord>> {
-    // One statement per combination of filters, so each can use its index.
-    let sql = match (hook.is_some(), status.is_some()) {
-        (false, false) => concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs ORDER BY seq DESC LIMIT ?"
-        ),
-        (true, false) => concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE hook = ? ORDER BY seq DESC LIMIT ?"
-        ),
-        (false, true) => concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE status = ? ORDER BY seq DESC LIMIT ?"
-        ),
-        (true, true) => concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE hook = ? AND status = ? ORDER BY seq DESC LIMIT ?"
-        ),
-    };
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // One statement per combination of filters (each cached), so each can use its index.
+    let mut sql = String::from(concat!("SELECT ", job_columns!(), " FROM jobs WHERE 1"));
     let status = status.map(Status::as_str);
-    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(3);
-    values.extend(hook.as_ref().map(|hook| hook as &dyn ToSql));
-    values.extend(status.as_ref().map(|status| status as &dyn ToSql));
+    let before = before.map(JobId::as_str);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(4);
+    if let Some(hook) = &hook {
+        sql.push_str(" AND hook = ?");
+        values.push(hook);
+    }
+    if let Some(status) = &status {
+        sql.push_str(" AND status = ?");
+        values.push(status);
+    }
+    if let Some(before) = &before {
+        sql.push_str(" AND seq < (SELECT seq FROM jobs WHERE id = ?)");
+        values.push(before);
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
     values.push(&limit);
-    let mut statement = connection.prepare_cached(sql)?;
+    let mut statement = connection.prepare_cached(&sql)?;
     let records = statement.query_map(params_from_iter(values), record_from_row)?;
     records.collect()
 }
@@ -225,6 +230,9 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         command: row.get(12)?,
         stdout: row.get(13)?,
         stderr: row.get(14)?,
+        instance: row.get(15)?,
+        attempt: row.get(16)?,
+        attempts: row.get(17)?,
     })
 }
 
