@@ -8,6 +8,7 @@
 //! mutex that is never held across an await, and a panic while holding it does not poison it.
 
 mod admission;
+mod events;
 mod live;
 mod recovery;
 mod running;
@@ -97,7 +98,7 @@ struct Live {
 impl Engine {
     /// Builds an engine whose jobs run on the current tokio runtime.
     pub fn new(store: Store, metrics: Arc<Metrics>, max_jobs: usize, max_pending: usize) -> Engine {
-        Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 metrics,
@@ -108,7 +109,9 @@ impl Engine {
                 job_ended: Notify::new(),
                 stopping: CancellationToken::new(),
             }),
-        }
+        };
+        engine.inner.listen();
+        engine
     }
 
     pub fn store(&self) -> &Store {
@@ -147,6 +150,9 @@ impl Engine {
         }
         Ok(match inner.store.cancel(id).await? {
             CancelResult::Dequeued(job) => {
+                inner
+                    .metrics
+                    .job_ended(&job.hook, job.status().as_str(), None);
                 inner.ended_elsewhere(*job);
                 Cancelled::Dequeued
             }
@@ -193,12 +199,21 @@ impl Inner {
         }
     }
 
-    /// A job the store ended before it ran (superseded or cancelled): publishes the end to its
-    /// watchers here, if it has any, and counts it.
+    /// A job the store ended before it ran here (superseded or cancelled): publishes the end to
+    /// its watchers here, if it has any. Counted by the instance that ended it.
     fn ended_elsewhere(&self, job: Job) {
-        let live = self.lock().live.remove(&job.id);
-        self.metrics
-            .job_ended(&job.hook, job.status().as_str(), None);
+        let live = {
+            let mut local = self.lock();
+            let runs_here = local
+                .live
+                .get(&job.id)
+                .is_some_and(|live| live.job.borrow().status() == Status::Running);
+            // A job that runs here publishes its own end when its command ends.
+            if runs_here {
+                return;
+            }
+            local.live.remove(&job.id)
+        };
         if let Some(live) = live {
             live.job.send_replace(job);
         }
