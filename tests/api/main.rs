@@ -20,3 +20,4 @@ mod running;
 mod signatures;
 mod slow_clients;
 mod store;
+mod store_contract;
