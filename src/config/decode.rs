@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use super::diagnostic::{Diagnostic, Severity};
-use super::secret::{self, Secret, SecretOrigin, Secrets};
+use super::secret::{self, SecretOrigin};
 use super::source_map::{Part, SourceMap, YamlPath};
 use super::units;
+use crate::secret::{Secret, Secrets};
 
 pub struct Decoder<'s> {
     source_map: &'s SourceMap,

@@ -23,12 +23,12 @@ use self::decode::Decoder;
 use self::diagnostic::{ConfigErrors, Diagnostic, Listing, Severity};
 use self::source_map::{Part, Position, SourceMap, YamlPath, MAX_DEPTH};
 use crate::rules::Rule;
+use crate::secret::Secret;
 use crate::signature::Signature;
 use crate::template::Template;
 
 pub use self::hook::RESERVED_ENV;
 pub use self::overrides::ServerOverrides;
-pub use self::secret::{Secret, Secrets};
 pub use self::server::TrustedProxies;
 
 /// A loaded, valid configuration.
