@@ -133,6 +133,10 @@ fn keep_startup_settings(fresh: &mut ServerSettings, running: &ServerSettings) {
         max_jobs,
         max_pending,
         retention,
-        log_format
+        log_format,
+        store,
+        instance,
+        heartbeat,
+        lease
     );
 }

@@ -4,6 +4,7 @@ mod abuse;
 mod answers;
 mod check;
 mod client_address;
+mod cluster_settings;
 mod commands;
 mod config_file;
 mod empty_body;
