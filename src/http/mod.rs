@@ -69,6 +69,7 @@ pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
         .service(only("/healthz", web::get().to(jobs::healthz), "GET"))
         .service(only("/readyz", web::get().to(jobs::readyz), "GET"))
         .service(only("/metrics", web::get().to(jobs::metrics), "GET"))
+        .service(only("/instances", web::get().to(jobs::instances), "GET"))
         .service(
             web::scope("/jobs")
                 .service(only("", web::get().to(jobs::list_jobs), "GET"))

@@ -9,6 +9,7 @@ mod commands;
 mod config_file;
 mod empty_body;
 mod helpers;
+mod job_bodies;
 mod job_routes;
 mod jobs;
 mod lifecycle;
