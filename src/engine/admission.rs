@@ -43,7 +43,7 @@ pub struct Submission {
 
 /// What admitting one job did.
 enum Admitted {
-    Job(JobHandle),
+    Job(Box<JobHandle>),
     Duplicate(JobId),
 }
 
@@ -75,7 +75,7 @@ impl Engine {
         );
         match submission.run_on {
             RunOn::Any => Ok(match self.admit(job, &submission, None).await? {
-                Admitted::Job(handle) => Submitted::Accepted(Box::new(handle)),
+                Admitted::Job(handle) => Submitted::Accepted(handle),
                 Admitted::Duplicate(first) => Submitted::Duplicate(first),
             }),
             RunOn::All => self.fan_out(job, &submission).await,
@@ -103,7 +103,7 @@ impl Engine {
                 .as_ref()
                 .map(|key| format!("{key}@{}", instance.name));
             match self.admit(job, submission, Some(&instance.name)).await {
-                Ok(Admitted::Job(handle)) => handles.push(handle),
+                Ok(Admitted::Job(handle)) => handles.push(*handle),
                 Ok(Admitted::Duplicate(holder)) if handles.is_empty() => {
                     return Ok(Submitted::Duplicate(holder))
                 }
@@ -208,13 +208,13 @@ impl Engine {
             inner.cancel_running(running);
         }
         inner.wake();
-        Ok(Admitted::Job(JobHandle {
+        Ok(Admitted::Job(Box::new(JobHandle {
             job,
             watch,
             committed: durable.then_some(committed),
             output,
             placed_on: on.map(str::to_string),
-        }))
+        })))
     }
 
     /// A waiting job the store superseded for a newer one: its watchers here learn of it.
