@@ -15,6 +15,8 @@ mod running;
 mod scheduling;
 mod shutdown;
 mod sink;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
