@@ -8,7 +8,7 @@ mod log;
 mod stream;
 mod trigger;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -36,7 +36,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read().expect("config lock"))
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
