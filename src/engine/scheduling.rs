@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
+
 use super::Inner;
 
 impl Inner {
@@ -18,7 +20,12 @@ impl Inner {
             local.scheduling = true;
         }
         let inner = Arc::clone(self);
-        self.runtime.spawn(async move { inner.schedule().await });
+        let mut claim = Box::pin(async move { inner.schedule().await });
+        // A claim that needs no wait (the SQLite store's, decided in memory) is done here and
+        // now; one that waits for a database goes on in a task of its own.
+        if (&mut claim).now_or_never().is_none() {
+            self.runtime.spawn(claim);
+        }
     }
 
     /// Claims and starts jobs until a look finds no more room or work. Slots are reserved before
