@@ -1,0 +1,371 @@
+//! This instance in the cluster: its name (a session advisory lock on the listener's own
+//! connection, released the moment the process dies), its row in `instances` and heartbeat, the
+//! reaping of instances unheard of for a lease, and the `LISTEN` connection that turns other
+//! instances' notifications into [`StoreEvent`]s, reconnecting by itself.
+
+use std::time::Duration;
+
+use deadpool_postgres::Transaction;
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use super::schema::NAME_SPACE;
+use super::{lock, now_ms, Failure, PgStore};
+use crate::job::JobId;
+use crate::store::{StoreError, StoreEvent};
+
+/// The error of a job that was running on an instance that stopped and started again.
+const RESTARTED_ERROR: &str = "the server stopped while the command ran";
+
+/// The error of a job placed on an instance that stopped before it ran.
+const NEVER_RAN_ERROR: &str =
+    "the instance this job was placed on stopped before it started; only `async` jobs any instance may run survive that";
+
+/// The first and longest wait between two tries to reconnect the listener.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The listener's connection: holds this instance's name and hears the notifications.
+pub(super) struct Listener {
+    client: Client,
+    /// Ends when the connection does.
+    connection: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Connects, takes the name `instance` (refused while another live process holds it) and
+    /// listens on the three channels.
+    pub async fn connect(
+        config: &tokio_postgres::Config,
+        instance: &str,
+        failure: &Failure,
+        events: &mpsc::UnboundedSender<StoreEvent>,
+    ) -> Result<Listener, StoreError> {
+        let sql = |error| failure.sql(error);
+        let (client, mut connection) = config.connect(NoTls).await.map_err(sql)?;
+        let sender = events.clone();
+        let connection = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(notification)) => {
+                        let id = JobId::parse(notification.payload());
+                        let event = match (notification.channel(), id) {
+                            ("hookrunner_work", _) => StoreEvent::Work,
+                            ("hookrunner_cancel", Some(id)) => StoreEvent::Cancel(id),
+                            ("hookrunner_ended", Some(id)) => StoreEvent::Ended(id),
+                            _ => continue,
+                        };
+                        let _ = sender.send(event);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "the job store's listening connection failed");
+                        break;
+                    }
+                }
+            }
+        });
+        let taken: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&NAME_SPACE, &instance],
+            )
+            .await
+            .map_err(sql)?
+            .get(0);
+        if !taken {
+            let heard = client
+                .query_opt(
+                    "SELECT extract(epoch FROM now() - heartbeat_at)::bigint \
+                     FROM instances WHERE name = $1",
+                    &[&instance],
+                )
+                .await
+                .map_err(sql)?
+                .map(|row| format!(" (last heartbeat {}s ago)", row.get::<_, i64>(0).max(0)))
+                .unwrap_or_default();
+            return Err(StoreError::InstanceTaken {
+                name: instance.to_string(),
+                heard,
+            });
+        }
+        client
+            .batch_execute(
+                "LISTEN hookrunner_work; LISTEN hookrunner_cancel; LISTEN hookrunner_ended",
+            )
+            .await
+            .map_err(sql)?;
+        Ok(Listener { client, connection })
+    }
+
+    /// Keeps the connection up until the store closes: a lost one is made again (with the name
+    /// and the channels), and a `Work` event covers what may have been missed meanwhile.
+    pub fn serve(
+        self,
+        store: PgStore,
+        config: tokio_postgres::Config,
+        events: mpsc::UnboundedSender<StoreEvent>,
+    ) {
+        let stop = store.inner.stop.clone();
+        let tasks = store.clone();
+        let task = tokio::spawn(async move {
+            let mut listener = self;
+            loop {
+                tokio::select! {
+                    _ = &mut listener.connection => {}
+                    () = stop.cancelled() => {
+                        // Closing the connection releases the name at once.
+                        drop(listener.client);
+                        let _ = listener.connection.await;
+                        return;
+                    }
+                }
+                drop(listener.client);
+                let mut backoff = FIRST_BACKOFF;
+                listener = loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    let failure = &store.inner.failure;
+                    match Listener::connect(&config, &store.inner.instance, failure, &events).await
+                    {
+                        Ok(listener) => break listener,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot listen to the job store again yet");
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                    }
+                };
+                tracing::info!("listening to the job store again");
+                let _ = events.send(StoreEvent::Work);
+            }
+        });
+        lock(&tasks.inner.tasks).push(task);
+    }
+}
+
+impl PgStore {
+    /// Ends what a previous run of this instance left (its running jobs and the queued ones
+    /// placed on it become `interrupted`) and records this run. The name is held, so no live
+    /// process runs those jobs.
+    pub(super) async fn register(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let me = self.inner.instance.clone();
+        let ended = self
+            .interrupt(&transaction, &me, RESTARTED_ERROR, NEVER_RAN_ERROR)
+            .await?;
+        if ended > 0 {
+            tracing::warn!(
+                count = ended,
+                "jobs a previous run of this instance left were recorded `interrupted`"
+            );
+        }
+        self.upsert_row(&transaction).await?;
+        transaction.commit().await.map_err(|e| self.sql(e))?;
+        self.committed(3, true);
+        Ok(())
+    }
+
+    async fn upsert_row(&self, transaction: &Transaction<'_>) -> Result<(), StoreError> {
+        transaction
+            .execute(
+                "INSERT INTO instances (name, version, started_at, heartbeat_at, boot) \
+                 VALUES ($1, $2, now(), now(), $3) \
+                 ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
+                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                     boot = excluded.boot",
+                &[
+                    &self.inner.instance,
+                    &env!("CARGO_PKG_VERSION"),
+                    &self.inner.boot,
+                ],
+            )
+            .await
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// An instance's running jobs and the queued jobs placed on it become `interrupted`, and
+    /// give their duplicate keys back; returns how many.
+    async fn interrupt(
+        &self,
+        transaction: &Transaction<'_>,
+        instance: &str,
+        running_error: &str,
+        queued_error: &str,
+    ) -> Result<usize, StoreError> {
+        let sql = |error| self.sql(error);
+        let now = now_ms();
+        let mut ids: Vec<String> = transaction
+            .query(
+                "UPDATE jobs SET status = 'interrupted', finished_ms = $2, error = $3, \
+                 duration_ms = greatest($2 - started_ms, 0) \
+                 WHERE status = 'running' AND instance = $1 RETURNING id",
+                &[&instance, &now, &running_error],
+            )
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let queued = transaction
+            .query(
+                "UPDATE jobs SET status = 'interrupted', finished_ms = $2, error = $3 \
+                 WHERE status = 'queued' AND placement = $1 RETURNING id",
+                &[&instance, &now, &queued_error],
+            )
+            .await
+            .map_err(sql)?;
+        ids.extend(queued.iter().map(|row| row.get::<_, String>(0)));
+        if !ids.is_empty() {
+            transaction
+                .execute("DELETE FROM dedupe WHERE job_id = ANY($1)", &[&ids])
+                .await
+                .map_err(sql)?;
+            transaction
+                .execute(
+                    "SELECT pg_notify('hookrunner_ended', id) FROM unnest($1::text[]) AS id",
+                    &[&ids],
+                )
+                .await
+                .map_err(sql)?;
+            transaction
+                .execute("SELECT pg_notify('hookrunner_work', '')", &[])
+                .await
+                .map_err(sql)?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Every `heartbeat`: says this instance is alive, reaps the instances unheard of for a
+    /// lease, and polls for what a missed notification would have said.
+    pub(super) fn heartbeat_every(&self, events: mpsc::UnboundedSender<StoreEvent>) {
+        let store = self.clone();
+        let stop = self.inner.stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(store.inner.heartbeat) => {}
+                    () = stop.cancelled() => return,
+                }
+                if let Err(error) = store.beat(&events).await {
+                    tracing::warn!(%error, "cannot send this instance's heartbeat to the job store");
+                }
+            }
+        });
+        lock(&self.inner.tasks).push(task);
+    }
+
+    async fn beat(&self, events: &mpsc::UnboundedSender<StoreEvent>) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let mut client = self.client().await?;
+        let beaten = client
+            .execute(
+                "UPDATE instances SET heartbeat_at = now() WHERE name = $1 AND boot = $2",
+                &[&inner.instance, &inner.boot],
+            )
+            .await
+            .map_err(|e| self.sql(e))?;
+        if beaten == 0 {
+            tracing::warn!(
+                "another instance took this one for dead (its lease ran out); joining the cluster again"
+            );
+            let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+            self.upsert_row(&transaction).await?;
+            transaction.commit().await.map_err(|e| self.sql(e))?;
+        }
+        let reaped = self.reap(&mut client).await?;
+        if reaped > 0 {
+            tracing::warn!(
+                count = reaped,
+                "recorded the jobs of silent instances `interrupted`"
+            );
+        }
+        let waiting: i64 = client
+            .query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[])
+            .await
+            .map_err(|e| self.sql(e))?
+            .get(0);
+        inner.waiting.store(
+            usize::try_from(waiting).unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let cancelled = client
+            .query(
+                "SELECT id FROM jobs WHERE status = 'running' AND instance = $1 \
+                 AND cancel_requested",
+                &[&inner.instance],
+            )
+            .await
+            .map_err(|e| self.sql(e))?;
+        for row in &cancelled {
+            if let Some(id) = JobId::parse(row.get(0)) {
+                let _ = events.send(StoreEvent::Cancel(id));
+            }
+        }
+        let _ = events.send(StoreEvent::Work);
+        Ok(())
+    }
+
+    /// In one transaction, the instances unheard of for a lease (skipping those another
+    /// instance is reaping): their jobs are interrupted and their rows deleted. Returns how
+    /// many jobs ended.
+    async fn reap(&self, client: &mut deadpool_postgres::Client) -> Result<usize, StoreError> {
+        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let silent = transaction
+            .query(
+                "SELECT name, extract(epoch FROM now() - heartbeat_at)::bigint FROM instances \
+                 WHERE heartbeat_at < now() - make_interval(secs => $1) AND name <> $2 \
+                 FOR UPDATE SKIP LOCKED",
+                &[&self.inner.lease.as_secs_f64(), &self.inner.instance],
+            )
+            .await
+            .map_err(|e| self.sql(e))?;
+        let mut ended = 0;
+        for row in &silent {
+            let name: String = row.get(0);
+            let silence: i64 = row.get(1);
+            let error = format!("instance `{name}` stopped (no heartbeat for {silence}s)");
+            ended += self.interrupt(&transaction, &name, &error, &error).await?;
+            transaction
+                .execute("DELETE FROM instances WHERE name = $1", &[&name])
+                .await
+                .map_err(|e| self.sql(e))?;
+            tracing::warn!(
+                instance = name,
+                silence_s = silence,
+                "an instance stopped heartbeating; its jobs are recorded `interrupted`"
+            );
+        }
+        transaction.commit().await.map_err(|e| self.sql(e))?;
+        Ok(ended)
+    }
+
+    /// Stops the heartbeat and the listener (which releases the name) and deletes this run's
+    /// row. Call after the engine ended its jobs.
+    pub async fn close(&self) {
+        self.inner.stop.cancel();
+        let tasks: Vec<JoinHandle<()>> = lock(&self.inner.tasks).drain(..).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        let deleted = async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM instances WHERE name = $1 AND boot = $2",
+                    &[&self.inner.instance, &self.inner.boot],
+                )
+                .await
+                .map_err(|e| self.sql(e))
+        };
+        if let Err(error) = deleted.await {
+            tracing::warn!(%error, "cannot remove this instance from the job store's list");
+        }
+    }
+}
