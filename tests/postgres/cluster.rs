@@ -339,3 +339,40 @@ async fn instances_starting_together_migrate_one_at_a_time() {
     let store = instance(&url, "last").await;
     assert_eq!(store.instances().await.unwrap().len(), 5);
 }
+
+#[tokio::test]
+async fn a_listener_that_lost_its_connection_comes_back_and_retells_what_ended_meanwhile() {
+    let url = fresh_database().await;
+    let (a, b) = (instance(&url, "a").await, instance(&url, "b").await);
+    let mut events = a.events().unwrap();
+    let mut placed = new_job("l", Concurrency::Latest, None);
+    placed.placement = Placement::On {
+        instance: "a".into(),
+        per_instance: false,
+    };
+    placed.command = command(false);
+    let placed = admit(&a, placed).await;
+    admit(&b, new_job("l", Concurrency::Latest, None)).await;
+    expect_event(&mut events, StoreEvent::Ended(placed.clone())).await;
+    let terminated: bool = sql(&url)
+        .await
+        .query_one(
+            "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'hookrunner a' \
+             AND query LIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated, "the listener's connection was found");
+    expect_event(&mut events, StoreEvent::Ended(placed)).await;
+    // It holds the name again.
+    let error = Store::postgres(&url, "a", HEARTBEAT, LONG)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::InstanceTaken { .. }),
+        "{error:?}"
+    );
+}

@@ -25,7 +25,10 @@ const NEVER_RAN_ERROR: &str =
 
 /// The first and longest wait between two tries to reconnect the listener.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How far before a lost connection was noticed its notifications may have been missed.
+const MISSED_MARGIN_MS: i64 = 60_000;
 
 /// The listener's connection: holds this instance's name and hears the notifications.
 pub(super) struct Listener {
@@ -102,7 +105,9 @@ impl Listener {
     }
 
     /// Keeps the connection up until the store closes: a lost one is made again (with the name
-    /// and the channels), and a `Work` event covers what may have been missed meanwhile.
+    /// and the channels), and what may have been missed meanwhile is told again: `Work`, and
+    /// `Ended` for the jobs placed here that ended elsewhere since (a `Cancel` missed is told by
+    /// the heartbeat's polling).
     pub fn serve(
         self,
         store: PgStore,
@@ -124,6 +129,7 @@ impl Listener {
                     }
                 }
                 drop(listener.client);
+                let lost_ms = now_ms();
                 let mut backoff = FIRST_BACKOFF;
                 listener = loop {
                     tokio::select! {
@@ -142,6 +148,16 @@ impl Listener {
                 };
                 tracing::info!("listening to the job store again");
                 let _ = events.send(StoreEvent::Work);
+                match store.ended_here_since(lost_ms - MISSED_MARGIN_MS).await {
+                    Ok(ended) => {
+                        for id in ended {
+                            let _ = events.send(StoreEvent::Ended(id));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read which jobs ended while the job store was away")
+                    }
+                }
             }
         });
         lock(&tasks.inner.tasks).push(task);
@@ -149,6 +165,23 @@ impl Listener {
 }
 
 impl PgStore {
+    /// The jobs placed on this instance that ended without running since `since_ms`.
+    async fn ended_here_since(&self, since_ms: i64) -> Result<Vec<JobId>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM jobs WHERE placement = $1 AND finished_ms >= $2 \
+                 AND status IN ('superseded', 'cancelled', 'interrupted')",
+                &[&self.inner.instance, &since_ms],
+            )
+            .await
+            .map_err(|e| self.sql(e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| JobId::parse(row.get(0)))
+            .collect())
+    }
+
     /// Ends what a previous run of this instance left (its running jobs and the queued ones
     /// placed on it become `interrupted`) and records this run. The name is held, so no live
     /// process runs those jobs.

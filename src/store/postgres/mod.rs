@@ -42,6 +42,9 @@ use crate::job::JobId;
 /// fails with [`StoreError::Unavailable`]: a request never hangs on a database that is away.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How often an idle connection is probed, and the unit of how long an unanswered one lives.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// Connections per instance: admissions and reads in parallel, plus the outbox's one.
 const POOL_SIZE: usize = 8;
 
@@ -100,6 +103,12 @@ impl PgStore {
             .parse()
             .map_err(|error| StoreError::BadUrl(Box::new(error)))?;
         config.connect_timeout(CONNECT_TIMEOUT);
+        // A database host that vanishes without closing its connections (a network partition)
+        // fails them within seconds instead of the system's TCP timeouts (minutes).
+        config
+            .keepalives_idle(KEEPALIVE)
+            .keepalives_interval(KEEPALIVE)
+            .keepalives_retries(2);
         config.application_name(format!("hookrunner {instance}"));
         let failure = Failure::of(&config);
         let manager = Manager::from_config(
