@@ -109,11 +109,7 @@ impl Application {
         listeners: Vec<Listener>,
     ) -> anyhow::Result<Application> {
         let settings = &config.server;
-        let instance = nix::unistd::gethostname()
-            .ok()
-            .and_then(|name| name.into_string().ok())
-            .unwrap_or_else(|| "hookrunner".to_string());
-        let store = Store::sqlite(&settings.state_dir, &instance).with_context(|| {
+        let store = Store::sqlite(&settings.state_dir, &settings.instance).with_context(|| {
             format!(
                 "cannot open the job store in `{}`",
                 settings.state_dir.display()

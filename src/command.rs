@@ -77,6 +77,15 @@ impl JobCommand {
         }
     }
 
+    /// Replaces the value of the variable `name` set by the hook's request.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        for (set, old) in &mut self.env {
+            if set == name {
+                value.clone_into(old);
+            }
+        }
+    }
+
     /// Reads back what [`to_stored`](JobCommand::to_stored) wrote: `None` for a job that does not
     /// run again after a restart.
     pub fn from_stored(text: &str) -> Result<Option<JobCommand>, serde_json::Error> {

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the YAML file parsed once into types that cannot be wrong, with located errors.
+//! - [`secret`]: secret values whose `Debug` never shows them (a leaf, shared by `config` and
+//!   `signature`).
 //! - [`signature`]: one module per provider behind the [`signature::Provider`] trait.
 //! - [`reference`], [`template`], [`rules`]: the pure core that reads values out of a request.
 //! - [`request`]: one request as plain data, its body parsed lazily.
@@ -30,6 +32,7 @@ pub mod reload;
 pub mod request;
 pub mod rules;
 pub mod runner;
+pub mod secret;
 pub mod signature;
 pub mod store;
 pub mod telemetry;

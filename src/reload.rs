@@ -4,7 +4,7 @@
 //! they carry their own rendered commands.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use actix_web::web;
@@ -111,7 +111,7 @@ pub async fn reload(state: &AppState, cause: &str) {
         tracing::warn!("{}", warning.trim_end());
     }
     let hooks = fresh.hooks.len();
-    *state.config.write().expect("config lock") = Arc::new(fresh);
+    *state.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
     state.metrics.reload(true);
     tracing::info!(cause, hooks, "config reloaded");
 }
@@ -133,6 +133,10 @@ fn keep_startup_settings(fresh: &mut ServerSettings, running: &ServerSettings) {
         max_jobs,
         max_pending,
         retention,
-        log_format
+        log_format,
+        store,
+        instance,
+        heartbeat,
+        lease
     );
 }

@@ -4,7 +4,7 @@
 mod completions;
 mod sign;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -60,6 +60,13 @@ pub struct ServeArgs {
     /// Log format. Overrides `server.log_format`.
     #[arg(long, env = "HOOKRUNNER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Where jobs are kept: `sqlite`, or a PostgreSQL URL as `env:NAME`, `file:PATH`, `cred:NAME`
+    /// or the URL itself. Overrides `server.store`.
+    #[arg(long, env = "HOOKRUNNER_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// This instance's name among those sharing the store. Overrides `server.instance`.
+    #[arg(long, env = "HOOKRUNNER_INSTANCE", value_name = "NAME")]
+    pub instance: Option<String>,
     /// Reload the config when the file changes (SIGHUP always reloads).
     #[arg(long, env = "HOOKRUNNER_WATCH")]
     pub watch: bool,
@@ -141,7 +148,38 @@ fn job_runtime_threads() -> usize {
     (2 * cores).max(4)
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+/// The command line's server settings, held to the rules of their keys. A message never quotes
+/// `--store`, which can hold a password.
+fn server_overrides(args: &mut ServeArgs) -> Result<config::ServerOverrides, String> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let store = match args.store.take() {
+        None => None,
+        Some(text) => match config::parse_store(&text, Path::new("."), &lookup) {
+            Ok((store, _)) => Some(store),
+            Err(message) => return Err(format!("`--store` (or `HOOKRUNNER_STORE`): {message}")),
+        },
+    };
+    if let Some(name) = &args.instance {
+        config::valid_instance(name)
+            .map_err(|message| format!("`--instance` (or `HOOKRUNNER_INSTANCE`): {message}"))?;
+    }
+    Ok(config::ServerOverrides {
+        listen: std::mem::take(&mut args.listen),
+        state_dir: args.state_dir.take(),
+        log_format: args.log_format,
+        store,
+        instance: args.instance.take(),
+    })
+}
+
+fn serve(mut args: ServeArgs) -> ExitCode {
+    let overrides = match server_overrides(&mut args) {
+        Ok(overrides) => overrides,
+        Err(message) => {
+            eprintln!("hookrunner: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let mut config = match config::load(&args.config) {
         Ok(config) => config,
         Err(errors) => {
@@ -153,11 +191,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    config.apply_overrides(config::ServerOverrides {
-        listen: args.listen,
-        state_dir: args.state_dir,
-        log_format: args.log_format,
-    });
+    config.apply_overrides(overrides);
     crate::telemetry::init(config.server.log_format);
     config
         .warnings

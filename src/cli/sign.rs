@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Args;
 
 use crate::config::secret;
-use crate::config::Secrets;
 use crate::request::IdSource;
+use crate::secret::Secrets;
 use crate::signature::{self, Algorithm, Encoding, ProviderSettings};
 
 #[derive(Args, Debug)]

@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use super::diagnostic::{Diagnostic, Severity};
-use super::secret::{self, Secret, SecretOrigin, Secrets};
+use super::secret::{self, SecretOrigin};
 use super::source_map::{Part, SourceMap, YamlPath};
 use super::units;
+use crate::secret::{Secret, Secrets};
 
 pub struct Decoder<'s> {
     source_map: &'s SourceMap,
@@ -241,14 +242,7 @@ impl<'s> Decoder<'s> {
         match secret::resolve(&text, &self.base_dir, self.lookup_env) {
             Ok((secret, origin)) => {
                 if origin == SecretOrigin::Literal {
-                    if let Some(position) = self.source_map.position(path, Part::Value) {
-                        self.secret_lines.push(position.line);
-                    }
-                    self.warning(
-                        path,
-                        Part::Value,
-                        format!("the secret `{path}` is written in the file; prefer `env:NAME`, `file:PATH` or `cred:NAME` so it stays out of version control"),
-                    );
+                    self.literal_secret(path);
                 }
                 Some(secret)
             }
@@ -257,6 +251,19 @@ impl<'s> Decoder<'s> {
                 None
             }
         }
+    }
+
+    /// Records a secret written in the file: its line is never quoted, and a warning names the
+    /// key and its place only.
+    pub fn literal_secret(&mut self, path: &YamlPath) {
+        if let Some(position) = self.source_map.position(path, Part::Value) {
+            self.secret_lines.push(position.line);
+        }
+        self.warning(
+            path,
+            Part::Value,
+            format!("the secret `{path}` is written in the file; prefer `env:NAME`, `file:PATH` or `cred:NAME` so it stays out of version control"),
+        );
     }
 
     /// One secret or a list of them (key rotation).

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use super::decode::{scalar_text, Decoder};
+use super::decode::{scalar_text, Decoder, Fields};
 use super::source_map::{Part, YamlPath};
 use super::{
     signature, when, Concurrency, Hook, ProgramTemplate, ResponseMode, ResponseSettings, Run,
-    ServerSettings, StdinMode,
+    RunOn, ServerSettings, StdinMode,
 };
 use crate::template::Template;
 
@@ -27,6 +27,7 @@ const HOOK_KEYS: &[&str] = &[
     "on_mismatch",
     "dedupe",
     "dedupe_key",
+    "run_on",
 ];
 const RUN_KEYS: &[&str] = &[
     "shell",
@@ -178,6 +179,7 @@ fn decode_one(
         None => Some(None),
         Some((value, path)) => template(decoder, value, &path).map(Some),
     };
+    let run_on = decode_run_on(decoder, &fields, response.as_ref());
     Some(Hook {
         id: id?,
         description,
@@ -191,7 +193,31 @@ fn decode_one(
         on_mismatch: on_mismatch?,
         dedupe: dedupe?,
         dedupe_key: dedupe_key?,
+        run_on: run_on?,
     })
+}
+
+/// `run_on`; `all` (one job per live instance) only for `async` answers, since a `wait` or
+/// `stream` job runs on the instance that holds the client's connection.
+fn decode_run_on(
+    decoder: &mut Decoder<'_>,
+    fields: &Fields<'_>,
+    response: Option<&ResponseSettings>,
+) -> Option<RunOn> {
+    let Some((value, path)) = fields.get("run_on") else {
+        return Some(RunOn::Any);
+    };
+    let run_on = decoder.choice(value, &path, &[("any", RunOn::Any), ("all", RunOn::All)])?;
+    let mode = response.map(|response| response.mode);
+    if run_on == RunOn::All && mode.is_some_and(|mode| mode != ResponseMode::Async) {
+        decoder.error(
+            &path,
+            Part::Value,
+            "`run_on: all` needs `response: {mode: async}`: a `wait` or `stream` job runs on the instance that holds the client's connection; make the hook `async` or remove `run_on`",
+        );
+        return None;
+    }
+    Some(run_on)
 }
 
 fn decode_methods(

@@ -1,6 +1,7 @@
 //! The configuration: parsed once from YAML into types that cannot be wrong, so the request path
 //! never re-checks. Every problem of a file is reported in one pass, each at its line and column.
 
+mod cluster;
 pub mod decode;
 pub mod diagnostic;
 mod hook;
@@ -23,12 +24,13 @@ use self::decode::Decoder;
 use self::diagnostic::{ConfigErrors, Diagnostic, Listing, Severity};
 use self::source_map::{Part, Position, SourceMap, YamlPath, MAX_DEPTH};
 use crate::rules::Rule;
+use crate::secret::Secret;
 use crate::signature::Signature;
 use crate::template::Template;
 
+pub use self::cluster::{default_instance, parse_store, valid_instance};
 pub use self::hook::RESERVED_ENV;
 pub use self::overrides::ServerOverrides;
-pub use self::secret::{Secret, Secrets};
 pub use self::server::TrustedProxies;
 
 /// A loaded, valid configuration.
@@ -65,6 +67,34 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     pub admin_token: Option<Secret>,
     pub log_format: LogFormat,
+    /// Where jobs are kept: the SQLite file in `state_dir`, or a PostgreSQL database.
+    pub store: StoreSetting,
+    /// This instance's name among those sharing the store.
+    pub instance: String,
+    /// How often this instance says it is alive (PostgreSQL only).
+    pub heartbeat: Duration,
+    /// How long an instance may go unheard before the others declare it dead; at least twice
+    /// `heartbeat`.
+    pub lease: Duration,
+}
+
+/// `server.store`. The URL stays a `Secret` (its `Debug` never shows it): it can hold a password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSetting {
+    /// `hookrunner.db` in `state_dir`: one instance, no setup.
+    Sqlite,
+    /// A `postgres://` or `postgresql://` URL; only its scheme is checked here.
+    Postgres(Secret),
+}
+
+impl StoreSetting {
+    /// The kind of store, the only part of it that may be shown.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreSetting::Sqlite => "sqlite",
+            StoreSetting::Postgres(_) => "postgres",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +124,16 @@ pub struct Hook {
     pub on_mismatch: u16,
     pub dedupe: bool,
     pub dedupe_key: Option<Template>,
+    pub run_on: RunOn,
+}
+
+/// Which instances run a hook's jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOn {
+    /// Whichever instance has room claims the job.
+    Any,
+    /// One job per live instance (`async` hooks only).
+    All,
 }
 
 #[derive(Debug)]

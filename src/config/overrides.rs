@@ -3,14 +3,17 @@
 
 use std::path::PathBuf;
 
-use super::{Config, LogFormat};
+use super::{Config, LogFormat, StoreSetting};
 
-/// What `serve --listen`, `--state-dir` and `--log-format` set; empty or `None` leaves the file's value.
+/// What `serve --listen`, `--state-dir`, `--log-format`, `--store` and `--instance` set; empty or
+/// `None` leaves the file's value. The store and instance were checked by the rules of their keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerOverrides {
     pub listen: Vec<String>,
     pub state_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    pub store: Option<StoreSetting>,
+    pub instance: Option<String>,
 }
 
 impl Config {
@@ -25,6 +28,12 @@ impl Config {
         }
         if let Some(log_format) = overrides.log_format {
             self.server.log_format = log_format;
+        }
+        if let Some(store) = &overrides.store {
+            self.server.store.clone_from(store);
+        }
+        if let Some(instance) = &overrides.instance {
+            self.server.instance.clone_from(instance);
         }
         self.overrides = overrides;
     }

@@ -1,37 +1,8 @@
-//! Secrets: where they come from (`env:`, `file:`, `cred:`, literal) and a type whose `Debug` never shows them.
+//! Where a secret comes from: `env:NAME`, `file:PATH`, `cred:NAME` or a literal, resolved at load.
 
-use std::fmt;
 use std::path::Path;
 
-/// A secret's bytes. `Debug` prints a placeholder so a secret cannot reach a log by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Secret(bytes.into())
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// One or more secrets: any one of them that verifies passes (key rotation).
-#[derive(Clone, Debug)]
-pub struct Secrets(pub Vec<Secret>);
-
-impl Secrets {
-    pub fn iter(&self) -> impl Iterator<Item = &Secret> {
-        self.0.iter()
-    }
-}
+use crate::secret::Secret;
 
 /// How a secret was written, for `check`'s warning about literals.
 #[derive(Debug, PartialEq, Eq)]
@@ -129,13 +100,5 @@ mod tests {
                 (got, _) => panic!("{text}: unexpected {:?}", got.map(|(_, o)| o)),
             }
         }
-    }
-
-    #[test]
-    fn debug_hides_the_value() {
-        assert_eq!(
-            format!("{:?}", Secret::new("hunter2")),
-            "Secret(<redacted>)"
-        );
     }
 }

@@ -8,7 +8,7 @@ use serde_yaml::Value;
 
 use super::decode::Decoder;
 use super::source_map::{Part, YamlPath};
-use super::{LogFormat, Retention, ServerSettings};
+use super::{cluster, LogFormat, Retention, ServerSettings, StoreSetting};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 const KEYS: &[&str] = &[
@@ -24,6 +24,10 @@ const KEYS: &[&str] = &[
     "shutdown_grace",
     "admin_token",
     "log_format",
+    "store",
+    "instance",
+    "heartbeat",
+    "lease",
 ];
 
 pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
@@ -43,6 +47,10 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         shutdown_grace: Duration::from_secs(30),
         admin_token: None,
         log_format: LogFormat::Text,
+        store: StoreSetting::Sqlite,
+        instance: cluster::default_instance(),
+        heartbeat: cluster::DEFAULT_HEARTBEAT,
+        lease: cluster::DEFAULT_LEASE,
     }
 }
 
@@ -163,6 +171,7 @@ pub fn decode(
             )
             .unwrap_or(LogFormat::Text);
     }
+    cluster::decode(decoder, &fields, &mut settings);
     let clean = decoder
         .diagnostics
         .iter()

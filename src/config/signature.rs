@@ -60,7 +60,7 @@ pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         &name,
         secrets
             .clone()
-            .unwrap_or(crate::config::Secrets(Vec::new())),
+            .unwrap_or(crate::secret::Secrets(Vec::new())),
     );
     if let Some((value, path)) = fields.get("tolerance") {
         settings.tolerance = decoder.duration(value, &path);

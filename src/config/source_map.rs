@@ -2,8 +2,8 @@
 //!
 //! serde_yaml parses the document; this pass reads the same text through yaml-rust2's marked events
 //! and records a line and column for every mapping key and every value, by path. It also notes the
-//! lines that hold a secret (the value of any `secret` or `admin_token` key), which diagnostics never
-//! quote, and stops at collections nested deeper than [`MAX_DEPTH`].
+//! lines that hold a secret (the value of any `secret`, `admin_token` or `store` key), which
+//! diagnostics never quote, and stops at collections nested deeper than [`MAX_DEPTH`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -73,8 +73,9 @@ pub struct Position {
 /// scanner's work for each token grows with the depth of the flow collections around it.
 pub const MAX_DEPTH: usize = 128;
 
-/// Keys whose values are secrets: the lines of those values are never quoted.
-const SECRET_KEYS: &[&str] = &["secret", "admin_token"];
+/// Keys whose values are secrets: the lines of those values are never quoted. `store` is one,
+/// since a PostgreSQL URL can hold a password.
+const SECRET_KEYS: &[&str] = &["secret", "admin_token", "store"];
 
 #[derive(Default)]
 pub struct SourceMap {

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, JobHandle, Live};
 use crate::command::JobCommand;
-use crate::config::Concurrency;
+use crate::config::{Concurrency, RunOn};
 use crate::job::{now_ms, Job, JobId, Outcome, Status};
 use crate::store::{Admission, NewJob, Placement, StoreError};
 
@@ -37,11 +37,21 @@ pub struct Submission {
     /// Whether the submitter follows the output as it comes (a `stream` answer): then the job's
     /// [`JobHandle::output`] is `Some`.
     pub follow: bool,
+    /// `all`: one job per live instance, each run there (an `async` hook's only).
+    pub run_on: RunOn,
+}
+
+/// What admitting one job did.
+enum Admitted {
+    Job(Box<JobHandle>),
+    Duplicate(JobId),
 }
 
 /// What `submit` did.
 pub enum Submitted {
     Accepted(Box<JobHandle>),
+    /// `run_on: all`: one job per live instance, in the order of their names.
+    FannedOut(Vec<JobHandle>),
     /// The same delivery is already queued, running or succeeded: nothing new runs.
     Duplicate(JobId),
 }
@@ -53,51 +63,116 @@ impl Engine {
     /// holds its client; it is published here from before its admission, so a watcher or a
     /// stream misses nothing. Any instance may run an `async` job.
     pub async fn submit(&self, submission: Submission) -> Result<Submitted, SubmitError> {
-        let inner = &self.inner;
-        if inner.stopping.is_cancelled() {
+        if self.inner.stopping.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        let Submission {
-            hook,
-            concurrency,
-            job_id,
-            request_id,
-            command,
-            dedupe_key,
-            follow,
-        } = submission;
-        let job = Job::queued(job_id, hook, request_id, dedupe_key, now_ms());
+        let job = Job::queued(
+            submission.job_id.clone(),
+            submission.hook.clone(),
+            submission.request_id.clone(),
+            submission.dedupe_key.clone(),
+            now_ms(),
+        );
+        match submission.run_on {
+            RunOn::Any => Ok(match self.admit(job, &submission, None).await? {
+                Admitted::Job(handle) => Submitted::Accepted(handle),
+                Admitted::Duplicate(first) => Submitted::Duplicate(first),
+            }),
+            RunOn::All => self.fan_out(job, &submission).await,
+        }
+    }
+
+    /// One job per live instance, placed there. A redelivery is a duplicate of the first copy
+    /// (each copy's key names its instance, so the copies are not duplicates of each other).
+    async fn fan_out(&self, first: Job, submission: &Submission) -> Result<Submitted, SubmitError> {
+        let mut instances = self
+            .inner
+            .store
+            .instances()
+            .await
+            .map_err(SubmitError::Store)?;
+        instances.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut handles = Vec::with_capacity(instances.len());
+        for (index, instance) in instances.iter().enumerate() {
+            let mut job = first.clone();
+            if index > 0 {
+                job.id = JobId::generate();
+            }
+            job.dedupe_key = first
+                .dedupe_key
+                .as_ref()
+                .map(|key| format!("{key}@{}", instance.name));
+            match self.admit(job, submission, Some(&instance.name)).await {
+                Ok(Admitted::Job(handle)) => handles.push(*handle),
+                Ok(Admitted::Duplicate(holder)) if handles.is_empty() => {
+                    return Ok(Submitted::Duplicate(holder))
+                }
+                // An instance that has its copy already (it was delivered while it was away).
+                Ok(Admitted::Duplicate(_)) => {}
+                // Copies admitted so far stay: each runs, and the client is told of the refusal.
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(Submitted::FannedOut(handles))
+    }
+
+    /// Admits one job; `on` places it on that instance (a `run_on: all` copy).
+    ///
+    /// A job that does not run after a restart (`wait`, `stream`) runs on this instance, which
+    /// holds its client; it is published here from before its admission, so a watcher or a
+    /// stream misses nothing. Any instance may run an `async` job.
+    async fn admit(
+        &self,
+        job: Job,
+        submission: &Submission,
+        on: Option<&str>,
+    ) -> Result<Admitted, SubmitError> {
+        let inner = &self.inner;
         let id = job.id.clone();
+        let mut command = submission.command.clone();
+        if on.is_some() {
+            // Each copy is a job of its own.
+            command.set_env("HOOK_JOB_ID", id.as_str());
+        }
         let durable = command.run_after_restart;
-        let (placement, watch, output) = if durable {
-            (Placement::Any, None, None)
-        } else {
-            let sink = Arc::new(JobSink::create(
-                inner.store.log_writer(&id),
-                command.max_output,
-                follow,
-            ));
-            let output = sink.subscribe();
-            let (sender, receiver) = watch::channel(job.clone());
-            inner.lock().live.insert(
-                id.clone(),
-                Live {
-                    job: sender,
-                    sink,
-                    cancel: CancellationToken::new(),
-                    cancelled_as: Status::Cancelled,
-                },
-            );
-            let placement = Placement::On {
-                instance: inner.store.instance().to_string(),
-                per_instance: false,
-            };
-            (placement, Some(receiver), output)
+        let me = inner.store.instance().to_string();
+        let (placement, watch, output) = match on {
+            Some(instance) => {
+                let placement = Placement::On {
+                    instance: instance.to_string(),
+                    per_instance: true,
+                };
+                (placement, None, None)
+            }
+            None if durable => (Placement::Any, None, None),
+            None => {
+                let sink = Arc::new(JobSink::create(
+                    inner.store.log_writer(&id),
+                    command.max_output,
+                    submission.follow,
+                ));
+                let output = sink.subscribe();
+                let (sender, receiver) = watch::channel(job.clone());
+                inner.lock().live.insert(
+                    id.clone(),
+                    Live {
+                        job: sender,
+                        sink,
+                        cancel: CancellationToken::new(),
+                        cancelled_as: Status::Cancelled,
+                    },
+                );
+                let placement = Placement::On {
+                    instance: me.clone(),
+                    per_instance: false,
+                };
+                (placement, Some(receiver), output)
+            }
         };
         let new = NewJob {
             job: job.clone(),
             command,
-            concurrency,
+            concurrency: submission.concurrency,
             placement,
         };
         let admission = inner.store.admit(new, inner.max_pending).await;
@@ -113,7 +188,7 @@ impl Engine {
             }) => (committed, superseded, cancel),
             Ok(Admission::Duplicate(first)) => {
                 inner.lock().live.remove(&id);
-                return Ok(Submitted::Duplicate(first));
+                return Ok(Admitted::Duplicate(first));
             }
             Ok(Admission::QueueFull { waiting }) => {
                 return refused(SubmitError::HookQueueFull {
@@ -129,16 +204,16 @@ impl Engine {
         for old in superseded {
             self.superseded(&job.hook, &old);
         }
-        let me = inner.store.instance();
-        for (running, _) in cancel.iter().filter(|(_, instance)| instance == me) {
+        for (running, _) in cancel.iter().filter(|(_, instance)| *instance == me) {
             inner.cancel_running(running);
         }
         inner.wake();
-        Ok(Submitted::Accepted(Box::new(JobHandle {
+        Ok(Admitted::Job(Box::new(JobHandle {
             job,
             watch,
             committed: durable.then_some(committed),
             output,
+            placed_on: on.map(str::to_string),
         })))
     }
 

@@ -3,7 +3,7 @@
 //! instead of holding memory or slowing the job and the other readers.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -94,7 +94,7 @@ impl LiveOutput {
         let shared = Arc::new(Shared::default());
         self.readers
             .lock()
-            .expect("live readers lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::downgrade(&shared));
         LiveReader { shared }
     }
@@ -103,7 +103,7 @@ impl LiveOutput {
     pub fn send(&self, chunk: Chunk) {
         self.readers
             .lock()
-            .expect("live readers lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .retain(|reader| {
                 let Some(reader) = reader.upgrade() else {
                     return false;
@@ -111,7 +111,7 @@ impl LiveOutput {
                 reader
                     .backlog
                     .lock()
-                    .expect("backlog lock")
+                    .unwrap_or_else(PoisonError::into_inner)
                     .push(chunk.clone(), self.limit);
                 reader.ready.notify_one();
                 true
@@ -122,9 +122,16 @@ impl LiveOutput {
 impl Drop for LiveOutput {
     /// The job's output has ended: readers get what is waiting, then the end.
     fn drop(&mut self) {
-        let readers = self.readers.get_mut().expect("live readers lock");
+        let readers = self
+            .readers
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         for reader in readers.drain(..).filter_map(|reader| reader.upgrade()) {
-            reader.backlog.lock().expect("backlog lock").closed = true;
+            reader
+                .backlog
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .closed = true;
             reader.ready.notify_one();
         }
     }
@@ -133,14 +140,22 @@ impl Drop for LiveOutput {
 impl LiveReader {
     /// The next item if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<Item> {
-        self.shared.backlog.lock().expect("backlog lock").pop()
+        self.shared
+            .backlog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
     }
 
     /// The next item, waiting for one; `None` once the output has ended and all of it was taken.
     pub async fn next(&mut self) -> Option<Item> {
         loop {
             {
-                let mut backlog = self.shared.backlog.lock().expect("backlog lock");
+                let mut backlog = self
+                    .shared
+                    .backlog
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 if let Some(item) = backlog.pop() {
                     return Some(item);
                 }

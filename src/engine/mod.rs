@@ -15,6 +15,8 @@ mod running;
 mod scheduling;
 mod shutdown;
 mod sink;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -44,6 +46,8 @@ pub struct JobHandle {
     /// The job's output as it comes, subscribed before the job could start, so nothing is missed;
     /// only when the submission asked to `follow`.
     pub output: Option<LiveReader>,
+    /// The instance a `run_on: all` copy is placed on.
+    pub placed_on: Option<String>,
 }
 
 /// What cancelling a job did.

@@ -10,6 +10,10 @@ use crate::job::Status;
 /// The longest shutdown waits for the store to keep its last writes.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The longest shutdown waits, after the grace, for terminated commands to end (their
+/// `kill_after` is usually seconds; a process that survives SIGKILL is stuck in the kernel).
+const KILL_DEADLINE: Duration = Duration::from_secs(60);
+
 impl Engine {
     /// Stops taking work, lets running jobs finish within `grace`, then terminates them (they are
     /// recorded `interrupted`) and waits for them to end. Waiting jobs stay queued in the store for
@@ -19,6 +23,7 @@ impl Engine {
         inner.stopping.cancel();
         let deadline = tokio::time::Instant::now() + grace;
         let mut interrupted = false;
+        let kill_deadline = deadline + KILL_DEADLINE;
         loop {
             let ended = inner.job_ended.notified();
             tokio::pin!(ended);
@@ -41,7 +46,13 @@ impl Engine {
             }
             if interrupted {
                 // A terminated command ends within its `kill_after`; its end is recorded here.
-                ended.await;
+                if tokio::time::timeout_at(kill_deadline, ended).await.is_err() {
+                    tracing::error!(
+                        "jobs still running {}s after they were terminated; stopping without them (the next start records them `interrupted`)",
+                        KILL_DEADLINE.as_secs()
+                    );
+                    break;
+                }
             } else {
                 let _ = tokio::time::timeout_at(deadline, ended).await;
             }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::log::{self, Source};
 use super::{ApiError, AppState};
 use crate::engine::Cancelled;
-use crate::job::{now_ms, JobId, JobView, Status};
+use crate::job::{now_ms, rfc3339, JobId, JobView, Status};
 use crate::signature::tokens_equal;
 use crate::store::ListQuery;
 
@@ -131,7 +131,7 @@ fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(), ApiError
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "admin_disabled",
-            "the job list and cancel are off; set `server.admin_token` to turn them on",
+            "the job list, cancel and `/instances` are off; set `server.admin_token` to turn them on",
         ));
     };
     let given = request
@@ -241,4 +241,31 @@ pub async fn cancel_job(
     Ok(HttpResponse::Accepted().json(
         json!({"job_id": id.as_str(), "result": result, "links": {"job": format!("/jobs/{id}")}}),
     ))
+}
+
+/// `GET /instances` (admin): the instances sharing the store, with their running jobs.
+pub async fn instances(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &request)?;
+    let instances = state
+        .engine
+        .store()
+        .instances()
+        .await
+        .map_err(store_error)?;
+    let listed: Vec<_> = instances
+        .iter()
+        .map(|instance| {
+            json!({
+                "name": instance.name,
+                "version": instance.version,
+                "started": rfc3339(instance.started_ms),
+                "last_heartbeat": rfc3339(instance.heartbeat_ms),
+                "running": instance.running,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"store": state.engine.store().kind(), "instances": listed})))
 }

@@ -8,7 +8,7 @@ mod log;
 mod stream;
 mod trigger;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -36,7 +36,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read().expect("config lock"))
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -69,6 +69,7 @@ pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
         .service(only("/healthz", web::get().to(jobs::healthz), "GET"))
         .service(only("/readyz", web::get().to(jobs::readyz), "GET"))
         .service(only("/metrics", web::get().to(jobs::metrics), "GET"))
+        .service(only("/instances", web::get().to(jobs::instances), "GET"))
         .service(
             web::scope("/jobs")
                 .service(only("", web::get().to(jobs::list_jobs), "GET"))

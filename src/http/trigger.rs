@@ -15,7 +15,7 @@ use super::{stream, with_outcome, ApiError, AppState, ClientInfo};
 use crate::command::{self, BuildError};
 use crate::config::units::format_size;
 use crate::config::{Hook, ResponseMode};
-use crate::engine::{Submission, SubmitError, Submitted};
+use crate::engine::{JobHandle, Submission, SubmitError, Submitted};
 use crate::exec_limits;
 use crate::job::{now_ms, JobId, JobView, Status};
 use crate::request::{Headers, RequestContext, ValueError};
@@ -168,9 +168,11 @@ async fn handle(
         command,
         dedupe_key: dedupe_key(hook, &context, now),
         follow: hook.response.mode == ResponseMode::Stream,
+        run_on: hook.run_on,
     };
     let job = match state.engine.submit(submission).await {
         Ok(Submitted::Accepted(job)) => job,
+        Ok(Submitted::FannedOut(jobs)) => return fanned_out(hook, jobs).await,
         Ok(Submitted::Duplicate(first)) => {
             let body = json!({"status": "duplicate", "job_id": first.as_str(), "links": {"job": format!("/jobs/{first}")}});
             return Ok((HttpResponse::Ok().json(body), "duplicate"));
@@ -253,6 +255,27 @@ async fn handle(
             ))
         }
     }
+}
+
+/// The 202 of a `run_on: all` hook, once every copy is on disk: the jobs, each with its instance.
+async fn fanned_out(
+    hook: &Hook,
+    jobs: Vec<JobHandle>,
+) -> Result<(HttpResponse, &'static str), (ApiError, &'static str)> {
+    let mut listed = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(committed) = job.committed {
+            if let Err(error) = committed.await {
+                tracing::error!(job_id = %job.job.id, %error, "cannot commit an accepted job");
+                return Err(store_unavailable());
+            }
+        }
+        let id = &job.job.id;
+        let instance = job.placed_on.unwrap_or_default();
+        listed.push(json!({"job_id": id.as_str(), "instance": instance, "links": {"job": format!("/jobs/{id}")}}));
+    }
+    let body = json!({"status": "accepted", "hook": hook.id, "jobs": listed});
+    Ok((HttpResponse::Accepted().json(body), "accepted"))
 }
 
 fn store_unavailable() -> (ApiError, &'static str) {

@@ -4,8 +4,8 @@ use super::{
     any_secret_signs, decode_hex, hmac_digest, malformed, mismatch, Algorithm, Provider,
     SignatureError, SignedRequest,
 };
-use crate::config::secret::Secrets;
 use crate::request::IdSource;
+use crate::secret::Secrets;
 
 const SHA256_HEADER: &str = "X-Hub-Signature-256";
 const SHA1_HEADER: &str = "X-Hub-Signature";

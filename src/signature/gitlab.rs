@@ -1,8 +1,8 @@
 //! GitLab: the secret token sent as-is in `X-Gitlab-Token`, compared in constant time.
 
 use super::{required_header, tokens_equal, Provider, SignatureError, SignedRequest};
-use crate::config::secret::Secrets;
 use crate::request::IdSource;
+use crate::secret::Secrets;
 
 const HEADER: &str = "X-Gitlab-Token";
 

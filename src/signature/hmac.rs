@@ -5,8 +5,8 @@ use super::{
     any_secret_signs, decode_base64, decode_hex, hmac_digest, malformed, mismatch, Algorithm,
     Provider, SignatureError, SignedRequest,
 };
-use crate::config::secret::Secrets;
 use crate::request::IdSource;
+use crate::secret::Secrets;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {

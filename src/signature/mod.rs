@@ -22,8 +22,8 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
-use crate::config::secret::Secrets;
 use crate::request::{Headers, IdSource};
+use crate::secret::Secrets;
 
 pub use self::github::Github;
 pub use self::gitlab::Gitlab;
@@ -411,7 +411,7 @@ pub fn malformed(header: &str, expected_form: &str) -> SignatureError {
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
-    use crate::config::secret::Secret;
+    use crate::secret::Secret;
 
     pub fn secrets(values: &[&str]) -> Secrets {
         Secrets(values.iter().map(|value| Secret::new(*value)).collect())

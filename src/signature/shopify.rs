@@ -2,8 +2,8 @@
 
 use super::hmac::{Encoding, HmacScheme};
 use super::Algorithm;
-use crate::config::secret::Secrets;
 use crate::request::IdSource;
+use crate::secret::Secrets;
 
 pub fn shopify(secrets: Secrets) -> HmacScheme {
     HmacScheme {

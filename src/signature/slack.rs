@@ -6,7 +6,7 @@ use super::{
     any_secret_signs, check_timestamp, decode_hex, hmac_digest, malformed, mismatch, replay_digest,
     required_header, Algorithm, Provider, SignatureError, SignedRequest,
 };
-use crate::config::secret::Secrets;
+use crate::secret::Secrets;
 
 const SIGNATURE: &str = "X-Slack-Signature";
 const TIMESTAMP: &str = "X-Slack-Request-Timestamp";

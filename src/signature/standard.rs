@@ -9,8 +9,8 @@ use super::{
     any_secret_signs_one_of, check_timestamp, decode_base64, hmac_digest, malformed, mismatch,
     required_header, Algorithm, Provider, SignatureError, SignedRequest,
 };
-use crate::config::secret::{Secret, Secrets};
 use crate::request::IdSource;
+use crate::secret::{Secret, Secrets};
 
 const ID: &str = "webhook-id";
 const TIMESTAMP: &str = "webhook-timestamp";

@@ -7,8 +7,8 @@ use super::{
     any_secret_signs_one_of, check_timestamp, decode_hex, hmac_digest, malformed, mismatch,
     replay_digest, required_header, Algorithm, Provider, SignatureError, SignedRequest,
 };
-use crate::config::secret::Secrets;
 use crate::request::IdSource;
+use crate::secret::Secrets;
 
 const HEADER: &str = "Stripe-Signature";
 const FORM: &str = "t=<unix time>,v1=<hex>";

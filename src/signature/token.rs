@@ -1,7 +1,7 @@
 //! A plain shared token in a header or a query parameter, compared in constant time.
 
 use super::{tokens_equal, Provider, SignatureError, SignedRequest};
-use crate::config::secret::Secrets;
+use crate::secret::Secrets;
 
 #[derive(Debug)]
 pub enum TokenLocation {

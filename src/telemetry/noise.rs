@@ -1,7 +1,7 @@
 //! Errors the HTTP stack logs once per event, which a client (or a lack of file descriptors) can
 //! repeat at will: counted, and reported as one summary line per kind and interval instead.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
@@ -108,7 +108,7 @@ pub fn layer() -> NoiseLayer {
 
 fn report_due(tallies: &Mutex<[Tally; 2]>, now: Instant) {
     let due: Vec<_> = {
-        let mut tallies = tallies.lock().expect("noise tallies lock");
+        let mut tallies = tallies.lock().unwrap_or_else(PoisonError::into_inner);
         Noise::ALL
             .iter()
             .filter_map(|&noise| {
@@ -131,7 +131,7 @@ impl<S: Subscriber> Layer<S> for NoiseLayer {
         };
         let mut message = Message::default();
         event.record(&mut message);
-        let mut tallies = self.tallies.lock().expect("noise tallies lock");
+        let mut tallies = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
         let tally = &mut tallies[noise as usize];
         tally.count += 1;
         tally.last = message.0;

@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hookrunner::config::{Secret, Secrets};
+use hookrunner::secret::{Secret, Secrets};
 use hookrunner::signature::{build, ProviderSettings};
 
 use crate::helpers::{read_when_written, TestApp};

@@ -76,14 +76,20 @@ impl Lanes {
         let mut index = 0;
         while free > 0 && index < self.order.len() {
             let hook = &self.order[index].0;
-            let lane = self.lanes.get_mut(hook).expect("a waiting job has a lane");
+            // Every waiting job's hook has a lane (`admit` makes it); a job without one waits.
+            let Some(lane) = self.lanes.get_mut(hook) else {
+                index += 1;
+                continue;
+            };
             let capacity = match lane.mode {
                 Concurrency::Parallel { limit } => limit.unwrap_or(usize::MAX),
                 _ => 1,
             };
             if lane.running.len() < capacity {
-                let (hook, id) = self.order.remove(index).expect("index is in range");
-                lane.waiting -= 1;
+                let Some((hook, id)) = self.order.remove(index) else {
+                    break;
+                };
+                lane.waiting = lane.waiting.saturating_sub(1);
                 lane.running.push(id.clone());
                 started.push((hook, id));
                 free -= 1;
@@ -106,9 +112,11 @@ impl Lanes {
         let Some(index) = self.order.iter().position(|(_, waiting)| waiting == id) else {
             return false;
         };
-        let (hook, _) = self.order.remove(index).expect("index is in range");
+        let Some((hook, _)) = self.order.remove(index) else {
+            return false;
+        };
         if let Some(lane) = self.lanes.get_mut(&hook) {
-            lane.waiting -= 1;
+            lane.waiting = lane.waiting.saturating_sub(1);
         }
         true
     }
@@ -123,7 +131,7 @@ impl Lanes {
             !drop
         });
         if let Some(lane) = self.lanes.get_mut(hook) {
-            lane.waiting -= dropped.len();
+            lane.waiting = lane.waiting.saturating_sub(dropped.len());
         }
         dropped
     }
