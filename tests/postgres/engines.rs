@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookrunner::config::Concurrency;
+use hookrunner::config::{Concurrency, RunOn};
 use hookrunner::engine::{Engine, Submission, Submitted};
 use hookrunner::job::{JobId, Status};
 use hookrunner::metrics::Metrics;
@@ -40,12 +40,13 @@ async fn submit(
             command,
             dedupe_key: None,
             follow: false,
+            run_on: RunOn::Any,
         })
         .await
         .unwrap();
     match submitted {
         Submitted::Accepted(handle) => handle.committed.unwrap().await.unwrap(),
-        Submitted::Duplicate(_) => panic!("not a duplicate"),
+        _ => panic!("accepted, once"),
     }
     job_id
 }

@@ -3,6 +3,7 @@
 //! reaping of instances unheard of for a lease, and the `LISTEN` connection that turns other
 //! instances' notifications into [`StoreEvent`]s, reconnecting by itself.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -110,12 +111,13 @@ impl Listener {
     /// the heartbeat's polling).
     pub fn serve(
         self,
-        store: PgStore,
+        store: &PgStore,
         config: tokio_postgres::Config,
         events: mpsc::UnboundedSender<StoreEvent>,
     ) {
         let stop = store.inner.stop.clone();
-        let tasks = store.clone();
+        // Weak, so dropping the last handle stops the task (and releases the name).
+        let weak = Arc::downgrade(&store.inner);
         let task = tokio::spawn(async move {
             let mut listener = self;
             loop {
@@ -136,6 +138,9 @@ impl Listener {
                         () = tokio::time::sleep(backoff) => {}
                         () = stop.cancelled() => return,
                     }
+                    let Some(store) = PgStore::upgrade(&weak) else {
+                        return;
+                    };
                     let failure = &store.inner.failure;
                     match Listener::connect(&config, &store.inner.instance, failure, &events).await
                     {
@@ -148,6 +153,9 @@ impl Listener {
                 };
                 tracing::info!("listening to the job store again");
                 let _ = events.send(StoreEvent::Work);
+                let Some(store) = PgStore::upgrade(&weak) else {
+                    return;
+                };
                 match store.ended_here_since(lost_ms - MISSED_MARGIN_MS).await {
                     Ok(ended) => {
                         for id in ended {
@@ -160,7 +168,7 @@ impl Listener {
                 }
             }
         });
-        lock(&tasks.inner.tasks).push(task);
+        lock(&store.inner.tasks).push(task);
     }
 }
 
@@ -278,14 +286,18 @@ impl PgStore {
     /// Every `heartbeat`: says this instance is alive, reaps the instances unheard of for a
     /// lease, and polls for what a missed notification would have said.
     pub(super) fn heartbeat_every(&self, events: mpsc::UnboundedSender<StoreEvent>) {
-        let store = self.clone();
+        let weak = Arc::downgrade(&self.inner);
+        let every = self.inner.heartbeat;
         let stop = self.inner.stop.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep(store.inner.heartbeat) => {}
+                    () = tokio::time::sleep(every) => {}
                     () = stop.cancelled() => return,
                 }
+                let Some(store) = PgStore::upgrade(&weak) else {
+                    return;
+                };
                 if let Err(error) = store.beat(&events).await {
                     tracing::warn!(%error, "cannot send this instance's heartbeat to the job store");
                 }

@@ -80,6 +80,14 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+impl Drop for Inner {
+    /// The last handle is gone: the heartbeat and the listener stop, which releases the name
+    /// (the row stays until another instance reaps it, or this name starts again).
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl fmt::Debug for PgStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgStore")
@@ -150,13 +158,18 @@ impl PgStore {
         });
         let store = PgStore { inner };
         store.register().await?;
-        listener.serve(store.clone(), config, events_sender.clone());
+        listener.serve(&store, config, events_sender.clone());
         store.heartbeat_every(events_sender);
         Ok(store)
     }
 
     pub fn instance(&self) -> &str {
         &self.inner.instance
+    }
+
+    /// The store again from a task's weak handle; `None` once every handle is gone.
+    fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<PgStore> {
+        weak.upgrade().map(|inner| PgStore { inner })
     }
 
     /// The other instances' words, for the one caller that serves them; `None` after the first.
