@@ -165,3 +165,27 @@ async fn pruning_deletes_old_finished_jobs_with_their_output() {
     let instances = a.instances().await.unwrap();
     assert_eq!((instances[0].name.as_str(), instances[0].running), ("a", 0));
 }
+
+#[tokio::test]
+async fn a_read_sees_every_end_and_output_handed_over_before_it() {
+    let url = fresh_database().await;
+    let a = instance(&url, "a").await;
+    for round in 0..10 {
+        let id = admit(&a, new_job("deploy", ANY, None)).await;
+        let mut job = claim(&a, 1).await.remove(0).job;
+        let line = format!("round {round}\n");
+        a.log_writer(&id).append(line.as_bytes()).unwrap();
+        job.finish(
+            hookrunner::job::Outcome {
+                exit_code: Some(0),
+                ..hookrunner::job::Outcome::unrun(Status::Succeeded, None)
+            },
+            hookrunner::job::now_ms(),
+        )
+        .unwrap();
+        // Not waited for: the next reads through the same handle see it all the same.
+        drop(a.finish(&job, hookrunner::store::Durability::Os));
+        assert_eq!(status(&a, &id).await, Status::Succeeded, "round {round}");
+        assert_eq!(a.read_log(&id, 0).await.unwrap(), line.as_bytes());
+    }
+}

@@ -33,7 +33,8 @@ impl PgStore {
         let stored = command.to_stored();
         if !durable {
             // Claimed by this instance only; the database has no copy of it.
-            lock(&self.inner.commands).insert(job.id.clone(), command);
+            let kept = (command, std::time::Instant::now());
+            lock(&self.inner.commands).insert(job.id.clone(), kept);
         }
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(|e| self.sql(e))?;

@@ -108,9 +108,6 @@ impl PgStore {
             )
             .await
             .map_err(sql)?;
-        self.inner
-            .waiting
-            .store(heads.len(), std::sync::atomic::Ordering::Relaxed);
         let candidates: Vec<Candidate> = heads
             .iter()
             .map(|row| Candidate {
@@ -150,7 +147,7 @@ impl PgStore {
 
     /// A claimed job's command: kept here (a `wait` or `stream` job admitted here), or stored.
     fn command_of(&self, id: &JobId, stored: &str) -> Result<JobCommand, crate::job::Outcome> {
-        if let Some(command) = lock(&self.inner.commands).remove(id) {
+        if let Some((command, _)) = lock(&self.inner.commands).remove(id) {
             return Ok(command);
         }
         stored_command(stored)

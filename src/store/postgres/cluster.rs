@@ -28,6 +28,10 @@ const NEVER_RAN_ERROR: &str =
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How old a kept command must be before the heartbeat looks whether its job still waits:
+/// far longer than an admission's transaction may take to commit.
+const COMMAND_AGE: Duration = Duration::from_secs(60);
+
 /// How far before a lost connection was noticed its notifications may have been missed.
 const MISSED_MARGIN_MS: i64 = 60_000;
 
@@ -353,7 +357,41 @@ impl PgStore {
                 let _ = events.send(StoreEvent::Cancel(id));
             }
         }
+        self.forget_ended_commands(&client).await?;
         let _ = events.send(StoreEvent::Work);
+        Ok(())
+    }
+
+    /// Drops the kept commands of jobs that ended without being claimed here (superseded or
+    /// cancelled by another instance), so the map holds only jobs still waiting.
+    async fn forget_ended_commands(
+        &self,
+        client: &deadpool_postgres::Client,
+    ) -> Result<(), StoreError> {
+        let kept: Vec<String> = lock(&self.inner.commands)
+            .iter()
+            .filter(|(_, (_, kept))| kept.elapsed() >= COMMAND_AGE)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let waiting: std::collections::HashSet<String> = client
+            .query(
+                "SELECT id FROM jobs WHERE id = ANY($1) AND status = 'queued'",
+                &[&kept],
+            )
+            .await
+            .map_err(|e| self.sql(e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut commands = lock(&self.inner.commands);
+        for id in kept.iter().filter(|id| !waiting.contains(*id)) {
+            if let Some(id) = JobId::parse(id) {
+                commands.remove(&id);
+            }
+        }
         Ok(())
     }
 

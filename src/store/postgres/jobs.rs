@@ -31,6 +31,7 @@ impl PgStore {
     /// A queued job becomes `cancelled` (and the instances watching it are told); a running one
     /// gets `cancel_requested`, and the instance running it is told.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
+        self.settle().await;
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
         let sql = |error| self.sql(error);
@@ -92,6 +93,7 @@ impl PgStore {
     }
 
     pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        self.settle().await;
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -129,6 +131,7 @@ impl PgStore {
             ));
         }
         values.push(&fetch);
+        self.settle().await;
         sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", values.len()));
         let client = self.client().await?;
         let rows = client.query(&sql, &values).await.map_err(|e| self.sql(e))?;
@@ -159,6 +162,7 @@ impl PgStore {
     /// gap (a row still in another instance's outbox).
     pub async fn read_log(&self, id: &JobId, offset: u64) -> Result<Bytes, StoreError> {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        self.settle().await;
         let client = self.client().await?;
         let rows = client
             .query(

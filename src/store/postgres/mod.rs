@@ -66,7 +66,9 @@ struct Inner {
     lease: Duration,
     /// The commands of jobs admitted here that only this instance runs and that are not stored
     /// in full (a `wait` or `stream` job's), until claimed.
-    commands: Mutex<HashMap<JobId, JobCommand>>,
+    /// With when each was kept: the heartbeat forgets only commands older than an admission
+    /// can take, whose jobs ended without being claimed here.
+    commands: Mutex<HashMap<JobId, (JobCommand, std::time::Instant)>>,
     outbox: Outbox,
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
     /// The cluster's queued jobs, as last counted.
@@ -194,6 +196,12 @@ impl PgStore {
     /// Resolves once every end and output handed to the store before it is in the database.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.outbox.flush().await
+    }
+
+    /// Order: a read through this handle sees the ends and output handed over before it. The
+    /// wait is bounded, so a read still fails promptly while the database is away.
+    async fn settle(&self) {
+        self.inner.outbox.settle(CONNECT_TIMEOUT).await;
     }
 
     /// Counts a committed transaction of `writes` statements.

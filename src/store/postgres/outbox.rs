@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Pool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::rows::Ending;
 use super::{lock, Failure};
@@ -51,6 +51,10 @@ enum Item {
 /// What the outbox and every job's [`RowsWriter`] share.
 struct Shared {
     sender: mpsc::UnboundedSender<Item>,
+    /// Items handed over so far, and (below) the number of them the worker is done with: a read
+    /// waits until the second reaches what the first was when it started.
+    handed: AtomicU64,
+    done: watch::Sender<u64>,
     /// Each running job's output not yet handed over.
     buffers: Mutex<HashMap<JobId, Buffer>>,
 }
@@ -75,11 +79,19 @@ impl Shared {
         let start = buffer.start;
         buffer.start += data.len() as u64;
         buffer.since = None;
-        let _ = self.sender.send(Item::Output {
+        self.send(Item::Output {
             job_id: id.to_string(),
             start: i64::try_from(start).unwrap_or(i64::MAX),
             data,
         });
+    }
+
+    fn send(&self, item: Item) {
+        self.handed.fetch_add(1, Ordering::SeqCst);
+        if self.sender.send(item).is_err() {
+            // The worker is gone (the runtime is shutting down): nobody will wait for this.
+            self.done.send_modify(|done| *done += 1);
+        }
     }
 
     fn flush_stale(&self) {
@@ -114,6 +126,8 @@ impl Outbox {
         let (sender, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             sender,
+            handed: AtomicU64::new(0),
+            done: watch::channel(0).0,
             buffers: Mutex::default(),
         });
         let counters = Arc::new(Counters::default());
@@ -143,12 +157,20 @@ impl Outbox {
         if let Some(mut buffer) = buffers.remove(&job.id) {
             self.shared.send_output(&job.id, &mut buffer);
         }
-        let _ = self.shared.sender.send(Item::Finish {
+        self.shared.send(Item::Finish {
             job: Box::new(job.clone()),
             durability,
             reply,
         });
         Committed::from(receiver)
+    }
+
+    /// Waits until what was handed over before the call is written, so a read sees it: at
+    /// most `limit`, after which the read goes on (and fails itself if the database is away).
+    pub async fn settle(&self, limit: Duration) {
+        let handed = self.shared.handed.load(Ordering::SeqCst);
+        let mut done = self.shared.done.subscribe();
+        let _ = tokio::time::timeout(limit, done.wait_for(|done| *done >= handed)).await;
     }
 
     /// Resolves once everything handed over before it is written.
@@ -159,7 +181,7 @@ impl Outbox {
             for (id, buffer) in buffers.iter_mut() {
                 self.shared.send_output(id, buffer);
             }
-            let _ = self.shared.sender.send(Item::Flush { reply });
+            self.shared.send(Item::Flush { reply });
         }
         Committed::from(receiver).await
     }
@@ -229,7 +251,11 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            let count = batch.len() as u64;
             self.write_until_done(batch).await;
+            if let Some(shared) = self.shared.upgrade() {
+                shared.done.send_modify(|done| *done += count);
+            }
         }
     }
 
