@@ -376,3 +376,58 @@ async fn a_listener_that_lost_its_connection_comes_back_and_retells_what_ended_m
         "{error:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn three_instances_claiming_at_once_never_exceed_a_lanes_limit_and_run_each_job_once() {
+    let url = fresh_database().await;
+    let stores = [
+        instance(&url, "a").await,
+        instance(&url, "b").await,
+        instance(&url, "c").await,
+    ];
+    let limited = Concurrency::Parallel { limit: Some(2) };
+    let mut admitted = Vec::new();
+    for n in 0..30 {
+        admitted.push(admit(&stores[n % 3], new_job("p", limited, None)).await);
+    }
+    let watcher = sql(&url).await;
+    let runs = futures_util::future::join_all(stores.iter().map(|store| {
+        let watcher = &watcher;
+        async move {
+            let mut ran = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while tokio::time::Instant::now() < deadline {
+                let claimed = claim(store, 2).await;
+                let running: i64 = watcher
+                    .query_one(
+                        "SELECT count(*) FROM jobs WHERE hook = 'p' AND status = 'running'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert!(running <= 2, "{running} run at once");
+                if claimed.is_empty() && store.waiting() == 0 {
+                    let left: i64 = watcher
+                        .query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    if left == 0 {
+                        break;
+                    }
+                }
+                for claimed in claimed {
+                    ran.push(claimed.job.id.clone());
+                    finish(store, claimed.job, Status::Succeeded).await;
+                }
+            }
+            ran
+        }
+    }))
+    .await;
+    let mut ran: Vec<_> = runs.into_iter().flatten().collect();
+    ran.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    admitted.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(ran, admitted, "each job ran once");
+}
