@@ -4,6 +4,7 @@
 use deadpool_postgres::Transaction;
 
 use super::rows::{lane_of, mode_words};
+use super::Cached;
 use super::{lock, now_ms, PgStore};
 use crate::config::Concurrency;
 use crate::job::JobId;
@@ -43,7 +44,7 @@ impl PgStore {
             .await;
         let admission = match decided {
             Ok(Ok(admission)) => {
-                let insert = transaction
+                let insert = Cached(&transaction)
                     .execute(
                         "INSERT INTO jobs (id, hook, request_id, status, dedupe_key, created_ms, \
                          attempt, attempts, placement, lane, command) \
@@ -64,7 +65,7 @@ impl PgStore {
                     .await;
                 let notified = async {
                     insert?;
-                    transaction
+                    Cached(&transaction)
                         .execute("SELECT pg_notify('hookrunner_work', '')", &[])
                         .await?;
                     transaction.commit().await
@@ -122,7 +123,7 @@ impl PgStore {
                 return Ok(Err(Admission::Duplicate(first)));
             }
         }
-        let pending: i64 = transaction
+        let pending: i64 = Cached(transaction)
             .query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[])
             .await
             .map_err(sql)?
@@ -136,7 +137,7 @@ impl PgStore {
         }
         let (mode, limit) = mode_words(concurrency);
         if let Concurrency::Parallel { .. } = concurrency {
-            let known = transaction
+            let known = Cached(transaction)
                 .query_opt(
                     "SELECT mode, parallel_limit FROM lanes WHERE lane = $1",
                     &[&lane],
@@ -150,7 +151,7 @@ impl PgStore {
         }
         // The upsert locks the lane's row until the commit: admissions of this lane that decide
         // on its queue or supersede run one at a time.
-        transaction
+        Cached(transaction)
             .execute(
                 "INSERT INTO lanes (lane, mode, parallel_limit) VALUES ($1, $2, $3) \
                  ON CONFLICT (lane) DO UPDATE \
@@ -162,7 +163,7 @@ impl PgStore {
         match concurrency {
             Concurrency::Parallel { .. } => Ok(Ok(accepted(Vec::new(), Vec::new()))),
             Concurrency::Queue { queue } => {
-                let row = transaction
+                let row = Cached(transaction)
                     .query_one(
                         "SELECT count(*) FILTER (WHERE status = 'queued'), \
                                 count(*) FILTER (WHERE status = 'running') \
@@ -203,7 +204,7 @@ impl PgStore {
     ) -> Result<Option<JobId>, StoreError> {
         let sql = |error| self.sql(error);
         for _ in 0..DEDUPE_TRIES {
-            let claimed = transaction
+            let claimed = Cached(transaction)
                 .query_opt(
                     "INSERT INTO dedupe (hook, key, job_id) VALUES ($1, $2, $3) \
                      ON CONFLICT DO NOTHING RETURNING job_id",
@@ -214,7 +215,7 @@ impl PgStore {
             if claimed.is_some() {
                 return Ok(None);
             }
-            let first = transaction
+            let first = Cached(transaction)
                 .query_opt(
                     "SELECT job_id FROM dedupe WHERE hook = $1 AND key = $2",
                     &[&hook, &key],
@@ -238,7 +239,7 @@ impl PgStore {
         lane: &str,
     ) -> Result<Vec<JobId>, StoreError> {
         let sql = |error| self.sql(error);
-        let ids: Vec<String> = transaction
+        let ids: Vec<String> = Cached(transaction)
             .query(
                 "UPDATE jobs SET status = 'superseded', finished_ms = $2 \
                  WHERE lane = $1 AND status = 'queued' RETURNING id",
@@ -250,11 +251,11 @@ impl PgStore {
             .map(|row| row.get(0))
             .collect();
         if !ids.is_empty() {
-            transaction
+            Cached(transaction)
                 .execute("DELETE FROM dedupe WHERE job_id = ANY($1)", &[&ids])
                 .await
                 .map_err(sql)?;
-            transaction
+            Cached(transaction)
                 .execute(
                     "SELECT pg_notify('hookrunner_ended', id) FROM unnest($1::text[]) AS id",
                     &[&ids],
@@ -272,7 +273,7 @@ impl PgStore {
         lane: &str,
     ) -> Result<Vec<(JobId, String)>, StoreError> {
         let sql = |error| self.sql(error);
-        let rows = transaction
+        let rows = Cached(transaction)
             .query(
                 "UPDATE jobs SET cancel_requested = true \
                  WHERE lane = $1 AND status = 'running' RETURNING id, instance",
@@ -282,7 +283,7 @@ impl PgStore {
             .map_err(sql)?;
         let ids: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
         if !ids.is_empty() {
-            transaction
+            Cached(transaction)
                 .execute(
                     "SELECT pg_notify('hookrunner_cancel', id) FROM unnest($1::text[]) AS id",
                     &[&ids],

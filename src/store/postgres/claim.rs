@@ -8,6 +8,7 @@ use deadpool_postgres::Transaction;
 use super::decide::{decide, Candidate, LaneLoad};
 use super::rows::{capacity, job_columns, job_from_row, Ending};
 use super::schema::{CLAIM_LOCK, LOCK_SPACE};
+use super::Cached;
 use super::{lock, now_ms, PgStore};
 use crate::command::JobCommand;
 use crate::job::{Job, JobId};
@@ -23,7 +24,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
         let sql = |error| self.sql(error);
-        transaction
+        Cached(&transaction)
             .execute(
                 "SELECT pg_advisory_xact_lock($1, $2)",
                 &[&LOCK_SPACE, &CLAIM_LOCK],
@@ -34,7 +35,7 @@ impl PgStore {
         if chosen.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = transaction
+        let rows = Cached(&transaction)
             .query(
                 concat!(
                     "UPDATE jobs SET status = 'running', instance = $2, started_ms = $3 \
@@ -97,7 +98,7 @@ impl PgStore {
         let sql = |error| self.sql(error);
         let limit = i64::try_from(free).unwrap_or(i64::MAX);
         // Per lane, the first `free` queued jobs: no more can start in one claim.
-        let heads = transaction
+        let heads = Cached(transaction)
             .query(
                 "SELECT id, lane, seq, placement FROM ( \
                      SELECT id, lane, seq, placement, \
@@ -123,7 +124,7 @@ impl PgStore {
         let mut lanes: Vec<&str> = candidates.iter().map(|c| c.lane.as_str()).collect();
         lanes.sort_unstable();
         lanes.dedup();
-        let loads = transaction
+        let loads = Cached(transaction)
             .query(
                 "SELECT l.lane, l.mode, l.parallel_limit, \
                         (SELECT count(*) FROM jobs j WHERE j.lane = l.lane AND j.status = 'running') \
@@ -164,7 +165,7 @@ impl PgStore {
             return Ok(());
         };
         let sql = |error| self.sql(error);
-        transaction
+        Cached(transaction)
             .execute(
                 "UPDATE jobs SET status = $2, finished_ms = $3, error = $4, \
                  started_ms = NULL, instance = NULL WHERE id = $1",
@@ -177,7 +178,7 @@ impl PgStore {
             )
             .await
             .map_err(sql)?;
-        transaction
+        Cached(transaction)
             .execute("DELETE FROM dedupe WHERE job_id = $1", &[&job.id.as_str()])
             .await
             .map_err(sql)?;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::schema::NAME_SPACE;
+use super::Cached;
 use super::{lock, now_ms, Failure, PgStore};
 use crate::job::JobId;
 use crate::store::{StoreError, StoreEvent};
@@ -180,7 +181,7 @@ impl PgStore {
     /// The jobs placed on this instance that ended without running since `since_ms`.
     async fn ended_here_since(&self, since_ms: i64) -> Result<Vec<JobId>, StoreError> {
         let client = self.client().await?;
-        let rows = client
+        let rows = Cached(&client)
             .query(
                 "SELECT id FROM jobs WHERE placement = $1 AND finished_ms >= $2 \
                  AND status IN ('superseded', 'cancelled', 'interrupted')",
@@ -217,7 +218,7 @@ impl PgStore {
     }
 
     async fn upsert_row(&self, transaction: &Transaction<'_>) -> Result<(), StoreError> {
-        transaction
+        Cached(transaction)
             .execute(
                 "INSERT INTO instances (name, version, started_at, heartbeat_at, boot) \
                  VALUES ($1, $2, now(), now(), $3) \
@@ -246,7 +247,7 @@ impl PgStore {
     ) -> Result<usize, StoreError> {
         let sql = |error| self.sql(error);
         let now = now_ms();
-        let mut ids: Vec<String> = transaction
+        let mut ids: Vec<String> = Cached(transaction)
             .query(
                 "UPDATE jobs SET status = 'interrupted', finished_ms = $2, error = $3, \
                  duration_ms = greatest($2 - started_ms, 0) \
@@ -258,7 +259,7 @@ impl PgStore {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        let queued = transaction
+        let queued = Cached(transaction)
             .query(
                 "UPDATE jobs SET status = 'interrupted', finished_ms = $2, error = $3 \
                  WHERE status = 'queued' AND placement = $1 RETURNING id",
@@ -268,18 +269,18 @@ impl PgStore {
             .map_err(sql)?;
         ids.extend(queued.iter().map(|row| row.get::<_, String>(0)));
         if !ids.is_empty() {
-            transaction
+            Cached(transaction)
                 .execute("DELETE FROM dedupe WHERE job_id = ANY($1)", &[&ids])
                 .await
                 .map_err(sql)?;
-            transaction
+            Cached(transaction)
                 .execute(
                     "SELECT pg_notify('hookrunner_ended', id) FROM unnest($1::text[]) AS id",
                     &[&ids],
                 )
                 .await
                 .map_err(sql)?;
-            transaction
+            Cached(transaction)
                 .execute("SELECT pg_notify('hookrunner_work', '')", &[])
                 .await
                 .map_err(sql)?;
@@ -313,7 +314,7 @@ impl PgStore {
     async fn beat(&self, events: &mpsc::UnboundedSender<StoreEvent>) -> Result<(), StoreError> {
         let inner = &self.inner;
         let mut client = self.client().await?;
-        let beaten = client
+        let beaten = Cached(&client)
             .execute(
                 "UPDATE instances SET heartbeat_at = now() WHERE name = $1 AND boot = $2",
                 &[&inner.instance, &inner.boot],
@@ -335,7 +336,7 @@ impl PgStore {
                 "recorded the jobs of silent instances `interrupted`"
             );
         }
-        let waiting: i64 = client
+        let waiting: i64 = Cached(&client)
             .query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[])
             .await
             .map_err(|e| self.sql(e))?
@@ -344,7 +345,7 @@ impl PgStore {
             usize::try_from(waiting).unwrap_or(0),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let cancelled = client
+        let cancelled = Cached(&client)
             .query(
                 "SELECT id FROM jobs WHERE status = 'running' AND instance = $1 \
                  AND cancel_requested",
@@ -376,7 +377,7 @@ impl PgStore {
         if kept.is_empty() {
             return Ok(());
         }
-        let waiting: std::collections::HashSet<String> = client
+        let waiting: std::collections::HashSet<String> = Cached(client)
             .query(
                 "SELECT id FROM jobs WHERE id = ANY($1) AND status = 'queued'",
                 &[&kept],
@@ -400,7 +401,7 @@ impl PgStore {
     /// many jobs ended.
     async fn reap(&self, client: &mut deadpool_postgres::Client) -> Result<usize, StoreError> {
         let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
-        let silent = transaction
+        let silent = Cached(&transaction)
             .query(
                 "SELECT name, extract(epoch FROM now() - heartbeat_at)::bigint FROM instances \
                  WHERE heartbeat_at < now() - make_interval(secs => $1) AND name <> $2 \
@@ -415,7 +416,7 @@ impl PgStore {
             let silence: i64 = row.get(1);
             let error = format!("instance `{name}` stopped (no heartbeat for {silence}s)");
             ended += self.interrupt(&transaction, &name, &error, &error).await?;
-            transaction
+            Cached(&transaction)
                 .execute("DELETE FROM instances WHERE name = $1", &[&name])
                 .await
                 .map_err(|e| self.sql(e))?;
@@ -439,7 +440,7 @@ impl PgStore {
         }
         let deleted = async {
             let client = self.client().await?;
-            client
+            Cached(&client)
                 .execute(
                     "DELETE FROM instances WHERE name = $1 AND boot = $2",
                     &[&self.inner.instance, &self.inner.boot],

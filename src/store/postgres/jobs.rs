@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{job_columns, job_from_row};
+use super::Cached;
 use super::{lock, now_ms, PgStore};
 use crate::config::Concurrency;
 use crate::job::{Job, JobId, Status};
@@ -35,7 +36,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
         let sql = |error| self.sql(error);
-        let dequeued = transaction
+        let dequeued = Cached(&transaction)
             .query_opt(
                 concat!(
                     "UPDATE jobs SET status = 'cancelled', finished_ms = $2 \
@@ -47,11 +48,11 @@ impl PgStore {
             .await
             .map_err(sql)?;
         if let Some(row) = dequeued {
-            transaction
+            Cached(&transaction)
                 .execute("DELETE FROM dedupe WHERE job_id = $1", &[&id.as_str()])
                 .await
                 .map_err(sql)?;
-            transaction
+            Cached(&transaction)
                 .execute("SELECT pg_notify('hookrunner_ended', $1)", &[&id.as_str()])
                 .await
                 .map_err(sql)?;
@@ -61,7 +62,7 @@ impl PgStore {
             let job = job_from_row(&row).map_err(|error| StoreError::Database(error.into()))?;
             return Ok(CancelResult::Dequeued(Box::new(job)));
         }
-        let running = transaction
+        let running = Cached(&transaction)
             .query_opt(
                 "UPDATE jobs SET cancel_requested = true \
                  WHERE id = $1 AND status = 'running' RETURNING instance",
@@ -70,7 +71,7 @@ impl PgStore {
             .await
             .map_err(sql)?;
         if let Some(row) = running {
-            transaction
+            Cached(&transaction)
                 .execute("SELECT pg_notify('hookrunner_cancel', $1)", &[&id.as_str()])
                 .await
                 .map_err(sql)?;
@@ -81,7 +82,7 @@ impl PgStore {
                 instance: instance.unwrap_or_default(),
             });
         }
-        let status = transaction
+        let status = Cached(&transaction)
             .query_opt("SELECT status FROM jobs WHERE id = $1", &[&id.as_str()])
             .await
             .map_err(sql)?
@@ -95,7 +96,7 @@ impl PgStore {
     pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         self.settle().await;
         let client = self.client().await?;
-        let row = client
+        let row = Cached(&client)
             .query_opt(
                 concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"),
                 &[&id.as_str()],
@@ -164,7 +165,7 @@ impl PgStore {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         self.settle().await;
         let client = self.client().await?;
-        let rows = client
+        let rows = Cached(&client)
             .query(
                 "SELECT start, data FROM job_output \
                  WHERE job_id = $1 AND start + length(data) > $2 ORDER BY start LIMIT $3",
@@ -200,7 +201,7 @@ impl PgStore {
         let keep = i64::try_from(max_jobs).unwrap_or(i64::MAX);
         let client = self.client().await?;
         // With fewer than `max_jobs` jobs the sub-select is NULL, which matches nothing.
-        let deleted = client
+        let deleted = Cached(&client)
             .execute(
                 "DELETE FROM jobs \
                  WHERE status NOT IN ('queued', 'running') \
@@ -217,7 +218,7 @@ impl PgStore {
     /// A real write round-trip, committed durably: this instance's heartbeat.
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
+        Cached(&client)
             .execute(
                 "UPDATE instances SET heartbeat_at = now() WHERE name = $1",
                 &[&self.inner.instance],
@@ -231,7 +232,7 @@ impl PgStore {
     /// Every instance of the cluster, by name, with the jobs running on it.
     pub async fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
         let client = self.client().await?;
-        let rows = client
+        let rows = Cached(&client)
             .query(
                 "SELECT i.name, i.version, \
                         (extract(epoch FROM i.started_at) * 1000)::bigint, \

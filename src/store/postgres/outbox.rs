@@ -15,6 +15,7 @@ use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::rows::Ending;
+use super::Cached;
 use super::{lock, Failure};
 use crate::job::{Job, JobId, Status};
 use crate::store::{Committed, Durability, StoreError, StoreStats};
@@ -323,7 +324,7 @@ impl Worker {
                     start,
                     data,
                 } => {
-                    transaction
+                    Cached(&transaction)
                         .execute(
                             "INSERT INTO job_output (job_id, start, data) VALUES ($1, $2, $3) \
                              ON CONFLICT DO NOTHING",
@@ -343,7 +344,7 @@ impl Worker {
         }
         if ended {
             // A lane may have room now.
-            transaction
+            Cached(&transaction)
                 .execute("SELECT pg_notify('hookrunner_work', '')", &[])
                 .await
                 .map_err(sql)?;
@@ -367,7 +368,7 @@ impl Worker {
         let Some(ending) = Ending::of(job) else {
             return Ok(());
         };
-        let updated = transaction
+        let updated = Cached(transaction)
             .execute(
                 "UPDATE jobs SET status = $2, finished_ms = $3, exit_code = $4, signal = $5, \
                  error = $6, duration_ms = $7, stdout = $8, stderr = $9 \
@@ -388,7 +389,7 @@ impl Worker {
             .await
             .map_err(sql)?;
         if updated == 0 {
-            let found = transaction
+            let found = Cached(transaction)
                 .query_opt(
                     "SELECT status, finished_ms FROM jobs WHERE id = $1",
                     &[&job.id.as_str()],
@@ -409,7 +410,7 @@ impl Worker {
         }
         if job.status() != Status::Succeeded {
             // A redelivery runs again.
-            transaction
+            Cached(transaction)
                 .execute("DELETE FROM dedupe WHERE job_id = $1", &[&job.id.as_str()])
                 .await
                 .map_err(sql)?;
