@@ -5,9 +5,9 @@
 //! modes whose limits and supersession must be exact (`queue`, `latest`, `replace`), and `claim`
 //! runs under a cluster-wide advisory lock and asks `decide` (a pure function) which jobs start.
 //! Ends and output go through the `outbox`, which retries them in order until the database takes
-//! them, so a job's end is never lost while the database is away. `cluster` keeps this instance's
-//! name (a session lock), its heartbeat, the reaping of instances gone silent, and the `LISTEN`
-//! connection that turns other instances' words into [`StoreEvent`]s.
+//! them, so a job's end is never lost while the database is away. `listener` holds this
+//! instance's name (a session lock) on the `LISTEN` connection that turns other instances' words
+//! into [`StoreEvent`]s; `cluster` keeps its heartbeat and reaps instances gone silent.
 //!
 //! Only this module speaks SQL to PostgreSQL: the schema is in `schema.rs`, the row mapping in
 //! `rows.rs`.
@@ -17,6 +17,7 @@ mod claim;
 mod cluster;
 mod decide;
 mod jobs;
+mod listener;
 mod outbox;
 mod rows;
 mod schema;
@@ -139,7 +140,7 @@ impl PgStore {
         schema::migrate(&pool, &failure).await?;
         let (events_sender, events) = mpsc::unbounded_channel();
         let listener =
-            cluster::Listener::connect(&config, instance, &failure, &events_sender).await?;
+            listener::Listener::connect(&config, instance, &failure, &events_sender).await?;
         let boot = format!("{:032x}", rand::random::<u128>());
         let inner = Arc::new(Inner {
             outbox: Outbox::start(pool.clone(), failure.clone(), instance.to_string()),
