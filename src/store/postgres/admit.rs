@@ -5,10 +5,10 @@ use deadpool_postgres::Transaction;
 
 use super::rows::{lane_of, mode_words};
 use super::Cached;
-use super::{lock, now_ms, PgStore};
+use super::{lock, now_ms, synchronous_commit, PgStore};
 use crate::config::Concurrency;
 use crate::job::JobId;
-use crate::store::{Admission, Committed, NewJob, StoreError};
+use crate::store::{Admission, Committed, Durability, NewJob, StoreError};
 
 /// How often an admission looks again for the holder of a duplicate key that went away between
 /// two of its statements (it ended without succeeding, which gives the key back).
@@ -110,14 +110,10 @@ impl PgStore {
         durable: bool,
     ) -> Result<Result<Admission, Admission>, StoreError> {
         let sql = |error| self.sql(error);
-        if !durable {
-            // The PostgreSQL form of `Durability::Os`: kept by the database server once
-            // answered, on its disk shortly after.
-            transaction
-                .batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .map_err(sql)?;
-        }
+        transaction
+            .batch_execute(synchronous_commit(Durability::disk_if(durable)))
+            .await
+            .map_err(sql)?;
         if let Some(key) = &job.dedupe_key {
             if let Some(first) = self.holder(transaction, &job.hook, key, &job.id).await? {
                 return Ok(Err(Admission::Duplicate(first)));

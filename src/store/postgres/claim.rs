@@ -9,10 +9,10 @@ use super::decide::{decide, Candidate, LaneLoad};
 use super::rows::{capacity, job_columns, job_from_row, Ending};
 use super::schema::{CLAIM_LOCK, LOCK_SPACE};
 use super::Cached;
-use super::{lock, now_ms, PgStore};
+use super::{lock, now_ms, synchronous_commit, PgStore};
 use crate::command::JobCommand;
 use crate::job::{Job, JobId};
-use crate::store::{stored_command, Claimed, Committed, StoreError};
+use crate::store::{stored_command, Claimed, Committed, Durability, StoreError};
 
 impl PgStore {
     /// Claims serialise across the cluster (admissions do not wait for them), so two instances
@@ -71,12 +71,10 @@ impl PgStore {
         // its command starts (so a restarted database never hands it out again); the others
         // are never re-run and do not wait for the disk.
         let durable = claimed.iter().any(|(_, command)| command.run_after_restart);
-        if !durable {
-            transaction
-                .batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .map_err(sql)?;
-        }
+        transaction
+            .batch_execute(synchronous_commit(Durability::disk_if(durable)))
+            .await
+            .map_err(sql)?;
         transaction.commit().await.map_err(sql)?;
         self.committed(1, durable);
         Ok(claimed

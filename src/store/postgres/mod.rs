@@ -35,7 +35,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use self::outbox::Outbox;
-use super::{StoreError, StoreEvent, StoreStats};
+use super::{Durability, StoreError, StoreEvent, StoreStats};
 use crate::command::JobCommand;
 use crate::job::JobId;
 
@@ -280,6 +280,16 @@ impl Failure {
                 source: Box::new(error),
             }
         }
+    }
+}
+
+/// The statement that makes a transaction's commit as durable as `durability` says: `Disk`
+/// waits for the database's WAL flush (and its synchronous standbys), whatever the server's
+/// default; `Os` is kept by the database server once answered, on its disk shortly after.
+fn synchronous_commit(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Disk => "SET LOCAL synchronous_commit = on",
+        Durability::Os => "SET LOCAL synchronous_commit = off",
     }
 }
 

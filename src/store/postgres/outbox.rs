@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::rows::Ending;
 use super::Cached;
-use super::{lock, Failure};
+use super::{lock, synchronous_commit, Failure};
 use crate::job::{Job, JobId, Status};
 use crate::store::{Committed, Durability, StoreError, StoreStats};
 
@@ -309,12 +309,10 @@ impl Worker {
                 }
             )
         });
-        if !durable {
-            transaction
-                .batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .map_err(sql)?;
-        }
+        transaction
+            .batch_execute(synchronous_commit(Durability::disk_if(durable)))
+            .await
+            .map_err(sql)?;
         let mut writes = 0;
         let mut ended = false;
         for item in batch {

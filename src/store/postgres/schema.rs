@@ -98,13 +98,20 @@ pub(super) async fn migrate(pool: &Pool, failure: &Failure) -> Result<(), StoreE
         )
         .await
         .map_err(|e| failure.sql(e))?;
-    transaction
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS hookrunner_meta \
-             (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        )
+    // Looked up first: `CREATE TABLE IF NOT EXISTS` would log a notice at every start.
+    let exists: bool = transaction
+        .query_one("SELECT to_regclass('hookrunner_meta') IS NOT NULL", &[])
         .await
-        .map_err(|e| failure.sql(e))?;
+        .map_err(|e| failure.sql(e))?
+        .get(0);
+    if !exists {
+        transaction
+            .batch_execute(
+                "CREATE TABLE hookrunner_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )
+            .await
+            .map_err(|e| failure.sql(e))?;
+    }
     let found = transaction
         .query_opt(
             "SELECT value FROM hookrunner_meta WHERE key = 'schema_version'",
