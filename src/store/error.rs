@@ -85,6 +85,20 @@ pub enum StoreError {
     /// The writer thread is gone, so nothing more can be stored or read.
     #[error("the job store has stopped")]
     Closed,
+    /// The database server did not answer in time, or refused the connection: the request may be
+    /// tried again once it is back. `target` names the host, port and database (never the URL,
+    /// which may hold a password).
+    #[error("the job store's database cannot be reached ({target})")]
+    Unavailable {
+        target: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("the job store URL is not one PostgreSQL takes; write it as `postgres://USER:PASSWORD@HOST:PORT/DATABASE`")]
+    BadUrl(#[source] Cause),
+    /// Another live process holds this instance's name in the cluster.
+    #[error("another instance named `{name}` is running{heard}; give each instance its own `instance` name")]
+    InstanceTaken { name: String, heard: String },
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -14,6 +14,9 @@ pub enum LogWriter {
     /// A file in the state directory (SQLite), created at the first output so a silent command
     /// costs no file.
     File { path: PathBuf, file: Option<File> },
+    /// Rows of the database (PostgreSQL), gathered and written in order through the store's
+    /// outbox, all of them before the job's end.
+    Rows(super::postgres::RowsWriter),
 }
 
 impl LogWriter {
@@ -31,6 +34,7 @@ impl LogWriter {
                 };
                 file.write_all(data)
             }
+            LogWriter::Rows(rows) => rows.append(data),
         }
     }
 
@@ -38,6 +42,7 @@ impl LogWriter {
     pub fn describe(&self) -> String {
         match self {
             LogWriter::File { path, .. } => path.display().to_string(),
+            LogWriter::Rows(rows) => rows.describe(),
         }
     }
 }

@@ -22,6 +22,7 @@
 mod commit;
 mod error;
 mod log;
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -146,6 +147,7 @@ pub struct InstanceInfo {
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 /// Calls the same method on whichever backend this is.
@@ -153,6 +155,7 @@ macro_rules! backend {
     ($store:expr, $backend:ident => $call:expr) => {
         match $store {
             Store::Sqlite($backend) => $call,
+            Store::Postgres($backend) => $call,
         }
     };
 }
@@ -165,9 +168,27 @@ impl Store {
         )?))
     }
 
+    /// Connects to the PostgreSQL store at `url` (never logged: it may hold a password) as the
+    /// instance named `instance`, which says it is alive every `heartbeat` and is taken for dead
+    /// by the others once unheard of for `lease`. Refused while another live process holds the
+    /// name.
+    pub async fn postgres(
+        url: &str,
+        instance: &str,
+        heartbeat: Duration,
+        lease: Duration,
+    ) -> Result<Store, StoreError> {
+        Ok(Store::Postgres(
+            postgres::PgStore::open(url, instance, heartbeat, lease).await?,
+        ))
+    }
+
     /// Which backend this is, for logs and metrics: `sqlite` or `postgres`.
     pub fn kind(&self) -> &'static str {
-        backend!(self, _store => "sqlite")
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
     }
 
     /// This instance's name, which [`Run::instance`](crate::job::Run) records.
@@ -250,12 +271,18 @@ impl Store {
 
     /// What other instances ask of this one; `None` for a backend without others.
     pub fn events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
-        backend!(self, _store => None)
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(store) => store.events(),
+        }
     }
 
     /// Stops heartbeats and leaves the cluster (nothing for SQLite). Call after the last job ended.
     pub async fn close(&self) {
-        backend!(self, _store => ())
+        match self {
+            Store::Sqlite(_) => {}
+            Store::Postgres(store) => store.close().await,
+        }
     }
 
     /// Jobs waiting to be claimed, as last known (every instance's, for PostgreSQL).

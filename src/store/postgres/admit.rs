@@ -1,0 +1,307 @@
+//! Admission: duplicates, `max_pending`, the lane's limits and supersession, and the insert, as
+//! one transaction.
+
+use deadpool_postgres::Transaction;
+
+use super::rows::{lane_of, mode_words};
+use super::Cached;
+use super::{lock, now_ms, synchronous_commit, PgStore};
+use crate::config::Concurrency;
+use crate::job::JobId;
+use crate::store::{Admission, Committed, Durability, NewJob, StoreError};
+
+/// How often an admission looks again for the holder of a duplicate key that went away between
+/// two of its statements (it ended without succeeding, which gives the key back).
+const DEDUPE_TRIES: usize = 3;
+
+impl PgStore {
+    /// One transaction: the duplicate key is claimed first (`INSERT … ON CONFLICT DO NOTHING`,
+    /// which waits for a concurrent admission of the same key to commit or roll back), then
+    /// `max_pending` is checked against the cluster's queued jobs (a count without a lock, so
+    /// admissions running at the same moment on several instances may each pass it: it can be
+    /// exceeded by at most their number), then the lane: for `queue`, `latest` and `replace` its
+    /// `lanes` row is locked, so the queue bound and supersession are exact across instances;
+    /// `parallel` admissions take no lock. A refusal rolls everything back.
+    pub async fn admit(&self, new: NewJob, max_pending: usize) -> Result<Admission, StoreError> {
+        let NewJob {
+            job,
+            command,
+            concurrency,
+            placement,
+        } = new;
+        let (lane, placed) = lane_of(&job.hook, &placement);
+        let durable = command.run_after_restart;
+        let stored = command.to_stored();
+        if !durable {
+            // Claimed by this instance only; the database has no copy of it.
+            let kept = (command, std::time::Instant::now());
+            lock(&self.inner.commands).insert(job.id.clone(), kept);
+        }
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let decided = self
+            .admit_in(&transaction, &job, &lane, concurrency, max_pending, durable)
+            .await;
+        let admission = match decided {
+            Ok(Ok(admission)) => {
+                let insert = Cached(&transaction)
+                    .execute(
+                        "INSERT INTO jobs (id, hook, request_id, status, dedupe_key, created_ms, \
+                         attempt, attempts, placement, lane, command) \
+                         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10)",
+                        &[
+                            &job.id.as_str(),
+                            &job.hook,
+                            &job.request_id,
+                            &job.dedupe_key,
+                            &job.created_ms,
+                            &i32::try_from(job.attempt).unwrap_or(i32::MAX),
+                            &i32::try_from(job.attempts).unwrap_or(i32::MAX),
+                            &placed,
+                            &lane,
+                            &stored,
+                        ],
+                    )
+                    .await;
+                let notified = async {
+                    insert?;
+                    Cached(&transaction)
+                        .execute("SELECT pg_notify('hookrunner_work', '')", &[])
+                        .await?;
+                    transaction.commit().await
+                };
+                match notified.await {
+                    Ok(()) => {
+                        self.committed(4, durable);
+                        Ok(admission)
+                    }
+                    Err(error) => Err(self.sql(error)),
+                }
+            }
+            Ok(Err(refusal)) => {
+                // Dropping the transaction rolls it back.
+                drop(transaction);
+                Ok(refusal)
+            }
+            Err(error) => Err(error),
+        };
+        let forget = !matches!(admission, Ok(Admission::Accepted { .. }));
+        if forget && !durable {
+            lock(&self.inner.commands).remove(&job.id);
+        }
+        if let Ok(Admission::Accepted { superseded, .. }) = &admission {
+            let mut commands = lock(&self.inner.commands);
+            for id in superseded {
+                commands.remove(id);
+            }
+        }
+        admission
+    }
+
+    /// The decisions before the insert: `Ok(Ok(accepted))` to insert, `Ok(Err(refusal))` to roll
+    /// back.
+    async fn admit_in(
+        &self,
+        transaction: &Transaction<'_>,
+        job: &crate::job::Job,
+        lane: &str,
+        concurrency: Concurrency,
+        max_pending: usize,
+        durable: bool,
+    ) -> Result<Result<Admission, Admission>, StoreError> {
+        let sql = |error| self.sql(error);
+        transaction
+            .batch_execute(synchronous_commit(Durability::disk_if(durable)))
+            .await
+            .map_err(sql)?;
+        if let Some(key) = &job.dedupe_key {
+            if let Some(first) = self.holder(transaction, &job.hook, key, &job.id).await? {
+                return Ok(Err(Admission::Duplicate(first)));
+            }
+        }
+        let pending: i64 = Cached(transaction)
+            .query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[])
+            .await
+            .map_err(sql)?
+            .get(0);
+        let pending = usize::try_from(pending).unwrap_or(0);
+        self.inner
+            .waiting
+            .store(pending, std::sync::atomic::Ordering::Relaxed);
+        if pending >= max_pending {
+            return Ok(Err(Admission::ServerFull { pending }));
+        }
+        let (mode, limit) = mode_words(concurrency);
+        if let Concurrency::Parallel { .. } = concurrency {
+            let known = Cached(transaction)
+                .query_opt(
+                    "SELECT mode, parallel_limit FROM lanes WHERE lane = $1",
+                    &[&lane],
+                )
+                .await
+                .map_err(sql)?
+                .map(|row| (row.get::<_, String>(0), row.get::<_, Option<i64>>(1)));
+            if known.as_ref().map(|(m, l)| (m.as_str(), *l)) == Some((mode, limit)) {
+                return Ok(Ok(accepted(Vec::new(), Vec::new())));
+            }
+        }
+        // The upsert locks the lane's row until the commit: admissions of this lane that decide
+        // on its queue or supersede run one at a time.
+        Cached(transaction)
+            .execute(
+                "INSERT INTO lanes (lane, mode, parallel_limit) VALUES ($1, $2, $3) \
+                 ON CONFLICT (lane) DO UPDATE \
+                 SET mode = excluded.mode, parallel_limit = excluded.parallel_limit",
+                &[&lane, &mode, &limit],
+            )
+            .await
+            .map_err(sql)?;
+        match concurrency {
+            Concurrency::Parallel { .. } => Ok(Ok(accepted(Vec::new(), Vec::new()))),
+            Concurrency::Queue { queue } => {
+                let row = Cached(transaction)
+                    .query_one(
+                        "SELECT count(*) FILTER (WHERE status = 'queued'), \
+                                count(*) FILTER (WHERE status = 'running') \
+                         FROM jobs WHERE lane = $1 AND status IN ('queued', 'running')",
+                        &[&lane],
+                    )
+                    .await
+                    .map_err(sql)?;
+                let waiting = usize::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+                let running: i64 = row.get(1);
+                // An idle lane's first waiting job starts next, so it takes no place in the
+                // queue: `queue: 0` means "run when idle, refuse while busy".
+                let starts_next = usize::from(running == 0);
+                if waiting >= queue.saturating_add(starts_next) {
+                    return Ok(Err(Admission::QueueFull { waiting }));
+                }
+                Ok(Ok(accepted(Vec::new(), Vec::new())))
+            }
+            Concurrency::Latest | Concurrency::Replace => {
+                let superseded = self.supersede(transaction, lane).await?;
+                let cancel = if concurrency == Concurrency::Replace {
+                    self.request_cancel(transaction, lane).await?
+                } else {
+                    Vec::new()
+                };
+                Ok(Ok(accepted(superseded, cancel)))
+            }
+        }
+    }
+
+    /// Claims the duplicate key for `id`; the job that holds it already, if one does.
+    async fn holder(
+        &self,
+        transaction: &Transaction<'_>,
+        hook: &str,
+        key: &str,
+        id: &JobId,
+    ) -> Result<Option<JobId>, StoreError> {
+        let sql = |error| self.sql(error);
+        for _ in 0..DEDUPE_TRIES {
+            let claimed = Cached(transaction)
+                .query_opt(
+                    "INSERT INTO dedupe (hook, key, job_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING RETURNING job_id",
+                    &[&hook, &key, &id.as_str()],
+                )
+                .await
+                .map_err(sql)?;
+            if claimed.is_some() {
+                return Ok(None);
+            }
+            let first = Cached(transaction)
+                .query_opt(
+                    "SELECT job_id FROM dedupe WHERE hook = $1 AND key = $2",
+                    &[&hook, &key],
+                )
+                .await
+                .map_err(sql)?;
+            if let Some(first) = first.and_then(|row| JobId::parse(row.get(0))) {
+                return Ok(Some(first));
+            }
+        }
+        Err(StoreError::Database(
+            "a duplicate key kept changing hands while a job was admitted".into(),
+        ))
+    }
+
+    /// The lane's waiting jobs become `superseded`, give their keys back, and the instances
+    /// watching them are told.
+    async fn supersede(
+        &self,
+        transaction: &Transaction<'_>,
+        lane: &str,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let sql = |error| self.sql(error);
+        let ids: Vec<String> = Cached(transaction)
+            .query(
+                "UPDATE jobs SET status = 'superseded', finished_ms = $2 \
+                 WHERE lane = $1 AND status = 'queued' RETURNING id",
+                &[&lane, &now_ms()],
+            )
+            .await
+            .map_err(sql)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if !ids.is_empty() {
+            Cached(transaction)
+                .execute("DELETE FROM dedupe WHERE job_id = ANY($1)", &[&ids])
+                .await
+                .map_err(sql)?;
+            Cached(transaction)
+                .execute(
+                    "SELECT pg_notify('hookrunner_ended', id) FROM unnest($1::text[]) AS id",
+                    &[&ids],
+                )
+                .await
+                .map_err(sql)?;
+        }
+        Ok(ids.iter().filter_map(|id| JobId::parse(id)).collect())
+    }
+
+    /// `replace`: the lane's running jobs are asked to stop, wherever they run.
+    async fn request_cancel(
+        &self,
+        transaction: &Transaction<'_>,
+        lane: &str,
+    ) -> Result<Vec<(JobId, String)>, StoreError> {
+        let sql = |error| self.sql(error);
+        let rows = Cached(transaction)
+            .query(
+                "UPDATE jobs SET cancel_requested = true \
+                 WHERE lane = $1 AND status = 'running' RETURNING id, instance",
+                &[&lane],
+            )
+            .await
+            .map_err(sql)?;
+        let ids: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        if !ids.is_empty() {
+            Cached(transaction)
+                .execute(
+                    "SELECT pg_notify('hookrunner_cancel', id) FROM unnest($1::text[]) AS id",
+                    &[&ids],
+                )
+                .await
+                .map_err(sql)?;
+        }
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let id = JobId::parse(row.get(0))?;
+                let instance: Option<String> = row.get(1);
+                Some((id, instance.unwrap_or_default()))
+            })
+            .collect())
+    }
+}
+
+fn accepted(superseded: Vec<JobId>, cancel: Vec<(JobId, String)>) -> Admission {
+    Admission::Accepted {
+        committed: Committed::done(),
+        superseded,
+        cancel,
+    }
+}

@@ -1,0 +1,185 @@
+//! Claiming: one short transaction under the cluster's claim lock reads the queued heads of each
+//! lane and the running counts, lets `decide` choose, and records the chosen jobs running here.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::Transaction;
+
+use super::decide::{decide, Candidate, LaneLoad};
+use super::rows::{capacity, job_columns, job_from_row, Ending};
+use super::schema::{CLAIM_LOCK, LOCK_SPACE};
+use super::Cached;
+use super::{lock, now_ms, synchronous_commit, PgStore};
+use crate::command::JobCommand;
+use crate::job::{Job, JobId};
+use crate::store::{stored_command, Claimed, Committed, Durability, StoreError};
+
+impl PgStore {
+    /// Claims serialise across the cluster (admissions do not wait for them), so two instances
+    /// never count the same free place in a lane.
+    pub async fn claim(&self, free: usize) -> Result<Vec<Claimed>, StoreError> {
+        if free == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let sql = |error| self.sql(error);
+        Cached(&transaction)
+            .execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&LOCK_SPACE, &CLAIM_LOCK],
+            )
+            .await
+            .map_err(sql)?;
+        let chosen = self.choose(&transaction, free).await?;
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = Cached(&transaction)
+            .query(
+                concat!(
+                    "UPDATE jobs SET status = 'running', instance = $2, started_ms = $3 \
+                     WHERE id = ANY($1) AND status = 'queued' RETURNING ",
+                    job_columns!(),
+                    ", command"
+                ),
+                &[&chosen, &self.inner.instance, &now_ms()],
+            )
+            .await
+            .map_err(sql)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut unrunnable = Vec::new();
+        for row in &rows {
+            let job = match job_from_row(row) {
+                Ok(job) => job,
+                Err(error) => {
+                    tracing::error!(%error, "a claimed job's row cannot be read; leaving it");
+                    continue;
+                }
+            };
+            match self.command_of(&job.id, row.get(17)) {
+                Ok(command) => claimed.push((job, command)),
+                Err(outcome) => unrunnable.push((job, outcome)),
+            }
+        }
+        for (mut job, outcome) in unrunnable {
+            if job.finish(outcome, now_ms()).is_ok() {
+                self.end_unrun(&transaction, &job).await?;
+            }
+        }
+        // A job that runs again after a restart is on the database's disk as `running` before
+        // its command starts (so a restarted database never hands it out again); the others
+        // are never re-run and do not wait for the disk.
+        let durable = claimed.iter().any(|(_, command)| command.run_after_restart);
+        transaction
+            .batch_execute(synchronous_commit(Durability::disk_if(durable)))
+            .await
+            .map_err(sql)?;
+        transaction.commit().await.map_err(sql)?;
+        self.committed(1, durable);
+        Ok(claimed
+            .into_iter()
+            .map(|(job, command)| Claimed {
+                started: command.run_after_restart.then(Committed::done),
+                job,
+                command,
+            })
+            .collect())
+    }
+
+    /// The ids this instance starts now, at most `free`.
+    async fn choose(
+        &self,
+        transaction: &Transaction<'_>,
+        free: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = |error| self.sql(error);
+        let limit = i64::try_from(free).unwrap_or(i64::MAX);
+        // Per lane, the first `free` queued jobs: no more can start in one claim.
+        let heads = Cached(transaction)
+            .query(
+                "SELECT id, lane, seq, placement FROM ( \
+                     SELECT id, lane, seq, placement, \
+                            row_number() OVER (PARTITION BY lane ORDER BY seq) AS place \
+                     FROM jobs WHERE status = 'queued') AS heads \
+                 WHERE place <= $1 ORDER BY seq",
+                &[&limit],
+            )
+            .await
+            .map_err(sql)?;
+        let candidates: Vec<Candidate> = heads
+            .iter()
+            .map(|row| Candidate {
+                id: row.get(0),
+                lane: row.get(1),
+                seq: row.get(2),
+                placement: row.get(3),
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut lanes: Vec<&str> = candidates.iter().map(|c| c.lane.as_str()).collect();
+        lanes.sort_unstable();
+        lanes.dedup();
+        let loads = Cached(transaction)
+            .query(
+                "SELECT l.lane, l.mode, l.parallel_limit, \
+                        (SELECT count(*) FROM jobs j WHERE j.lane = l.lane AND j.status = 'running') \
+                 FROM lanes l WHERE l.lane = ANY($1)",
+                &[&lanes],
+            )
+            .await
+            .map_err(sql)?;
+        let loads: HashMap<String, LaneLoad> = loads
+            .iter()
+            .map(|row| {
+                let load = LaneLoad {
+                    capacity: capacity(row.get(1), row.get(2)),
+                    running: usize::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+                };
+                (row.get(0), load)
+            })
+            .collect();
+        Ok(decide(&self.inner.instance, free, candidates, &loads))
+    }
+
+    /// A claimed job's command: kept here (a `wait` or `stream` job admitted here), or stored.
+    fn command_of(&self, id: &JobId, stored: &str) -> Result<JobCommand, crate::job::Outcome> {
+        if let Some((command, _)) = lock(&self.inner.commands).remove(id) {
+            return Ok(command);
+        }
+        stored_command(stored)
+    }
+
+    /// Records the end of a job that ended without running, in `transaction`, giving its
+    /// duplicate key back.
+    pub(super) async fn end_unrun(
+        &self,
+        transaction: &Transaction<'_>,
+        job: &Job,
+    ) -> Result<(), StoreError> {
+        let Some(ending) = Ending::of(job) else {
+            return Ok(());
+        };
+        let sql = |error| self.sql(error);
+        Cached(transaction)
+            .execute(
+                "UPDATE jobs SET status = $2, finished_ms = $3, error = $4, \
+                 started_ms = NULL, instance = NULL WHERE id = $1",
+                &[
+                    &job.id.as_str(),
+                    &ending.status,
+                    &ending.finished_ms,
+                    &ending.error,
+                ],
+            )
+            .await
+            .map_err(sql)?;
+        Cached(transaction)
+            .execute("DELETE FROM dedupe WHERE job_id = $1", &[&job.id.as_str()])
+            .await
+            .map_err(sql)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,347 @@
+//! The PostgreSQL backend: jobs, their output and the cluster's instances in one database that any
+//! number of instances share.
+//!
+//! Every decision the boundary promises is one transaction: `admit` locks the lane's row for the
+//! modes whose limits and supersession must be exact (`queue`, `latest`, `replace`), and `claim`
+//! runs under a cluster-wide advisory lock and asks `decide` (a pure function) which jobs start.
+//! Ends and output go through the `outbox`, which retries them in order until the database takes
+//! them, so a job's end is never lost while the database is away. `listener` holds this
+//! instance's name (a session lock) on the `LISTEN` connection that turns other instances' words
+//! into [`StoreEvent`]s; `cluster` keeps its heartbeat and reaps instances gone silent.
+//!
+//! Only this module speaks SQL to PostgreSQL: the schema is in `schema.rs`, the row mapping in
+//! `rows.rs`.
+
+mod admit;
+mod claim;
+mod cluster;
+mod decide;
+mod jobs;
+mod listener;
+mod outbox;
+mod rows;
+mod schema;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use self::outbox::Outbox;
+use super::{Durability, StoreError, StoreEvent, StoreStats};
+use crate::command::JobCommand;
+use crate::job::JobId;
+
+/// How long a call waits for a connection from the pool, or for a new one to be made, before it
+/// fails with [`StoreError::Unavailable`]: a request never hangs on a database that is away.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often an idle connection is probed, and the unit of how long an unanswered one lives.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// Connections per instance: admissions and reads in parallel, plus the outbox's one.
+const POOL_SIZE: usize = 8;
+
+/// A handle on the PostgreSQL store. Clones are cheap and share the pool and the tasks.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+pub use self::outbox::RowsWriter;
+
+struct Inner {
+    pool: Pool,
+    failure: Failure,
+    instance: String,
+    /// This run's id in `instances.boot`, so `close` deletes this run's row only.
+    boot: String,
+    heartbeat: Duration,
+    lease: Duration,
+    /// The commands of jobs admitted here that only this instance runs and that are not stored
+    /// in full (a `wait` or `stream` job's), until claimed.
+    /// With when each was kept: the heartbeat forgets only commands older than an admission
+    /// can take, whose jobs ended without being claimed here.
+    commands: Mutex<HashMap<JobId, (JobCommand, std::time::Instant)>>,
+    outbox: Outbox,
+    events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
+    /// The cluster's queued jobs, as last counted.
+    waiting: AtomicUsize,
+    commits: AtomicU64,
+    synced: AtomicU64,
+    writes: AtomicU64,
+    /// Stops the heartbeat and the listener at `close`.
+    stop: CancellationToken,
+    /// The heartbeat and the listener, which `close` waits for.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: the heartbeat and the listener stop, which releases the name
+    /// (the row stays until another instance reaps it, or this name starts again).
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("instance", &self.inner.instance)
+            .field("database", &self.inner.failure.target)
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, migrates its schema, takes the name `instance` in the
+    /// cluster (refused while another live process holds it), ends what a previous run of this
+    /// instance left, and starts the heartbeat, the listener and the outbox.
+    pub async fn open(
+        url: &str,
+        instance: &str,
+        heartbeat: Duration,
+        lease: Duration,
+    ) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error| StoreError::BadUrl(Box::new(error)))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        // A database host that vanishes without closing its connections (a network partition)
+        // fails them within seconds instead of the system's TCP timeouts (minutes).
+        config
+            .keepalives_idle(KEEPALIVE)
+            .keepalives_interval(KEEPALIVE)
+            .keepalives_retries(2);
+        config.application_name(format!("hookrunner {instance}"));
+        let failure = Failure::of(&config);
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|error| StoreError::Database(Box::new(error)))?;
+        schema::migrate(&pool, &failure).await?;
+        let (events_sender, events) = mpsc::unbounded_channel();
+        let listener =
+            listener::Listener::connect(&config, instance, &failure, &events_sender).await?;
+        let boot = format!("{:032x}", rand::random::<u128>());
+        let inner = Arc::new(Inner {
+            outbox: Outbox::start(pool.clone(), failure.clone(), instance.to_string()),
+            pool,
+            failure,
+            instance: instance.to_string(),
+            boot,
+            heartbeat,
+            lease,
+            commands: Mutex::default(),
+            events: Mutex::new(Some(events)),
+            waiting: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+            tasks: Mutex::default(),
+        });
+        let store = PgStore { inner };
+        store.register().await?;
+        listener.serve(&store, config, events_sender.clone());
+        store.heartbeat_every(events_sender);
+        Ok(store)
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The store again from a task's weak handle; `None` once every handle is gone.
+    fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<PgStore> {
+        weak.upgrade().map(|inner| PgStore { inner })
+    }
+
+    /// The other instances' words, for the one caller that serves them; `None` after the first.
+    pub fn events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
+        lock(&self.inner.events).take()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let inner = &self.inner;
+        let outbox = inner.outbox.stats();
+        StoreStats {
+            commits: inner.commits.load(Ordering::Relaxed) + outbox.commits,
+            synced: inner.synced.load(Ordering::Relaxed) + outbox.synced,
+            writes: inner.writes.load(Ordering::Relaxed) + outbox.writes,
+        }
+    }
+
+    /// Resolves once every end and output handed to the store before it is in the database.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.outbox.flush().await
+    }
+
+    /// Order: a read through this handle sees the ends and output handed over before it. The
+    /// wait is bounded, so a read still fails promptly while the database is away.
+    async fn settle(&self) {
+        self.inner.outbox.settle(CONNECT_TIMEOUT).await;
+    }
+
+    /// Counts a committed transaction of `writes` statements.
+    fn committed(&self, writes: u64, synced: bool) {
+        let inner = &self.inner;
+        inner.commits.fetch_add(1, Ordering::Relaxed);
+        inner.writes.fetch_add(writes, Ordering::Relaxed);
+        if synced {
+            inner.synced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|error| self.inner.failure.pool(error))
+    }
+
+    fn sql(&self, error: tokio_postgres::Error) -> StoreError {
+        self.inner.failure.sql(error)
+    }
+}
+
+/// Turns the client's errors into the store's, naming the database by its host, port and name
+/// only: the URL may hold a password.
+#[derive(Clone, Debug)]
+pub(super) struct Failure {
+    target: Arc<str>,
+}
+
+impl Failure {
+    fn of(config: &tokio_postgres::Config) -> Failure {
+        use tokio_postgres::config::Host;
+        let host = match config.get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            Some(Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let database = config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("postgres");
+        Failure {
+            target: Arc::from(format!("{host}:{port}/{database}")),
+        }
+    }
+
+    fn pool(&self, error: PoolError) -> StoreError {
+        match error {
+            PoolError::Backend(error) => self.sql(error),
+            other => StoreError::Unavailable {
+                target: self.target.to_string(),
+                source: Box::new(other),
+            },
+        }
+    }
+
+    /// A statement the database refused is [`StoreError::Database`]; a connection that failed,
+    /// or a server shutting down, is [`StoreError::Unavailable`].
+    fn sql(&self, error: tokio_postgres::Error) -> StoreError {
+        let refused = error.as_db_error().is_some_and(|db| {
+            let code = db.code().code();
+            !(code.starts_with("08")
+                || code.starts_with("57P")
+                || *db.code() == SqlState::TOO_MANY_CONNECTIONS)
+        });
+        if refused {
+            StoreError::Database(Box::new(error))
+        } else {
+            StoreError::Unavailable {
+                target: self.target.to_string(),
+                source: Box::new(error),
+            }
+        }
+    }
+}
+
+/// The statement that makes a transaction's commit as durable as `durability` says: `Disk`
+/// waits for the database's WAL flush (and its synchronous standbys), whatever the server's
+/// default; `Os` is kept by the database server once answered, on its disk shortly after.
+fn synchronous_commit(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Disk => "SET LOCAL synchronous_commit = on",
+        Durability::Os => "SET LOCAL synchronous_commit = off",
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each change under these locks leaves the value whole; a panic elsewhere does not make it
+    // wrong.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Unix milliseconds as the database writes them.
+fn now_ms() -> i64 {
+    crate::job::now_ms()
+}
+
+/// Runs each statement through its connection's statement cache: prepared once per connection,
+/// then one round trip per call instead of two (parse, then bind and execute).
+pub(super) struct Cached<'a, C>(pub &'a C);
+
+impl<C: deadpool_postgres::GenericClient> Cached<'_, C> {
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.0.prepare_cached(sql).await?;
+        self.0.execute(&statement, params).await
+    }
+
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = self.0.prepare_cached(sql).await?;
+        self.0.query(&statement, params).await
+    }
+
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let statement = self.0.prepare_cached(sql).await?;
+        self.0.query_one(&statement, params).await
+    }
+
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = self.0.prepare_cached(sql).await?;
+        self.0.query_opt(&statement, params).await
+    }
+}

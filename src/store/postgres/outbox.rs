@@ -1,0 +1,431 @@
+//! The outbox: jobs' ends and output, written in the order they were handed over, by one task
+//! that retries with backoff while the database cannot be reached. Nothing handed to it is lost
+//! while the process lives: a job's end is recorded once the database is back.
+//!
+//! Output is gathered per job ([`RowsWriter`]) and handed over at most every
+//! [`OUTPUT_LINGER`] or [`OUTPUT_CHUNK`] bytes, and always before the job's end.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::rows::Ending;
+use super::Cached;
+use super::{lock, synchronous_commit, Failure};
+use crate::job::{Job, JobId, Status};
+use crate::store::{Committed, Durability, StoreError, StoreStats};
+
+/// The longest output waits in memory before it is handed to the outbox.
+const OUTPUT_LINGER: Duration = Duration::from_millis(100);
+
+/// The most output one row holds; a job's buffer is handed over when it reaches this.
+const OUTPUT_CHUNK: usize = 64 << 10;
+
+/// The most items one transaction writes.
+const MAX_BATCH: usize = 256;
+
+/// The first and the longest wait between two tries while the database cannot be reached.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+enum Item {
+    Output {
+        job_id: String,
+        start: i64,
+        data: Vec<u8>,
+    },
+    Finish {
+        job: Box<Job>,
+        durability: Durability,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Flush {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// What the outbox and every job's [`RowsWriter`] share.
+struct Shared {
+    sender: mpsc::UnboundedSender<Item>,
+    /// Items handed over so far, and (below) the number of them the worker is done with: a read
+    /// waits until the second reaches what the first was when it started.
+    handed: AtomicU64,
+    done: watch::Sender<u64>,
+    /// Each running job's output not yet handed over.
+    buffers: Mutex<HashMap<JobId, Buffer>>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    /// Where `data` starts in the job's log.
+    start: u64,
+    data: Vec<u8>,
+    /// When the oldest byte of `data` arrived.
+    since: Option<Instant>,
+}
+
+impl Shared {
+    /// Hands over the job's gathered output; called with its buffer locked, so the order of
+    /// items is the order of the output.
+    fn send_output(&self, id: &JobId, buffer: &mut Buffer) {
+        if buffer.data.is_empty() {
+            return;
+        }
+        let data = std::mem::take(&mut buffer.data);
+        let start = buffer.start;
+        buffer.start += data.len() as u64;
+        buffer.since = None;
+        self.send(Item::Output {
+            job_id: id.to_string(),
+            start: i64::try_from(start).unwrap_or(i64::MAX),
+            data,
+        });
+    }
+
+    fn send(&self, item: Item) {
+        self.handed.fetch_add(1, Ordering::SeqCst);
+        if self.sender.send(item).is_err() {
+            // The worker is gone (the runtime is shutting down): nobody will wait for this.
+            self.done.send_modify(|done| *done += 1);
+        }
+    }
+
+    fn flush_stale(&self) {
+        let mut buffers = lock(&self.buffers);
+        for (id, buffer) in buffers.iter_mut() {
+            if buffer
+                .since
+                .is_some_and(|since| since.elapsed() >= OUTPUT_LINGER)
+            {
+                self.send_output(id, buffer);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    synced: AtomicU64,
+    writes: AtomicU64,
+}
+
+pub(super) struct Outbox {
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+}
+
+impl Outbox {
+    /// Starts the task that writes what is handed over, on the current runtime. It ends once
+    /// every handle is gone and everything handed over is written.
+    pub fn start(pool: Pool, failure: Failure, instance: String) -> Outbox {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            sender,
+            handed: AtomicU64::new(0),
+            done: watch::channel(0).0,
+            buffers: Mutex::default(),
+        });
+        let counters = Arc::new(Counters::default());
+        let worker = Worker {
+            pool,
+            failure,
+            instance,
+            shared: Arc::downgrade(&shared),
+            counters: Arc::clone(&counters),
+        };
+        tokio::spawn(worker.run(receiver));
+        Outbox { shared, counters }
+    }
+
+    /// Where a job's output goes.
+    pub fn writer(&self, id: &JobId) -> RowsWriter {
+        RowsWriter {
+            id: id.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Hands over the job's end, after what is left of its output.
+    pub fn finish(&self, job: &Job, durability: Durability) -> Committed {
+        let (reply, receiver) = oneshot::channel();
+        let mut buffers = lock(&self.shared.buffers);
+        if let Some(mut buffer) = buffers.remove(&job.id) {
+            self.shared.send_output(&job.id, &mut buffer);
+        }
+        self.shared.send(Item::Finish {
+            job: Box::new(job.clone()),
+            durability,
+            reply,
+        });
+        Committed::from(receiver)
+    }
+
+    /// Waits until what was handed over before the call is written, so a read sees it: at
+    /// most `limit`, after which the read goes on (and fails itself if the database is away).
+    pub async fn settle(&self, limit: Duration) {
+        let handed = self.shared.handed.load(Ordering::SeqCst);
+        let mut done = self.shared.done.subscribe();
+        let _ = tokio::time::timeout(limit, done.wait_for(|done| *done >= handed)).await;
+    }
+
+    /// Resolves once everything handed over before it is written.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        {
+            let buffers = &mut *lock(&self.shared.buffers);
+            for (id, buffer) in buffers.iter_mut() {
+                self.shared.send_output(id, buffer);
+            }
+            self.shared.send(Item::Flush { reply });
+        }
+        Committed::from(receiver).await
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            synced: self.counters.synced.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Gathers one job's output for the outbox: see [`crate::store::LogWriter::Rows`].
+pub struct RowsWriter {
+    id: JobId,
+    shared: Arc<Shared>,
+}
+
+impl RowsWriter {
+    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut buffers = lock(&self.shared.buffers);
+        let buffer = buffers.entry(self.id.clone()).or_default();
+        for piece in data.chunks(OUTPUT_CHUNK) {
+            buffer.data.extend_from_slice(piece);
+            let since = *buffer.since.get_or_insert_with(Instant::now);
+            if buffer.data.len() >= OUTPUT_CHUNK || since.elapsed() >= OUTPUT_LINGER {
+                self.shared.send_output(&self.id, buffer);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        format!("the job store's output of job {}", self.id)
+    }
+}
+
+struct Worker {
+    pool: Pool,
+    failure: Failure,
+    instance: String,
+    /// Weak, so the task ends when the last [`Outbox`] and [`RowsWriter`] are gone.
+    shared: std::sync::Weak<Shared>,
+    counters: Arc<Counters>,
+}
+
+impl Worker {
+    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Item>) {
+        loop {
+            let first = tokio::select! {
+                item = receiver.recv() => item,
+                () = tokio::time::sleep(OUTPUT_LINGER) => {
+                    match self.shared.upgrade() {
+                        Some(shared) => shared.flush_stale(),
+                        None if receiver.is_empty() => return,
+                        None => {}
+                    }
+                    continue;
+                }
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            let count = batch.len() as u64;
+            self.write_until_done(batch).await;
+            if let Some(shared) = self.shared.upgrade() {
+                shared.done.send_modify(|done| *done += count);
+            }
+        }
+    }
+
+    /// Writes the batch in one transaction, retrying while the database cannot be reached. A
+    /// batch the database refuses is written one item at a time, so only the refused item is
+    /// dropped (and logged).
+    async fn write_until_done(&self, batch: Vec<Item>) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.write(&batch).await {
+                Ok(()) => return answer(batch, |_| Ok(())),
+                Err(StoreError::Unavailable { .. }) => {
+                    tracing::warn!(
+                        waiting = batch.len(),
+                        "the job store's database cannot be reached; keeping jobs' ends and output until it is back"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(error) if batch.len() > 1 => {
+                    tracing::warn!(%error, "the job store refused a batch; writing it one item at a time");
+                    for item in batch {
+                        Box::pin(self.write_until_done(vec![item])).await;
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the job store refused a job's end or output; dropping it");
+                    let message = error.to_string();
+                    return answer(batch, |_| Err(StoreError::Database(message.clone().into())));
+                }
+            }
+        }
+    }
+
+    async fn write(&self, batch: &[Item]) -> Result<(), StoreError> {
+        let sql = |error| self.failure.sql(error);
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|error| self.failure.pool(error))?;
+        let transaction = client.transaction().await.map_err(sql)?;
+        let durable = batch.iter().any(|item| {
+            matches!(
+                item,
+                Item::Finish {
+                    durability: Durability::Disk,
+                    ..
+                }
+            )
+        });
+        transaction
+            .batch_execute(synchronous_commit(Durability::disk_if(durable)))
+            .await
+            .map_err(sql)?;
+        let mut writes = 0;
+        let mut ended = false;
+        for item in batch {
+            match item {
+                Item::Output {
+                    job_id,
+                    start,
+                    data,
+                } => {
+                    Cached(&transaction)
+                        .execute(
+                            "INSERT INTO job_output (job_id, start, data) VALUES ($1, $2, $3) \
+                             ON CONFLICT DO NOTHING",
+                            &[job_id, start, data],
+                        )
+                        .await
+                        .map_err(sql)?;
+                    writes += 1;
+                }
+                Item::Finish { job, .. } => {
+                    self.finish(&transaction, job).await?;
+                    writes += 1;
+                    ended = true;
+                }
+                Item::Flush { .. } => {}
+            }
+        }
+        if ended {
+            // A lane may have room now.
+            Cached(&transaction)
+                .execute("SELECT pg_notify('hookrunner_work', '')", &[])
+                .await
+                .map_err(sql)?;
+        }
+        transaction.commit().await.map_err(sql)?;
+        if writes > 0 {
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
+            self.counters.writes.fetch_add(writes, Ordering::Relaxed);
+            if durable {
+                self.counters.synced.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a job's end, fenced: only while it is `running` here, or still `queued` (a job
+    /// that ended before it ran). Otherwise another instance recorded it already (`interrupted`,
+    /// after this instance's lease ran out), and that stays.
+    async fn finish(&self, transaction: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
+        let sql = |error| self.failure.sql(error);
+        let Some(ending) = Ending::of(job) else {
+            return Ok(());
+        };
+        let updated = Cached(transaction)
+            .execute(
+                "UPDATE jobs SET status = $2, finished_ms = $3, exit_code = $4, signal = $5, \
+                 error = $6, duration_ms = $7, stdout = $8, stderr = $9 \
+                 WHERE id = $1 AND ((status = 'running' AND instance = $10) OR status = 'queued')",
+                &[
+                    &job.id.as_str(),
+                    &ending.status,
+                    &ending.finished_ms,
+                    &ending.exit_code,
+                    &ending.signal,
+                    &ending.error,
+                    &ending.duration_ms,
+                    &ending.stdout,
+                    &ending.stderr,
+                    &self.instance,
+                ],
+            )
+            .await
+            .map_err(sql)?;
+        if updated == 0 {
+            let found = Cached(transaction)
+                .query_opt(
+                    "SELECT status, finished_ms FROM jobs WHERE id = $1",
+                    &[&job.id.as_str()],
+                )
+                .await
+                .map_err(sql)?;
+            let found = found.map(|row| (row.get::<_, String>(0), row.get::<_, Option<i64>>(1)));
+            // The same end written by an earlier try whose commit was not acknowledged.
+            if found != Some((ending.status.to_string(), Some(ending.finished_ms))) {
+                tracing::warn!(
+                    job_id = %job.id,
+                    recorded = found.as_ref().map_or("nothing", |(status, _)| status.as_str()),
+                    status = ending.status,
+                    "a job's end was not recorded: the store already holds another (this instance's lease may have run out)"
+                );
+            }
+            return Ok(());
+        }
+        if job.status() != Status::Succeeded {
+            // A redelivery runs again.
+            Cached(transaction)
+                .execute("DELETE FROM dedupe WHERE job_id = $1", &[&job.id.as_str()])
+                .await
+                .map_err(sql)?;
+        }
+        Ok(())
+    }
+}
+
+/// Answers every waiter of the batch.
+fn answer(batch: Vec<Item>, result: impl Fn(&Item) -> Result<(), StoreError>) {
+    for item in batch {
+        let answer = result(&item);
+        match item {
+            Item::Finish { reply, .. } | Item::Flush { reply } => {
+                let _ = reply.send(answer);
+            }
+            Item::Output { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The PostgreSQL schema: versioned migrations applied at start, one instance at a time, and the
+//! advisory-lock keys the cluster shares.
+
+use deadpool_postgres::Pool;
+
+use super::Failure;
+use crate::store::StoreError;
+
+/// The first key of every advisory lock hookrunner takes (`pg_advisory_*(LOCK_SPACE, n)`), so
+/// its locks do not collide with another application's on the same database.
+pub(super) const LOCK_SPACE: i32 = 0x686f_6f6b; // "hook"
+
+/// Second keys under [`LOCK_SPACE`]: migrations, and claims (which serialise across the cluster).
+pub(super) const MIGRATE_LOCK: i32 = 1;
+pub(super) const CLAIM_LOCK: i32 = 2;
+
+/// The first key of an instance's name lock: `pg_try_advisory_lock(NAME_SPACE, hashtext(name))`.
+pub(super) const NAME_SPACE: i32 = 0x686f_6f6c; // "hool"
+
+/// The schema this code reads and writes, kept in `hookrunner_meta` under `schema_version`: the
+/// number of [`MIGRATIONS`] applied.
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The schema, one step per version, each applied in the transaction that records the new
+/// version. Steps are only ever appended.
+///
+/// `seq` keeps insertion order (ids are random). `placement` is NULL for a job any instance may
+/// claim, else the one instance that may. `lane` is what the hook's concurrency counts: the hook,
+/// or the hook and the instance for a `run_on: all` copy. The `dedupe` foreign key is deferred,
+/// so an admission claims the key before it inserts the job that holds it.
+const MIGRATIONS: [&str; 1] = ["
+    CREATE TABLE jobs (
+        seq              BIGSERIAL PRIMARY KEY,
+        id               TEXT UNIQUE NOT NULL,
+        hook             TEXT NOT NULL,
+        request_id       TEXT NOT NULL,
+        status           TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded',
+                             'failed', 'timed_out', 'cancelled', 'superseded', 'interrupted')),
+        dedupe_key       TEXT,
+        created_ms       BIGINT NOT NULL,
+        started_ms       BIGINT,
+        finished_ms      BIGINT,
+        instance         TEXT,
+        placement        TEXT,
+        lane             TEXT NOT NULL,
+        attempt          INTEGER NOT NULL DEFAULT 1,
+        attempts         INTEGER NOT NULL DEFAULT 1,
+        exit_code        INTEGER,
+        signal           INTEGER,
+        error            TEXT,
+        duration_ms      BIGINT,
+        stdout           TEXT,
+        stderr           TEXT,
+        command          TEXT NOT NULL,
+        cancel_requested BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE INDEX jobs_queued ON jobs (lane, seq) WHERE status = 'queued';
+    CREATE INDEX jobs_running_by_lane ON jobs (lane) WHERE status = 'running';
+    CREATE INDEX jobs_running_by_instance ON jobs (instance) WHERE status = 'running';
+    CREATE INDEX jobs_by_hook ON jobs (hook, seq);
+    CREATE INDEX jobs_by_status ON jobs (status, seq);
+    CREATE TABLE lanes (
+        lane           TEXT PRIMARY KEY,
+        mode           TEXT NOT NULL,
+        parallel_limit BIGINT
+    );
+    CREATE TABLE dedupe (
+        hook   TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        PRIMARY KEY (hook, key)
+    );
+    CREATE INDEX dedupe_by_job ON dedupe (job_id);
+    CREATE TABLE job_output (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        start  BIGINT NOT NULL,
+        data   BYTEA NOT NULL,
+        PRIMARY KEY (job_id, start)
+    );
+    CREATE TABLE instances (
+        name         TEXT PRIMARY KEY,
+        version      TEXT NOT NULL,
+        started_at   TIMESTAMPTZ NOT NULL,
+        heartbeat_at TIMESTAMPTZ NOT NULL,
+        boot         TEXT NOT NULL
+    );
+"];
+
+/// Brings the schema up to [`SCHEMA_VERSION`] under the migration lock, so instances starting
+/// together migrate one at a time; refuses a database a newer hookrunner made.
+pub(super) async fn migrate(pool: &Pool, failure: &Failure) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(|error| failure.pool(error))?;
+    let transaction = client.transaction().await.map_err(|e| failure.sql(e))?;
+    transaction
+        .execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            &[&LOCK_SPACE, &MIGRATE_LOCK],
+        )
+        .await
+        .map_err(|e| failure.sql(e))?;
+    // Looked up first: `CREATE TABLE IF NOT EXISTS` would log a notice at every start.
+    let exists: bool = transaction
+        .query_one("SELECT to_regclass('hookrunner_meta') IS NOT NULL", &[])
+        .await
+        .map_err(|e| failure.sql(e))?
+        .get(0);
+    if !exists {
+        transaction
+            .batch_execute(
+                "CREATE TABLE hookrunner_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )
+            .await
+            .map_err(|e| failure.sql(e))?;
+    }
+    let found = transaction
+        .query_opt(
+            "SELECT value FROM hookrunner_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(|e| failure.sql(e))?
+        .map(|row| row.get::<_, String>(0));
+    // A version that is not a number cannot be newer than ours in any way we could honour.
+    let found = match found {
+        None => 0,
+        Some(text) => text.parse().unwrap_or(i64::MAX),
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if found < SCHEMA_VERSION {
+        let done = usize::try_from(found.max(0)).unwrap_or(0);
+        for step in &MIGRATIONS[done..] {
+            transaction
+                .batch_execute(step)
+                .await
+                .map_err(|e| failure.sql(e))?;
+        }
+        transaction
+            .execute(
+                "INSERT INTO hookrunner_meta (key, value) VALUES ('schema_version', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&SCHEMA_VERSION.to_string()],
+            )
+            .await
+            .map_err(|e| failure.sql(e))?;
+    }
+    transaction.commit().await.map_err(|e| failure.sql(e))
+}
