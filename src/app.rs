@@ -14,7 +14,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::config::{Concurrency, Config};
+use crate::config::{Concurrency, Config, StoreSetting};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -38,6 +38,30 @@ pub enum Listener {
         listener: UnixListener,
         path: Option<PathBuf>,
     },
+}
+
+/// Opens the configured store: SQLite in the state directory, or the PostgreSQL database the
+/// URL names (never logged: it may hold a password).
+async fn open_store(settings: &crate::config::ServerSettings) -> anyhow::Result<Store> {
+    match &settings.store {
+        StoreSetting::Sqlite => Store::sqlite(&settings.state_dir, &settings.instance)
+            .with_context(|| {
+                format!(
+                    "cannot open the job store in `{}`",
+                    settings.state_dir.display()
+                )
+            }),
+        StoreSetting::Postgres(url) => {
+            let url = std::str::from_utf8(url.expose())
+                .context("the PostgreSQL URL in `store` is not UTF-8")?;
+            let store =
+                Store::postgres(url, &settings.instance, settings.heartbeat, settings.lease)
+                    .await
+                    .context("cannot open the job store in PostgreSQL (`store`)")?;
+            tracing::info!(instance = %settings.instance, "jobs are kept in PostgreSQL");
+            Ok(store)
+        }
+    }
 }
 
 /// Binds the `listen` addresses: `HOST:PORT`, or `unix:PATH` (created mode 0660, replacing a stale one).
@@ -109,12 +133,7 @@ impl Application {
         listeners: Vec<Listener>,
     ) -> anyhow::Result<Application> {
         let settings = &config.server;
-        let store = Store::sqlite(&settings.state_dir, &settings.instance).with_context(|| {
-            format!(
-                "cannot open the job store in `{}`",
-                settings.state_dir.display()
-            )
-        })?;
+        let store = open_store(settings).await?;
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::new(
             store,

@@ -55,6 +55,7 @@ fn store_error(error: crate::store::StoreError) -> ApiError {
         "store_unavailable",
         "the job store cannot be read right now; retry later",
     )
+    .with_header(header::RETRY_AFTER, "5")
 }
 
 pub async fn get_job(
