@@ -5,6 +5,7 @@ use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use futures_util::StreamExt as _;
 
 use crate::helpers::{github_signature, TestApp};
 
@@ -130,9 +131,16 @@ async fn a_flood_of_bad_signatures_runs_nothing_and_good_requests_still_pass() {
     let body = r#"{"ref": "refs/heads/main"}"#;
     let bad = github_signature("wrong", body.as_bytes());
     let headers = [("X-Hub-Signature-256", bad.as_str())];
+    // 2,000 requests, 128 in flight at a time: a flood, without the client's own connection
+    // errors on a loaded machine (2,000 sockets at once) passing for the server's answers.
     let flood = (0..2000).map(|_| app.post_hook("guarded", body, &headers));
-    let answers = join_all(flood).await;
-    assert!(answers.iter().all(|answer| answer.status == 401));
+    let answers: Vec<_> = futures_util::stream::iter(flood)
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    let statuses: std::collections::BTreeSet<u16> =
+        answers.iter().map(|answer| answer.status).collect();
+    assert_eq!(statuses, [401].into(), "every bad signature gets 401");
     assert!(!app.path("ran").exists());
     let good = github_signature("s3cret", body.as_bytes());
     assert_eq!(
