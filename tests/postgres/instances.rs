@@ -395,17 +395,22 @@ async fn the_job_routes_work_from_an_instance_that_does_not_run_the_job() {
         assert_eq!(page.status, 200, "{:?}", page.body);
         let jobs = page.body["jobs"].as_array().unwrap();
         assert!(jobs.len() <= 2);
-        listed.extend(
-            jobs.iter()
-                .map(|job| job["job_id"].as_str().unwrap().to_string()),
-        );
+        listed.extend(jobs.iter().map(|job| {
+            let created = job["created_at"].as_str().unwrap().to_string();
+            (created, job["job_id"].as_str().unwrap().to_string())
+        }));
         match page.body["next"].as_str() {
             Some(next) => path = format!("/jobs?limit=2&before={next}"),
             None => break,
         }
     }
     assert_eq!(listed.len(), all.len(), "each job once: {listed:?}");
-    assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), all);
+    assert!(
+        listed.windows(2).all(|pair| pair[0].0 >= pair[1].0),
+        "newest first: {listed:?}"
+    );
+    let listed: BTreeSet<String> = listed.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(listed, all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,21 +443,39 @@ async fn run_on_all_runs_one_job_on_each_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_are_listed_and_a_taken_name_is_refused_naming_it() {
     let url = fresh_database().await;
-    let cluster = Cluster::start(&url, "", &hook("h", ASYNC, "true")).await;
+    let cluster = Cluster::start(&url, "", &hook("h", ASYNC, UNTIL_RELEASED)).await;
+    let id = cluster.node("web-1").accepted("h", "{}").await;
+    let running = cluster.job_until(&id, |job| status(job) == "running").await;
+    let runner = running["instance"].as_str().unwrap();
     let answer = cluster.node("web-3").get("/instances").await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
-    let mut names: Vec<&str> = answer.body["instances"]
+    let mut listed: Vec<(String, Value)> = answer.body["instances"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|instance| instance["name"].as_str().unwrap())
+        .map(|instance| {
+            (
+                instance["name"].as_str().unwrap().to_string(),
+                instance["running"].clone(),
+            )
+        })
         .collect();
-    names.sort();
-    assert_eq!(names, ["web-1", "web-2", "web-3"], "{}", answer.body);
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected: Vec<(String, Value)> = ["web-1", "web-2", "web-3"]
+        .into_iter()
+        .map(|name| (name.to_string(), Value::from(u8::from(name == runner))))
+        .collect();
+    assert_eq!(listed, expected, "{}", answer.body);
     for instance in answer.body["instances"].as_array().unwrap() {
         assert_eq!(instance["version"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(instance["running"], 0);
+        for field in ["started", "last_heartbeat"] {
+            assert!(
+                instance[field].as_str().is_some_and(|at| at.ends_with('Z')),
+                "{instance}"
+            );
+        }
     }
+    cluster.release();
 
     let mut fourth = Node::spawn(&url, "web-2", &cluster.config);
     let code = fourth.exit_code().await;
@@ -522,14 +545,17 @@ async fn a_killed_instances_running_jobs_are_interrupted_and_its_queued_jobs_run
 async fn the_database_stopped_and_started_under_load_loses_nothing_accepted() {
     let server = crate::outage::Server::start();
     let url = crate::helpers::fresh_database_on(&server.url()).await;
+    let later = "for i in $(seq 2000); do [ -e release-later ] && break; sleep 0.02; done";
     let hooks = [
         hook("slow", ASYNC, UNTIL_RELEASED),
+        hook("slower", ASYNC, later),
         hook("n", ASYNC, "true"),
     ]
     .concat();
     let cluster = Cluster::start(&url, "", &hooks).await;
     let slow = cluster.node("web-1").accepted("slow", "{}").await;
-    cluster.marks("start", 1).await;
+    let slower = cluster.node("web-2").accepted("slower", "{}").await;
+    cluster.marks("start", 2).await;
 
     // Triggers round-robin over the instances all along.
     let stop = Arc::new(AtomicBool::new(false));
@@ -556,6 +582,7 @@ async fn the_database_stopped_and_started_under_load_loses_nothing_accepted() {
     });
 
     server.pg_ctl("stop");
+    let went_down = tokio::time::Instant::now();
     for node in &cluster.nodes {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
@@ -570,9 +597,12 @@ async fn the_database_stopped_and_started_under_load_loses_nothing_accepted() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    // The running command goes on and ends while the database is down.
+    // One running command ends while the database is down; the other goes on through it.
     cluster.release();
     cluster.marks("end", 1).await;
+    // The outage outlasts the lease (3s): no instance may take the others for dead when the
+    // database comes back, since none of them could say it was alive.
+    tokio::time::sleep_until(went_down + Duration::from_secs(7)).await;
 
     server.pg_ctl("start");
     for node in &cluster.nodes {
@@ -588,6 +618,15 @@ async fn the_database_stopped_and_started_under_load_loses_nothing_accepted() {
 
     let ended = cluster.finished(&slow).await;
     assert_eq!(status(&ended), "succeeded", "its end was recorded: {ended}");
+    let running = cluster.node("web-3").get(&format!("/jobs/{slower}")).await;
+    assert_eq!(status(&running.body), "running", "{:?}", running.body);
+    std::fs::write(cluster.path("release-later"), "").unwrap();
+    let ended = cluster.finished(&slower).await;
+    assert_eq!(
+        status(&ended),
+        "succeeded",
+        "it ran through the outage: {ended}"
+    );
     let mut accepted = 0;
     let mut refused = 0;
     for (status_code, retry_after, body) in &answers {
