@@ -1,6 +1,7 @@
 //! Real `hookrunner serve` processes on one PostgreSQL database, as users run a cluster: each
 //! its own port, state directory and `--instance` name, the store given as `--store env:...`.
-//! The commands of their hooks write marker lines (job, instance, time) into one shared folder.
+//! The commands of their hooks append marker lines (`start`/`end`, job, instance) to one shared
+//! file, so the order of its lines is the order things happened, whichever instance wrote them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -346,5 +347,49 @@ pub fn process_is_gone(pid: i32) -> bool {
         Ok(stat) => stat
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+pub const ASYNC: &str = "    response: {mode: async}\n";
+
+pub fn status(job: &Value) -> &str {
+    job["status"].as_str().unwrap_or_default()
+}
+
+/// The `start` marks of `job` in the trace.
+pub fn starts<'a>(trace: &'a [Mark], job: &str) -> Vec<&'a Mark> {
+    trace
+        .iter()
+        .filter(|mark| mark.event == "start" && mark.job == job)
+        .collect()
+}
+
+/// Waits until process `pid` is gone.
+pub async fn gone(pid: i32) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !process_is_gone(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads a file once it exists and ends with a line break.
+pub async fn loop_until_read(path: &std::path::Path) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.ends_with('\n') {
+                return text;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
