@@ -198,6 +198,44 @@ async fn a_duplicate_delivery_sent_to_every_instance_runs_once() {
     assert_eq!(cluster.trace().len(), 2, "{:?}", cluster.trace());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_runs_again_on_another_instance_and_then_holds_its_key() {
+    let url = fresh_database().await;
+    let secret = "duplicate-s3cret";
+    let signature = format!("{{github: {{secret: {secret}}}}}");
+    let hooks = signed_hook("d", &signature, ASYNC, "[ -e fixed ] || exit 3");
+    let cluster = Cluster::start(&url, "", &hooks).await;
+    let body = "{}";
+    let signature = github_signature(secret, body.as_bytes());
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-GitHub-Delivery", "9f1f1a3c-cc78-11e3-81ab-4c9367dc0958"),
+        ("X-Hub-Signature-256", signature.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let deliver =
+        |n: usize| cluster.nodes[n].request(reqwest::Method::POST, "/hooks/d", body, &headers);
+    let failed = deliver(0).await.body["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(status(&cluster.finished(&failed).await), "failed");
+    std::fs::write(cluster.path("fixed"), "").unwrap();
+    let again = deliver(1).await;
+    assert_eq!(
+        again.status, 202,
+        "a failure gives the key back: {:?}",
+        again.body
+    );
+    let second = again.body["job_id"].as_str().unwrap().to_string();
+    assert_eq!(status(&cluster.finished(&second).await), "succeeded");
+    let third = deliver(2).await;
+    assert_eq!(
+        (third.status, &third.body["job_id"]),
+        (200, &Value::from(second.as_str()))
+    );
+}
+
 fn github_signature(secret: &str, body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();

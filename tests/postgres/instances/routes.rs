@@ -242,3 +242,55 @@ async fn instances_are_listed_and_a_taken_name_is_refused_naming_it() {
     let answer = cluster.node("web-2").get("/readyz").await;
     assert_eq!(answer.status, 200, "the first `web-2` serves on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_is_followed_and_cancelled_from_any_instance() {
+    let url = fresh_database().await;
+    let lane = format!("    concurrency: queue\n{ASYNC}");
+    let hooks = hook("lane", &lane, &format!("{UNTIL_RELEASED}; echo \"late\"")).to_string();
+    let cluster = Cluster::start(&url, "", &hooks).await;
+    let first = cluster.node("web-1").accepted("lane", "{}").await;
+    cluster.marks("start", 1).await;
+    let followed = cluster.node("web-2").accepted("lane", "{}").await;
+    let dropped = cluster.node("web-3").accepted("lane", "{}").await;
+
+    // Followed from an instance while the job waits: its output comes once it runs elsewhere.
+    let mut response = reqwest::get(format!(
+        "{}/jobs/{followed}/log?follow=1",
+        cluster.node("web-3").address
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let cancel = cluster
+        .node("web-1")
+        .request(
+            reqwest::Method::POST,
+            &format!("/jobs/{dropped}/cancel"),
+            "",
+            &[],
+        )
+        .await;
+    assert_eq!(cancel.status, 202, "{:?}", cancel.body);
+    assert_eq!(cancel.body["result"], "dequeued");
+    cluster.release();
+    let mut text = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while let Some(chunk) = tokio::time::timeout_at(deadline, response.chunk())
+        .await
+        .expect("the log ends with the job")
+        .unwrap()
+    {
+        text.extend_from_slice(&chunk);
+    }
+    assert_eq!(String::from_utf8_lossy(&text), "late\n");
+    for (id, expected) in [
+        (&first, "succeeded"),
+        (&followed, "succeeded"),
+        (&dropped, "cancelled"),
+    ] {
+        let job = cluster.finished(id).await;
+        assert_eq!(status(&job), expected, "{job}");
+    }
+    assert!(starts(&cluster.trace(), &dropped).is_empty());
+}
