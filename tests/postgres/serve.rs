@@ -211,9 +211,14 @@ impl Cluster {
     /// `server` holds extra lines of `server:` (indented by 2), `hooks` the hooks; `$MARKS`
     /// stands for the marker folder.
     pub async fn start(url: &str, server: &str, hooks: &str) -> Cluster {
+        Cluster::start_with_lease(url, "3s", server, hooks).await
+    }
+
+    /// Like [`Cluster::start`], with `lease` as given (`heartbeat` stays 1s).
+    pub async fn start_with_lease(url: &str, lease: &str, server: &str, hooks: &str) -> Cluster {
         let marks = tempfile::tempdir().unwrap();
         let config = format!(
-            "server:\n  heartbeat: 1s\n  lease: 3s\n  shutdown_grace: 1s\n  admin_token: {ADMIN_TOKEN}\n{server}hooks:\n{hooks}"
+            "server:\n  heartbeat: 1s\n  lease: {lease}\n  shutdown_grace: 1s\n  admin_token: {ADMIN_TOKEN}\n{server}hooks:\n{hooks}"
         )
         .replace("$MARKS", marks.path().to_str().unwrap());
         let mut nodes: Vec<Node> = (1..=3)
