@@ -128,13 +128,16 @@ async fn a_parallel_limit_holds_across_instances_and_every_job_runs() {
     let hooks = hook(
         "p",
         &format!("    concurrency: {{mode: parallel, limit: 2}}\n{ASYNC}"),
-        "sleep 0.3",
+        &format!("{UNTIL_RELEASED}; sleep 0.2"),
     );
     let cluster = Cluster::start(&url, "", &hooks).await;
     let mut ids = Vec::new();
     for n in 0..9 {
         ids.push(cluster.nodes[n % 3].accepted("p", "{}").await);
     }
+    // The first two wait together, whatever the machine's speed; the rest follow.
+    cluster.marks("start", 2).await;
+    cluster.release();
     for id in &ids {
         let job = cluster.finished(id).await;
         assert_eq!(status(&job), "succeeded", "{job}");
