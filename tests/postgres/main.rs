@@ -1,10 +1,13 @@
 //! The PostgreSQL backend through `Store`, against a real server: `tests/postgres/run.sh` starts
 //! one and runs these. Several `Store` handles with different instance names on one database
-//! stand for the instances of a cluster. Every test fails without a server.
+//! stand for the instances of a cluster; `instances` runs real `hookrunner serve` processes. Every
+//! test fails without a server.
 
 mod cluster;
 mod contract;
 mod engines;
 mod helpers;
+mod instances;
 mod jobs;
 mod outage;
+mod serve;

@@ -13,14 +13,14 @@ use tempfile::TempDir;
 use crate::helpers::*;
 
 /// A PostgreSQL server in a temporary directory, run as `postgres` when the tests run as root.
-struct Server {
+pub struct Server {
     bin: PathBuf,
     dir: TempDir,
     port: u16,
 }
 
 impl Server {
-    fn start() -> Server {
+    pub fn start() -> Server {
         server_url(); // The same rule as every PostgreSQL test: run through `run.sh`.
         let bin = PathBuf::from(
             std::env::var("HOOKRUNNER_TEST_POSTGRES_BIN")
@@ -49,11 +49,11 @@ impl Server {
         self.dir.path().join("data").display().to_string()
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn pg_ctl(&self, action: &str) {
+    pub fn pg_ctl(&self, action: &str) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
