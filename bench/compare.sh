@@ -26,6 +26,9 @@
 #       4. RSS: VmRSS 1 s after healthy (idle) and VmHWM after the load (peak), from /proc/PID/status;
 #          time from exec to the first 200 on the health URL (hookrunner /healthz, webhook /),
 #          median of BENCH_STARTS starts each.
+#   * Paths 2 and 3 also for hookrunner on PostgreSQL, with 1 instance and with 3 (the requests
+#     spread over them), and with BENCH_BASELINE for an older hookrunner on SQLite, in the same
+#     rounds (bench/lib/compare_pg.sh says how).
 #   * 5. The machine's limit for path 2: bench/spawnloop spawns /bin/true (piped stdout/stderr,
 #     own process group, cleared env — as hookrunner spawns) and waits, one loop per core.
 #   * 6. How cost grows (hookrunner; webhook alongside where it has an equivalent), one run each:
@@ -58,6 +61,10 @@
 #   BENCH_ONLY         run only these steps, comma-separated: spawnloop,startup,paths,bodies,
 #                      hooks,jobs (the report shows n/a for the others)
 #   BENCH_REPORT_FROM=DIR  only re-render the report from a kept work directory's raw.tsv
+#   BENCH_PG=0         leave out the PostgreSQL rows (on by default: a throwaway server from
+#                      tests/postgres/server.sh, postgresql installed with apt-get if missing)
+#   BENCH_BASELINE=BIN also measure paths 2 and 3 for another hookrunner binary on SQLite, e.g. a
+#                      release build of the previous version, to show its numbers unchanged
 #
 # Every server it starts is stopped at exit (trap), whatever the exit.
 
@@ -67,6 +74,8 @@ BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$BENCH_DIR/.." && pwd)"
 TOOL=(python3 "$BENCH_DIR/lib/benchtool.py")
 LUA="$BENCH_DIR/lib/request.lua"
+# shellcheck source=bench/lib/compare_pg.sh
+source "$BENCH_DIR/lib/compare_pg.sh"
 
 QUICK="${BENCH_QUICK:-0}"
 if [[ "$QUICK" == 1 ]]; then
@@ -163,6 +172,7 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
+    pg_rows_cleanup
     if [[ -n "$WORK" && -d "$WORK" ]]; then
         if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
             log "work directory kept: $WORK"
@@ -176,12 +186,14 @@ trap 'exit 130' INT TERM
 
 free_port() { "${TOOL[@]}" freeport 1; }
 
-# start_hr CONFIG STATE_DIR PORT: starts hookrunner, waits for /healthz; sets SRV_PID.
+# start_hr CONFIG STATE_DIR PORT [SERVE_OPTION...]: starts hookrunner (HR_SERVE, when set, is
+# the binary to start instead of $HR), waits for /healthz; sets SRV_PID.
 start_hr() {
     local config=$1 state=$2 port=$3
+    shift 3
     mkdir -p "$state"
-    RUST_LOG="$HR_LOG" "$HR" serve --config "$config" --listen "127.0.0.1:$port" \
-        --state-dir "$state" </dev/null >>"$WORK/hookrunner.log" 2>&1 &
+    RUST_LOG="$HR_LOG" "${HR_SERVE:-$HR}" serve --config "$config" --listen "127.0.0.1:$port" \
+        --state-dir "$state" "$@" </dev/null >>"$WORK/hookrunner.log" 2>&1 &
     SRV_PID=$!
     PIDS+=("$SRV_PID")
     "${TOOL[@]}" wait "http://127.0.0.1:$port/healthz" --timeout 120 ||
@@ -387,6 +399,7 @@ main() {
     wh_config "$WORK/wh-wait.json" true /bin/true '[]'
     "$HR" check --config "$WORK/hr-wait.yaml" >/dev/null || die "hookrunner check refused the bench config"
 
+    want paths && pg_rows_setup
     want spawnloop && step_spawnloop
     want startup && step_startup
     want paths && step_rounds
@@ -475,6 +488,7 @@ step_rounds() {
         record rss_peak_wait_hr "$(proc_kb "$hr_pid" VmHWM)"
         record rss_peak_wait_wh "$(proc_kb "$wh_pid" VmHWM)"
         stop_srv "$hr_pid"; stop_srv "$wh_pid"
+        extra_rows_wait "$r"
 
         log "round $r/$ROUNDS: path 3 (async, N=$ASYNC_N)"
         local hr_done="$WORK/done-hr-$r.txt" wh_done="$WORK/done-wh-$r.txt"
@@ -508,6 +522,7 @@ step_rounds() {
         record rss_peak_async_hr "$(proc_kb "$hr_pid" VmHWM)"
         record rss_peak_async_wh "$(proc_kb "$wh_pid" VmHWM)"
         stop_srv "$hr_pid"; stop_srv "$wh_pid"
+        extra_rows_async "$r"
     done
 }
 
@@ -680,6 +695,8 @@ report() {
         echo "| load average at start (1/5/15 min) | $load_at_start |"
         echo "| hookrunner | $hr_version, commit $commit, \`cargo build --release\`, RUST_LOG=$HR_LOG |"
         echo "| webhook | $wh_version, without -verbose (log discarded) |"
+        [[ "$(med wait_rps_pg1)" != n/a ]] && echo "| PostgreSQL | $(pg_version), on the same machine, its defaults (fsync on), max_connections=200 |"
+        baseline_wanted && echo "| baseline | \`$BENCH_BASELINE\`, $("$BENCH_BASELINE" --version 2>/dev/null | awk 'NR == 1') |"
         echo "| load generator | $wrk_version, $WRK_THREADS threads, on the same cores as the servers |"
         echo "| settings | ${RUN_SECONDS} s per run, ${ROUNDS} round(s) A B (median), N=$ASYNC_N, scaling runs ${SCALE_SECONDS} s$([[ "$QUICK" == 1 ]] && echo ', QUICK smoke run: not for conclusions') |"
         echo
@@ -720,6 +737,7 @@ report() {
         echo "The last column is hookrunner's value over webhook's: above 1 is better for hookrunner in req/s"
         echo "and jobs/s rows, below 1 is better in time, latency and memory rows."
         echo
+        report_stores
         echo "## 5. The machine's limit for path 2"
         echo
         echo "\`bench/spawnloop\`: loops each spawning /bin/true (cleared env, own process group, stdout and"
@@ -797,6 +815,9 @@ report() {
   its whole environment and collects the combined output in memory.
 - **Load generator on the same cores.** wrk (and the Python client of path 3) run on the same
   2 cores as the server and the spawned commands; the numbers are for this machine as a whole.
+- **PostgreSQL.** Its server runs on the same 2 cores as hookrunner, wrk and the commands, and
+  every instance talks to it over TCP on the loopback; a production database would have its own
+  machine. It fsyncs (its default), as SQLite does for an async job's insert and start.
 - **Health.** hookrunner answers `/healthz` when it serves; webhook has no health URL, `GET /`
   answering "OK" is used.
 - **Path 3 client.** one Python asyncio process with keep-alive connections; its own speed bounds

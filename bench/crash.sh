@@ -5,6 +5,8 @@
 # Run from anywhere (it works in the repository that holds it):
 #     bash bench/crash.sh [ROUNDS] [BURST]        # defaults: 20 rounds, 200 requests a burst
 #     CRASH_SEED=12345 bash bench/crash.sh        # replay the kill points of an earlier run
+#     bash bench/crash.sh --cluster [ROUNDS] [JOBS]   # three instances on one PostgreSQL:
+#                                                 # bench/lib/crash_cluster.sh says more
 #
 # What it does
 #   * Builds the release binary (`cargo build --release`, retried once a minute while the tree
@@ -42,6 +44,11 @@
 
 set -euo pipefail
 
+if [[ ${1:-} == --cluster ]]; then
+    shift
+    exec bash "$(dirname "${BASH_SOURCE[0]}")/lib/crash_cluster.sh" "$@"
+fi
+
 ROUNDS=${1:-20}
 BURST=${2:-200}
 CONC=${CRASH_CONC:-24}
@@ -49,11 +56,12 @@ DEADLINE=${CRASH_DEADLINE:-60}
 HR_LOG=${CRASH_HR_LOG:-info}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-LIB="$ROOT/bench/lib/crash.py"
+CLIENT_LIB="$ROOT/bench/lib/crash.py"
 BIN="$ROOT/target/release/hookrunner"
 PY=${PYTHON:-python3}
+# shellcheck source=bench/lib/crash_common.sh
+source "$ROOT/bench/lib/crash_common.sh"
 
-die() { echo "crash.sh: $*" >&2; exit 2; }
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 [[ $BURST =~ ^[0-9]+$ && $BURST -ge 2 ]] || die "BURST must be an integer >= 2, not '$BURST'"
 [[ $CONC =~ ^[0-9]+$ && $CONC -ge 16 && $CONC -le 32 ]] || die "CRASH_CONC must be 16..32"
@@ -69,35 +77,7 @@ fi
 # --- processes and clean-up --------------------------------------------------------------------------
 
 SERVER_PID=""
-CLIENT_PID=""
 WORK=""
-
-# Runs crash.py in the background and waits for it, so that a TERM to this script runs the trap
-# at once (bash runs traps only between foreground commands) and the trap can end the client.
-client() {
-    local rc=0
-    "$PY" "$LIB" "$@" &
-    CLIENT_PID=$!
-    wait "$CLIENT_PID" || rc=$?
-    CLIENT_PID=""
-    return "$rc"
-}
-
-# Waits (bounded) until PID is gone (or a zombie: bash reaps it). Returns 1 if it is still there
-# after 30 s.
-wait_gone() {
-    local pid=$1 i state
-    for ((i = 0; i < 300; i++)); do
-        state=$(awk '{sub(/.*\) /, ""); print $1}' "/proc/$pid/stat" 2>/dev/null || true)
-        [[ -z $state || $state == Z || $state == X ]] && break
-        sleep 0.1
-    done
-    if [[ -n $state && $state != Z && $state != X ]]; then
-        return 1
-    fi
-    wait "$pid" 2>/dev/null || true
-    return 0
-}
 
 kill_server() {
     if [[ -n $SERVER_PID ]]; then
@@ -111,10 +91,7 @@ kill_server() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n $CLIENT_PID ]]; then
-        kill -TERM "$CLIENT_PID" 2>/dev/null || true
-        wait "$CLIENT_PID" 2>/dev/null || true
-    fi
+    end_client
     kill_server
     if [[ -n $WORK && -d $WORK ]]; then
         # The killed servers' commands (sleep 0.05; echo) may outlive them by a moment; let them
@@ -134,20 +111,7 @@ trap 'exit 143' TERM
 
 # --- build -------------------------------------------------------------------------------------------
 
-if [[ ${CRASH_SKIP_BUILD:-0} != 1 ]]; then
-    echo "building hookrunner (cargo build --release)..."
-    built=0
-    for attempt in 1 2 3 4 5 6; do
-        if (cd "$ROOT" && cargo build --release --quiet); then
-            built=1
-            break
-        fi
-        echo "build failed (attempt $attempt/6; others may be editing); retrying in 60 s" >&2
-        sleep 60
-    done
-    [[ $built == 1 ]] || die "cargo build --release kept failing"
-fi
-[[ -x $BIN ]] || die "no binary at $BIN"
+build_release
 
 # --- the test dir --------------------------------------------------------------------------------------
 
@@ -170,24 +134,18 @@ DONE="$WORK/done.txt"
 : >"$IDS"
 : >"$RESULTS"
 
-mapfile -t KILL_POINTS < <("$PY" "$LIB" plan --seed "$SEED" --rounds "$ROUNDS" --burst "$BURST")
+mapfile -t KILL_POINTS < <("$PY" "$CLIENT_LIB" plan --seed "$SEED" --rounds "$ROUNDS" --burst "$BURST")
 
 echo "crash test: $ROUNDS rounds of $BURST async POSTs, $CONC in flight, seed $SEED" \
      "(replay: CRASH_SEED=$SEED bash bench/crash.sh $ROUNDS $BURST)"
 echo "work dir: $WORK"
-
-fail_round() { # ROUND REASON
-    "$PY" -c 'import json,sys; print(json.dumps({"kind":"failure","round":int(sys.argv[1]),"reason":sys.argv[2]}))' \
-        "$1" "$2" >>"$RESULTS"
-    echo "  FAIL: $2"
-}
 
 # Starts the server on a free port (up to 3 ports) and waits for /readyz. Sets SERVER_PID and
 # PORT; returns 1 if it never got ready.
 start_server() { # LOG
     local log=$1 try rc
     for try in 1 2 3; do
-        PORT=$("$PY" "$LIB" freeport)
+        PORT=$("$PY" "$CLIENT_LIB" freeport)
         RUST_LOG=$HR_LOG "$BIN" serve --config "$WORK/hooks.yaml" --listen "127.0.0.1:$PORT" \
             >>"$log" 2>&1 </dev/null &
         SERVER_PID=$!
@@ -240,5 +198,5 @@ fi
 echo
 echo "seed $SEED, $ROUNDS rounds x $BURST requests, $(awk -v a="$START" -v b="$END" 'BEGIN {printf "%.1f", b - a}') s"
 rc=0
-"$PY" "$LIB" report --results "$RESULTS" --rounds "$ROUNDS" || rc=$?
+"$PY" "$CLIENT_LIB" report --results "$RESULTS" --rounds "$ROUNDS" || rc=$?
 exit "$rc"

@@ -7,10 +7,13 @@ Subcommands:
   wait URL [--timeout S]             wait until GET URL answers 200 (exit 1 on timeout)
   startup URL [--timeout S] -- CMD   start CMD, time until GET URL answers 200, stop it;
                                      prints `STARTUP_MS <ms>`
-  async URL --body FILE --header 'K: V'... --n N --conc C --done-file F [--db SQLITE]
+  async URL [--also URL]... --body FILE --header 'K: V'... --n N --conc C --done-file F
+        [--db SQLITE | --pg POSTGRES_URL]
                                      send N POSTs over C keep-alive connections as fast as
-                                     possible, then wait until F has N lines (one per finished
-                                     command) and, with --db, until N jobs are `succeeded`;
+                                     possible (connection k to the k-th URL, round-robin, when
+                                     --also adds instances), then wait until F has N lines (one
+                                     per finished command) and, with --db or --pg, until N jobs
+                                     are `succeeded` in that store (PostgreSQL through `psql`);
                                      prints one `ASYNC_RESULT key=value...` line
 Every network operation goes to the URL given, which compare.sh keeps on 127.0.0.1, and every
 loop is bounded by a count and a timeout.
@@ -175,12 +178,14 @@ async def read_response(reader):
     return status, not close
 
 
-async def send_all(host, port, request, n, conc, timeout):
+async def send_all(targets, n, conc, timeout):
+    """Sends N requests over CONC connections; connection k goes to targets[k % len(targets)],
+    each a (host, port, request bytes)."""
     remaining = [n]
     statuses = {}
     last_answer = [0.0]
 
-    async def worker():
+    async def worker(host, port, request):
         reader = writer = None
         while remaining[0] > 0:
             remaining[0] -= 1
@@ -205,7 +210,8 @@ async def send_all(host, port, request, n, conc, timeout):
         if writer is not None:
             writer.close()
 
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(conc))), timeout)
+    workers = (worker(*targets[k % len(targets)]) for k in range(conc))
+    await asyncio.wait_for(asyncio.gather(*workers), timeout)
     return statuses, last_answer[0]
 
 
@@ -238,26 +244,68 @@ def count_succeeded(db):
         return -1
 
 
+class PostgresCounter:
+    """Counts succeeded jobs in a PostgreSQL store through one `psql` kept open, so that polling
+    does not start a process each time (which would slow the server it measures)."""
+
+    def __init__(self, url):
+        self.process = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True,
+            env=dict(os.environ, PGOPTIONS="-c client_min_messages=warning"))
+
+    def __call__(self):
+        # The `\echo` line ends every answer, so a failed query cannot leave readline waiting.
+        self.process.stdin.write(
+            "SELECT count(*) FROM jobs WHERE status = 'succeeded';\n\\echo .\n")
+        self.process.stdin.flush()
+        count = -1
+        while True:
+            line = self.process.stdout.readline()
+            if line in ("", ".\n"):
+                return count
+            try:
+                count = int(line)
+            except ValueError:
+                pass
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
 def cmd_async(args):
     body_file = opt(args, "--body")
     n = int(opt(args, "--n", "2000"))
     conc = int(opt(args, "--conc", "16"))
     done_file = opt(args, "--done-file")
     db = opt(args, "--db")
+    pg = opt(args, "--pg")
     timeout = float(opt(args, "--timeout", "120"))
     headers = []
     while "--header" in args:
         headers.append(opt(args, "--header"))
-    host, port, path = split_url(args[0])
+    urls = [args[0]]
+    while "--also" in args:
+        urls.append(opt(args, "--also"))
     with open(body_file, "rb") as f:
         body = f.read()
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-    head += "".join(h + "\r\n" for h in headers)
-    head += f"Content-Length: {len(body)}\r\n\r\n"
-    request = head.encode() + body
+    targets = []
+    for url in urls:
+        host, port, path = split_url(url)
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        head += "".join(h + "\r\n" for h in headers)
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        targets.append((host, port, head.encode() + body))
+    count_store = None
+    if db:
+        def count_store():
+            return count_succeeded(db)
+    elif pg:
+        count_store = PostgresCounter(pg)
 
     start = time.perf_counter()
-    statuses, last_answer = asyncio.run(send_all(host, port, request, n, conc, timeout))
+    statuses, last_answer = asyncio.run(send_all(targets, n, conc, timeout))
     accepted = last_answer - start
     accepted_ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
 
@@ -269,12 +317,14 @@ def cmd_async(args):
             break
         time.sleep(0.002)
     succeeded_at = None
-    if db:
+    if count_store:
         while time.perf_counter() < deadline:
-            if count_succeeded(db) >= accepted_ok:
+            if count_store() >= accepted_ok:
                 succeeded_at = time.perf_counter() - start
                 break
             time.sleep(0.01)
+        if pg:
+            count_store.close()
     fields = {
         "n": n,
         "conc": conc,
@@ -285,12 +335,13 @@ def cmd_async(args):
         "ran_s": f"{ran_at:.3f}" if ran_at else "timeout",
         "ran_per_s": f"{accepted_ok / ran_at:.1f}" if ran_at else "nan",
         "lines": count_lines(done_file),
+        "instances": len(targets),
     }
-    if db:
+    if count_store:
         fields["succeeded_s"] = f"{succeeded_at:.3f}" if succeeded_at else "timeout"
         fields["succeeded_per_s"] = f"{accepted_ok / succeeded_at:.1f}" if succeeded_at else "nan"
     print("ASYNC_RESULT " + " ".join(f"{k}={v}" for k, v in fields.items()))
-    if accepted_ok != n or ran_at is None or (db and succeeded_at is None):
+    if accepted_ok != n or ran_at is None or (count_store and succeeded_at is None):
         sys.exit(1)
 
 

@@ -13,10 +13,13 @@ sends it the SIGKILL):
                                          http.client connections); right after the K-th 202
                                          send SIGKILL to PID and stop sending; append the job id
                                          of every 202 whose answer arrived whole to FILE
-  check BASE_URL --ids FILE --done FILE --round R --results FILE [--deadline S]
+  check BASE_URL --ids FILE --done FILE --round R --results FILE [--deadline S] [--strict]
                                          GET /jobs/{id} for every recorded id until each is
                                          found and final, or is 404 (lost), or the deadline
-                                         passes; count the ids that done.txt holds twice
+                                         passes; count the ids that done.txt holds twice; with
+                                         --strict, a job that ended other than succeeded or
+                                         interrupted, or succeeded without its line in done.txt,
+                                         fails the round too
   report --results FILE                  print the per-round table and totals, then
                                          `N passed, M failed`; exit 1 if a round failed
 Every network operation goes to the URL given, which must be on the loopback, and every loop is
@@ -40,6 +43,7 @@ import benchtool
 from benchtool import split_url
 
 FINAL_EXCLUDED = ("queued", "running")
+EXPECTED_FINAL = ("succeeded", "interrupted")
 
 
 def die(message):
@@ -246,11 +250,27 @@ def read_ids(path):
 
 
 def read_done(path):
+    """How many times each job id is in done.txt: the first word of a line (the cluster mode
+    writes the instance's name after it)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return collections.Counter(line.strip() for line in f if line.strip())
+            return collections.Counter(line.split()[0] for line in f if line.strip())
     except FileNotFoundError:
         return collections.Counter()
+
+
+def done_lines_of(path, job_ids):
+    """The lines of done.txt that name one of `job_ids`, by id (to show where a duplicate ran)."""
+    lines = collections.defaultdict(list)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                words = line.split()
+                if words and words[0] in job_ids:
+                    lines[words[0]].append(" ".join(words[1:]) or "-")
+    except FileNotFoundError:
+        pass
+    return lines
 
 
 def previous_checks(results_path):
@@ -350,6 +370,8 @@ def cmd_check(args):
     done = read_done(args.done)
     duplicated = sorted(j for j, count in done.items() if count > 1)
     succeeded_not_done = sorted(j for j in found if status_of[j] == "succeeded" and done[j] == 0)
+    # --strict: the command cannot fail, so a final status other than these says something broke.
+    unexpected = sorted(j for j in found if status_of[j] not in FINAL_EXCLUDED + EXPECTED_FINAL)
 
     before = previous_checks(args.results)
     lost_before = set(before[-1]["lost_ids"]) if before else set()
@@ -375,6 +397,8 @@ def cmd_check(args):
         "duplicate_statuses": {j: status_of.get(j) for j in duplicated},
         "new_duplicate_ids": new_dups,
         "succeeded_not_in_done": succeeded_not_done,
+        "strict": args.strict,
+        "unexpected_status_ids": unexpected,
         "errors": dict(errors),
         "passes": passes,
         "seconds": round(time.monotonic() - started, 3),
@@ -388,17 +412,22 @@ def cmd_check(args):
     )
     for job_id in new_lost:
         print(f"  LOST: job {job_id} (202 in round {ids[job_id]}) answers 404 after the restart")
+    ran_on = done_lines_of(args.done, set(new_dups))
     for job_id in new_dups:
+        where = ran_on[job_id]
         print(
             f"  DUPLICATE: job {job_id} is in done.txt {done[job_id]} times "
-            f"(status now {status_of.get(job_id)}, "
+            + (f"(ran on {', '.join(where)}) " if any(w != "-" for w in where) else "")
+            + f"(status now {status_of.get(job_id)}, "
             + (f"202 in round {ids[job_id]})" if job_id in ids else "its 202 never arrived)")
         )
     for job_id in not_final[:10]:
         print(f"  NOT FINAL: job {job_id} is still {status_of[job_id]}")
+    for job_id in unexpected[:10] if args.strict else []:
+        print(f"  UNEXPECTED: job {job_id} ended {status_of[job_id]}")
     if succeeded_not_done:
         print(
-            f"  NOTE: {len(succeeded_not_done)} succeeded jobs are not in done.txt, e.g. "
+            f"  {'NO MARKER' if args.strict else 'NOTE'}: {len(succeeded_not_done)} succeeded jobs are not in done.txt, e.g. "
             f"{succeeded_not_done[:3]}"
         )
 
@@ -421,8 +450,11 @@ def cmd_report(args):
     except FileNotFoundError:
         pass
 
+    # The cluster mode's bursts say which instance was killed: one more column.
+    cluster = any("victim" in burst for burst in bursts.values())
     print()
-    print("round  202s  kill@  jobs found  lost  not final  dups  result")
+    print("round  202s  kill@" + ("  killed" if cluster else "")
+          + "  jobs found  lost  not final  dups  result")
     passed = failed = 0
     total_202 = 0
     for rnd in range(1, args.rounds + 1):
@@ -449,6 +481,10 @@ def cmd_report(args):
                 reasons.append(f"{not_final} not final")
             if dups:
                 reasons.append(f"{dups} run twice")
+            if check.get("strict") and check["unexpected_status_ids"]:
+                reasons.append(f"{len(check['unexpected_status_ids'])} neither succeeded nor interrupted")
+            if check.get("strict") and check["succeeded_not_in_done"]:
+                reasons.append(f"{len(check['succeeded_not_in_done'])} succeeded without running")
         ok = not reasons
         passed += ok
         failed += not ok
@@ -459,7 +495,8 @@ def cmd_report(args):
         print(
             f"{rnd:5d}  {cell(burst and burst['accepted'], 4)}  "
             f"{cell(burst and burst['kill_at_count'], 5)}  "
-            f"{cell(check and check['found'], 10)}  {cell(lost, 4)}  {cell(not_final, 9)}  "
+            + (f"{cell(burst and burst.get('victim_name'), 6)}  " if cluster else "")
+            + f"{cell(check and check['found'], 10)}  {cell(lost, 4)}  {cell(not_final, 9)}  "
             f"{cell(dups, 4)}  {'PASS' if ok else 'FAIL: ' + '; '.join(reasons)}"
         )
 
@@ -470,14 +507,14 @@ def cmd_report(args):
         all_lost.update(check["lost_ids"])
         all_dups.update(check["duplicate_ids"])
     print(
-        f"total  {total_202:4d}         "
+        f"total  {total_202:4d}         " + ("        " if cluster else "") +
         f"{(last['found'] if last else 0):10d}  {len(all_lost):4d}  "
         f"{(len(last['not_final_ids']) if last else 0):9d}  {len(all_dups):4d}"
     )
     if last:
         print(
             f"final check: {last['recorded']} recorded ids, statuses {last['statuses']}, "
-            f"done.txt {last['done_lines']} lines"
+            f"done.txt {last['done_lines']} lines, {len(all_dups)} ids run twice"
         )
     print("(kill@ = 202s counted when SIGKILL was sent; lost and dups = new in that round's "
           "check, total = distinct over all checks; not final = at that check)")
@@ -520,6 +557,9 @@ def main():
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--results", required=True)
     p.add_argument("--deadline", type=float, default=60)
+    p.add_argument("--strict", action="store_true",
+                   help="fail a job whose final status is not succeeded or interrupted, and a "
+                        "succeeded job that is not in done.txt")
 
     p = sub.add_parser("report")
     p.add_argument("--results", required=True)
