@@ -3,6 +3,7 @@
 //! stand for the instances of a cluster. Every test fails without a server.
 
 mod cluster;
+mod conflicts;
 mod contract;
 mod engines;
 mod helpers;

@@ -37,12 +37,49 @@ impl PgStore {
             let kept = (command, std::time::Instant::now());
             lock(&self.inner.commands).insert(job.id.clone(), kept);
         }
+        let admission = super::retrying("admission", || {
+            self.admit_once(
+                &job,
+                &lane,
+                &placed,
+                concurrency,
+                max_pending,
+                durable,
+                &stored,
+            )
+        })
+        .await;
+        let forget = !matches!(admission, Ok(Admission::Accepted { .. }));
+        if forget && !durable {
+            lock(&self.inner.commands).remove(&job.id);
+        }
+        if let Ok(Admission::Accepted { superseded, .. }) = &admission {
+            let mut commands = lock(&self.inner.commands);
+            for id in superseded {
+                commands.remove(id);
+            }
+        }
+        admission
+    }
+
+    /// One try of the admission's transaction; nothing is kept unless it commits.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_once(
+        &self,
+        job: &crate::job::Job,
+        lane: &str,
+        placed: &Option<String>,
+        concurrency: Concurrency,
+        max_pending: usize,
+        durable: bool,
+        stored: &str,
+    ) -> Result<Admission, StoreError> {
         let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let transaction = super::begin(&mut client, &self.inner.failure).await?;
         let decided = self
-            .admit_in(&transaction, &job, &lane, concurrency, max_pending, durable)
+            .admit_in(&transaction, job, lane, concurrency, max_pending, durable)
             .await;
-        let admission = match decided {
+        match decided {
             Ok(Ok(admission)) => {
                 let insert = Cached(&transaction)
                     .execute(
@@ -57,7 +94,7 @@ impl PgStore {
                             &job.created_ms,
                             &i32::try_from(job.attempt).unwrap_or(i32::MAX),
                             &i32::try_from(job.attempts).unwrap_or(i32::MAX),
-                            &placed,
+                            placed,
                             &lane,
                             &stored,
                         ],
@@ -84,18 +121,7 @@ impl PgStore {
                 Ok(refusal)
             }
             Err(error) => Err(error),
-        };
-        let forget = !matches!(admission, Ok(Admission::Accepted { .. }));
-        if forget && !durable {
-            lock(&self.inner.commands).remove(&job.id);
         }
-        if let Ok(Admission::Accepted { superseded, .. }) = &admission {
-            let mut commands = lock(&self.inner.commands);
-            for id in superseded {
-                commands.remove(id);
-            }
-        }
-        admission
     }
 
     /// The decisions before the insert: `Ok(Ok(accepted))` to insert, `Ok(Err(refusal))` to roll

@@ -22,7 +22,7 @@ mod outbox;
 mod rows;
 mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -70,6 +70,15 @@ struct Inner {
     /// With when each was kept: the heartbeat forgets only commands older than an admission
     /// can take, whose jobs ended without being claimed here.
     commands: Mutex<HashMap<JobId, (JobCommand, std::time::Instant)>>,
+    /// The jobs claimed here and not yet finished: the heartbeat stops those no longer recorded
+    /// running here (another instance took this one for dead and ended them).
+    running: Mutex<HashSet<JobId>>,
+    /// Jobs whose claim may have committed unheard (see `claim`).
+    unsettled: Mutex<HashSet<JobId>>,
+    /// Since when this instance's heartbeats have all gone through; `None` while they fail.
+    /// Only an instance heard for a whole lease reaps others: after the database was away, every
+    /// instance's last heartbeat is old, and those alive must get the time to be heard again.
+    beating_since: Mutex<Option<std::time::Instant>>,
     outbox: Outbox,
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
     /// The cluster's queued jobs, as last counted.
@@ -151,6 +160,9 @@ impl PgStore {
             heartbeat,
             lease,
             commands: Mutex::default(),
+            running: Mutex::default(),
+            unsettled: Mutex::default(),
+            beating_since: Mutex::default(),
             events: Mutex::new(Some(events)),
             waiting: AtomicUsize::new(0),
             commits: AtomicU64::new(0),
@@ -263,9 +275,19 @@ impl Failure {
         }
     }
 
-    /// A statement the database refused is [`StoreError::Database`]; a connection that failed,
-    /// or a server shutting down, is [`StoreError::Unavailable`].
+    /// A connection the server turned away (authentication, no such database) is
+    /// [`StoreError::Refused`]; a statement the database refused is [`StoreError::Database`]; a
+    /// connection that failed, or a server shutting down, is [`StoreError::Unavailable`].
     fn sql(&self, error: tokio_postgres::Error) -> StoreError {
+        let turned_away = error.as_db_error().is_some_and(|db| {
+            db.code().code().starts_with("28") || *db.code() == SqlState::INVALID_CATALOG_NAME
+        });
+        if turned_away {
+            return StoreError::Refused {
+                target: self.target.to_string(),
+                source: Box::new(error),
+            };
+        }
         let refused = error.as_db_error().is_some_and(|db| {
             let code = db.code().code();
             !(code.starts_with("08")
@@ -290,6 +312,62 @@ fn synchronous_commit(durability: Durability) -> &'static str {
     match durability {
         Durability::Disk => "SET LOCAL synchronous_commit = on",
         Durability::Os => "SET LOCAL synchronous_commit = off",
+    }
+}
+
+/// How many times a transaction the database aborted for a deadlock (`40P01`) or a serialization
+/// failure (`40001`) is tried in all: such an abort undoes the whole transaction, so trying it
+/// again from the start is safe, and the caller never sees a conflict between instances.
+const TRANSACTION_TRIES: u32 = 5;
+
+/// Starts a transaction at `READ COMMITTED`, whatever the server's or the database's default:
+/// the claim lock and the lane locks rely on each statement seeing what committed before it (a
+/// `REPEATABLE READ` snapshot taken before the claim lock was granted would not).
+pub(super) async fn begin<'a>(
+    client: &'a mut deadpool_postgres::Client,
+    failure: &Failure,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(|error| failure.sql(error))
+}
+
+/// Whether the database aborted the transaction only because it met another one (a deadlock or
+/// a serialization failure), so the same transaction may succeed if tried again.
+pub(super) fn conflicted(error: &StoreError) -> bool {
+    let StoreError::Database(source) = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| {
+            *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        })
+}
+
+/// Runs `attempt` (one whole transaction) until it is not aborted by a conflict with another
+/// transaction, at most [`TRANSACTION_TRIES`] times, after a short random pause each time so two
+/// victims do not meet again.
+pub(super) async fn retrying<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(error) if tries < TRANSACTION_TRIES && conflicted(&error) => {
+                tracing::debug!(%error, what, tries, "a transaction met another; trying it again");
+                let pause = rand::random::<u64>() % (10 * u64::from(tries)) + 1;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                tries += 1;
+            }
+            other => return other,
+        }
     }
 }
 
