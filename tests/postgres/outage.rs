@@ -309,22 +309,33 @@ async fn output_past_the_backlog_is_dropped_with_a_marker_while_the_database_is_
     assert!(log.starts_with(b"before\nxxx"));
 }
 
-/// A TCP proxy to a PostgreSQL server that, once armed, passes the client's next `COMMIT` on
-/// and then cuts the connection before the answer comes back: a commit made but never heard of.
-struct CommitCutter {
-    port: u16,
-    armed: Arc<AtomicBool>,
+/// What a [`Proxy`] does when it sees what it waits for in what the client sends.
+#[derive(Clone, Copy)]
+enum Trap {
+    /// Passes it on, then cuts the connection before the answer comes back.
+    Cut,
+    /// Passes nothing more either way, and keeps the connection open: a network partition.
+    Freeze,
 }
 
-impl CommitCutter {
-    async fn start(server_port: u16) -> CommitCutter {
+/// A TCP proxy to a PostgreSQL server that, once armed, springs its trap on the first client
+/// message holding `pattern`.
+struct Proxy {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    sprung: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(server_port: u16, pattern: &'static [u8], trap: Trap) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&armed);
+        let sprung = Arc::new(AtomicBool::new(false));
+        let (flag, told) = (Arc::clone(&armed), Arc::clone(&sprung));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let flag = Arc::clone(&flag);
+                let (flag, told) = (Arc::clone(&flag), Arc::clone(&told));
                 tokio::spawn(async move {
                     let server = tokio::net::TcpStream::connect(("127.0.0.1", server_port))
                         .await
@@ -336,32 +347,56 @@ impl CommitCutter {
                         loop {
                             let read = client_read.read(&mut buffer).await.unwrap_or(0);
                             let data = &buffer[..read];
-                            if read == 0 || server_write.write_all(data).await.is_err() {
-                                return;
+                            let caught =
+                                data.windows(pattern.len()).any(|window| window == pattern)
+                                    && flag.swap(false, Ordering::SeqCst);
+                            if caught && matches!(trap, Trap::Freeze) {
+                                told.store(true, Ordering::SeqCst);
+                                return true;
                             }
-                            // The simple query `COMMIT` (not `BEGIN ... READ COMMITTED`).
-                            let commit = data
-                                .windows(12)
-                                .any(|window| window == b"Q\0\0\0\x0bCOMMIT\0");
-                            if commit && flag.swap(false, Ordering::SeqCst) {
-                                return;
+                            if read == 0 || server_write.write_all(data).await.is_err() {
+                                return false;
+                            }
+                            if caught {
+                                told.store(true, Ordering::SeqCst);
+                                return false;
                             }
                         }
                     };
                     let downstream = tokio::io::copy(&mut server_read, &mut client_write);
-                    tokio::select! {
-                        () = upstream => {}
-                        _ = downstream => {}
+                    let frozen = tokio::select! {
+                        frozen = upstream => frozen,
+                        _ = downstream => false,
+                    };
+                    if frozen {
+                        // Both connections stay open, silent, until the test ends.
+                        std::future::pending::<()>().await;
                     }
                 });
             }
         });
-        CommitCutter { port, armed }
+        Proxy {
+            port,
+            armed,
+            sprung,
+        }
     }
 
     fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
     }
+
+    fn sprung(&self) -> bool {
+        self.sprung.load(Ordering::SeqCst)
+    }
+}
+
+/// The port of the test server `url` names.
+fn port_of(url: &str) -> u16 {
+    url.split_once("127.0.0.1:")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .and_then(|(port, _)| port.parse().ok())
+        .expect("the test server's port")
 }
 
 /// `url` with its port replaced by `port`.
@@ -374,12 +409,8 @@ fn with_port(url: &str, port: u16) -> String {
 #[tokio::test]
 async fn a_claim_whose_commit_went_unheard_hands_its_jobs_over_at_the_next_claim_once() {
     let url = fresh_database().await;
-    let port: u16 = url
-        .split_once("127.0.0.1:")
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .and_then(|(port, _)| port.parse().ok())
-        .expect("the test server's port");
-    let cutter = CommitCutter::start(port).await;
+    // The simple query `COMMIT` (not `BEGIN ... READ COMMITTED`).
+    let cutter = Proxy::start(port_of(&url), b"Q\0\0\0\x0bCOMMIT\0", Trap::Cut).await;
     // No heartbeat: the claim's `COMMIT` is the first one after arming.
     let a = Store::postgres(&with_port(&url, cutter.port), "a", LONG, LONG)
         .await
@@ -467,4 +498,31 @@ async fn a_store_error_names_the_database_but_never_shows_the_password() {
             _ => panic!("{url}: {shown}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_claimer_cut_off_by_a_partition_holds_the_claim_lock_only_for_a_while() {
+    let url = fresh_database().await;
+    // Springs once `a` holds the claim lock and is about to record what it claims.
+    let proxy = Proxy::start(port_of(&url), b"SET status = 'running'", Trap::Freeze).await;
+    let a = Store::postgres(&with_port(&url, proxy.port), "a", LONG, LONG)
+        .await
+        .unwrap();
+    let b = instance(&url, "b").await;
+    let id = admit(
+        &a,
+        new_job("deploy", Concurrency::Parallel { limit: None }, None),
+    )
+    .await;
+    proxy.arm();
+    let stuck = tokio::spawn(async move { a.claim(8).await.map(|claimed| claimed.len()) });
+    eventually(Duration::from_secs(10), "`a` is cut off", || async {
+        proxy.sprung().then_some(())
+    })
+    .await;
+    let claimed = tokio::time::timeout(Duration::from_secs(60), claim(&b, 8))
+        .await
+        .expect("`b` claims once the server gave up on `a`'s transaction");
+    assert_eq!(ids(&claimed), [id]);
+    stuck.abort();
 }
