@@ -9,3 +9,4 @@ mod engines;
 mod helpers;
 mod jobs;
 mod outage;
+mod proxy;

@@ -14,6 +14,18 @@ use crate::store::{Admission, Committed, Durability, NewJob, StoreError};
 /// two of its statements (it ended without succeeding, which gives the key back).
 const DEDUPE_TRIES: usize = 3;
 
+/// What one try of an admission writes.
+struct Admitting<'a> {
+    job: &'a crate::job::Job,
+    lane: &'a str,
+    placed: &'a Option<String>,
+    concurrency: Concurrency,
+    /// The job runs after a restart: its insert waits for the disk.
+    durable: bool,
+    /// Its command as the `command` column keeps it.
+    stored: &'a str,
+}
+
 impl PgStore {
     /// One transaction: the duplicate key is claimed first (`INSERT … ON CONFLICT DO NOTHING`,
     /// which waits for a concurrent admission of the same key to commit or roll back), then
@@ -37,18 +49,16 @@ impl PgStore {
             let kept = (command, std::time::Instant::now());
             lock(&self.inner.commands).insert(job.id.clone(), kept);
         }
-        let admission = super::retrying("admission", || {
-            self.admit_once(
-                &job,
-                &lane,
-                &placed,
-                concurrency,
-                max_pending,
-                durable,
-                &stored,
-            )
-        })
-        .await;
+        let admitting = Admitting {
+            job: &job,
+            lane: &lane,
+            placed: &placed,
+            concurrency,
+            durable,
+            stored: &stored,
+        };
+        let admission =
+            super::retrying("admission", || self.admit_once(&admitting, max_pending)).await;
         let forget = !matches!(admission, Ok(Admission::Accepted { .. }));
         if forget && !durable {
             lock(&self.inner.commands).remove(&job.id);
@@ -63,17 +73,19 @@ impl PgStore {
     }
 
     /// One try of the admission's transaction; nothing is kept unless it commits.
-    #[allow(clippy::too_many_arguments)]
     async fn admit_once(
         &self,
-        job: &crate::job::Job,
-        lane: &str,
-        placed: &Option<String>,
-        concurrency: Concurrency,
+        admitting: &Admitting<'_>,
         max_pending: usize,
-        durable: bool,
-        stored: &str,
     ) -> Result<Admission, StoreError> {
+        let Admitting {
+            job,
+            lane,
+            placed,
+            concurrency,
+            durable,
+            stored,
+        } = *admitting;
         let mut client = self.client().await?;
         let transaction = super::begin(&mut client, &self.inner.failure).await?;
         let decided = self
