@@ -94,6 +94,14 @@ pub enum StoreError {
         #[source]
         source: Cause,
     },
+    /// The database server turned this connection away: a wrong user or password, or no such
+    /// database. `target` as for `Unavailable`.
+    #[error("the job store's database refused the connection ({target}); check the user, the password and the database name in the store URL")]
+    Refused {
+        target: String,
+        #[source]
+        source: Cause,
+    },
     #[error("the job store URL is not one PostgreSQL takes; write it as `postgres://USER:PASSWORD@HOST:PORT/DATABASE`")]
     BadUrl(#[source] Cause),
     /// Another live process holds this instance's name in the cluster.

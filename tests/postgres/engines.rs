@@ -26,7 +26,20 @@ async fn submit(
     dir: &Path,
     n: usize,
 ) -> JobId {
+    submit_with_timeout(engine, hook, concurrency, shell, dir, n, 10_000).await
+}
+
+async fn submit_with_timeout(
+    engine: &Engine,
+    hook: &str,
+    concurrency: Concurrency,
+    shell: &str,
+    dir: &Path,
+    n: usize,
+    timeout_ms: u64,
+) -> JobId {
     let mut command = command(true);
+    command.timeout_ms = timeout_ms;
     command.program = Program::Shell(shell.into());
     command.workdir = dir.to_path_buf();
     command.env = vec![("HOOK_N".into(), n.to_string())];
@@ -99,4 +112,43 @@ async fn replace_on_one_engine_cancels_the_job_running_on_the_other() {
     let second = submit(other, "r", Concurrency::Replace, "true", dir.path(), 2).await;
     assert_eq!(final_status(other, &first).await, Status::Cancelled);
     assert_eq!(final_status(other, &second).await, Status::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_taken_for_dead_kills_the_command_it_still_runs() {
+    let url = fresh_database().await;
+    let a = engine(&url, "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Its timeout is far beyond the test's deadline: only the engine's stopping it ends it.
+    let id = submit_with_timeout(
+        &a,
+        "deploy",
+        Concurrency::Parallel { limit: None },
+        "echo $$ > pid; exec sleep 600",
+        dir.path(),
+        1,
+        600_000,
+    )
+    .await;
+    let pid = eventually(Duration::from_secs(30), "the command runs", || async {
+        let text = std::fs::read_to_string(dir.path().join("pid")).ok()?;
+        text.trim().parse::<i32>().ok()
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(pid);
+    // What another instance does once `a`'s lease ran out (its heartbeats were lost).
+    sql(&url)
+        .await
+        .batch_execute(&format!(
+            "BEGIN; UPDATE jobs SET status = 'interrupted', finished_ms = 1 WHERE id = '{id}'; \
+             DELETE FROM instances WHERE name = 'a'; COMMIT"
+        ))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "the command is killed", || async {
+        nix::sys::signal::kill(pid, None).is_err().then_some(())
+    })
+    .await;
+    a.store().flush().await.unwrap();
+    assert_eq!(final_status(&a, &id).await, Status::Interrupted);
 }

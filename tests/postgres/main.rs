@@ -4,10 +4,12 @@
 //! test fails without a server.
 
 mod cluster;
+mod conflicts;
 mod contract;
 mod engines;
 mod helpers;
 mod instances;
 mod jobs;
 mod outage;
+mod proxy;
 mod serve;

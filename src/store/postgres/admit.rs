@@ -14,6 +14,18 @@ use crate::store::{Admission, Committed, Durability, NewJob, StoreError};
 /// two of its statements (it ended without succeeding, which gives the key back).
 const DEDUPE_TRIES: usize = 3;
 
+/// What one try of an admission writes.
+struct Admitting<'a> {
+    job: &'a crate::job::Job,
+    lane: &'a str,
+    placed: &'a Option<String>,
+    concurrency: Concurrency,
+    /// The job runs after a restart: its insert waits for the disk.
+    durable: bool,
+    /// Its command as the `command` column keeps it.
+    stored: &'a str,
+}
+
 impl PgStore {
     /// One transaction: the duplicate key is claimed first (`INSERT … ON CONFLICT DO NOTHING`,
     /// which waits for a concurrent admission of the same key to commit or roll back), then
@@ -37,12 +49,49 @@ impl PgStore {
             let kept = (command, std::time::Instant::now());
             lock(&self.inner.commands).insert(job.id.clone(), kept);
         }
+        let admitting = Admitting {
+            job: &job,
+            lane: &lane,
+            placed: &placed,
+            concurrency,
+            durable,
+            stored: &stored,
+        };
+        let admission =
+            super::retrying("admission", || self.admit_once(&admitting, max_pending)).await;
+        let forget = !matches!(admission, Ok(Admission::Accepted { .. }));
+        if forget && !durable {
+            lock(&self.inner.commands).remove(&job.id);
+        }
+        if let Ok(Admission::Accepted { superseded, .. }) = &admission {
+            let mut commands = lock(&self.inner.commands);
+            for id in superseded {
+                commands.remove(id);
+            }
+        }
+        admission
+    }
+
+    /// One try of the admission's transaction; nothing is kept unless it commits.
+    async fn admit_once(
+        &self,
+        admitting: &Admitting<'_>,
+        max_pending: usize,
+    ) -> Result<Admission, StoreError> {
+        let Admitting {
+            job,
+            lane,
+            placed,
+            concurrency,
+            durable,
+            stored,
+        } = *admitting;
         let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let transaction = super::begin(&mut client, &self.inner.failure).await?;
         let decided = self
-            .admit_in(&transaction, &job, &lane, concurrency, max_pending, durable)
+            .admit_in(&transaction, job, lane, concurrency, max_pending, durable)
             .await;
-        let admission = match decided {
+        match decided {
             Ok(Ok(admission)) => {
                 let insert = Cached(&transaction)
                     .execute(
@@ -57,7 +106,7 @@ impl PgStore {
                             &job.created_ms,
                             &i32::try_from(job.attempt).unwrap_or(i32::MAX),
                             &i32::try_from(job.attempts).unwrap_or(i32::MAX),
-                            &placed,
+                            placed,
                             &lane,
                             &stored,
                         ],
@@ -84,18 +133,7 @@ impl PgStore {
                 Ok(refusal)
             }
             Err(error) => Err(error),
-        };
-        let forget = !matches!(admission, Ok(Admission::Accepted { .. }));
-        if forget && !durable {
-            lock(&self.inner.commands).remove(&job.id);
         }
-        if let Ok(Admission::Accepted { superseded, .. }) = &admission {
-            let mut commands = lock(&self.inner.commands);
-            for id in superseded {
-                commands.remove(id);
-            }
-        }
-        admission
     }
 
     /// The decisions before the insert: `Ok(Ok(accepted))` to insert, `Ok(Err(refusal))` to roll

@@ -14,39 +14,87 @@ use crate::command::JobCommand;
 use crate::job::{Job, JobId};
 use crate::store::{stored_command, Claimed, Committed, Durability, StoreError};
 
+/// Takes the cluster's claim lock for the transaction, and bounds how long the transaction may
+/// sit idle: a claimer whose connection vanished without closing (a network partition) would
+/// otherwise hold every instance's claims until the server's TCP keepalive noticed (hours by
+/// default).
+fn claim_lock() -> String {
+    format!(
+        "SET LOCAL idle_in_transaction_session_timeout = '{}ms'; \
+         SELECT pg_advisory_xact_lock({LOCK_SPACE}, {CLAIM_LOCK})",
+        CLAIM_IDLE_LIMIT.as_millis()
+    )
+}
+
+/// The longest a claim's transaction may wait for its client between two statements.
+const CLAIM_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl PgStore {
     /// Claims serialise across the cluster (admissions do not wait for them), so two instances
-    /// never count the same free place in a lane.
+    /// never count the same free place in a lane. A claim aborted by a deadlock is tried again.
     pub async fn claim(&self, free: usize) -> Result<Vec<Claimed>, StoreError> {
         if free == 0 {
             return Ok(Vec::new());
         }
+        let claimed = super::retrying("claim", || self.claim_once(free)).await?;
+        let mut running = lock(&self.inner.running);
+        running.extend(claimed.iter().map(|claimed| claimed.job.id.clone()));
+        Ok(claimed)
+    }
+
+    /// One try of the claim's transaction. Jobs whose claim may have committed without this
+    /// instance hearing so (the connection failed after `COMMIT` was sent) are `unsettled`: the
+    /// next claim hands over those it finds running here, which never started, before any other.
+    async fn claim_once(&self, free: usize) -> Result<Vec<Claimed>, StoreError> {
         let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let transaction = super::begin(&mut client, &self.inner.failure).await?;
         let sql = |error| self.sql(error);
-        Cached(&transaction)
-            .execute(
-                "SELECT pg_advisory_xact_lock($1, $2)",
-                &[&LOCK_SPACE, &CLAIM_LOCK],
-            )
+        transaction
+            .batch_execute(&claim_lock())
             .await
             .map_err(sql)?;
-        let chosen = self.choose(&transaction, free).await?;
-        if chosen.is_empty() {
+        let unsettled: Vec<String> = lock(&self.inner.unsettled)
+            .iter()
+            .map(JobId::to_string)
+            .collect();
+        let mut rows = if unsettled.is_empty() {
+            Vec::new()
+        } else {
+            Cached(&transaction)
+                .query(
+                    concat!(
+                        "SELECT ",
+                        job_columns!(),
+                        ", command FROM jobs WHERE id = ANY($1) AND status = 'running' \
+                         AND instance = $2 ORDER BY seq"
+                    ),
+                    &[&unsettled, &self.inner.instance],
+                )
+                .await
+                .map_err(sql)?
+        };
+        let chosen = self
+            .choose(&transaction, free.saturating_sub(rows.len()))
+            .await?;
+        if chosen.is_empty() && unsettled.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = Cached(&transaction)
-            .query(
-                concat!(
-                    "UPDATE jobs SET status = 'running', instance = $2, started_ms = $3 \
-                     WHERE id = ANY($1) AND status = 'queued' RETURNING ",
-                    job_columns!(),
-                    ", command"
-                ),
-                &[&chosen, &self.inner.instance, &now_ms()],
-            )
-            .await
-            .map_err(sql)?;
+        if !chosen.is_empty() {
+            rows.extend(
+                Cached(&transaction)
+                    .query(
+                        concat!(
+                            "UPDATE jobs SET status = 'running', instance = $2, started_ms = $3 \
+                             WHERE id = ANY($1) AND status = 'queued' RETURNING ",
+                            job_columns!(),
+                            ", command"
+                        ),
+                        &[&chosen, &self.inner.instance, &now_ms()],
+                    )
+                    .await
+                    .map_err(sql)?,
+            );
+        }
         let mut claimed = Vec::with_capacity(rows.len());
         let mut unrunnable = Vec::new();
         for row in &rows {
@@ -62,9 +110,9 @@ impl PgStore {
                 Err(outcome) => unrunnable.push((job, outcome)),
             }
         }
-        for (mut job, outcome) in unrunnable {
-            if job.finish(outcome, now_ms()).is_ok() {
-                self.end_unrun(&transaction, &job).await?;
+        for (job, outcome) in &mut unrunnable {
+            if job.finish(outcome.clone(), now_ms()).is_ok() {
+                self.end_unrun(&transaction, job).await?;
             }
         }
         // A job that runs again after a restart is on the database's disk as `running` before
@@ -75,7 +123,26 @@ impl PgStore {
             .batch_execute(synchronous_commit(Durability::disk_if(durable)))
             .await
             .map_err(sql)?;
-        transaction.commit().await.map_err(sql)?;
+        if let Err(error) = transaction.commit().await {
+            let error = self.sql(error);
+            if !super::conflicted(&error) {
+                // The commit may have been made: the next claim looks.
+                lock(&self.inner.unsettled).extend(claimed.iter().map(|(job, _)| job.id.clone()));
+            }
+            return Err(error);
+        }
+        {
+            // Every unsettled job looked at is settled now: claimed again just above, or not
+            // running here (its claim never committed, or it ended since), so not ours to run.
+            let mut kept = lock(&self.inner.unsettled);
+            for id in unsettled.iter().filter_map(|id| JobId::parse(id)) {
+                kept.remove(&id);
+            }
+            let mut commands = lock(&self.inner.commands);
+            for (job, _) in &claimed {
+                commands.remove(&job.id);
+            }
+        }
         self.committed(1, durable);
         Ok(claimed
             .into_iter()
@@ -146,8 +213,9 @@ impl PgStore {
 
     /// A claimed job's command: kept here (a `wait` or `stream` job admitted here), or stored.
     fn command_of(&self, id: &JobId, stored: &str) -> Result<JobCommand, crate::job::Outcome> {
-        if let Some((command, _)) = lock(&self.inner.commands).remove(id) {
-            return Ok(command);
+        // Cloned, not taken: the claim may not commit. It is forgotten once it does.
+        if let Some((command, _)) = lock(&self.inner.commands).get(id) {
+            return Ok(command.clone());
         }
         stored_command(stored)
     }

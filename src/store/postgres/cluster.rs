@@ -31,7 +31,7 @@ impl PgStore {
     /// process runs those jobs.
     pub(super) async fn register(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let transaction = super::begin(&mut client, &self.inner.failure).await?;
         let me = self.inner.instance.clone();
         let ended = self
             .interrupt(&transaction, &me, RESTARTED_ERROR, NEVER_RAN_ERROR)
@@ -135,6 +135,7 @@ impl PgStore {
                     return;
                 };
                 if let Err(error) = store.beat(&events).await {
+                    *lock(&store.inner.beating_since) = None;
                     tracing::warn!(%error, "cannot send this instance's heartbeat to the job store");
                 }
             }
@@ -156,11 +157,18 @@ impl PgStore {
             tracing::warn!(
                 "another instance took this one for dead (its lease ran out); joining the cluster again"
             );
-            let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+            let transaction = super::begin(&mut client, &self.inner.failure).await?;
             self.upsert_row(&transaction).await?;
             transaction.commit().await.map_err(|e| self.sql(e))?;
         }
-        let reaped = self.reap(&mut client).await?;
+        let heard_for = lock(&inner.beating_since)
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed();
+        let reaped = if heard_for >= inner.lease {
+            self.reap(&mut client).await?
+        } else {
+            0
+        };
         if reaped > 0 {
             tracing::warn!(
                 count = reaped,
@@ -189,8 +197,49 @@ impl PgStore {
                 let _ = events.send(StoreEvent::Cancel(id));
             }
         }
+        self.stop_lost_jobs(&client, events).await?;
         self.forget_ended_commands(&client).await?;
         let _ = events.send(StoreEvent::Work);
+        Ok(())
+    }
+
+    /// Asks this instance to stop the jobs it runs that are no longer recorded running here:
+    /// another instance took this one for dead (its heartbeats did not get through for a lease)
+    /// and recorded them `interrupted`, so a redelivery may already run them elsewhere.
+    async fn stop_lost_jobs(
+        &self,
+        client: &deadpool_postgres::Client,
+        events: &mpsc::UnboundedSender<StoreEvent>,
+    ) -> Result<(), StoreError> {
+        let running: Vec<String> = lock(&self.inner.running)
+            .iter()
+            .map(JobId::to_string)
+            .collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        let still: std::collections::HashSet<String> = Cached(client)
+            .query(
+                "SELECT id FROM jobs WHERE id = ANY($1) AND status = 'running' AND instance = $2",
+                &[&running, &self.inner.instance],
+            )
+            .await
+            .map_err(|e| self.sql(e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        for id in running.iter().filter(|id| !still.contains(*id)) {
+            let Some(id) = JobId::parse(id) else { continue };
+            // Finished here meanwhile: nothing to stop.
+            if !lock(&self.inner.running).remove(&id) {
+                continue;
+            }
+            tracing::warn!(
+                job_id = %id,
+                "a job running here is no longer recorded running here (another instance took this one for dead); stopping it"
+            );
+            let _ = events.send(StoreEvent::Cancel(id));
+        }
         Ok(())
     }
 
@@ -231,7 +280,7 @@ impl PgStore {
     /// instance is reaping): their jobs are interrupted and their rows deleted. Returns how
     /// many jobs ended.
     async fn reap(&self, client: &mut deadpool_postgres::Client) -> Result<usize, StoreError> {
-        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let transaction = super::begin(client, &self.inner.failure).await?;
         let silent = Cached(&transaction)
             .query(
                 "SELECT name, extract(epoch FROM now() - heartbeat_at)::bigint FROM instances \

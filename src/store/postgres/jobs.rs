@@ -22,6 +22,7 @@ const LOG_READ_ROWS: i64 = 512;
 impl PgStore {
     pub fn finish(&self, job: &Job, durability: Durability) -> Committed {
         lock(&self.inner.commands).remove(&job.id);
+        lock(&self.inner.running).remove(&job.id);
         self.inner.outbox.finish(job, durability)
     }
 
@@ -33,8 +34,12 @@ impl PgStore {
     /// gets `cancel_requested`, and the instance running it is told.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
         self.settle().await;
+        super::retrying("cancellation", || self.cancel_once(id)).await
+    }
+
+    async fn cancel_once(&self, id: &JobId) -> Result<CancelResult, StoreError> {
         let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(|e| self.sql(e))?;
+        let transaction = super::begin(&mut client, &self.inner.failure).await?;
         let sql = |error| self.sql(error);
         let dequeued = Cached(&transaction)
             .query_opt(

@@ -21,8 +21,9 @@ mod listener;
 mod outbox;
 mod rows;
 mod schema;
+mod transaction;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,6 +36,7 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use self::outbox::Outbox;
+use self::transaction::{begin, conflicted, retrying};
 use super::{Durability, StoreError, StoreEvent, StoreStats};
 use crate::command::JobCommand;
 use crate::job::JobId;
@@ -70,6 +72,15 @@ struct Inner {
     /// With when each was kept: the heartbeat forgets only commands older than an admission
     /// can take, whose jobs ended without being claimed here.
     commands: Mutex<HashMap<JobId, (JobCommand, std::time::Instant)>>,
+    /// The jobs claimed here and not yet finished: the heartbeat stops those no longer recorded
+    /// running here (another instance took this one for dead and ended them).
+    running: Mutex<HashSet<JobId>>,
+    /// Jobs whose claim may have committed unheard (see `claim`).
+    unsettled: Mutex<HashSet<JobId>>,
+    /// Since when this instance's heartbeats have all gone through; `None` while they fail.
+    /// Only an instance heard for a whole lease reaps others: after the database was away, every
+    /// instance's last heartbeat is old, and those alive must get the time to be heard again.
+    beating_since: Mutex<Option<std::time::Instant>>,
     outbox: Outbox,
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
     /// The cluster's queued jobs, as last counted.
@@ -151,6 +162,9 @@ impl PgStore {
             heartbeat,
             lease,
             commands: Mutex::default(),
+            running: Mutex::default(),
+            unsettled: Mutex::default(),
+            beating_since: Mutex::default(),
             events: Mutex::new(Some(events)),
             waiting: AtomicUsize::new(0),
             commits: AtomicU64::new(0),
@@ -263,9 +277,19 @@ impl Failure {
         }
     }
 
-    /// A statement the database refused is [`StoreError::Database`]; a connection that failed,
-    /// or a server shutting down, is [`StoreError::Unavailable`].
+    /// A connection the server turned away (authentication, no such database) is
+    /// [`StoreError::Refused`]; a statement the database refused is [`StoreError::Database`]; a
+    /// connection that failed, or a server shutting down, is [`StoreError::Unavailable`].
     fn sql(&self, error: tokio_postgres::Error) -> StoreError {
+        let turned_away = error.as_db_error().is_some_and(|db| {
+            db.code().code().starts_with("28") || *db.code() == SqlState::INVALID_CATALOG_NAME
+        });
+        if turned_away {
+            return StoreError::Refused {
+                target: self.target.to_string(),
+                source: Box::new(error),
+            };
+        }
         let refused = error.as_db_error().is_some_and(|db| {
             let code = db.code().code();
             !(code.starts_with("08")

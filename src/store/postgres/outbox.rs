@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,15 @@ const OUTPUT_LINGER: Duration = Duration::from_millis(100);
 
 /// The most output one row holds; a job's buffer is handed over when it reaches this.
 const OUTPUT_CHUNK: usize = 64 << 10;
+
+/// The most output (bytes) waiting for the database, all jobs together: past it, a job's output
+/// is dropped (a marker says where in its log) until the backlog shrinks, so a database that is
+/// away for long does not make the process grow without bound. Jobs' ends are always kept.
+pub(super) const OUTPUT_BACKLOG: usize = 32 << 20;
+
+/// What a job's log holds where its output was dropped.
+pub(super) const DROPPED_MARKER: &[u8] =
+    b"\n[hookrunner: output dropped here: the job store's database was away or too slow to keep it]\n";
 
 /// The most items one transaction writes.
 const MAX_BATCH: usize = 256;
@@ -49,6 +58,16 @@ enum Item {
     },
 }
 
+impl Item {
+    /// The bytes of output it holds, which count in the backlog.
+    fn output_len(&self) -> usize {
+        match self {
+            Item::Output { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// What the outbox and every job's [`RowsWriter`] share.
 struct Shared {
     sender: mpsc::UnboundedSender<Item>,
@@ -56,6 +75,9 @@ struct Shared {
     /// waits until the second reaches what the first was when it started.
     handed: AtomicU64,
     done: watch::Sender<u64>,
+    /// Bytes of output handed over and not yet written (at most [`OUTPUT_BACKLOG`], and a
+    /// marker per job past it).
+    backlog: AtomicUsize,
     /// Each running job's output not yet handed over.
     buffers: Mutex<HashMap<JobId, Buffer>>,
 }
@@ -67,6 +89,8 @@ struct Buffer {
     data: Vec<u8>,
     /// When the oldest byte of `data` arrived.
     since: Option<Instant>,
+    /// Output is being dropped (the marker was handed over) until the backlog has room again.
+    dropping: bool,
 }
 
 impl Shared {
@@ -76,10 +100,26 @@ impl Shared {
         if buffer.data.is_empty() {
             return;
         }
-        let data = std::mem::take(&mut buffer.data);
+        let mut data = std::mem::take(&mut buffer.data);
+        buffer.since = None;
+        let backlog = self.backlog.load(Ordering::SeqCst);
+        if backlog.saturating_add(data.len()) > OUTPUT_BACKLOG {
+            if buffer.dropping {
+                return;
+            }
+            buffer.dropping = true;
+            tracing::warn!(
+                job_id = %id,
+                backlog_bytes = backlog,
+                "the job store's database is away or too slow: this job's output is dropped until it catches up (its log says where); its end will still be recorded"
+            );
+            data = DROPPED_MARKER.to_vec();
+        } else {
+            buffer.dropping = false;
+        }
+        self.backlog.fetch_add(data.len(), Ordering::SeqCst);
         let start = buffer.start;
         buffer.start += data.len() as u64;
-        buffer.since = None;
         self.send(Item::Output {
             job_id: id.to_string(),
             start: i64::try_from(start).unwrap_or(i64::MAX),
@@ -129,6 +169,7 @@ impl Outbox {
             sender,
             handed: AtomicU64::new(0),
             done: watch::channel(0).0,
+            backlog: AtomicUsize::new(0),
             buffers: Mutex::default(),
         });
         let counters = Arc::new(Counters::default());
@@ -253,8 +294,10 @@ impl Worker {
                 }
             }
             let count = batch.len() as u64;
+            let bytes: usize = batch.iter().map(Item::output_len).sum();
             self.write_until_done(batch).await;
             if let Some(shared) = self.shared.upgrade() {
+                shared.backlog.fetch_sub(bytes, Ordering::SeqCst);
                 shared.done.send_modify(|done| *done += count);
             }
         }
@@ -268,6 +311,11 @@ impl Worker {
         loop {
             match self.write(&batch).await {
                 Ok(()) => return answer(batch, |_| Ok(())),
+                Err(error) if super::conflicted(&error) => {
+                    // Aborted only because it met another transaction: nothing is wrong with it.
+                    tracing::debug!(%error, "a batch of jobs' ends met another transaction; trying it again");
+                    tokio::time::sleep(FIRST_BACKOFF).await;
+                }
                 Err(StoreError::Unavailable { .. }) => {
                     tracing::warn!(
                         waiting = batch.len(),
@@ -299,7 +347,7 @@ impl Worker {
             .get()
             .await
             .map_err(|error| self.failure.pool(error))?;
-        let transaction = client.transaction().await.map_err(sql)?;
+        let transaction = super::begin(&mut client, &self.failure).await?;
         let durable = batch.iter().any(|item| {
             matches!(
                 item,

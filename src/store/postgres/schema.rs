@@ -90,7 +90,7 @@ const MIGRATIONS: [&str; 1] = ["
 /// together migrate one at a time; refuses a database a newer hookrunner made.
 pub(super) async fn migrate(pool: &Pool, failure: &Failure) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(|error| failure.pool(error))?;
-    let transaction = client.transaction().await.map_err(|e| failure.sql(e))?;
+    let transaction = super::begin(&mut client, failure).await?;
     transaction
         .execute(
             "SELECT pg_advisory_xact_lock($1, $2)",
