@@ -66,7 +66,11 @@ async fn a_queue_runs_one_job_at_a_time_in_order_across_instances() {
         let (on_a, on_b) = tokio::join!(a.claim(8), b.claim(8));
         let mut claimed = on_a.unwrap();
         claimed.extend(on_b.unwrap());
-        assert_eq!(ids(&claimed), [expected.clone()], "one at a time, in order");
+        assert_eq!(
+            ids(&claimed),
+            std::slice::from_ref(expected),
+            "one at a time, in order"
+        );
         let claimer = if claimed[0].job.run().unwrap().instance == "a" {
             &a
         } else {
@@ -124,7 +128,7 @@ async fn replace_supersedes_and_cancels_across_instances() {
     let (a, b) = (instance(&url, "a").await, instance(&url, "b").await);
     let mut events = a.events().expect("a PostgreSQL store has events");
     let first = admit(&a, new_job("r", Concurrency::Replace, None)).await;
-    assert_eq!(ids(&claim(&a, 8).await), [first.clone()]);
+    assert_eq!(ids(&claim(&a, 8).await), std::slice::from_ref(&first));
     let second_job = new_job("r", Concurrency::Replace, None);
     let second = second_job.job.id.clone();
     match b.admit(second_job, 1000).await.unwrap() {
@@ -142,7 +146,9 @@ async fn replace_supersedes_and_cancels_across_instances() {
         .await
         .unwrap()
     {
-        Admission::Accepted { superseded, .. } => assert_eq!(superseded, [second.clone()]),
+        Admission::Accepted { superseded, .. } => {
+            assert_eq!(superseded, std::slice::from_ref(&second))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(status(&a, &second).await, Status::Superseded);
@@ -204,7 +210,7 @@ async fn a_silent_instance_is_reaped_once_its_lease_runs_out() {
         new_job("deploy", Concurrency::Parallel { limit: None }, Some("k")),
     )
     .await;
-    assert_eq!(ids(&claim(&b, 8).await), [id.clone()]);
+    assert_eq!(ids(&claim(&b, 8).await), std::slice::from_ref(&id));
     let a = Store::postgres(&url, "a", HEARTBEAT, Duration::from_secs(1))
         .await
         .unwrap();

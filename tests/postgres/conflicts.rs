@@ -169,7 +169,7 @@ async fn an_instance_taken_for_dead_stops_the_jobs_it_still_runs() {
         new_job("deploy", Concurrency::Parallel { limit: None }, None),
     )
     .await;
-    assert_eq!(ids(&claim(&a, 1).await), [id.clone()]);
+    assert_eq!(ids(&claim(&a, 1).await), std::slice::from_ref(&id));
     // What another instance does when `a`'s lease ran out (its heartbeats were lost).
     sql(&url)
         .await

@@ -5,7 +5,6 @@
 
 mod cluster;
 mod conflicts;
-mod contract;
 mod engines;
 mod helpers;
 mod instances;
@@ -13,3 +12,4 @@ mod jobs;
 mod outage;
 mod proxy;
 mod serve;
+mod store_contract;

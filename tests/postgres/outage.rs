@@ -225,7 +225,7 @@ async fn a_database_away_longer_than_a_lease_takes_no_live_instance_for_dead() {
         new_job("deploy", Concurrency::Parallel { limit: None }, None),
     )
     .await;
-    assert_eq!(ids(&claim(&b, 1).await), [id.clone()]);
+    assert_eq!(ids(&claim(&b, 1).await), std::slice::from_ref(&id));
     server.pg_ctl("stop");
     // The outage itself: two leases with nobody heard.
     tokio::time::sleep(2 * lease).await;
