@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use arbitrary::{Result, Unstructured};
-use hookrunner::config::{Secret, Secrets};
+use hookrunner::secret::{Secret, Secrets};
 use hookrunner::request::Headers;
 use hookrunner::signature::{
     build, Algorithm, Encoding, Provider, ProviderSettings, SignatureError, SignedRequest,

@@ -27,7 +27,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hookrunner::config::{Secret, Secrets};
+use hookrunner::secret::{Secret, Secrets};
 use hookrunner::request::Headers;
 use hookrunner::signature::{
     build, Algorithm, Encoding, Provider, ProviderSettings, SignedRequest,
