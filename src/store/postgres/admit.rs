@@ -285,19 +285,9 @@ impl PgStore {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        if !ids.is_empty() {
-            Cached(transaction)
-                .execute("DELETE FROM dedupe WHERE job_id = ANY($1)", &[&ids])
-                .await
-                .map_err(sql)?;
-            Cached(transaction)
-                .execute(
-                    "SELECT pg_notify('hookrunner_ended', id) FROM unnest($1::text[]) AS id",
-                    &[&ids],
-                )
-                .await
-                .map_err(sql)?;
-        }
+        super::ended_unsucceeded(transaction, &ids)
+            .await
+            .map_err(sql)?;
         Ok(ids.iter().filter_map(|id| JobId::parse(id)).collect())
     }
 

@@ -100,15 +100,7 @@ impl PgStore {
             .map_err(sql)?;
         ids.extend(queued.iter().map(|row| row.get::<_, String>(0)));
         if !ids.is_empty() {
-            Cached(transaction)
-                .execute("DELETE FROM dedupe WHERE job_id = ANY($1)", &[&ids])
-                .await
-                .map_err(sql)?;
-            Cached(transaction)
-                .execute(
-                    "SELECT pg_notify('hookrunner_ended', id) FROM unnest($1::text[]) AS id",
-                    &[&ids],
-                )
+            super::ended_unsucceeded(transaction, &ids)
                 .await
                 .map_err(sql)?;
             Cached(transaction)

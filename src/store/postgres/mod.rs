@@ -332,6 +332,27 @@ fn now_ms() -> i64 {
 /// then one round trip per call instead of two (parse, then bind and execute).
 pub(super) struct Cached<'a, C>(pub &'a C);
 
+/// For jobs that `transaction` ended without their succeeding: gives their duplicate keys back
+/// (a redelivery runs again) and tells every instance they ended.
+pub(super) async fn ended_unsucceeded(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    ids: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    Cached(transaction)
+        .execute("DELETE FROM dedupe WHERE job_id = ANY($1)", &[&ids])
+        .await?;
+    Cached(transaction)
+        .execute(
+            "SELECT pg_notify('hookrunner_ended', id) FROM unnest($1::text[]) AS id",
+            &[&ids],
+        )
+        .await?;
+    Ok(())
+}
+
 impl<C: deadpool_postgres::GenericClient> Cached<'_, C> {
     pub async fn execute(
         &self,
