@@ -125,14 +125,7 @@ hooks:
     run: {shell: 'sleep 0.05; echo "\$HOOK_JOB_ID" >> done.txt', workdir: $WORK}
     response: {mode: async}
 EOF
-"$BIN" check --config "$WORK/hooks.yaml" >/dev/null 2>"$WORK/check.err" \
-    || { cat "$WORK/check.err" >&2; die "hookrunner check rejects the test config"; }
-
-IDS="$WORK/ids.tsv"
-RESULTS="$WORK/results.jsonl"
-DONE="$WORK/done.txt"
-: >"$IDS"
-: >"$RESULTS"
+check_config_and_files
 
 mapfile -t KILL_POINTS < <("$PY" "$CLIENT_LIB" plan --seed "$SEED" --rounds "$ROUNDS" --burst "$BURST")
 

@@ -129,14 +129,7 @@ hooks:
       env_passthrough: [CRASH_INSTANCE]
     response: {mode: async}
 EOF
-"$BIN" check --config "$WORK/hooks.yaml" >/dev/null 2>"$WORK/check.err" \
-    || { cat "$WORK/check.err" >&2; die "hookrunner check rejects the test config"; }
-
-IDS="$WORK/ids.tsv"
-RESULTS="$WORK/results.jsonl"
-DONE="$WORK/done.txt"
-: >"$IDS"
-: >"$RESULTS"
+check_config_and_files
 
 mapfile -t PLAN < <("$PY" "$CLUSTER_LIB" plan --seed "$SEED" --rounds "$ROUNDS" --jobs "$JOBS" \
     --instances "${#NAMES[@]}" --max-delay-ms $((MAX_DOWN * 1000)))

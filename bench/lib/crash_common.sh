@@ -69,3 +69,16 @@ fail_round() { # ROUND REASON
         "$1" "$2" >>"$RESULTS"
     echo "  FAIL: $2"
 }
+
+# check_config_and_files: refuses a config `hookrunner check` rejects, then starts the files both
+# modes record into: IDS (accepted job ids), RESULTS (one JSON line per step), DONE (one line per
+# command run). Needs BIN and WORK.
+check_config_and_files() {
+    "$BIN" check --config "$WORK/hooks.yaml" >/dev/null 2>"$WORK/check.err" \
+        || { cat "$WORK/check.err" >&2; die "hookrunner check rejects the test config"; }
+    IDS="$WORK/ids.tsv"
+    RESULTS="$WORK/results.jsonl"
+    DONE="$WORK/done.txt"
+    : >"$IDS"
+    : >"$RESULTS"
+}
