@@ -169,23 +169,38 @@ impl Engine {
                 (placement, Some(receiver), output)
             }
         };
+        // With a slot held for it, the store may start the job at once instead of queueing it
+        // for the next claim.
+        let start_here = match &placement {
+            Placement::Any => true,
+            Placement::On { instance, .. } => *instance == me,
+        } && inner.hold_slot();
         let new = NewJob {
             job: job.clone(),
             command,
             concurrency: submission.concurrency,
             placement,
+            start_here,
         };
         let admission = inner.store.admit(new, inner.max_pending).await;
+        let started = match &admission {
+            Ok(Admission::Accepted { started, .. }) => started.is_some(),
+            _ => false,
+        };
+        if start_here && !started {
+            inner.release_slot();
+        }
         let refused = |error| {
             inner.lock().live.remove(&id);
             Err(error)
         };
-        let (committed, superseded, cancel) = match admission {
+        let (committed, superseded, cancel, started) = match admission {
             Ok(Admission::Accepted {
                 committed,
                 superseded,
                 cancel,
-            }) => (committed, superseded, cancel),
+                started,
+            }) => (committed, superseded, cancel, started),
             Ok(Admission::Duplicate(first)) => {
                 inner.lock().live.remove(&id);
                 return Ok(Admitted::Duplicate(first));
@@ -207,7 +222,10 @@ impl Engine {
         for (running, _) in cancel.iter().filter(|(_, instance)| *instance == me) {
             inner.cancel_running(running);
         }
-        inner.wake();
+        match started {
+            Some(claimed) => inner.start(*claimed),
+            None => inner.wake(),
+        }
         Ok(Admitted::Job(Box::new(JobHandle {
             job,
             watch,

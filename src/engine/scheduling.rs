@@ -28,18 +28,53 @@ impl Inner {
         }
     }
 
+    /// Holds one free slot for a job about to be admitted, which the store may start at once;
+    /// `false` when none is free (or the instance is stopping).
+    pub(super) fn hold_slot(&self) -> bool {
+        let mut local = self.lock();
+        if self.stopping.is_cancelled() || local.running >= self.max_jobs {
+            return false;
+        }
+        local.running += 1;
+        true
+    }
+
+    /// Gives back a slot [`Inner::hold_slot`] held for a job the store did not start, and looks
+    /// for work for it: a claim that ran meanwhile counted it taken.
+    pub(super) fn release_slot(self: &Arc<Self>) {
+        {
+            let mut local = self.lock();
+            local.running = local.running.saturating_sub(1);
+        }
+        self.wake();
+    }
+
     /// Claims and starts jobs until a look finds no more room or work. Slots are reserved before
     /// the claim, so `max_jobs` holds while the claim is in flight.
     async fn schedule(self: Arc<Self>) {
         loop {
-            let reserved = {
+            let room = {
                 let mut local = self.lock();
                 local.again = false;
-                let free = if self.stopping.is_cancelled() {
+                if self.stopping.is_cancelled() {
                     0
                 } else {
                     self.max_jobs.saturating_sub(local.running)
-                };
+                }
+            };
+            let work = if room == 0 {
+                0
+            } else {
+                self.store.work_waiting(room).await.unwrap_or_else(|error| {
+                    tracing::error!(%error, "cannot look for jobs in the store; trying again at the next wake-up");
+                    0
+                })
+            };
+            // Slots are held for the work found only: the others stay free for admissions,
+            // which may start their jobs at once.
+            let reserved = {
+                let mut local = self.lock();
+                let free = self.max_jobs.saturating_sub(local.running).min(work);
                 local.running += free;
                 free
             };

@@ -49,6 +49,11 @@ pub struct NewJob {
     pub concurrency: Concurrency,
     /// Who may claim the job.
     pub placement: Placement,
+    /// The caller holds a free slot for this job: the store may record it running on the caller
+    /// at once, when nothing of its hook waits ahead of it, and hand it back as
+    /// [`Admission::Accepted`]'s `started`, which saves a claim. A backend may always decline;
+    /// the job is then queued, and the slot is the caller's again.
+    pub start_here: bool,
 }
 
 /// Which instances may claim a job.
@@ -76,6 +81,9 @@ pub enum Admission {
         /// Running jobs of the hook that must stop (`replace`), with the instance running each:
         /// the store tells the other instances; the caller stops its own.
         cancel: Vec<(JobId, String)>,
+        /// The job itself, recorded running on the caller, when [`NewJob::start_here`] asked and
+        /// the store took it: the caller starts it in the slot it held.
+        started: Option<Box<Claimed>>,
     },
     /// The same delivery is already queued, running or succeeded: nothing new runs.
     Duplicate(JobId),
@@ -86,6 +94,7 @@ pub enum Admission {
 }
 
 /// A job [`Store::claim`] handed to its caller, now recorded running on it.
+#[derive(Debug)]
 pub struct Claimed {
     pub job: Job,
     pub command: JobCommand,
@@ -205,6 +214,18 @@ impl Store {
     /// hook's concurrency lets start now, and records them running here.
     pub async fn claim(&self, free: usize) -> Result<Vec<Claimed>, StoreError> {
         backend!(self, store => store.claim(free).await)
+    }
+
+    /// How many jobs this instance may claim are waiting, at most `up_to` (a bound, not a
+    /// promise: a claim may find fewer, or more arrive): a look that costs less than a claim and
+    /// takes no lock, so a caller holds slots only for work there is, and skips the claim when
+    /// there is none. A job queued after the look wakes the caller again.
+    pub async fn work_waiting(&self, up_to: usize) -> Result<usize, StoreError> {
+        match self {
+            // The claim itself is decided in memory.
+            Store::Sqlite(_) => Ok(up_to),
+            Store::Postgres(store) => store.work_waiting(up_to).await,
+        }
     }
 
     /// Records the end of a job this instance ran, or of a queued job that never ran (which must

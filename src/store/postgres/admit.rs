@@ -5,7 +5,7 @@ use deadpool_postgres::Transaction;
 
 use super::rows::{lane_of, mode_words};
 use super::Cached;
-use super::{lock, now_ms, synchronous_commit, PgStore};
+use super::{lock, now_ms, PgStore};
 use crate::config::Concurrency;
 use crate::job::JobId;
 use crate::store::{Admission, Committed, Durability, NewJob, StoreError};
@@ -36,15 +36,20 @@ impl PgStore {
     /// `lanes` row is locked, so the queue bound and supersession are exact across instances;
     /// `parallel` admissions take no lock. A refusal rolls everything back.
     pub async fn admit(&self, new: NewJob, max_pending: usize) -> Result<Admission, StoreError> {
+        let (lane, placed) = lane_of(&new.job.hook, &new.placement);
+        let stored = new.command.to_stored();
+        if super::direct::may_start_at_once(&new) {
+            if let Some(admission) = self.admit_running(&new, &lane, &placed, &stored).await? {
+                return Ok(admission);
+            }
+        }
         let NewJob {
             job,
             command,
             concurrency,
-            placement,
+            ..
         } = new;
-        let (lane, placed) = lane_of(&job.hook, &placement);
         let durable = command.run_after_restart;
-        let stored = command.to_stored();
         if !durable {
             // Claimed by this instance only; the database has no copy of it.
             let kept = (command, std::time::Instant::now());
@@ -87,18 +92,23 @@ impl PgStore {
             durable,
             stored,
         } = *admitting;
-        let mut client = self.client().await?;
+        let mut client = self.client_for(Durability::disk_if(durable)).await?;
         let transaction = super::begin(&mut client, &self.inner.failure).await?;
         let decided = self
-            .admit_in(&transaction, job, lane, concurrency, max_pending, durable)
+            .admit_in(&transaction, job, lane, concurrency, max_pending)
             .await;
         match decided {
             Ok(Ok(admission)) => {
+                // Other instances are woken only for a job they may claim: this one claims
+                // its own after the admission.
+                let others_may_claim = placed.as_ref() != Some(&self.inner.instance);
                 let insert = Cached(&transaction)
                     .execute(
-                        "INSERT INTO jobs (id, hook, request_id, status, dedupe_key, created_ms, \
-                         attempt, attempts, placement, lane, command) \
-                         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10)",
+                        "WITH inserted AS ( \
+                             INSERT INTO jobs (id, hook, request_id, status, dedupe_key, \
+                                               created_ms, attempt, attempts, placement, lane, command) \
+                             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10) RETURNING 1) \
+                         SELECT pg_notify('hookrunner_work', '') FROM inserted WHERE $11",
                         &[
                             &job.id.as_str(),
                             &job.hook,
@@ -110,17 +120,15 @@ impl PgStore {
                             placed,
                             &lane,
                             &stored,
+                            &others_may_claim,
                         ],
                     )
                     .await;
-                let notified = async {
+                let committed = async {
                     insert?;
-                    Cached(&transaction)
-                        .execute("SELECT pg_notify('hookrunner_work', '')", &[])
-                        .await?;
                     transaction.commit().await
                 };
-                match notified.await {
+                match committed.await {
                     Ok(()) => {
                         self.committed(4, durable);
                         Ok(admission)
@@ -146,13 +154,8 @@ impl PgStore {
         lane: &str,
         concurrency: Concurrency,
         max_pending: usize,
-        durable: bool,
     ) -> Result<Result<Admission, Admission>, StoreError> {
         let sql = |error| self.sql(error);
-        transaction
-            .batch_execute(synchronous_commit(Durability::disk_if(durable)))
-            .await
-            .map_err(sql)?;
         if let Some(key) = &job.dedupe_key {
             if let Some(first) = self.holder(transaction, &job.hook, key, &job.id).await? {
                 return Ok(Err(Admission::Duplicate(first)));
@@ -332,5 +335,6 @@ fn accepted(superseded: Vec<JobId>, cancel: Vec<(JobId, String)>) -> Admission {
         committed: Committed::done(),
         superseded,
         cancel,
+        started: None,
     }
 }

@@ -42,6 +42,31 @@ impl PgStore {
         Ok(claimed)
     }
 
+    /// How many queued jobs this instance may run, counting to `up_to` at most: one look
+    /// without the claim lock, so a claim with nothing to do (most of them, once jobs start at
+    /// their admission) neither waits for the lock nor holds up the others. A job queued after
+    /// the look is not missed: its admission wakes the instances that may claim it (this one,
+    /// through `NOTIFY` or its own admission), and the wake-up looks again.
+    pub async fn work_waiting(&self, up_to: usize) -> Result<usize, StoreError> {
+        let unsettled = lock(&self.inner.unsettled).len();
+        if unsettled > 0 {
+            return Ok(up_to.max(unsettled));
+        }
+        let client = self.client().await?;
+        let row = Cached(&client)
+            .query_one(
+                "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' \
+                 AND (placement IS NULL OR placement = $1) LIMIT $2) AS waiting",
+                &[
+                    &self.inner.instance,
+                    &i64::try_from(up_to).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(|error| self.sql(error))?;
+        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     /// One try of the claim's transaction. Jobs whose claim may have committed without this
     /// instance hearing so (the connection failed after `COMMIT` was sent) are `unsettled`: the
     /// next claim hands over those it finds running here, which never started, before any other.

@@ -16,6 +16,7 @@ mod admit;
 mod claim;
 mod cluster;
 mod decide;
+mod direct;
 mod jobs;
 mod listener;
 mod outbox;
@@ -48,8 +49,61 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often an idle connection is probed, and the unit of how long an unanswered one lives.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
-/// Connections per instance: admissions and reads in parallel, plus the outbox's one.
-const POOL_SIZE: usize = 8;
+/// Connections per instance in each of its two pools (see [`Pools`]): admissions and reads in
+/// parallel, plus the outbox's one.
+const POOL_SIZE: usize = 6;
+
+/// The instance's connections, in two pools that differ only in their `synchronous_commit`,
+/// set when each connection opens (so a statement outside a transaction commits as its pool
+/// says, and a transaction needs no statement to say it): a commit on `disk` is answered once
+/// it is on the database's disk (and its synchronous standbys'), whatever the server's default;
+/// one on `fast` once the database server holds it, on its disk shortly after.
+struct Pools {
+    disk: Pool,
+    fast: Pool,
+}
+
+impl Pools {
+    fn open(config: &tokio_postgres::Config) -> Result<Pools, StoreError> {
+        Ok(Pools {
+            disk: pool(config, "on")?,
+            fast: pool(config, "off")?,
+        })
+    }
+
+    fn of(&self, durability: Durability) -> &Pool {
+        match durability {
+            Durability::Disk => &self.disk,
+            Durability::Os => &self.fast,
+        }
+    }
+}
+
+/// A pool of connections whose sessions commit with this `synchronous_commit`, after the URL's
+/// own `options`.
+fn pool(config: &tokio_postgres::Config, synchronous_commit: &str) -> Result<Pool, StoreError> {
+    let mut config = config.clone();
+    let options = match config.get_options() {
+        Some(options) => format!("{options} -c synchronous_commit={synchronous_commit}"),
+        None => format!("-c synchronous_commit={synchronous_commit}"),
+    };
+    config.options(options);
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|error| StoreError::Database(Box::new(error)))
+}
 
 /// A handle on the PostgreSQL store. Clones are cheap and share the pool and the tasks.
 #[derive(Clone)]
@@ -60,7 +114,7 @@ pub struct PgStore {
 pub use self::outbox::RowsWriter;
 
 struct Inner {
-    pool: Pool,
+    pools: Pools,
     failure: Failure,
     instance: String,
     /// This run's id in `instances.boot`, so `close` deletes this run's row only.
@@ -133,29 +187,15 @@ impl PgStore {
             .keepalives_retries(2);
         config.application_name(format!("hookrunner {instance}"));
         let failure = Failure::of(&config);
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|error| StoreError::Database(Box::new(error)))?;
-        schema::migrate(&pool, &failure).await?;
+        let pools = Pools::open(&config)?;
+        schema::migrate(&pools.disk, &failure).await?;
         let (events_sender, events) = mpsc::unbounded_channel();
         let listener =
             listener::Listener::connect(&config, instance, &failure, &events_sender).await?;
         let boot = format!("{:032x}", rand::random::<u128>());
         let inner = Arc::new(Inner {
-            outbox: Outbox::start(pool.clone(), failure.clone(), instance.to_string()),
-            pool,
+            outbox: Outbox::start(pools.disk.clone(), failure.clone(), instance.to_string()),
+            pools,
             failure,
             instance: instance.to_string(),
             boot,
@@ -229,9 +269,19 @@ impl PgStore {
         }
     }
 
+    /// A connection whose commits reach the disk before they are answered.
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.client_for(Durability::Disk).await
+    }
+
+    /// A connection whose commits are as durable as `durability` says.
+    async fn client_for(
+        &self,
+        durability: Durability,
+    ) -> Result<deadpool_postgres::Client, StoreError> {
         self.inner
-            .pool
+            .pools
+            .of(durability)
             .get()
             .await
             .map_err(|error| self.inner.failure.pool(error))

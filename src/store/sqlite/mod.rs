@@ -132,10 +132,13 @@ impl SqliteStore {
             .into_iter()
             .map(|id| (id, self.instance.to_string()))
             .collect();
+        // `start_here` is declined: this store's claim is decided in memory, so a claim right
+        // after the admission costs nothing.
         Ok(Admission::Accepted {
             committed,
             superseded,
             cancel,
+            started: None,
         })
     }
 
