@@ -19,6 +19,7 @@ mod providers;
 mod readme;
 mod replays;
 mod running;
+mod send_retry;
 mod signatures;
 mod slow_clients;
 mod store;

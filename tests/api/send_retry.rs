@@ -1,0 +1,368 @@
+//! `hookrunner send --retry`: the real binary against a small HTTP receiver written here, which
+//! answers from a script and records every request it gets.
+
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::free_port;
+
+const BODY: &str = r#"{"ref": "refs/heads/main", "note": "sent again, byte for byte"}"#;
+const STANDARD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// One request as the receiver got it.
+struct Seen {
+    at: Instant,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(existing, _)| existing.eq_ignore_ascii_case(name))
+            .map_or("", |(_, value)| value)
+    }
+}
+
+/// A receiver on `listener` that answers its `n`th request with `answers[n]` (the last one
+/// again once they run out): a status line and extra header lines, such as
+/// `("503 Service Unavailable", "Retry-After: 1\r\n")`.
+struct Receiver {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Receiver {
+    async fn start(answers: &[(&'static str, &'static str)]) -> Receiver {
+        Receiver::on(TcpListener::bind("127.0.0.1:0").await.unwrap(), answers)
+    }
+
+    fn on(listener: TcpListener, answers: &[(&'static str, &'static str)]) -> Receiver {
+        let url = format!("http://{}/hooks/deploy", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answers = answers.to_vec();
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let request = read_request(stream).await;
+                let Some((mut stream, request)) = request else {
+                    continue;
+                };
+                let count = {
+                    let mut seen = record.lock().unwrap();
+                    seen.push(request);
+                    seen.len()
+                };
+                let (status, headers) = answers[(count - 1).min(answers.len() - 1)];
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: 7\r\nConnection: close\r\n\r\nanswer{count}"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        Receiver { url, seen }
+    }
+
+    fn tries(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The time between each request and the next.
+    fn gaps(&self) -> Vec<Duration> {
+        let seen = self.seen.lock().unwrap();
+        seen.windows(2)
+            .map(|pair| pair[1].at - pair[0].at)
+            .collect()
+    }
+}
+
+async fn read_request(stream: TcpStream) -> Option<(TcpStream, Seen)> {
+    let at = Instant::now();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.ok()?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).await.ok()?;
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (name, value) = trimmed.split_once(':')?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let length = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, value)| value.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some((reader.into_inner(), Seen { at, headers, body }))
+}
+
+fn send_command(
+    url: &str,
+    provider: &str,
+    secret: &str,
+    flags: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookrunner"));
+    command
+        .args(["send", url, "--provider", provider, "--secret", secret])
+        .args(["--data", BODY, "--event", "push"])
+        .args(flags)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn send(url: &str, flags: &[&str]) -> Output {
+    send_command(url, "github", "s3cret", flags)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn send_retries_a_503_and_a_500_honouring_retry_after_until_a_200() {
+    let receiver = Receiver::start(&[
+        ("503 Service Unavailable", ""),
+        ("500 Internal Server Error", "Retry-After: 1\r\n"),
+        ("200 OK", ""),
+    ])
+    .await;
+    let output = send(&receiver.url, &["--retry", "5", "--retry-delay", "100ms"]).await;
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines = stderr_lines(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout} {lines:#?}");
+    assert_eq!(stdout, "HTTP/1.1 200 OK\nanswer3\n");
+    assert_eq!(receiver.tries(), 3, "{lines:#?}");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("hookrunner: try 1: 503 Service Unavailable; next try in "),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "hookrunner: try 2: 500 Internal Server Error, `Retry-After` 1s; next try in 1s"
+        ),
+        "{lines:#?}"
+    );
+    assert_eq!(lines[2], "hookrunner: try 3: 200 OK");
+
+    // Equal jitter waits at least half the first delay; `Retry-After: 1` outweighs the backoff.
+    let gaps = receiver.gaps();
+    assert!(gaps[0] >= Duration::from_millis(50), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_secs(1), "{gaps:?}");
+
+    // The same body and the same signature every time, and nothing secret on standard error.
+    let seen = receiver.seen.lock().unwrap();
+    let signature = seen[0].header("X-Hub-Signature-256").to_string();
+    assert!(signature.starts_with("sha256="), "{signature}");
+    for request in seen.iter() {
+        assert_eq!(request.body, BODY.as_bytes());
+        assert_eq!(request.header("X-Hub-Signature-256"), signature);
+        assert_eq!(request.header("X-GitHub-Event"), "push");
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains(&signature)
+            && !stderr.contains("refs/heads")
+            && !stderr.contains("answer"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn send_does_not_retry_a_400() {
+    let receiver = Receiver::start(&[("400 Bad Request", ""), ("200 OK", "")]).await;
+    let output = send(&receiver.url, &["--retry", "3", "--retry-delay", "10ms"]).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(receiver.tries(), 1);
+    assert_eq!(
+        stderr_lines(&output),
+        ["hookrunner: try 1: 400 Bad Request"]
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "HTTP/1.1 400 Bad Request\nanswer1\n"
+    );
+}
+
+#[tokio::test]
+async fn send_without_retry_tries_once_as_before() {
+    let receiver = Receiver::start(&[("503 Service Unavailable", ""), ("200 OK", "")]).await;
+    let output = send(&receiver.url, &[]).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(receiver.tries(), 1);
+    assert!(output.stderr.is_empty(), "{:?}", stderr_lines(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "HTTP/1.1 503 Service Unavailable\nanswer1\n"
+    );
+}
+
+#[tokio::test]
+async fn send_retries_a_receiver_that_is_down_until_it_is_up() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks/deploy");
+    let mut child = send_command(
+        &url,
+        "github",
+        "s3cret",
+        &["--retry", "20", "--retry-delay", "200ms"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), stderr.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.starts_with("hookrunner: try 1: cannot connect: ")
+            && first.contains("; next try in "),
+        "{first}"
+    );
+
+    // Up only now that a try has been refused.
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let receiver = Receiver::on(listener, &[("200 OK", "")]);
+    let mut rest = Vec::new();
+    while let Some(line) = stderr.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(output.status.code(), Some(0), "{rest:#?}");
+    assert_eq!(receiver.tries(), 1);
+    let last = rest.last().unwrap();
+    assert!(last.ends_with(": 200 OK"), "{rest:#?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "HTTP/1.1 200 OK\nanswer1\n"
+    );
+}
+
+#[tokio::test]
+async fn send_stops_retrying_when_retry_max_time_runs_out() {
+    let receiver = Receiver::start(&[("503 Service Unavailable", "")]).await;
+    let started = Instant::now();
+    let output = send(
+        &receiver.url,
+        &[
+            "--retry",
+            "1000",
+            "--retry-delay",
+            "100ms",
+            "--retry-max-time",
+            "1s",
+        ],
+    )
+    .await;
+
+    let lines = stderr_lines(&output);
+    assert_eq!(output.status.code(), Some(1), "{lines:#?}");
+    let tries = receiver.tries();
+    assert!((2..1000).contains(&tries), "{tries} {lines:#?}");
+    assert_eq!(lines.len(), tries, "{lines:#?}");
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("hookrunner: try {tries}: 503 Service Unavailable; `--retry-max-time` ran out, not trying again")
+    );
+    // The last try starts when the budget ends, not before.
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn send_stops_at_once_when_retry_after_asks_for_more_than_retry_max_time_leaves() {
+    let receiver = Receiver::start(&[
+        ("429 Too Many Requests", "Retry-After: 3600\r\n"),
+        ("200 OK", ""),
+    ])
+    .await;
+    let started = Instant::now();
+    let output = send(&receiver.url, &["--retry", "5", "--retry-max-time", "30s"]).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(receiver.tries(), 1);
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("hookrunner: try 1: 429 Too Many Requests, `Retry-After` 1h; the receiver asks for a wait of 1h, more than the ")
+            && lines[0].ends_with(" left of `--retry-max-time`, not trying again"),
+        "{lines:#?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it did not wait"
+    );
+}
+
+#[tokio::test]
+async fn send_signs_each_try_of_a_timestamped_provider_anew_with_the_same_id() {
+    let receiver =
+        Receiver::start(&[("502 Bad Gateway", "Retry-After: 1\r\n"), ("200 OK", "")]).await;
+    let output = send_command(
+        &receiver.url,
+        "standard",
+        STANDARD_SECRET,
+        &["--retry", "1", "--id", "msg_retried"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{:#?}",
+        stderr_lines(&output)
+    );
+
+    let seen = receiver.seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    let timestamps: Vec<i64> = seen
+        .iter()
+        .map(|request| request.header("webhook-timestamp").parse().unwrap())
+        .collect();
+    // A second apart at least (`Retry-After: 1`), so each try carries its own time.
+    assert!(timestamps[1] > timestamps[0], "{timestamps:?}");
+    for (request, timestamp) in seen.iter().zip(&timestamps) {
+        assert_eq!(request.body, BODY.as_bytes());
+        assert_eq!(request.header("webhook-id"), "msg_retried");
+        let expected = std::process::Command::new(env!("CARGO_BIN_EXE_hookrunner"))
+            .args([
+                "sign",
+                "--provider",
+                "standard",
+                "--secret",
+                STANDARD_SECRET,
+            ])
+            .args(["--data", BODY, "--id", "msg_retried"])
+            .args(["--timestamp", &timestamp.to_string()])
+            .output()
+            .unwrap();
+        let expected = String::from_utf8(expected.stdout).unwrap();
+        let signature = format!("webhook-signature: {}", request.header("webhook-signature"));
+        assert!(expected.lines().any(|line| line == signature), "{expected}");
+    }
+}
