@@ -16,7 +16,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 #[derive(Args, Debug)]
 pub struct SendArgs {
     /// Where to POST, such as http://127.0.0.1:9000/hooks/deploy-site
-    pub url: String,
+    #[arg(value_parser = parse_url)]
+    pub url: reqwest::Url,
     #[command(flatten)]
     pub sign: SignArgs,
     /// An extra header, `Name: value`; repeat for several. A `Content-Type` here replaces the guessed one.
@@ -45,6 +46,8 @@ enum Reply {
         version: String,
         text: String,
         retry_after: Option<Duration>,
+        /// Why the body stopped before its end, if it did; the status still stands.
+        cut_short: Option<String>,
     },
     Failed(reqwest::Error),
 }
@@ -63,14 +66,28 @@ impl Reply {
             Reply::Answer {
                 status,
                 retry_after,
+                cut_short,
                 ..
-            } => match retry_after {
-                Some(wait) => format!("{status}, `Retry-After` {}", human(*wait)),
-                None => status.to_string(),
-            },
+            } => {
+                let mut what = status.to_string();
+                if let Some(wait) = retry_after {
+                    what.push_str(&format!(", `Retry-After` {}", human(*wait)));
+                }
+                if let Some(cause) = cut_short {
+                    what.push_str(&format!(", the body cut short: {cause}"));
+                }
+                what
+            }
             Reply::Failed(error) => describe_error(error),
         }
     }
+}
+
+/// A usage error rather than a failed try: no retry would mend it.
+fn parse_url(text: &str) -> Result<reqwest::Url, String> {
+    reqwest::Url::parse(text).map_err(|error| {
+        format!("`{text}` is not a URL ({error}); write it as `http://HOST:PORT/PATH`")
+    })
 }
 
 /// 408 and 429 ask to come back later and a 5xx may pass; any other 4xx would be refused again.
@@ -102,10 +119,14 @@ pub fn send(args: &SendArgs) -> ExitCode {
             status,
             version,
             text,
+            cut_short,
             ..
         } => {
             println!("{version} {status}");
             println!("{text}");
+            if let Some(cause) = cut_short {
+                eprintln!("hookrunner: the body of the answer was cut short: {cause}");
+            }
             if status.is_success() {
                 ExitCode::SUCCESS
             } else {
@@ -176,7 +197,7 @@ async fn send_with_retries(args: &SendArgs, signer: &Signer, extra: &[(String, S
 /// a retry from a new delivery. `--timestamp` pins the timestamp for every try.
 async fn try_once(
     client: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     signer: &Signer,
     extra: &[(String, String)],
 ) -> Reply {
@@ -194,7 +215,7 @@ async fn try_once(
             guess_content_type(&signer.body).into(),
         ));
     }
-    let mut request = client.post(url).body(signer.body.clone());
+    let mut request = client.post(url.clone()).body(signer.body.clone());
     for (name, value) in &headers {
         request = request.header(name, value);
     }
@@ -209,33 +230,37 @@ async fn try_once(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| backoff::parse_retry_after(value, SystemTime::now()));
-    match response.text().await {
-        Ok(text) => Reply::Answer {
-            status,
-            version,
-            text,
-            retry_after,
-        },
-        Err(error) => Reply::Failed(error),
+    let (text, cut_short) = match response.text().await {
+        Ok(text) => (text, None),
+        Err(error) => (String::new(), Some(root_cause(&error).to_string())),
+    };
+    Reply::Answer {
+        status,
+        version,
+        text,
+        retry_after,
+        cut_short,
     }
 }
 
 /// What went wrong with the connection, down to its first cause (without the URL, said once).
 fn describe_error(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
     let kind = if error.is_connect() {
         "cannot connect"
     } else if error.is_timeout() {
         "timed out"
-    } else if error.is_body() || error.is_decode() {
-        "the answer was cut short"
     } else {
         "the request failed"
     };
-    format!("{kind}: {cause}")
+    format!("{kind}: {}", root_cause(error))
+}
+
+fn root_cause(error: &reqwest::Error) -> &dyn std::error::Error {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause
 }
 
 /// A wait as `1s 250ms`, to the millisecond.

@@ -59,8 +59,14 @@ impl Receiver {
                     seen.len()
                 };
                 let (status, headers) = answers[(count - 1).min(answers.len() - 1)];
+                // A scripted `Content-Length` longer than the body makes an answer cut short.
+                let length = if headers.contains("Content-Length") {
+                    ""
+                } else {
+                    "Content-Length: 7\r\n"
+                };
                 let answer = format!(
-                    "HTTP/1.1 {status}\r\n{headers}Content-Length: 7\r\nConnection: close\r\n\r\nanswer{count}"
+                    "HTTP/1.1 {status}\r\n{headers}{length}Connection: close\r\n\r\nanswer{count}"
                 );
                 let _ = stream.write_all(answer.as_bytes()).await;
                 let _ = stream.shutdown().await;
@@ -365,4 +371,44 @@ async fn send_signs_each_try_of_a_timestamped_provider_anew_with_the_same_id() {
         let signature = format!("webhook-signature: {}", request.header("webhook-signature"));
         assert!(expected.lines().any(|line| line == signature), "{expected}");
     }
+}
+
+#[tokio::test]
+async fn send_refuses_a_url_it_cannot_parse_as_a_usage_error_without_trying() {
+    let output = send("not-a-url", &["--retry", "3"]).await;
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`not-a-url` is not a URL (relative URL without a base)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("try 1"), "{stderr}");
+}
+
+#[tokio::test]
+async fn send_judges_an_answer_cut_short_by_its_status() {
+    let receiver = Receiver::start(&[
+        ("400 Bad Request", "Content-Length: 100\r\n"),
+        ("200 OK", ""),
+    ])
+    .await;
+    let output = send(&receiver.url, &["--retry", "3", "--retry-delay", "10ms"]).await;
+
+    let lines = stderr_lines(&output);
+    assert_eq!(output.status.code(), Some(1), "{lines:#?}");
+    assert_eq!(receiver.tries(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("hookrunner: try 1: 400 Bad Request, the body cut short: "),
+        "{lines:#?}"
+    );
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[1].starts_with("hookrunner: the body of the answer was cut short: "),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "HTTP/1.1 400 Bad Request\n\n"
+    );
 }
