@@ -17,6 +17,7 @@ mod log_flood;
 mod operations;
 mod providers;
 mod readme;
+mod receiver;
 mod replays;
 mod running;
 mod send_retry;
