@@ -13,10 +13,13 @@
 //!   keeps the server's descriptors and `/proc` files from the commands.
 //! - [`job`] and [`engine`]: job records and the scheduler that runs them.
 //! - [`http`]: the actix-web layer; [`app`]: the `Application` that binds and serves.
+//! - [`backoff`]: how long to wait before trying again (exponential backoff, `Retry-After`, a time
+//!   budget), shared by `send --retry`, job retries and notifications.
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod command;
 pub mod config;

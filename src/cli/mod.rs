@@ -2,6 +2,7 @@
 //! can fix, 2 usage.
 
 mod completions;
+mod send;
 mod sign;
 
 use std::path::{Path, PathBuf};
@@ -31,8 +32,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the headers a provider would send for a body, one `Name: value` per line.
     Sign(sign::SignArgs),
-    /// Sign a body as a provider would and POST it; exits 0 on a 2xx answer, 1 otherwise.
-    Send(sign::SendArgs),
+    /// Sign a body as a provider would and POST it, retrying if asked; exits 0 on a 2xx answer, 1 otherwise.
+    Send(send::SendArgs),
     /// Convert an adnanh/webhook `hooks.json` or `hooks.yaml` to this format and print it.
     #[command(name = "import-webhook")]
     ImportWebhook(crate::import::ImportArgs),
@@ -85,7 +86,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),
         Command::Sign(args) => sign::sign(&args),
-        Command::Send(args) => sign::send(&args),
+        Command::Send(args) => send::send(&args),
         Command::ImportWebhook(args) => crate::import::main(&args),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),

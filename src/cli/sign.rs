@@ -1,4 +1,4 @@
-//! `hookrunner sign` and `hookrunner send`: sign a body the way a provider would, and POST it.
+//! `hookrunner sign`: sign a body the way a provider would; `send` signs through the same `Signer`.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -43,30 +43,71 @@ pub struct SignArgs {
     pub prefix: String,
 }
 
-#[derive(Args, Debug)]
-pub struct SendArgs {
-    /// Where to POST, such as http://127.0.0.1:9000/hooks/deploy-site
-    pub url: String,
-    #[command(flatten)]
-    pub sign: SignArgs,
-    /// An extra header, `Name: value`; repeat for several. A `Content-Type` here replaces the guessed one.
-    #[arg(long = "header")]
-    pub headers: Vec<String>,
-    /// The event name, sent in the provider's event header (e.g. `push` as `X-GitHub-Event`).
-    #[arg(long)]
-    pub event: Option<String>,
+/// A body and the provider that signs it, with the delivery id fixed once, so every try of a
+/// `send` carries the same id and body.
+pub(super) struct Signer {
+    provider: Box<dyn signature::Provider>,
+    pub(super) body: Vec<u8>,
+    id: String,
+    id_given: bool,
+    event: Option<String>,
+    /// `--timestamp`: every signature uses it; otherwise each uses the time it is made.
+    timestamp: Option<i64>,
 }
 
-/// A signed request, ready to print or send.
-struct Signed {
-    body: Vec<u8>,
-    headers: Vec<(String, String)>,
+impl Signer {
+    pub(super) fn new(args: &SignArgs, event: Option<&str>) -> Result<Signer, String> {
+        let body = read_data(args.data.as_deref())?;
+        let lookup = |name: &str| std::env::var(name).ok();
+        let (secret, _) = secret::resolve(&args.secret, Path::new("."), &lookup)
+            .map_err(|e| format!("--secret: {e}"))?;
+        let mut settings = ProviderSettings::new(&args.provider, Secrets(vec![secret]));
+        settings.header = Some(args.signature_header.clone());
+        settings.prefix = Some(args.prefix.clone());
+        settings.algorithm =
+            Some(Algorithm::parse(&args.algorithm).ok_or("--algorithm is sha1, sha256 or sha512")?);
+        settings.encoding = Some(match args.encoding.as_str() {
+            "hex" => Encoding::Hex,
+            "base64" => Encoding::Base64,
+            _ => return Err("--encoding is hex or base64".into()),
+        });
+        let provider = signature::build(settings)?;
+        let id = args
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("msg_{:024x}", rand::random::<u128>() >> 32));
+        Ok(Signer {
+            provider,
+            body,
+            id,
+            id_given: args.id.is_some(),
+            event: event.map(str::to_string),
+            timestamp: args.timestamp,
+        })
+    }
+
+    /// The headers the provider would send now (or at `--timestamp`).
+    pub(super) fn headers(&self) -> Vec<(String, String)> {
+        let timestamp = self.timestamp.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs() as i64)
+        });
+        let mut headers = self.provider.sign(&self.body, &self.id, timestamp);
+        if self.id_given {
+            add_header(&mut headers, self.provider.delivery_sources(), &self.id);
+        }
+        if let Some(event) = &self.event {
+            add_header(&mut headers, self.provider.event_sources(), event);
+        }
+        headers
+    }
 }
 
 pub fn sign(args: &SignArgs) -> ExitCode {
-    match make(args, None) {
-        Ok(signed) => {
-            for (name, value) in signed.headers {
+    match Signer::new(args, None) {
+        Ok(signer) => {
+            for (name, value) in signer.headers() {
                 println!("{name}: {value}");
             }
             ExitCode::SUCCESS
@@ -75,99 +116,9 @@ pub fn sign(args: &SignArgs) -> ExitCode {
     }
 }
 
-pub fn send(args: &SendArgs) -> ExitCode {
-    let signed = match make(&args.sign, args.event.as_deref()) {
-        Ok(signed) => signed,
-        Err(message) => return fail(&message),
-    };
-    let mut headers = signed.headers;
-    for header in &args.headers {
-        let Some((name, value)) = header.split_once(':') else {
-            return fail(&format!("`--header {header}` is not `Name: value`"));
-        };
-        headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name.trim()));
-        headers.push((name.trim().to_string(), value.trim().to_string()));
-    }
-    if !headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-    {
-        headers.push((
-            "Content-Type".into(),
-            guess_content_type(&signed.body).into(),
-        ));
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(&format!("cannot start the runtime: {error}")),
-    };
-    let result = runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let mut request = client.post(&args.url).body(signed.body);
-        for (name, value) in &headers {
-            request = request.header(name, value);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let version = format!("{:?}", response.version());
-        let text = response.text().await?;
-        Ok::<_, reqwest::Error>((status, version, text))
-    });
-    match result {
-        Ok((status, version, text)) => {
-            println!("{version} {status}");
-            println!("{text}");
-            if status.is_success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(error) => fail(&format!("cannot send to `{}`: {error}", args.url)),
-    }
-}
-
-fn fail(message: &str) -> ExitCode {
+pub(super) fn fail(message: &str) -> ExitCode {
     eprintln!("hookrunner: {message}");
     ExitCode::from(1)
-}
-
-fn make(args: &SignArgs, event: Option<&str>) -> Result<Signed, String> {
-    let body = read_data(args.data.as_deref())?;
-    let lookup = |name: &str| std::env::var(name).ok();
-    let (secret, _) = secret::resolve(&args.secret, Path::new("."), &lookup)
-        .map_err(|e| format!("--secret: {e}"))?;
-    let mut settings = ProviderSettings::new(&args.provider, Secrets(vec![secret]));
-    settings.header = Some(args.signature_header.clone());
-    settings.prefix = Some(args.prefix.clone());
-    settings.algorithm =
-        Some(Algorithm::parse(&args.algorithm).ok_or("--algorithm is sha1, sha256 or sha512")?);
-    settings.encoding = Some(match args.encoding.as_str() {
-        "hex" => Encoding::Hex,
-        "base64" => Encoding::Base64,
-        _ => return Err("--encoding is hex or base64".into()),
-    });
-    let provider = signature::build(settings)?;
-    let timestamp = args.timestamp.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs() as i64)
-    });
-    let id = args
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("msg_{:024x}", rand::random::<u128>() >> 32));
-    let mut headers = provider.sign(&body, &id, timestamp);
-    if args.id.is_some() {
-        add_header(&mut headers, provider.delivery_sources(), &id);
-    }
-    if let Some(event) = event {
-        add_header(&mut headers, provider.event_sources(), event);
-    }
-    Ok(Signed { body, headers })
 }
 
 /// Adds the provider's first header-borne id (delivery or event) unless the signature already set it.
@@ -200,17 +151,5 @@ fn read_data(data: Option<&str>) -> Result<Vec<u8>, String> {
             Some(path) => std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}")),
             None => Ok(text.as_bytes().to_vec()),
         },
-    }
-}
-
-/// JSON when the body parses as JSON, form data when it looks like `a=b&c=d`, plain text otherwise.
-fn guess_content_type(body: &[u8]) -> &'static str {
-    if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
-        "application/json"
-    } else if !body.is_empty() && body.contains(&b'=') && !body.iter().any(u8::is_ascii_whitespace)
-    {
-        "application/x-www-form-urlencoded"
-    } else {
-        "text/plain"
     }
 }
