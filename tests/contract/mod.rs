@@ -103,6 +103,7 @@ pub fn new_job(hook: &str, key: Option<&str>, concurrency: Concurrency) -> NewJo
         command: command(true),
         concurrency,
         placement: Placement::Any,
+        start_here: false,
     }
 }
 
@@ -305,6 +306,7 @@ pub async fn latest_supersedes_the_waiting_job(database: &impl Database) {
             committed,
             superseded,
             cancel,
+            ..
         } => {
             committed.await.unwrap();
             assert_eq!(superseded, std::slice::from_ref(&waiting));

@@ -152,3 +152,31 @@ async fn an_engine_taken_for_dead_kills_the_command_it_still_runs() {
     a.store().flush().await.unwrap();
     assert_eq!(final_status(&a, &id).await, Status::Interrupted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_started_at_their_admission_and_claimed_jobs_together_keep_max_jobs() {
+    let url = fresh_database().await;
+    let a = engine(&url, "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let shell = r#"echo "+" >> trace; sleep 0.3; echo "-" >> trace"#;
+    let parallel = Concurrency::Parallel { limit: None };
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(submit(&a, "p", parallel, shell, dir.path(), n).await);
+    }
+    for id in &ids {
+        assert_eq!(final_status(&a, id).await, Status::Succeeded);
+    }
+    let trace = std::fs::read_to_string(dir.path().join("trace")).unwrap();
+    let (mut running, mut most) = (0, 0);
+    for line in trace.lines() {
+        running += if line == "+" { 1 } else { -1 };
+        most = most.max(running);
+    }
+    assert_eq!(trace.lines().count(), 24, "each job ran once");
+    assert!(
+        most <= 4,
+        "{most} jobs ran at once on an engine whose max_jobs is 4"
+    );
+    assert!(most >= 2, "the jobs ran side by side ({most} at most)");
+}

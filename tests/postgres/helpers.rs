@@ -86,6 +86,7 @@ pub fn new_job(hook: &str, concurrency: Concurrency, key: Option<&str>) -> NewJo
         command: command(true),
         concurrency,
         placement: Placement::Any,
+        start_here: false,
     }
 }
 

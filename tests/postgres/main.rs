@@ -5,6 +5,7 @@
 
 mod cluster;
 mod conflicts;
+mod direct;
 mod engines;
 mod helpers;
 mod instances;

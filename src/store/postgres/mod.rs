@@ -79,6 +79,45 @@ impl Pools {
     }
 }
 
+/// Makes the pools' connections on the runtime that opened the store (the server's), whichever
+/// task asks first for one: a connection's socket and the task that drives it belong to the
+/// runtime they were made on, and an HTTP worker's runtime stops with the worker (at shutdown,
+/// its connections would die under the outbox's last writes) and is busy with its requests.
+struct OnRuntime(tokio::runtime::Handle);
+
+impl deadpool_postgres::Connect for OnRuntime {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let config = config.clone();
+        let runtime = self.0.clone();
+        Box::pin(async move {
+            match runtime.spawn(connect_here(config.clone())).await {
+                Ok(connected) => connected,
+                // The server's runtime is stopping (or the task panicked): made here instead.
+                Err(_) => connect_here(config).await,
+            }
+        })
+    }
+}
+
+/// A connection, and the task that drives it, on the current runtime.
+async fn connect_here(
+    config: tokio_postgres::Config,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "a connection to the job store's database ended");
+        }
+    });
+    Ok((client, driver))
+}
+
 /// A pool of connections whose sessions commit with this `synchronous_commit`, after the URL's
 /// own `options`.
 fn pool(config: &tokio_postgres::Config, synchronous_commit: &str) -> Result<Pool, StoreError> {
@@ -88,9 +127,9 @@ fn pool(config: &tokio_postgres::Config, synchronous_commit: &str) -> Result<Poo
         None => format!("-c synchronous_commit={synchronous_commit}"),
     };
     config.options(options);
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         config,
-        NoTls,
+        OnRuntime(tokio::runtime::Handle::current()),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
