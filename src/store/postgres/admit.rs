@@ -31,7 +31,7 @@ impl PgStore {
     /// which waits for a concurrent admission of the same key to commit or roll back), then
     /// `max_pending` is checked against the cluster's queued jobs (a count without a lock, so
     /// admissions running at the same moment on several instances may each pass it: it can be
-    /// exceeded by at most their number, which each instance's pool bounds to `POOL_SIZE`; an
+    /// exceeded by at most their number, which each instance's two pools bound to `2 × POOL_SIZE`; an
     /// exact count would serialise every admission of the cluster), then the lane: for `queue`, `latest` and `replace` its
     /// `lanes` row is locked, so the queue bound and supersession are exact across instances;
     /// `parallel` admissions take no lock. A refusal rolls everything back.
