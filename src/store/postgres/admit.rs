@@ -161,15 +161,16 @@ impl PgStore {
                 return Ok(Err(Admission::Duplicate(first)));
             }
         }
+        // Counted up to the bound only: a long backlog costs no more than the bound.
         let pending: i64 = Cached(transaction)
-            .query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[])
+            .query_one(
+                "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' LIMIT $1) AS q",
+                &[&i64::try_from(max_pending).unwrap_or(i64::MAX)],
+            )
             .await
             .map_err(sql)?
             .get(0);
         let pending = usize::try_from(pending).unwrap_or(0);
-        self.inner
-            .waiting
-            .store(pending, std::sync::atomic::Ordering::Relaxed);
         if pending >= max_pending {
             return Ok(Err(Admission::ServerFull { pending }));
         }

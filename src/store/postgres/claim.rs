@@ -187,14 +187,17 @@ impl PgStore {
     ) -> Result<Vec<String>, StoreError> {
         let sql = |error| self.sql(error);
         let limit = i64::try_from(free).unwrap_or(i64::MAX);
-        // Per lane, the first `free` queued jobs: no more can start in one claim.
+        // Per lane, the first `free` queued jobs: no more can start in one claim. Read lane by
+        // lane through the `jobs_queued` index, so a long backlog costs no more than a short
+        // one (every queued job's lane has its `lanes` row: its admission made sure of it).
         let heads = Cached(transaction)
             .query(
-                "SELECT id, lane, seq, placement FROM ( \
-                     SELECT id, lane, seq, placement, \
-                            row_number() OVER (PARTITION BY lane ORDER BY seq) AS place \
-                     FROM jobs WHERE status = 'queued') AS heads \
-                 WHERE place <= $1 ORDER BY seq",
+                "SELECT heads.id, l.lane, heads.seq, heads.placement FROM lanes l \
+                 CROSS JOIN LATERAL ( \
+                     SELECT id, seq, placement FROM jobs \
+                     WHERE jobs.lane = l.lane AND status = 'queued' \
+                     ORDER BY seq LIMIT $1) AS heads \
+                 ORDER BY heads.seq",
                 &[&limit],
             )
             .await
