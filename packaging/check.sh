@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the files under packaging/: the systemd units, the Dockerfile, the nginx and Caddy
-# configs, the default hooks.yaml and the .deb that `cargo deb` builds from them.
+# configs, the default hooks.yaml, the cluster example (packaging/cluster/) and the .deb that
+# `cargo deb` builds from them.
 #
 #   bash packaging/check.sh          # from anywhere; it works on the repository it is in
 #
@@ -344,6 +345,57 @@ check_hooks_yaml() {
     fi
 }
 
+check_cluster_files() {
+    local binary=$RELEASE_BINARY dir=$WORK/cluster
+    if [ "$CHECK_DEB" != 1 ] || [ ! -x "$binary" ]; then
+        cargo build --locked --quiet
+        binary=$TARGET_DIR/debug/hookrunner
+    fi
+    mkdir -p "$dir/tmp"
+    chmod 777 "$dir/tmp"
+    say "hookrunner check on packaging/cluster/hooks.yaml (its secret file pointed into a test folder)"
+    printf 'test-secret' > "$dir/github-webhook-secret"
+    sed "s#/run/secrets/github-webhook-secret#$dir/github-webhook-secret#" packaging/cluster/hooks.yaml > "$dir/hooks.yaml"
+    grep -q /run/secrets "$dir/hooks.yaml" && fail "could not point the secret path into the test folder"
+    "$binary" check --config "$dir/hooks.yaml" || fail "packaging/cluster/hooks.yaml does not pass check"
+    say "nginx -t on packaging/cluster/nginx.conf (the instances' names and the port moved to 127.0.0.1)"
+    command -v nginx >/dev/null || apt_install nginx-light || apt_install nginx
+    sed -e "s#server web-\([0-9]\):9000#server 127.0.0.1:900\1#" -e "s#^    listen 80;#    listen 127.0.0.1:$(free_port);#" \
+        packaging/cluster/nginx.conf > "$dir/site.conf"
+    grep -q 'web-[0-9]\|listen 80;' "$dir/site.conf" && fail "could not move the upstreams and the port: did those lines change?"
+    cat > "$dir/nginx.conf" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events {}
+http {
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    access_log $dir/access.log;
+    include $dir/site.conf;
+}
+EOF
+    nginx -t -q -p "$dir" -c "$dir/nginx.conf" || fail "nginx -t rejected packaging/cluster/nginx.conf"
+    say "compose.yaml: valid YAML; each instance serves with a name of its own, its store URL from a secret file"
+    python3 - packaging/cluster/compose.yaml <<'PY' || fail "packaging/cluster/compose.yaml is not as the README says"
+import sys, yaml
+services = yaml.safe_load(open(sys.argv[1]))["services"]
+names = []
+for name, service in services.items():
+    command = service.get("command") or []
+    if "serve" not in command:
+        continue
+    assert command[command.index("--instance") + 1] == name, f"{name}: --instance is not the service's name"
+    assert command[command.index("--store") + 1].startswith("file:"), f"{name}: the store URL is not read from a secret file"
+    names.append(name)
+assert len(names) == 3 and len(set(names)) == 3, f"three instances with names of their own: {names}"
+print("instances:", ", ".join(names))
+PY
+}
+
 # Starts hookrunner on packaging/hooks.yaml on port $1, logging to $2; its pid is in
 # $HOOKRUNNER_PID. (Not run inside $(...): the server stays this shell's child, to be waited for.)
 start_hookrunner() {
@@ -576,6 +628,7 @@ run_check "nginx: nginx -t" check_nginx
 run_check "Caddy: caddy validate" check_caddy
 run_check ".deb: cargo deb, dpkg-deb -c and control files" check_deb
 run_check "hooks.yaml: hookrunner check" check_hooks_yaml
+run_check "cluster example: hooks.yaml, nginx.conf and compose.yaml" check_cluster_files
 HOOKRUNNER=$RELEASE_BINARY
 [ "$CHECK_DEB" = 1 ] && [ -x "$HOOKRUNNER" ] || HOOKRUNNER=$TARGET_DIR/debug/hookrunner
 head -c $((11 * 1024 * 1024)) /dev/zero | tr '\0' 'x' > "$WORK/big-body"
