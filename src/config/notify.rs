@@ -164,50 +164,58 @@ fn decode_entry(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Op
     })
 }
 
+/// The entry's one target. Every target written is decoded, so that all their problems are
+/// reported in one pass (and a literal URL's line is known, never to be quoted), then more than
+/// one is refused.
 fn decode_target(
     decoder: &mut Decoder<'_>,
     fields: &Fields<'_>,
     path: &YamlPath,
 ) -> Option<Target> {
-    let written: Vec<(&str, &Value, YamlPath)> = TARGETS
-        .iter()
-        .filter_map(|name| fields.get(name).map(|(value, path)| (*name, value, path)))
-        .collect();
-    let (name, value, path) = match written.as_slice() {
+    let mut targets = Vec::new();
+    for name in TARGETS {
+        let Some((value, path)) = fields.get(name) else {
+            continue;
+        };
+        let target = match *name {
+            "webhook" => decode_webhook(decoder, value, &path),
+            "slack" => decode_slack(decoder, value, &path),
+            _ => decode_command(decoder, value, &path),
+        };
+        targets.push((*name, path, target));
+    }
+    match targets.as_mut_slice() {
         [] => {
             decoder.error(
                 path,
                 Part::Value,
                 "the `notify` entry has no target; add one of `webhook: {url, secret}`, `slack: {url}` or `command: [program, args...]`",
             );
-            return None;
+            None
         }
-        [one] => one.clone(),
-        [(first, ..), (second, _, second_path), ..] => {
+        [(_, _, target)] => target.take(),
+        [(first, ..), (second, second_path, _), ..] => {
             decoder.error(
                 second_path,
                 Part::Key,
                 format!("the `notify` entry has both `{first}` and `{second}`; an entry has one target, so split it into two entries with the same `on`"),
             );
-            return None;
+            None
         }
-    };
-    match name {
-        "webhook" => decode_webhook(decoder, value, &path),
-        "slack" => {
-            let fields = decoder.mapping(value, &path, "`slack`", &["url"])?;
-            let Some((value, url_path)) = fields.get("url") else {
-                decoder.error(
-                    &path,
-                    Part::Value,
-                    "`slack` needs `url:`, the incoming webhook's URL (e.g. `env:SLACK_WEBHOOK_URL`)",
-                );
-                return None;
-            };
-            decode_url(decoder, value, &url_path, true).map(|url| Target::Slack { url })
-        }
-        _ => decode_command(decoder, value, &path),
     }
+}
+
+fn decode_slack(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Target> {
+    let fields = decoder.mapping(value, path, "`slack`", &["url"])?;
+    let Some((value, url_path)) = fields.get("url") else {
+        decoder.error(
+            path,
+            Part::Value,
+            "`slack` needs `url:`, the incoming webhook's URL (e.g. `env:SLACK_WEBHOOK_URL`)",
+        );
+        return None;
+    };
+    decode_url(decoder, value, &url_path, true).map(|url| Target::Slack { url })
 }
 
 fn decode_webhook(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Target> {
