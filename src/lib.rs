@@ -12,6 +12,7 @@
 //! - [`runner`]: spawns one command as a process group and captures its output; [`isolation`]
 //!   keeps the server's descriptors and `/proc` files from the commands.
 //! - [`job`] and [`engine`]: job records and the scheduler that runs them.
+//! - [`notify`]: what a notification sends (signed webhook, Slack text, command), as plain data.
 //! - [`http`]: the actix-web layer; [`app`]: the `Application` that binds and serves.
 //! - [`backoff`]: how long to wait before trying again (exponential backoff, `Retry-After`, a time
 //!   budget), shared by `send --retry`, job retries and notifications.
@@ -30,6 +31,7 @@ pub mod import;
 pub mod isolation;
 pub mod job;
 pub mod metrics;
+pub mod notify;
 pub mod reference;
 pub mod reload;
 pub mod request;

@@ -256,14 +256,20 @@ impl<'s> Decoder<'s> {
     /// Records a secret written in the file: its line is never quoted, and a warning names the
     /// key and its place only.
     pub fn literal_secret(&mut self, path: &YamlPath) {
-        if let Some(position) = self.source_map.position(path, Part::Value) {
-            self.secret_lines.push(position.line);
-        }
+        self.hide(path);
         self.warning(
             path,
             Part::Value,
             format!("the secret `{path}` is written in the file; prefer `env:NAME`, `file:PATH` or `cred:NAME` so it stays out of version control"),
         );
+    }
+
+    /// Keeps the line of a value out of every diagnostic, as for a secret: it may hold one (a
+    /// password in a URL).
+    pub fn hide(&mut self, path: &YamlPath) {
+        if let Some(position) = self.source_map.position(path, Part::Value) {
+            self.secret_lines.push(position.line);
+        }
     }
 
     /// One secret or a list of them (key rotation).

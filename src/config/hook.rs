@@ -9,8 +9,8 @@ use serde_yaml::Value;
 use super::decode::{scalar_text, Decoder, Fields};
 use super::source_map::{Part, YamlPath};
 use super::{
-    signature, when, Concurrency, Hook, ProgramTemplate, ResponseMode, ResponseSettings, Run,
-    RunOn, ServerSettings, StdinMode,
+    notify, retry, signature, when, Concurrency, Hook, Notifications, ProgramTemplate,
+    ResponseMode, ResponseSettings, Run, RunOn, ServerSettings, StdinMode,
 };
 use crate::template::Template;
 
@@ -28,6 +28,8 @@ const HOOK_KEYS: &[&str] = &[
     "dedupe",
     "dedupe_key",
     "run_on",
+    "retry",
+    "notify",
 ];
 const RUN_KEYS: &[&str] = &[
     "shell",
@@ -65,12 +67,13 @@ pub fn decode_all(
         return None;
     };
     let default_max_body = server.map_or(10 << 20, |server| server.max_body);
+    let default_notify = server.map_or_else(|| Arc::from([]), |server| Arc::clone(&server.notify));
     let mut first_seen: HashMap<String, usize> = HashMap::new();
     let mut hooks = Vec::new();
     let mut complete = true;
     for (index, item) in items.iter().enumerate() {
         let hook_path = path.index(index);
-        let hook = decode_one(decoder, item, &hook_path, default_max_body);
+        let hook = decode_one(decoder, item, &hook_path, default_max_body, &default_notify);
         if let Some(hook) = &hook {
             if let Some(first) = first_seen.insert(hook.id.clone(), index) {
                 decoder.error(
@@ -96,6 +99,7 @@ fn decode_one(
     value: &Value,
     path: &YamlPath,
     default_max_body: u64,
+    default_notify: &Notifications,
 ) -> Option<Hook> {
     let fields = decoder.mapping(value, path, "a hook", HOOK_KEYS)?;
     let id = match fields.get("id") {
@@ -180,6 +184,8 @@ fn decode_one(
         Some((value, path)) => template(decoder, value, &path).map(Some),
     };
     let run_on = decode_run_on(decoder, &fields, response.as_ref());
+    let retry = retry::decode(decoder, &fields, response.as_ref());
+    let notify = notify::decode_for_hook(decoder, &fields, default_notify);
     Some(Hook {
         id: id?,
         description,
@@ -194,6 +200,8 @@ fn decode_one(
         dedupe: dedupe?,
         dedupe_key: dedupe_key?,
         run_on: run_on?,
+        retry: retry?,
+        notify: notify?,
     })
 }
 

@@ -5,11 +5,14 @@ mod cluster;
 pub mod decode;
 pub mod diagnostic;
 mod hook;
+mod notify;
 mod overrides;
+mod retry;
 pub mod secret;
 mod server;
 mod signature;
 pub mod source_map;
+mod statuses;
 pub mod units;
 mod when;
 
@@ -30,8 +33,11 @@ use crate::template::Template;
 
 pub use self::cluster::{default_instance, parse_store, valid_instance};
 pub use self::hook::RESERVED_ENV;
+pub use self::notify::{signing_key, Endpoint, Notification, Notifications, Target};
 pub use self::overrides::ServerOverrides;
+pub use self::retry::Retry;
 pub use self::server::TrustedProxies;
+pub use self::statuses::StatusSet;
 
 /// A loaded, valid configuration.
 #[derive(Debug)]
@@ -76,6 +82,8 @@ pub struct ServerSettings {
     /// How long an instance may go unheard before the others declare it dead; at least twice
     /// `heartbeat`.
     pub lease: Duration,
+    /// The notifications of hooks that have no `notify` of their own.
+    pub notify: Notifications,
 }
 
 /// `server.store`. The URL stays a `Secret` (its `Debug` never shows it): it can hold a password.
@@ -125,6 +133,9 @@ pub struct Hook {
     pub dedupe: bool,
     pub dedupe_key: Option<Template>,
     pub run_on: RunOn,
+    pub retry: Retry,
+    /// Its own `notify`, or the server's.
+    pub notify: Notifications,
 }
 
 /// Which instances run a hook's jobs.

@@ -1,6 +1,7 @@
 //! The optional `server:` section and its defaults.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
@@ -8,7 +9,7 @@ use serde_yaml::Value;
 
 use super::decode::Decoder;
 use super::source_map::{Part, YamlPath};
-use super::{cluster, LogFormat, Retention, ServerSettings, StoreSetting};
+use super::{cluster, notify, LogFormat, Retention, ServerSettings, StoreSetting};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 const KEYS: &[&str] = &[
@@ -28,6 +29,7 @@ const KEYS: &[&str] = &[
     "instance",
     "heartbeat",
     "lease",
+    "notify",
 ];
 
 pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
@@ -51,6 +53,7 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         instance: cluster::default_instance(),
         heartbeat: cluster::DEFAULT_HEARTBEAT,
         lease: cluster::DEFAULT_LEASE,
+        notify: Arc::from([]),
     }
 }
 
@@ -172,6 +175,9 @@ pub fn decode(
             .unwrap_or(LogFormat::Text);
     }
     cluster::decode(decoder, &fields, &mut settings);
+    if let Some((value, path)) = fields.get("notify") {
+        settings.notify = notify::decode_list(decoder, value, &path).unwrap_or(settings.notify);
+    }
     let clean = decoder
         .diagnostics
         .iter()

@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::runner;
 pub use state::{BadTransition, Job, JobState, Outcome, Run};
-pub use view::{rfc3339, JobView};
+pub use view::{rfc3339, signal_name, JobView};
 
 /// A job's id: 32 hex digits. It is the capability to read the job, so 24 of them are 96 random
 /// bits (never a counter). The first 8 are the creation time in milliseconds, modulo 2^32 (about

@@ -77,7 +77,8 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-fn signal_name(signal: i32) -> String {
+/// A signal's name (`SIGKILL`), or its number when it has none.
+pub fn signal_name(signal: i32) -> String {
     nix::sys::signal::Signal::try_from(signal)
         .map(|signal| signal.as_str().to_string())
         .unwrap_or_else(|_| signal.to_string())

@@ -29,7 +29,7 @@ pub use self::github::Github;
 pub use self::gitlab::Gitlab;
 pub use self::hmac::{Encoding, HmacScheme};
 pub use self::slack::Slack;
-pub use self::standard::Standard;
+pub use self::standard::{decode_secret as decode_standard_secret, Standard};
 pub use self::stripe::Stripe;
 pub use self::token::{Token, TokenLocation};
 

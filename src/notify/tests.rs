@@ -1,0 +1,369 @@
+//! The notification builders: a published Standard Webhooks vector, and tables for the bodies,
+//! the Slack text and the command's environment.
+
+use base64::Engine as _;
+
+use super::{command, slack, webhook};
+use crate::config::signing_key;
+use crate::job::{Job, JobId, JobState, Outcome, Run, Status};
+use crate::runner::Program;
+use crate::secret::{Secret, Secrets};
+use crate::signature::test_support::check_at;
+
+const JOB_ID: &str = "0123456789abcdef0123456789abcdef";
+
+/// A job of hook `deploy` that ended with `outcome`, after running unless `ran` is false.
+fn ended(outcome: Outcome, ran: bool) -> Job {
+    let mut job = Job::queued(
+        JobId::parse(JOB_ID).unwrap(),
+        "deploy".into(),
+        "request".into(),
+        None,
+        1_700_000_000_000,
+    );
+    job.state = JobState::Finished {
+        run: ran.then(|| Run {
+            instance: "web-1".into(),
+            started_ms: 1_700_000_000_010,
+        }),
+        finished_ms: 1_700_000_001_210,
+        outcome,
+    };
+    job
+}
+
+fn outcome(status: Status, exit_code: Option<i32>, duration_ms: Option<u64>) -> Outcome {
+    Outcome {
+        exit_code,
+        duration_ms,
+        stdout: Some("secret-ish output".into()),
+        ..Outcome::unrun(status, None)
+    }
+}
+
+fn keys(secrets: &[&str]) -> Secrets {
+    Secrets(
+        secrets
+            .iter()
+            .map(|secret| signing_key(&Secret::new(*secret)).unwrap())
+            .collect(),
+    )
+}
+
+#[test]
+fn the_signature_matches_the_standard_webhooks_published_vector() {
+    // From the Standard Webhooks reference library: standard-webhooks/standard-webhooks,
+    // `libraries/rust/src/lib.rs`, test `test_sign` (the same vector as the spec's other libraries).
+    let keys = keys(&["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"]);
+    let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+    let headers = webhook::headers(
+        &keys,
+        "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+        1_649_367_553,
+        body,
+    );
+    assert_eq!(
+        headers,
+        [
+            ("webhook-id", "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk".to_string()),
+            ("webhook-timestamp", "1649367553".to_string()),
+            (
+                "webhook-signature",
+                "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_receiver_that_knows_any_one_of_the_rotating_keys_accepts_the_notification() {
+    const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const OTHER: &str = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let job = ended(outcome(Status::Failed, Some(3), Some(1200)), true);
+    let body = webhook::body(&job, false, 1_700_000_001_210);
+    let now = 1_700_000_100;
+    let headers = webhook::headers(&keys(&[NEW, OLD]), "n-1", now, &body);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let body = String::from_utf8(body).unwrap();
+    let cases = [(NEW, "ok"), (OLD, "ok"), (OTHER, "signature_invalid")];
+    for (receiver_key, expected) in cases {
+        let settings = crate::signature::ProviderSettings::new(
+            "standard",
+            Secrets(vec![Secret::new(receiver_key)]),
+        );
+        let receiver = crate::signature::build(settings).unwrap();
+        assert_eq!(
+            check_at(&*receiver, &headers, &body, now),
+            expected,
+            "{receiver_key}"
+        );
+    }
+}
+
+#[test]
+fn the_webhook_body_is_the_event_around_the_job_body() {
+    let cases = [
+        (
+            outcome(Status::Failed, Some(3), Some(1200)),
+            true,
+            false,
+            "job.failed",
+        ),
+        (
+            outcome(Status::Succeeded, Some(0), Some(1200)),
+            true,
+            true,
+            "job.succeeded",
+        ),
+        (
+            Outcome::unrun(Status::Superseded, None),
+            false,
+            false,
+            "job.superseded",
+        ),
+    ];
+    for (outcome, ran, include_output, kind) in cases {
+        let job = ended(outcome, ran);
+        let body = webhook::body(&job, include_output, 1_700_000_001_210);
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.starts_with(&format!(r#"{{"type":"{kind}","timestamp":"2023-11-14T22:13:21.210Z","data":{{"hook":"deploy","job_id":"{JOB_ID}""#)),
+            "{text}"
+        );
+        let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(event["data"]["status"], kind.trim_start_matches("job."));
+        assert_eq!(event["data"]["links"]["job"], format!("/jobs/{JOB_ID}"));
+        assert_eq!(
+            event["data"].get("stdout").is_some(),
+            include_output,
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn the_slack_text_says_how_the_job_ended() {
+    let killed = Outcome {
+        signal: Some(9),
+        duration_ms: Some(61_000),
+        ..Outcome::unrun(Status::Failed, None)
+    };
+    let unstartable = Outcome {
+        duration_ms: Some(3),
+        ..Outcome::unrun(
+            Status::Failed,
+            Some("cannot run `<x>`: No such file".into()),
+        )
+    };
+    let job_line = format!("job `{JOB_ID}`");
+    let cases: Vec<(Job, Option<&str>, String)> = vec![
+        (
+            ended(outcome(Status::Succeeded, Some(0), Some(1200)), true),
+            None,
+            format!("*deploy*: succeeded (exit code 0) after 1s 200ms\n{job_line}"),
+        ),
+        (
+            ended(outcome(Status::Failed, Some(3), Some(812)), true),
+            Some("https://hooks.example.com/"),
+            format!("*deploy*: failed (exit code 3) after 812ms\n<https://hooks.example.com/jobs/{JOB_ID}|job {JOB_ID}>"),
+        ),
+        (
+            ended(killed, true),
+            None,
+            format!("*deploy*: failed (killed by SIGKILL) after 1m 1s\n{job_line}"),
+        ),
+        (
+            ended(unstartable, true),
+            None,
+            format!("*deploy*: failed: cannot run `&lt;x&gt;`: No such file after 3ms\n{job_line}"),
+        ),
+        (
+            ended(outcome(Status::TimedOut, None, Some(600_000)), true),
+            None,
+            format!("*deploy*: timed_out after 10m\n{job_line}"),
+        ),
+        (
+            ended(Outcome::unrun(Status::Superseded, None), false),
+            None,
+            format!("*deploy*: superseded before it ran\n{job_line}"),
+        ),
+        (
+            Job {
+                attempt: 3,
+                attempts: 3,
+                ..ended(outcome(Status::Failed, Some(1), Some(5)), true)
+            },
+            None,
+            format!("*deploy*: failed (exit code 1) after 5ms, attempt 3 of 3\n{job_line}"),
+        ),
+    ];
+    for (job, public_url, expected) in cases {
+        assert_eq!(slack::text(&job, b"", public_url), expected);
+    }
+}
+
+#[test]
+fn the_slack_text_shows_the_end_of_the_output_bounded_and_escaped() {
+    let numbered =
+        |count: usize| -> String { (1..=count).map(|n| format!("line {n}\n")).collect() };
+    let long_lines: String = (1..=20)
+        .map(|n| format!("{n:03}{}\n", "x".repeat(197)))
+        .collect();
+    let one_long_line = "y".repeat(5000);
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        // (output, the announcement, the first line shown, the last line shown)
+        (numbered(3), "output:", "line 1", "line 3"),
+        (numbered(20), "output:", "line 1", "line 20"),
+        (
+            numbered(21),
+            "last 20 lines of output:",
+            "line 2",
+            "line 21",
+        ),
+        (
+            numbered(500),
+            "last 20 lines of output:",
+            "line 481",
+            "line 500",
+        ),
+        // 20 lines of 200 characters: 4019 in all, so the last 14 whole lines fit in 3000.
+        (long_lines, "last 14 lines of output:", "007", "020"),
+        (
+            one_long_line,
+            "last 3000 characters of output:",
+            "yyy",
+            "yyy",
+        ),
+        (
+            "\u{1b}[31mred\u{1b}[0m\r\n\tdone\n\n\n".into(),
+            "output:",
+            "[31mred[0m",
+            "\tdone",
+        ),
+        (
+            "<!channel> & <https://evil|click>\n```\n".into(),
+            "output:",
+            "&lt;!channel&gt; &amp; &lt;https://evil|click&gt;",
+            "`\u{200b}`\u{200b}`",
+        ),
+    ];
+    for (output, announced, first, last) in cases {
+        let text = slack::text(
+            &ended(outcome(Status::Failed, Some(1), Some(5)), true),
+            output.as_bytes(),
+            None,
+        );
+        let (_, block) = text
+            .split_once(&format!("\n{announced}\n```\n"))
+            .unwrap_or_else(|| panic!("{announced:?} in {text}"));
+        let shown = block
+            .strip_suffix("\n```")
+            .unwrap_or_else(|| panic!("{text}"));
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(lines.len() <= slack::MAX_LINES, "{text}");
+        assert!(shown.chars().count() <= slack::MAX_CHARS * 5, "{text}");
+        assert!(lines[0].starts_with(first), "{first:?} first in {shown:?}");
+        assert!(
+            lines[lines.len() - 1].starts_with(last),
+            "{last:?} last in {shown:?}"
+        );
+        assert!(!shown.contains("```"), "{shown}");
+    }
+    let cut = slack::text(
+        &ended(outcome(Status::Failed, Some(1), Some(5)), true),
+        "z".repeat(5000).as_bytes(),
+        None,
+    );
+    assert_eq!(cut.matches('z').count(), slack::MAX_CHARS);
+    let body: serde_json::Value = serde_json::from_slice(&slack::body(
+        &ended(outcome(Status::Failed, Some(1), Some(5)), true),
+        b"done\n",
+        None,
+    ))
+    .unwrap();
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("output:\n```\ndone\n```"),
+        "{body}"
+    );
+}
+
+#[test]
+fn the_command_gets_the_hook_variables_and_the_job_body_on_stdin() {
+    let killed = Outcome {
+        signal: Some(9),
+        duration_ms: Some(40),
+        ..Outcome::unrun(Status::Failed, None)
+    };
+    let cases = [
+        (
+            ended(outcome(Status::Failed, Some(3), Some(812)), true),
+            "failed",
+            "3",
+            "812",
+        ),
+        (
+            ended(outcome(Status::Succeeded, Some(0), Some(5)), true),
+            "succeeded",
+            "0",
+            "5",
+        ),
+        (ended(killed, true), "failed", "", "40"),
+        (
+            ended(Outcome::unrun(Status::Cancelled, None), false),
+            "cancelled",
+            "",
+            "",
+        ),
+    ];
+    for (job, status, exit_code, duration_ms) in cases {
+        let expected: Vec<(String, String)> = [
+            ("HOOK_ID", "deploy"),
+            ("HOOK_JOB_ID", JOB_ID),
+            ("HOOK_STATUS", status),
+            ("HOOK_EXIT_CODE", exit_code),
+            ("HOOK_DURATION_MS", duration_ms),
+        ]
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+        assert_eq!(command::env(&job), expected, "{status}");
+    }
+
+    let job = ended(outcome(Status::Failed, Some(3), Some(812)), true);
+    let argv = vec![
+        "/usr/local/bin/announce".to_string(),
+        "--to=ops".to_string(),
+    ];
+    let built = command::build(
+        &argv,
+        std::path::Path::new("/etc/hookrunner"),
+        &job,
+        false,
+        0,
+    );
+    assert_eq!(built.program, Program::Argv(argv));
+    assert_eq!(built.workdir, std::path::Path::new("/etc/hookrunner"));
+    assert!(
+        built.passthrough.is_empty(),
+        "nothing of the server's environment but the base"
+    );
+    assert_eq!(built.env, command::env(&job));
+    let stdin = base64::engine::general_purpose::STANDARD
+        .decode(built.stdin.unwrap())
+        .unwrap();
+    assert_eq!(stdin, command::stdin(&job, false, 0));
+    let body: serde_json::Value = serde_json::from_slice(&stdin).unwrap();
+    assert_eq!(
+        (&body["hook"], &body["status"], &body["exit_code"]),
+        (&"deploy".into(), &"failed".into(), &3.into())
+    );
+    assert!(
+        body.get("stdout").is_none(),
+        "output only with `include_output`"
+    );
+    assert!(stdin.ends_with(b"}\n"));
+}
