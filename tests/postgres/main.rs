@@ -10,6 +10,7 @@ mod helpers;
 mod instances;
 mod jobs;
 mod outage;
+mod outbox;
 mod proxy;
 mod serve;
 mod store_contract;
