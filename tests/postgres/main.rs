@@ -11,6 +11,7 @@ mod helpers;
 mod instances;
 mod jobs;
 mod outage;
+mod outbox;
 mod proxy;
 mod serve;
 mod store_contract;

@@ -11,14 +11,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::rows::Ending;
+use self::batch::Batch;
 use super::Cached;
-use super::{lock, synchronous_commit, Failure};
-use crate::job::{Job, JobId, Status};
+use super::{lock, Failure};
+use crate::job::{Job, JobId};
 use crate::store::{Committed, Durability, StoreError, StoreStats};
+
+mod batch;
 
 /// The longest output waits in memory before it is handed to the outbox.
 const OUTPUT_LINGER: Duration = Duration::from_millis(100);
@@ -340,128 +342,56 @@ impl Worker {
         }
     }
 
-    async fn write(&self, batch: &[Item]) -> Result<(), StoreError> {
+    async fn write(&self, items: &[Item]) -> Result<(), StoreError> {
         let sql = |error| self.failure.sql(error);
+        let batch = Batch::of(items);
+        if batch.is_empty() {
+            // Only flushes (and ends of jobs not finished): what came before is written.
+            return Ok(());
+        }
         let mut client = self
             .pool
             .get()
             .await
             .map_err(|error| self.failure.pool(error))?;
         let transaction = super::begin(&mut client, &self.failure).await?;
-        let durable = batch.iter().any(|item| {
-            matches!(
-                item,
-                Item::Finish {
-                    durability: Durability::Disk,
-                    ..
-                }
-            )
-        });
-        transaction
-            .batch_execute(synchronous_commit(Durability::disk_if(durable)))
+        let ended = batch
+            .write(&transaction, &self.instance)
             .await
             .map_err(sql)?;
-        let mut writes = 0;
-        let mut ended = false;
-        for item in batch {
-            match item {
-                Item::Output {
-                    job_id,
-                    start,
-                    data,
-                } => {
-                    Cached(&transaction)
-                        .execute(
-                            "INSERT INTO job_output (job_id, start, data) VALUES ($1, $2, $3) \
-                             ON CONFLICT DO NOTHING",
-                            &[job_id, start, data],
-                        )
-                        .await
-                        .map_err(sql)?;
-                    writes += 1;
-                }
-                Item::Finish { job, .. } => {
-                    self.finish(&transaction, job).await?;
-                    writes += 1;
-                    ended = true;
-                }
-                Item::Flush { .. } => {}
-            }
-        }
-        if ended {
-            // A lane may have room now.
-            Cached(&transaction)
-                .execute("SELECT pg_notify('hookrunner_work', '')", &[])
-                .await
-                .map_err(sql)?;
-        }
         transaction.commit().await.map_err(sql)?;
-        if writes > 0 {
+        if ended {
+            wake_claims(&client).await;
+        }
+        if batch.writes > 0 {
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
-            self.counters.writes.fetch_add(writes, Ordering::Relaxed);
-            if durable {
+            self.counters
+                .writes
+                .fetch_add(batch.writes, Ordering::Relaxed);
+            if batch.durable {
                 self.counters.synced.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
     }
+}
 
-    /// Records a job's end, fenced: only while it is `running` here, or still `queued` (a job
-    /// that ended before it ran). Otherwise another instance recorded it already (`interrupted`,
-    /// after this instance's lease ran out), and that stays.
-    async fn finish(&self, transaction: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
-        let sql = |error| self.failure.sql(error);
-        let Some(ending) = Ending::of(job) else {
-            return Ok(());
-        };
-        let updated = Cached(transaction)
-            .execute(
-                "UPDATE jobs SET status = $2, finished_ms = $3, exit_code = $4, signal = $5, \
-                 error = $6, duration_ms = $7, stdout = $8, stderr = $9 \
-                 WHERE id = $1 AND ((status = 'running' AND instance = $10) OR status = 'queued')",
-                &[
-                    &job.id.as_str(),
-                    &ending.status,
-                    &ending.finished_ms,
-                    &ending.exit_code,
-                    &ending.signal,
-                    &ending.error,
-                    &ending.duration_ms,
-                    &ending.stdout,
-                    &ending.stderr,
-                    &self.instance,
-                ],
-            )
-            .await
-            .map_err(sql)?;
-        if updated == 0 {
-            let found = Cached(transaction)
-                .query_opt(
-                    "SELECT status, finished_ms FROM jobs WHERE id = $1",
-                    &[&job.id.as_str()],
-                )
-                .await
-                .map_err(sql)?;
-            let found = found.map(|row| (row.get::<_, String>(0), row.get::<_, Option<i64>>(1)));
-            // The same end written by an earlier try whose commit was not acknowledged.
-            if found != Some((ending.status.to_string(), Some(ending.finished_ms))) {
-                tracing::warn!(
-                    job_id = %job.id,
-                    recorded = found.as_ref().map_or("nothing", |(status, _)| status.as_str()),
-                    status = ending.status,
-                    "a job's end was not recorded: the store already holds another (this instance's lease may have run out)"
-                );
-            }
-            return Ok(());
-        }
-        if job.status() != Status::Succeeded {
-            // A redelivery runs again.
-            Cached(transaction)
-                .execute("DELETE FROM dedupe WHERE job_id = $1", &[&job.id.as_str()])
-                .await
-                .map_err(sql)?;
-        }
-        Ok(())
+/// After ends are committed: a lane may have room now, which matters only to a queued job, so
+/// the instances are told to claim only when one is queued. Asked after the commit, not in the
+/// transaction: a job admitted after this look notifies by itself, and the claim that notice
+/// starts sees these ends; a job admitted before it is seen here. (Asked before the commit, an
+/// admission committing in between could be claimed for, and found with no room, before these
+/// ends were visible.) Not heard, it is told again by every instance's heartbeat.
+async fn wake_claims(client: &deadpool_postgres::Client) {
+    let notified = Cached(client)
+        .execute(
+            "SELECT pg_notify('hookrunner_work', '') \
+             WHERE EXISTS (SELECT 1 FROM jobs WHERE status = 'queued')",
+            &[],
+        )
+        .await;
+    if let Err(error) = notified {
+        tracing::warn!(%error, "cannot tell the instances that jobs ended; they look for work again at their next heartbeat");
     }
 }
 
