@@ -94,3 +94,33 @@ async fn only_an_unlimited_parallel_job_starts_at_its_admission() {
     admit(&a, new).await;
     assert_eq!(status(&a, &id).await, Status::Queued);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_started_together_with_one_key_run_one_job() {
+    let url = fresh_database().await;
+    let a = instance(&url, "a").await;
+    admit_here(&a, new_job("deploy", ANY, None)).await;
+    // Admitted at the same moment, they are written together, in one statement.
+    let admissions = (0..8).map(|_| {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut new = new_job("deploy", ANY, Some("delivery-1"));
+            new.start_here = true;
+            a.admit(new, 1000).await.unwrap()
+        })
+    });
+    let mut started = Vec::new();
+    let mut duplicates = Vec::new();
+    for admission in futures_util::future::join_all(admissions).await {
+        match admission.unwrap() {
+            Admission::Accepted {
+                started: Some(claimed),
+                ..
+            } => started.push(claimed.job.id),
+            Admission::Duplicate(holder) => duplicates.push(holder),
+            other => panic!("neither started nor a duplicate: {other:?}"),
+        }
+    }
+    assert_eq!(started.len(), 1, "one job runs: {started:?}");
+    assert_eq!(duplicates, vec![started[0].clone(); 7]);
+}

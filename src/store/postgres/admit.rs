@@ -130,6 +130,10 @@ impl PgStore {
                 };
                 match committed.await {
                     Ok(()) => {
+                        // Queued: this instance's next look asks the database.
+                        self.inner
+                            .work_hint
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
                         self.committed(4, durable);
                         Ok(admission)
                     }

@@ -2,6 +2,7 @@
 //! lane and the running counts, lets `decide` choose, and records the chosen jobs running here.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use deadpool_postgres::Transaction;
 
@@ -36,7 +37,12 @@ impl PgStore {
         if free == 0 {
             return Ok(Vec::new());
         }
-        let claimed = super::retrying("claim", || self.claim_once(free)).await?;
+        let claimed = super::retrying("claim", || self.claim_once(free)).await;
+        if !matches!(&claimed, Ok(claimed) if claimed.len() < free) {
+            // It took all it could (or failed): more may wait.
+            self.inner.work_hint.store(true, Ordering::SeqCst);
+        }
+        let claimed = claimed?;
         let mut running = lock(&self.inner.running);
         running.extend(claimed.iter().map(|claimed| claimed.job.id.clone()));
         Ok(claimed)
@@ -52,6 +58,19 @@ impl PgStore {
         if unsettled > 0 {
             return Ok(up_to.max(unsettled));
         }
+        let hint = &self.inner.work_hint;
+        if !hint.swap(false, Ordering::SeqCst) {
+            return Ok(0);
+        }
+        // Unless it finds less than it may take, more may wait: the next look asks again.
+        let looked = self.count_waiting(up_to).await;
+        if !matches!(looked, Ok(found) if found < up_to) {
+            hint.store(true, Ordering::SeqCst);
+        }
+        looked
+    }
+
+    async fn count_waiting(&self, up_to: usize) -> Result<usize, StoreError> {
         let client = self.client().await?;
         let row = Cached(&client)
             .query_one(

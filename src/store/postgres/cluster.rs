@@ -191,6 +191,11 @@ impl PgStore {
         }
         self.stop_lost_jobs(&client, events).await?;
         self.forget_ended_commands(&client).await?;
+        // The polling fallback: a word lost on the way (or a job that became claimable without
+        // one) is found within a heartbeat.
+        self.inner
+            .work_hint
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = events.send(StoreEvent::Work);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! the moment the process dies, even by `kill -9`), turns other instances' notifications into
 //! [`StoreEvent`]s, and reconnects by itself, telling again what it may have missed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,10 +39,12 @@ impl Listener {
         instance: &str,
         failure: &Failure,
         events: &mpsc::UnboundedSender<StoreEvent>,
+        work_hint: &Arc<AtomicBool>,
     ) -> Result<Listener, StoreError> {
         let sql = |error| failure.sql(error);
         let (client, mut connection) = config.connect(NoTls).await.map_err(sql)?;
         let sender = events.clone();
+        let hint = Arc::clone(work_hint);
         let connection = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
@@ -49,7 +52,10 @@ impl Listener {
                     Ok(AsyncMessage::Notification(notification)) => {
                         let id = JobId::parse(notification.payload());
                         let event = match (notification.channel(), id) {
-                            ("hookrunner_work", _) => StoreEvent::Work,
+                            ("hookrunner_work", _) => {
+                                hint.store(true, Ordering::SeqCst);
+                                StoreEvent::Work
+                            }
                             ("hookrunner_cancel", Some(id)) => StoreEvent::Cancel(id),
                             ("hookrunner_ended", Some(id)) => StoreEvent::Ended(id),
                             _ => continue,
@@ -134,7 +140,14 @@ impl Listener {
                         return;
                     };
                     let failure = &store.inner.failure;
-                    match Listener::connect(&config, &store.inner.instance, failure, &events).await
+                    match Listener::connect(
+                        &config,
+                        &store.inner.instance,
+                        failure,
+                        &events,
+                        &store.inner.work_hint,
+                    )
+                    .await
                     {
                         Ok(listener) => break listener,
                         Err(error) => {
@@ -144,10 +157,11 @@ impl Listener {
                     }
                 };
                 tracing::info!("listening to the job store again");
-                let _ = events.send(StoreEvent::Work);
                 let Some(store) = PgStore::upgrade(&weak) else {
                     return;
                 };
+                store.inner.work_hint.store(true, Ordering::SeqCst);
+                let _ = events.send(StoreEvent::Work);
                 match store.ended_here_since(lost_ms - MISSED_MARGIN_MS).await {
                     Ok(ended) => {
                         for id in ended {

@@ -22,11 +22,12 @@ mod listener;
 mod outbox;
 mod rows;
 mod schema;
+mod starter;
 mod transaction;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -175,6 +176,12 @@ struct Inner {
     /// instance's last heartbeat is old, and those alive must get the time to be heard again.
     beating_since: Mutex<Option<std::time::Instant>>,
     outbox: Outbox,
+    starter: starter::Starter,
+    /// Work for this instance may have been queued since a look found none: set by every word
+    /// of work (another instance's `NOTIFY`, the heartbeat's polling, a reconnect, an admission
+    /// here that queued its job, a claim that took all it could), taken by the next look. A
+    /// look while it is unset finds nothing without asking the database.
+    work_hint: Arc<AtomicBool>,
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
     /// The cluster's queued jobs, as last counted.
     waiting: AtomicUsize,
@@ -229,11 +236,15 @@ impl PgStore {
         let pools = Pools::open(&config)?;
         schema::migrate(&pools.disk, &failure).await?;
         let (events_sender, events) = mpsc::unbounded_channel();
+        let work_hint = Arc::new(AtomicBool::new(true));
         let listener =
-            listener::Listener::connect(&config, instance, &failure, &events_sender).await?;
+            listener::Listener::connect(&config, instance, &failure, &events_sender, &work_hint)
+                .await?;
         let boot = format!("{:032x}", rand::random::<u128>());
         let inner = Arc::new(Inner {
             outbox: Outbox::start(pools.disk.clone(), failure.clone(), instance.to_string()),
+            starter: starter::Starter::start(&pools, &failure, instance),
+            work_hint,
             pools,
             failure,
             instance: instance.to_string(),
