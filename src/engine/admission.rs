@@ -171,10 +171,12 @@ impl Engine {
         };
         // With a slot held for it, the store may start the job at once instead of queueing it
         // for the next claim.
-        let start_here = match &placement {
-            Placement::Any => true,
-            Placement::On { instance, .. } => *instance == me,
-        } && inner.hold_slot();
+        let start_here = inner.store.starts_at_admission()
+            && match &placement {
+                Placement::Any => true,
+                Placement::On { instance, .. } => *instance == me,
+            }
+            && inner.hold_slot();
         let new = NewJob {
             job: job.clone(),
             command,

@@ -216,6 +216,13 @@ impl Store {
         backend!(self, store => store.claim(free).await)
     }
 
+    /// Whether this backend may start a job at its admission ([`NewJob::start_here`]): the
+    /// embedded one never does (its claim is decided in memory and costs nothing), so the caller
+    /// need not hold a slot for it.
+    pub fn starts_at_admission(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
     /// How many jobs this instance may claim are waiting, at most `up_to` (a bound, not a
     /// promise: a claim may find fewer, or more arrive): a look that costs less than a claim and
     /// takes no lock, so a caller holds slots only for work there is, and skips the claim when
