@@ -193,6 +193,7 @@ impl Drop for Node {
     }
 }
 
+#[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
@@ -397,4 +398,13 @@ pub async fn loop_until_read(path: &std::path::Path) -> String {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until `path` on `node` answers `status`; that answer.
+pub async fn eventually_status(node: &Node, path: &str, status: u16) -> Answer {
+    crate::helpers::eventually(DEADLINE, &format!("{path} answers {status}"), || async {
+        let answer = node.get(path).await;
+        (answer.status == status).then_some(answer)
+    })
+    .await
 }

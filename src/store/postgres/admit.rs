@@ -36,6 +36,7 @@ impl PgStore {
     /// `lanes` row is locked, so the queue bound and supersession are exact across instances;
     /// `parallel` admissions take no lock. A refusal rolls everything back.
     pub async fn admit(&self, new: NewJob, max_pending: usize) -> Result<Admission, StoreError> {
+        self.holding_name()?;
         let (lane, placed) = lane_of(&new.job.hook, &new.placement);
         let stored = new.command.to_stored();
         if super::direct::may_start_at_once(&new) {

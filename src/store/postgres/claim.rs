@@ -37,6 +37,7 @@ impl PgStore {
         if free == 0 {
             return Ok(Vec::new());
         }
+        self.holding_name()?;
         let claimed = super::retrying("claim", || self.claim_once(free)).await;
         if !matches!(&claimed, Ok(claimed) if claimed.len() < free) {
             // It took all it could (or failed): more may wait.

@@ -222,6 +222,7 @@ impl PgStore {
 
     /// A real write round-trip, committed durably: this instance's heartbeat.
     pub async fn check_writable(&self) -> Result<(), StoreError> {
+        self.holding_name()?;
         let client = self.client().await?;
         Cached(&client)
             .execute(

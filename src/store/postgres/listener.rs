@@ -64,7 +64,11 @@ impl Listener {
                     }
                     Ok(_) => {}
                     Err(error) => {
-                        tracing::warn!(%error, "the job store's listening connection failed");
+                        // "db error" alone says nothing: the server's message is its source.
+                        let reason = error
+                            .as_db_error()
+                            .map_or_else(|| error.to_string(), |db| db.message().to_string());
+                        tracing::warn!(error = %reason, "the job store's listening connection failed");
                         break;
                     }
                 }
@@ -130,7 +134,13 @@ impl Listener {
                 }
                 drop(listener.client);
                 let lost_ms = now_ms();
+                // Without its lock, the name may be taken by another process meanwhile: no new
+                // work is taken until it is held again.
+                if let Some(store) = PgStore::upgrade(&weak) {
+                    store.set_name(Name::Lost);
+                }
                 let mut backoff = FIRST_BACKOFF;
+                let mut told = false;
                 listener = loop {
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
@@ -150,6 +160,14 @@ impl Listener {
                     .await
                     {
                         Ok(listener) => break listener,
+                        Err(error @ StoreError::InstanceTaken { .. }) => {
+                            store.set_name(Name::Taken);
+                            if !told {
+                                told = true;
+                                tracing::error!(%error, "this instance lost its name while its connection to the job store was away, and another process took it: this one takes no new jobs until the name is free again; stop one of the two");
+                            }
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "cannot listen to the job store again yet");
                             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -160,6 +178,7 @@ impl Listener {
                 let Some(store) = PgStore::upgrade(&weak) else {
                     return;
                 };
+                store.set_name(Name::Held);
                 store.inner.work_hint.store(true, Ordering::SeqCst);
                 let _ = events.send(StoreEvent::Work);
                 match store.ended_here_since(lost_ms - MISSED_MARGIN_MS).await {
@@ -178,7 +197,39 @@ impl Listener {
     }
 }
 
+/// Whether this instance holds its name, the session lock of its listening connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Name {
+    Held,
+    /// The listening connection was lost, and is being made again.
+    Lost,
+    /// Made again, it found the name held by another process.
+    Taken,
+}
+
 impl PgStore {
+    fn set_name(&self, name: Name) {
+        *lock(&self.inner.name) = name;
+    }
+
+    /// New work (an admission, a claim, `/readyz`'s write) is refused while this instance does
+    /// not hold its name: another process may have taken it, and would own the same jobs.
+    pub(super) fn holding_name(&self) -> Result<(), StoreError> {
+        let name = &self.inner.instance;
+        match *lock(&self.inner.name) {
+            Name::Held => Ok(()),
+            Name::Lost => Err(StoreError::Unavailable {
+                target: self.inner.failure.target.to_string(),
+                source: format!("the instance `{name}` is making its listening connection again")
+                    .into(),
+            }),
+            Name::Taken => Err(StoreError::InstanceTaken {
+                name: name.clone(),
+                heard: " (it took the name while this instance's connection was away)".into(),
+            }),
+        }
+    }
+
     /// The jobs placed on this instance that ended without running since `since_ms`.
     async fn ended_here_since(&self, since_ms: i64) -> Result<Vec<JobId>, StoreError> {
         let client = self.client().await?;

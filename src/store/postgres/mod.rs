@@ -177,6 +177,8 @@ struct Inner {
     beating_since: Mutex<Option<std::time::Instant>>,
     outbox: Outbox,
     starter: starter::Starter,
+    /// Whether this instance holds its name (see `listener`).
+    name: Mutex<listener::Name>,
     /// Work for this instance may have been queued since a look found none: set by every word
     /// of work (another instance's `NOTIFY`, the heartbeat's polling, a reconnect, an admission
     /// here that queued its job, a claim that took all it could), taken by the next look. A
@@ -245,6 +247,7 @@ impl PgStore {
             outbox: Outbox::start(pools.disk.clone(), failure.clone(), instance.to_string()),
             starter: starter::Starter::start(&pools, &failure, instance),
             work_hint,
+            name: Mutex::new(listener::Name::Held),
             pools,
             failure,
             instance: instance.to_string(),

@@ -285,3 +285,105 @@ async fn a_killed_instances_wait_job_is_interrupted_its_queue_lane_goes_on_and_f
         assert_eq!(status(&ended), "succeeded", "{ended}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_every_end_before_exiting_and_never_loses_the_database_on_the_way() {
+    let url = fresh_database().await;
+    let marks = tempfile::tempdir().unwrap();
+    let parallel = format!("    concurrency: {{mode: parallel}}\n{ASYNC}");
+    let hooks = [
+        hook("slow", &parallel, "sleep 0.5"),
+        hook("quick", "    concurrency: {mode: parallel}\n", "true"),
+    ]
+    .concat();
+    let config =
+        format!("server:\n  shutdown_grace: 20s\n  admin_token: {ADMIN_TOKEN}\nhooks:\n{hooks}")
+            .replace("$MARKS", marks.path().to_str().unwrap());
+    let mut node = Node::spawn(&url, "web-1", &config);
+    node.ready().await;
+    // `wait` jobs admitted on the HTTP workers (whose runtimes stop first at shutdown), then
+    // `async` jobs still running when SIGTERM comes.
+    let waited = futures_util::future::join_all((0..16).map(|_| node.post("quick", "{}"))).await;
+    assert!(
+        waited.iter().all(|answer| answer.status == 200),
+        "{waited:?}"
+    );
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        slow.push(node.accepted("slow", "{}").await);
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(node.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(node.exit_code().await, Some(0), "{}", node.log());
+    let log = node.log();
+    assert!(
+        !log.contains("cannot be reached") && !log.contains("could not commit"),
+        "the database was lost during the shutdown:\n{log}"
+    );
+    let client = crate::helpers::sql(&url).await;
+    let rows = client
+        .query(
+            "SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status",
+            &[],
+        )
+        .await
+        .unwrap();
+    let statuses: Vec<(String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(statuses, [("succeeded".to_string(), 22)], "{log}");
+}
+
+/// `pg_try_advisory_lock(NAME_SPACE, hashtext(name))` is an instance's name lock.
+const NAME_SPACE: i32 = 0x686f_6f6c;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_name_was_taken_while_it_was_away_takes_no_work_until_it_is_free() {
+    let url = fresh_database().await;
+    let marks = tempfile::tempdir().unwrap();
+    let hooks = hook("h", ASYNC, "true");
+    let config = format!("server:\n  admin_token: {ADMIN_TOKEN}\nhooks:\n{hooks}")
+        .replace("$MARKS", marks.path().to_str().unwrap());
+    let mut node = Node::spawn(&url, "web-1", &config);
+    node.ready().await;
+    // The listening connection is cut, and another process takes the name before it is back
+    // (as one started with the same name during a network partition would).
+    let other = crate::helpers::sql(&url).await;
+    let taken: bool = other
+        .query_one(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks \
+             WHERE locktype = 'advisory' AND classid = $1 AND objid = hashtext('web-1')::oid",
+            &[&(NAME_SPACE as u32)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(taken, "the listening connection held the name lock");
+    other
+        .execute(
+            "SELECT pg_advisory_lock($1, hashtext('web-1'))",
+            &[&NAME_SPACE],
+        )
+        .await
+        .unwrap();
+    let refused = crate::serve::eventually_status(&node, "/readyz", 503).await;
+    assert_eq!(refused.status, 503);
+    let answer = node.post("h", "{}").await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    assert_eq!(answer.body["error"], "store_unavailable");
+    crate::helpers::eventually(DEADLINE, "the log says why", || async {
+        node.log().contains("another process took it").then_some(())
+    })
+    .await;
+    let answer = node.post("h", "{}").await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    assert!(
+        node.get("/readyz").await.status == 503,
+        "not ready while the name is another's"
+    );
+    // The other process goes away: the name is this instance's again.
+    drop(other);
+    crate::serve::eventually_status(&node, "/readyz", 200).await;
+    node.accepted("h", "{}").await;
+}
