@@ -12,7 +12,7 @@ use super::Cached;
 use super::{lock, now_ms, synchronous_commit, PgStore};
 use crate::command::JobCommand;
 use crate::job::{Job, JobId};
-use crate::store::{stored_command, Claimed, Committed, Durability, StoreError};
+use crate::store::{stored_command, Claimed, Committed, Durability, StoreError, WorkWaiting};
 
 /// Takes the cluster's claim lock for the transaction, and bounds how long the transaction may
 /// sit idle: a claimer whose connection vanished without closing (a network partition) would
@@ -47,10 +47,13 @@ impl PgStore {
     /// their admission) neither waits for the lock nor holds up the others. A job queued after
     /// the look is not missed: its admission wakes the instances that may claim it (this one,
     /// through `NOTIFY` or its own admission), and the wake-up looks again.
-    pub async fn work_waiting(&self, up_to: usize) -> Result<usize, StoreError> {
+    pub async fn work_waiting(&self, up_to: usize) -> Result<WorkWaiting, StoreError> {
         let unsettled = lock(&self.inner.unsettled).len();
         if unsettled > 0 {
-            return Ok(up_to.max(unsettled));
+            return Ok(WorkWaiting {
+                now: up_to.max(unsettled),
+                next_due_ms: None,
+            });
         }
         let client = self.client().await?;
         let row = Cached(&client)
@@ -64,7 +67,10 @@ impl PgStore {
             )
             .await
             .map_err(|error| self.sql(error))?;
-        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        Ok(WorkWaiting {
+            now: usize::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            next_due_ms: None,
+        })
     }
 
     /// One try of the claim's transaction. Jobs whose claim may have committed without this

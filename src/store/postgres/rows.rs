@@ -100,6 +100,7 @@ pub(super) fn job_from_row(row: &Row) -> Result<Job, String> {
         created_ms: row.get(5),
         attempt: u32::try_from(row.get::<_, i32>(9)).unwrap_or(1),
         attempts: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
+        next_attempt_ms: None,
         state,
     })
 }
