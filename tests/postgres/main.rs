@@ -12,5 +12,6 @@ mod instances;
 mod jobs;
 mod outage;
 mod proxy;
+mod retries;
 mod serve;
 mod store_contract;
