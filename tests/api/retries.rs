@@ -100,6 +100,16 @@ async fn a_command_that_fails_twice_then_succeeds_ends_succeeded_on_its_third_at
          --- attempt 2 ---\nrun 2 sees attempt 2\n\
          --- attempt 3 ---\nrun 3 sees attempt 3\n"
     );
+    // Two runs were retried; the job counts once, as it ended.
+    let metrics = app.request(reqwest::Method::GET, "/metrics", "", &[]).await;
+    let metrics = metrics.body.as_str().unwrap();
+    for line in [
+        "hookrunner_job_retries_total{hook=\"flaky\",status=\"failed\"} 2",
+        "hookrunner_jobs_total{hook=\"flaky\",status=\"succeeded\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    assert!(!metrics.contains("hookrunner_jobs_total{hook=\"flaky\",status=\"failed\"}"));
 }
 
 #[tokio::test]
@@ -289,4 +299,90 @@ async fn a_waiting_retry_survives_a_kill_of_the_server_and_runs_once_not_early()
         "ran at {} before it was due at {due}",
         starts[1]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_a_crash_cut_short_is_retried_only_when_its_hook_retries_interrupted() {
+    interrupted_runs_are_retried_only_when_listed(Signal::SIGKILL).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_a_shutdown_interrupted_is_retried_only_when_its_hook_retries_interrupted() {
+    interrupted_runs_are_retried_only_when_listed(Signal::SIGTERM).await;
+}
+
+/// Two hooks whose first run never ends by itself, one retrying `interrupted`: the server is
+/// stopped by `signal` while both run, and started again.
+async fn interrupted_runs_are_retried_only_when_listed(signal: Signal) {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = |id: &str, on: &str| {
+        format!(
+            r#"
+  - id: {id}
+    signature: none
+    run:
+      shell: 'if [ "$HOOK_ATTEMPT" = 1 ]; then echo $$ > {id}.pid; exec sleep 60; fi'
+      workdir: $DIR
+    response: {{mode: async}}
+    retry: {{attempts: 2, backoff: 100ms, on: [{on}]}}"#
+        )
+    };
+    let text = format!(
+        "server: {{state_dir: $DIR/state, shutdown_grace: 100ms}}\nhooks:{}{}\n",
+        hook("kept", "failed, interrupted"),
+        hook("lost", "failed")
+    )
+    .replace("$DIR", dir.path().to_str().unwrap());
+    let config = dir.path().join("hooks.yaml");
+    std::fs::write(&config, text).unwrap();
+    let (server, address) = serve_binary(&config, &[], &[], |_| {}).await;
+    let client = reqwest::Client::new();
+    let mut ids: Vec<String> = Vec::new();
+    for hook in ["kept", "lost"] {
+        let answer: Value = client
+            .post(format!("{address}/hooks/{hook}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(job_id(&answer));
+    }
+    let mut pids = Vec::new();
+    for hook in ["kept", "lost"] {
+        let pid = crate::helpers::read_when_written(&dir.path().join(format!("{hook}.pid"))).await;
+        pids.push(pid.trim().parse::<i32>().unwrap());
+    }
+    let mut server = server;
+    server.signal(signal);
+    if signal == Signal::SIGTERM {
+        assert_eq!(server.exit_code().await, Some(0), "{}", server.log());
+    }
+    drop(server);
+    // After a crash, the commands (each leading its own process group) outlive the server.
+    for pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+
+    let (_server, address) = serve_binary(&config, &[], &[], |_| {}).await;
+    let until = |id: String, status: &'static str| {
+        let client = client.clone();
+        let url = format!("{address}/jobs/{id}");
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let job: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+                if job["status"] == status {
+                    return job;
+                }
+                assert!(std::time::Instant::now() < deadline, "{job}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let kept = until(ids[0].clone(), "succeeded").await;
+    assert_eq!(kept["attempt"], 2);
+    let lost = until(ids[1].clone(), "interrupted").await;
+    assert_eq!(lost["attempt"], 1);
 }
