@@ -386,3 +386,42 @@ async fn interrupted_runs_are_retried_only_when_listed(signal: Signal) {
     let lost = until(ids[1].clone(), "interrupted").await;
     assert_eq!(lost["attempt"], 1);
 }
+
+#[tokio::test]
+async fn following_the_log_of_a_job_goes_on_through_its_next_attempt() {
+    let app = TestApp::spawn(
+        r#"
+hooks:
+  - id: flaky
+    signature: none
+    run:
+      shell: 'echo "run $HOOK_ATTEMPT"; [ "$HOOK_ATTEMPT" = 2 ] && exit 0; touch started; while [ ! -e go ]; do sleep 0.02; done; exit 1'
+      workdir: $DIR
+    response: {mode: async}
+    retry: {attempts: 2, backoff: 100ms}
+"#,
+    )
+    .await;
+    let id = job_id(&app.post_hook("flaky", "", &[]).await.body);
+    crate::helpers::read_when_written(&app.path("started")).await;
+    let follow = app
+        .client
+        .get(format!("{}/jobs/{id}/log?follow=1", app.address))
+        .send()
+        .await
+        .unwrap();
+    std::fs::write(app.path("go"), "").unwrap();
+    let followed = tokio::time::timeout(Duration::from_secs(20), follow.text())
+        .await
+        .expect("the follow ends with the job")
+        .unwrap();
+    assert_eq!(
+        followed,
+        "--- attempt 1 ---\nrun 1\n--- attempt 2 ---\nrun 2\n"
+    );
+    let done = app.get_job(&id).await.body;
+    assert_eq!(
+        (&done["status"], &done["attempt"]),
+        (&"succeeded".into(), &2.into())
+    );
+}
