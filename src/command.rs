@@ -12,7 +12,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Hook, ProgramTemplate, ResponseMode, StdinMode};
+use rand::Rng;
+
+use crate::backoff::Backoff;
+use crate::config::{Hook, ProgramTemplate, ResponseMode, Retry, StatusSet, StdinMode};
+use crate::job::Status;
 use crate::request::RequestContext;
 use crate::runner::{CommandSpec, Program};
 use crate::template::RenderError;
@@ -52,6 +56,57 @@ pub struct JobCommand {
     /// recorded `interrupted` instead, and its start never waits for the disk.
     #[serde(default = "yes")]
     pub run_after_restart: bool,
+    /// How the job is run again after a run that failed (a hook's `retry` with more than one
+    /// attempt): kept with the command, so whoever runs its next attempt, after a restart or on
+    /// another instance, follows the policy the job was admitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPlan>,
+}
+
+/// A hook's `retry` as a job keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPlan {
+    pub attempts: u32,
+    pub backoff_ms: u64,
+    pub max_delay_ms: u64,
+    /// The statuses that call for another run, as [`Status::as_str`] writes them.
+    pub on: Vec<String>,
+}
+
+impl RetryPlan {
+    /// The plan of a hook's `retry`; `None` when it never runs a job twice.
+    pub fn of(retry: &Retry) -> Option<RetryPlan> {
+        (retry.attempts > 1).then(|| RetryPlan {
+            attempts: retry.attempts,
+            backoff_ms: retry.backoff.as_millis() as u64,
+            max_delay_ms: retry.max_delay.as_millis() as u64,
+            on: retry
+                .on
+                .iter()
+                .map(|status| status.as_str().to_owned())
+                .collect(),
+        })
+    }
+
+    /// The wait before the next attempt of a job whose run number `attempt` (from 1) ended with
+    /// `status`; `None` when the job ends with this run.
+    pub fn next_delay(
+        &self,
+        status: Status,
+        attempt: u32,
+        random: &mut impl Rng,
+    ) -> Option<Duration> {
+        let on: Vec<Status> = self.on.iter().filter_map(|on| Status::parse(on)).collect();
+        let retry = Retry {
+            attempts: self.attempts,
+            backoff: Duration::from_millis(self.backoff_ms),
+            max_delay: Duration::from_millis(self.max_delay_ms),
+            on: StatusSet::of(&on),
+        };
+        retry
+            .retries(status, attempt)
+            .then(|| Backoff::new(retry.backoff, retry.max_delay).delay(attempt, random))
+    }
 }
 
 fn yes() -> bool {
@@ -110,9 +165,14 @@ impl fmt::Debug for JobCommand {
 }
 
 impl JobCommand {
-    /// The runner's spec: the server's `PATH`, `HOME`, `LANG`, `TZ` and passthrough variables first,
-    /// then the job's own variables, which win.
-    pub fn to_spec(&self, lookup_env: &dyn Fn(&str) -> Option<String>) -> CommandSpec {
+    /// The runner's spec for run number `attempt` (from 1, `HOOK_ATTEMPT`): the server's `PATH`,
+    /// `HOME`, `LANG`, `TZ` and passthrough variables first, then the job's own variables, which
+    /// win.
+    pub fn to_spec(
+        &self,
+        lookup_env: &dyn Fn(&str) -> Option<String>,
+        attempt: u32,
+    ) -> CommandSpec {
         let mut env: Vec<(String, String)> = Vec::new();
         let names = BASE_ENV
             .iter()
@@ -128,6 +188,8 @@ impl JobCommand {
             env.retain(|(existing, _)| existing != name);
             env.push((name.clone(), value.clone()));
         }
+        env.retain(|(existing, _)| existing != "HOOK_ATTEMPT");
+        env.push(("HOOK_ATTEMPT".to_owned(), attempt.to_string()));
         let stdin = self.stdin.as_ref().map(|encoded| {
             base64::engine::general_purpose::STANDARD
                 .decode(encoded)
@@ -191,6 +253,7 @@ pub fn build(hook: &Hook, request: &RequestContext) -> Result<JobCommand, BuildE
         max_output: run.max_output,
         keep_background: run.keep_background,
         run_after_restart: hook.response.mode == ResponseMode::Async,
+        retry: RetryPlan::of(&hook.retry),
     })
 }
 
@@ -290,7 +353,7 @@ hooks:
         let stored: JobCommand =
             serde_json::from_value(serde_json::to_value(&command).unwrap()).unwrap();
         assert_eq!(stored, command);
-        let spec = stored.to_spec(&server_env);
+        let spec = stored.to_spec(&server_env, 2);
         assert_eq!(
             spec.program,
             Program::Argv(vec![
@@ -316,10 +379,54 @@ hooks:
                 ("HOOK_REQUEST_ID", "req1"),
                 ("HOOK_EVENT", "push"),
                 ("HOOK_DELIVERY_ID", ""),
+                ("HOOK_ATTEMPT", "2"),
             ]
         );
         assert_eq!(spec.stdin.as_deref(), Some(body.as_bytes()));
         assert_eq!(spec.workdir, Path::new("/srv"));
+    }
+
+    #[test]
+    fn a_retry_plan_says_whether_and_when_a_job_runs_again() {
+        let retry = Retry {
+            attempts: 3,
+            backoff: Duration::from_millis(200),
+            max_delay: Duration::from_millis(300),
+            on: StatusSet::of(&[Status::Failed, Status::Interrupted]),
+        };
+        let plan = RetryPlan::of(&retry).unwrap();
+        let stored: RetryPlan =
+            serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+        assert_eq!(stored, plan);
+        // (status, attempt that ended, the wait's bounds in ms if it runs again)
+        let cases = [
+            (Status::Failed, 1, Some((100, 200))),
+            (Status::Interrupted, 2, Some((150, 300))),
+            (Status::Failed, 3, None),
+            (Status::TimedOut, 1, None),
+            (Status::Succeeded, 1, None),
+            (Status::Cancelled, 1, None),
+        ];
+        let mut random = rand::thread_rng();
+        for (status, attempt, bounds) in cases {
+            let delay = plan.next_delay(status, attempt, &mut random);
+            let delay = delay.map(|delay| delay.as_millis() as u64);
+            match bounds {
+                None => assert_eq!(delay, None, "{status:?} {attempt}"),
+                Some((low, high)) => {
+                    let delay = delay.expect("runs again");
+                    assert!(
+                        (low..=high).contains(&delay),
+                        "{status:?} {attempt}: {delay}"
+                    );
+                }
+            }
+        }
+        let once = Retry {
+            attempts: 1,
+            ..retry
+        };
+        assert_eq!(RetryPlan::of(&once), None, "one attempt keeps no plan");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     signature_failures: IntCounterVec,
     jobs: IntCounterVec,
+    job_retries: IntCounterVec,
     job_duration: HistogramVec,
     queue_depth: IntGauge,
     running_jobs: IntGauge,
@@ -43,6 +44,11 @@ impl Metrics {
                 "Jobs that ended, by hook and final status.",
                 &["hook", "status"],
             ),
+            job_retries: counter(
+                "hookrunner_job_retries_total",
+                "Runs that ended with a status their hook retries and were tried again, by hook and that status.",
+                &["hook", "status"],
+            ),
             job_duration: HistogramVec::new(
                 HistogramOpts::new("hookrunner_job_duration_seconds", "How long commands ran.")
                     .buckets(vec![
@@ -71,6 +77,7 @@ impl Metrics {
             Box::new(metrics.requests.clone()),
             Box::new(metrics.signature_failures.clone()),
             Box::new(metrics.jobs.clone()),
+            Box::new(metrics.job_retries.clone()),
             Box::new(metrics.job_duration.clone()),
             Box::new(metrics.queue_depth.clone()),
             Box::new(metrics.running_jobs.clone()),
@@ -94,6 +101,12 @@ impl Metrics {
                 .with_label_values(&[hook, outcome])
                 .inc();
         }
+    }
+
+    /// A run that ended with `status` and is tried again; the job counts in `jobs` once, at
+    /// its final end.
+    pub fn job_retried(&self, hook: &str, status: &str) {
+        self.job_retries.with_label_values(&[hook, status]).inc();
     }
 
     pub fn job_ended(&self, hook: &str, status: &str, seconds: Option<f64>) {

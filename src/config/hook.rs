@@ -50,6 +50,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "HOOK_REQUEST_ID",
     "HOOK_EVENT",
     "HOOK_DELIVERY_ID",
+    "HOOK_ATTEMPT",
 ];
 
 pub fn decode_all(

@@ -167,6 +167,10 @@ fn each_problem_is_reported_at_its_line_and_column() {
             "hooks:\n  - id: a\n    signature: {slack: {secret: s, tolerance: 5}}\n    run: {command: [x]}\n",
             "`5` has no unit",
         ),
+        (
+            "hooks:\n  - id: a\n    signature: none\n    run: {command: [x], env: {HOOK_ATTEMPT: '9'}}\n",
+            "hooks.yaml:4:31: `HOOK_ATTEMPT` is set by hookrunner itself; choose another name",
+        ),
     ];
     for (text, expected) in cases {
         let rendered = errors(text);

@@ -66,13 +66,16 @@ impl Engine {
         if self.inner.stopping.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        let job = Job::queued(
+        let mut job = Job::queued(
             submission.job_id.clone(),
             submission.hook.clone(),
             submission.request_id.clone(),
             submission.dedupe_key.clone(),
             now_ms(),
         );
+        if let Some(plan) = &submission.command.retry {
+            job.attempts = plan.attempts;
+        }
         match submission.run_on {
             RunOn::Any => Ok(match self.admit(job, &submission, None).await? {
                 Admitted::Job(handle) => Submitted::Accepted(handle),

@@ -77,6 +77,9 @@ struct Inner {
     job_ended: Notify,
     /// Set once shutdown begins: nothing new is accepted or claimed.
     stopping: CancellationToken,
+    /// When the first job waiting for a retry is due, as the last look at the store saw it: the
+    /// scheduling timer wakes the engine then.
+    retry_due: watch::Sender<Option<i64>>,
 }
 
 #[derive(Default)]
@@ -102,6 +105,7 @@ struct Live {
 impl Engine {
     /// Builds an engine whose jobs run on the current tokio runtime.
     pub fn new(store: Store, metrics: Arc<Metrics>, max_jobs: usize, max_pending: usize) -> Engine {
+        let (retry_due, due) = watch::channel(None);
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -112,9 +116,11 @@ impl Engine {
                 local: Mutex::new(Local::default()),
                 job_ended: Notify::new(),
                 stopping: CancellationToken::new(),
+                retry_due,
             }),
         };
         engine.inner.listen();
+        scheduling::spawn_timer(&engine.inner, due);
         engine
     }
 

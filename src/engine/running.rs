@@ -1,5 +1,6 @@
 //! Running: a claimed job's command runs on the server's runtime (not on an HTTP worker, so a
-//! client that hangs up never stops its job), and its end is published and recorded.
+//! client that hangs up never stops its job), and its end is published and recorded, or, when
+//! its hook retries that ending, the job goes back in line for its next attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::sink::JobSink;
 use super::{Inner, Live};
+use crate::command::JobCommand;
 use crate::job::{answer_text, now_ms, Job, JobId, Outcome, Status};
 use crate::runner;
-use crate::store::{Claimed, Durability};
+use crate::store::{Claimed, Durability, Retried};
 
 impl Inner {
     /// Publishes a claimed job as running here and spawns its command. Its slot was reserved.
@@ -34,10 +36,15 @@ impl Inner {
                 cancel: CancellationToken::new(),
                 cancelled_as: Status::Cancelled,
             });
-            live.job.send_replace(job);
+            live.job.send_replace(job.clone());
             (Arc::clone(&live.sink), live.cancel.clone())
         };
-        let spec = command.to_spec(&|name| std::env::var(name).ok());
+        // A job that may run more than once marks where each attempt's output begins, its first
+        // included, so every attempt's output reads the same way; a job that runs once has none.
+        if job.attempts > 1 {
+            sink.mark(format!("--- attempt {} ---\n", job.attempt).as_bytes());
+        }
+        let spec = command.to_spec(&|name| std::env::var(name).ok(), job.attempt);
         let inner = Arc::clone(self);
         self.runtime.spawn(async move {
             // A job that runs after a restart is on disk as `running` before its command
@@ -57,12 +64,19 @@ impl Inner {
                     }
                 }
             };
-            inner.finish(&id, finished, &sink);
+            inner.finish(&id, finished, &sink, &command).await;
         });
     }
 
-    /// Records and publishes the end of a job that ran here, and frees its slot.
-    fn finish(self: &Arc<Self>, id: &JobId, finished: runner::Finished, sink: &JobSink) {
+    /// Records and publishes the end of a job that ran here, or puts it back in line for its
+    /// next attempt, and frees its slot.
+    async fn finish(
+        self: &Arc<Self>,
+        id: &JobId,
+        finished: runner::Finished,
+        sink: &JobSink,
+        command: &JobCommand,
+    ) {
         let live = {
             let mut local = self.lock();
             local.running = local.running.saturating_sub(1);
@@ -78,6 +92,15 @@ impl Inner {
         outcome.stdout = Some(answer_text(&sink.stdout()));
         outcome.stderr = Some(answer_text(&sink.stderr()));
         let mut job: Job = live.job.borrow().clone();
+        let delay = command
+            .retry
+            .as_ref()
+            .and_then(|plan| plan.next_delay(outcome.status, job.attempt, &mut rand::thread_rng()));
+        if let Some(delay) = delay {
+            if self.retry(&job, &outcome, delay, command, &live).await {
+                return;
+            }
+        }
         if let Err(error) = job.finish(outcome, now_ms()) {
             tracing::error!(job_id = %id, %error, "cannot record the job's end");
         }
@@ -103,5 +126,60 @@ impl Inner {
         live.job.send_replace(job);
         self.wake();
         self.job_ended.notify_waiters();
+    }
+
+    /// Puts a job whose run ended with `outcome` back in line for its next attempt, `delay` from
+    /// now; false when the store could not, and the job ends with `outcome` instead.
+    async fn retry(
+        self: &Arc<Self>,
+        ran: &Job,
+        outcome: &Outcome,
+        delay: Duration,
+        command: &JobCommand,
+        live: &Live,
+    ) -> bool {
+        let mut job = ran.clone();
+        let due_ms = now_ms().saturating_add(delay.as_millis() as i64);
+        if job.retry(due_ms).is_err() {
+            return false;
+        }
+        let published = match self.store.retry(&job, command).await {
+            Ok(Retried::Queued { committed }) => {
+                if let Err(error) = committed.await {
+                    tracing::error!(job_id = %job.id, %error, "cannot keep the job's next attempt on the disk; it waits in memory");
+                }
+                tracing::info!(
+                    job_id = %job.id,
+                    hook = job.hook,
+                    request_id = %job.request_id,
+                    status = outcome.status.as_str(),
+                    exit_code = outcome.exit_code,
+                    attempt = ran.attempt,
+                    attempts = job.attempts,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "job run failed; retrying"
+                );
+                self.metrics.job_retried(&job.hook, outcome.status.as_str());
+                job
+            }
+            Ok(Retried::Superseded(ended)) => {
+                tracing::info!(job_id = %job.id, hook = job.hook, "a newer job of the hook waits; the retry is superseded");
+                self.metrics
+                    .job_ended(&job.hook, Status::Superseded.as_str(), None);
+                *ended
+            }
+            Ok(Retried::NotHeld) => {
+                tracing::warn!(job_id = %job.id, "the job is no longer held by this instance; its next attempt is not queued");
+                job
+            }
+            Err(error) => {
+                tracing::error!(job_id = %job.id, %error, "cannot queue the job's next attempt; it ends now");
+                return false;
+            }
+        };
+        live.job.send_replace(published);
+        self.wake();
+        self.job_ended.notify_waiters();
+        true
     }
 }

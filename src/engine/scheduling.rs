@@ -1,11 +1,45 @@
 //! Scheduling: this instance claims from the store as many jobs as it has room for, whenever
-//! room or work may have appeared (an admission, a job's end, another instance's word).
+//! room or work may have appeared (an admission, a job's end, another instance's word, or the
+//! time a retry waits for).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
+use tokio::sync::watch;
 
 use super::Inner;
+use crate::job::now_ms;
+
+/// Wakes the scheduler when the first job waiting for a retry becomes due: the time is set by
+/// each look at the store (`None`: none waits), and a new time replaces the old one. The task
+/// ends with the engine.
+pub(super) fn spawn_timer(inner: &Arc<Inner>, mut due: watch::Receiver<Option<i64>>) {
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    inner.runtime.spawn(async move {
+        loop {
+            let wait = due
+                .borrow_and_update()
+                .map(|at_ms| Duration::from_millis(at_ms.saturating_sub(now_ms()).max(0) as u64));
+            let changed = match wait {
+                None => due.changed().await,
+                Some(wait) => tokio::select! {
+                    changed = due.changed() => changed,
+                    () = tokio::time::sleep(wait) => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        // Each look sets the next time again; until then, none.
+                        inner.retry_due.send_replace(None);
+                        inner.wake();
+                        Ok(())
+                    }
+                },
+            };
+            if changed.is_err() {
+                return;
+            }
+        }
+    });
+}
 
 impl Inner {
     /// Makes sure a claim runs soon: starts one, or asks the one in progress to look again, so
@@ -65,10 +99,20 @@ impl Inner {
             let work = if room == 0 {
                 0
             } else {
-                self.store.work_waiting(room).await.unwrap_or_else(|error| {
-                    tracing::error!(%error, "cannot look for jobs in the store; trying again at the next wake-up");
-                    0
-                })
+                match self.store.work_waiting(room).await {
+                    Ok(waiting) => {
+                        self.retry_due.send_if_modified(|due| {
+                            let changed = *due != waiting.next_due_ms;
+                            *due = waiting.next_due_ms;
+                            changed
+                        });
+                        waiting.now
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot look for jobs in the store; trying again at the next wake-up");
+                        0
+                    }
+                }
             };
             // Slots are held for the work found only: the others stay free for admissions,
             // which may start their jobs at once.

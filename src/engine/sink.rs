@@ -67,16 +67,14 @@ impl JobSink {
     }
 }
 
-impl OutputSink for JobSink {
-    fn write(&self, stream: StreamKind, data: &[u8]) {
-        self.capture.write(stream, data);
-        if let Some(live) = &self.live {
-            // Nobody listening any more is normal: the `stream` client may have gone.
-            live.send(Chunk {
-                stream,
-                data: Bytes::copy_from_slice(data),
-            });
-        }
+impl JobSink {
+    /// Writes a line of hookrunner's own to the log (where an attempt begins), not to the
+    /// answer's capture; it counts in `max_output` like the command's output.
+    pub fn mark(&self, line: &[u8]) {
+        self.log(line);
+    }
+
+    fn log(&self, data: &[u8]) {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         let LogFile {
             writer,
@@ -103,6 +101,20 @@ impl OutputSink for JobSink {
             *failed = true;
         }
         self.log_len.send_replace(*written);
+    }
+}
+
+impl OutputSink for JobSink {
+    fn write(&self, stream: StreamKind, data: &[u8]) {
+        self.capture.write(stream, data);
+        if let Some(live) = &self.live {
+            // Nobody listening any more is normal: the `stream` client may have gone.
+            live.send(Chunk {
+                stream,
+                data: Bytes::copy_from_slice(data),
+            });
+        }
+        self.log(data);
     }
 }
 

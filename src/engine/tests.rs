@@ -22,6 +22,7 @@ fn command(shell: &str, durable: bool) -> JobCommand {
         max_output: 1 << 20,
         keep_background: false,
         run_after_restart: durable,
+        retry: None,
     }
 }
 

@@ -41,7 +41,7 @@ struct Reader {
 struct Follow {
     source: Source,
     length: Option<watch::Receiver<u64>>,
-    /// The job ended (or its publisher is gone): read what is left, then end.
+    /// The job ended: read what is left, then end.
     finished: bool,
 }
 
@@ -122,9 +122,15 @@ impl Follow {
                     // Written but not readable yet (a backend that keeps output in batches).
                     return tokio::time::sleep(UNREADABLE_RETRY).await;
                 }
-                tokio::select! {
-                    changed = length.changed() => if changed.is_err() { self.finished = true },
-                    changed = job.changed() => if changed.is_err() { self.finished = true },
+                let closed = tokio::select! {
+                    changed = length.changed() => changed.is_err(),
+                    changed = job.changed() => changed.is_err(),
+                };
+                if closed {
+                    // The run here is over but the job goes on (its next attempt, wherever
+                    // it runs): follow it through the store until it ends.
+                    self.source = Source::Store;
+                    self.length = None;
                 }
             }
             _ => tokio::time::sleep(POLL_INTERVAL).await,

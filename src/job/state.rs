@@ -1,6 +1,7 @@
 //! A job and the states it goes through. A job is created `Queued`, may be claimed by one
-//! instance (`Running`), and ends `Finished` once; [`Job::start`] and [`Job::finish`] are the only
-//! ways between states, and they refuse every other move.
+//! instance (`Running`), and ends `Finished` once, or goes back to `Queued` for its next attempt
+//! ([`Job::retry`]); [`Job::start`], [`Job::finish`] and [`Job::retry`] are the only ways between
+//! states, and they refuse every other move.
 
 use super::{JobId, Status};
 
@@ -17,6 +18,8 @@ pub struct Job {
     /// This run's number, from 1, and how many runs the job may have (1 and 1 without retries).
     pub attempt: u32,
     pub attempts: u32,
+    /// When a job queued for a retry may run again (unix ms); `None` for a job that may run now.
+    pub next_attempt_ms: Option<i64>,
     pub state: JobState,
 }
 
@@ -80,6 +83,10 @@ pub enum BadTransition {
     NotFinal { status: &'static str },
     #[error("job {id} did not run, so it cannot end as `{status}`")]
     NeverRan { id: JobId, status: &'static str },
+    #[error("job {id} is {status}; only a running job can be retried")]
+    CannotRetry { id: JobId, status: &'static str },
+    #[error("job {id} ran its last attempt ({attempts})")]
+    NoAttemptLeft { id: JobId, attempts: u32 },
 }
 
 impl Job {
@@ -99,6 +106,7 @@ impl Job {
             created_ms,
             attempt: 1,
             attempts: 1,
+            next_attempt_ms: None,
             state: JobState::Queued,
         }
     }
@@ -147,6 +155,7 @@ impl Job {
     pub fn start(&mut self, instance: &str, at_ms: i64) -> Result<(), BadTransition> {
         match self.state {
             JobState::Queued => {
+                self.next_attempt_ms = None;
                 self.state = JobState::Running {
                     run: Run {
                         instance: instance.to_string(),
@@ -188,11 +197,35 @@ impl Job {
                 })
             }
         };
+        self.next_attempt_ms = None;
         self.state = JobState::Finished {
             run,
             finished_ms: at_ms,
             outcome,
         };
+        Ok(())
+    }
+}
+
+impl Job {
+    /// Running → queued again for the next attempt, which may start at `at_ms`. Refused for a
+    /// job not running, or on its last attempt.
+    pub fn retry(&mut self, at_ms: i64) -> Result<(), BadTransition> {
+        if !matches!(self.state, JobState::Running { .. }) {
+            return Err(BadTransition::CannotRetry {
+                id: self.id.clone(),
+                status: self.status().as_str(),
+            });
+        }
+        if self.attempt >= self.attempts {
+            return Err(BadTransition::NoAttemptLeft {
+                id: self.id.clone(),
+                attempts: self.attempts,
+            });
+        }
+        self.attempt += 1;
+        self.next_attempt_ms = Some(at_ms);
+        self.state = JobState::Queued;
         Ok(())
     }
 }
@@ -263,6 +296,41 @@ mod tests {
                 assert_eq!((job.status(), job.run()), (status, None));
             } else {
                 assert_eq!(job.status(), Status::Queued, "unchanged after {status:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_retry_queues_a_running_job_for_its_next_attempt_and_nothing_else() {
+        // (attempt, attempts, state, allowed)
+        let running = |job: &mut Job| job.start("web-1", 10).unwrap();
+        let finished = |job: &mut Job| {
+            running(job);
+            job.finish(ended(Status::Failed), 11).unwrap();
+        };
+        let queued = |_: &mut Job| {};
+        let cases: [(u32, u32, &dyn Fn(&mut Job), bool); 5] = [
+            (1, 3, &running, true),
+            (2, 3, &running, true),
+            (3, 3, &running, false),
+            (1, 3, &queued, false),
+            (1, 3, &finished, false),
+        ];
+        for (index, (attempt, attempts, state, allowed)) in cases.into_iter().enumerate() {
+            let mut job = job();
+            (job.attempt, job.attempts) = (attempt, attempts);
+            state(&mut job);
+            let before = job.clone();
+            let result = job.retry(500);
+            assert_eq!(result.is_ok(), allowed, "case {index}: {result:?}");
+            if allowed {
+                assert_eq!(job.status(), Status::Queued);
+                assert_eq!((job.attempt, job.next_attempt_ms), (attempt + 1, Some(500)));
+                assert_eq!(job.run(), None);
+                job.start("web-2", 600).unwrap();
+                assert_eq!(job.next_attempt_ms, None, "a started job waits for nothing");
+            } else {
+                assert_eq!(job, before, "case {index}: unchanged");
             }
         }
     }

@@ -20,6 +20,8 @@ pub struct JobView<'a> {
     instance: Option<&'a str>,
     attempt: u32,
     attempts: u32,
+    /// When a job waiting for a retry runs next; `null` otherwise.
+    next_attempt_at: Option<String>,
     links: Links,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
@@ -55,6 +57,7 @@ impl<'a> JobView<'a> {
             instance: run.map(|run| run.instance.as_str()),
             attempt: job.attempt,
             attempts: job.attempts,
+            next_attempt_at: job.next_attempt_ms.map(rfc3339),
             links: Links {
                 job: format!("/jobs/{}", job.id),
                 log: format!("/jobs/{}/log", job.id),
@@ -150,10 +153,26 @@ mod tests {
             "instance",
             "exit_code",
             "duration_ms",
+            "next_attempt_at",
         ] {
             assert!(body[field].is_null(), "{field}: {}", body[field]);
         }
         assert_eq!(body["created_at"], "1970-01-01T00:00:00.000Z");
         assert_eq!(body["stdout"], "");
+    }
+
+    #[test]
+    fn a_job_waiting_for_a_retry_says_when_it_runs_next() {
+        let mut job = Job::queued(JobId::generate(), "h".into(), "r".into(), None, 0);
+        job.attempts = 3;
+        job.start("web-1", 10).unwrap();
+        job.retry(1_700_000_000_500).unwrap();
+        let body = JobView::of(&job, false, 20).to_value();
+        assert_eq!(body["status"], "queued");
+        assert_eq!(
+            (&body["attempt"], &body["attempts"]),
+            (&2.into(), &3.into())
+        );
+        assert_eq!(body["next_attempt_at"], "2023-11-14T22:13:20.500Z");
     }
 }

@@ -71,5 +71,6 @@ pub fn build(
         max_output: MAX_OUTPUT,
         keep_background: false,
         run_after_restart: true,
+        retry: None,
     }
 }

@@ -80,6 +80,9 @@ pub enum StoreError {
     Commit(#[source] Arc<dyn Error + Send + Sync>),
     #[error("no job `{0}` in the store")]
     UnknownJob(JobId),
+    /// [`Store::retry`](super::Store::retry) was handed a job that is not queued for a retry.
+    #[error("job {0} is not queued for its next attempt, so it cannot be put back in line")]
+    NotRetrying(JobId),
     #[error("the job store could not use a file or thread")]
     Io(#[from] io::Error),
     /// The writer thread is gone, so nothing more can be stored or read.

@@ -47,13 +47,12 @@ impl LogWriter {
     }
 }
 
-/// Creates (or empties) a job's log file, readable by the server's user only: it holds the job's
-/// output.
+/// Creates a job's log file, readable by the server's user only (it holds the job's output), or
+/// opens it to append: a job's next attempt adds to the log of the ones before.
 fn create_log(path: &PathBuf) -> io::Result<File> {
     std::fs::OpenOptions::new()
-        .write(true)
+        .append(true)
         .create(true)
-        .truncate(true)
         .mode(0o600)
         .open(path)
 }

@@ -102,6 +102,28 @@ pub struct Claimed {
     pub started: Option<Committed>,
 }
 
+/// What [`Store::retry`] did with a job whose run ended with a status its hook retries.
+#[derive(Debug)]
+pub enum Retried {
+    /// It waits for its next attempt; `committed` resolves once that is on the disk.
+    Queued { committed: Committed },
+    /// A newer job of its hook waits already (`latest`, `replace`), which the retry would have
+    /// superseded: the retry is recorded `superseded` instead.
+    Superseded(Box<Job>),
+    /// This instance no longer holds the job (another one ended it): nothing was recorded.
+    NotHeld,
+}
+
+/// What [`Store::work_waiting`] saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkWaiting {
+    /// Jobs this instance may claim now, at most the number asked for.
+    pub now: usize,
+    /// When the first job waiting for a retry becomes due (unix ms), if one waits: the caller
+    /// looks again then.
+    pub next_due_ms: Option<i64>,
+}
+
 /// What [`Store::cancel`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CancelResult {
@@ -226,13 +248,21 @@ impl Store {
     /// How many jobs this instance may claim are waiting, at most `up_to` (a bound, not a
     /// promise: a claim may find fewer, or more arrive): a look that costs less than a claim and
     /// takes no lock, so a caller holds slots only for work there is, and skips the claim when
-    /// there is none. A job queued after the look wakes the caller again.
-    pub async fn work_waiting(&self, up_to: usize) -> Result<usize, StoreError> {
+    /// there is none. A job queued after the look wakes the caller again; a job waiting for a
+    /// retry does not, so the look says when the first becomes due.
+    pub async fn work_waiting(&self, up_to: usize) -> Result<WorkWaiting, StoreError> {
         match self {
-            // The claim itself is decided in memory.
-            Store::Sqlite(_) => Ok(up_to),
+            Store::Sqlite(store) => Ok(store.work_waiting(up_to)),
             Store::Postgres(store) => store.work_waiting(up_to).await,
         }
+    }
+
+    /// Puts a job this instance ran back in line for its next attempt: `job` is in its queued
+    /// state after [`Job::retry`], and `command` is what it runs. Fenced like [`Store::finish`]:
+    /// only a job running on this instance. The retry enters its hook's concurrency like a new
+    /// trigger, and no claim hands it out before its `next_attempt_ms`.
+    pub async fn retry(&self, job: &Job, command: &JobCommand) -> Result<Retried, StoreError> {
+        backend!(self, store => store.retry(job, command).await)
     }
 
     /// Records the end of a job this instance ran, or of a queued job that never ran (which must

@@ -20,6 +20,7 @@ mod providers;
 mod readme;
 mod receiver;
 mod replays;
+mod retries;
 mod running;
 mod send_retry;
 mod signatures;

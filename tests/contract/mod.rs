@@ -16,7 +16,7 @@ use hookrunner::config::Concurrency;
 use hookrunner::job::{now_ms, Job, JobId, Outcome, Status};
 use hookrunner::runner::Program;
 use hookrunner::store::{
-    Admission, CancelResult, Durability, ListQuery, NewJob, Placement, Store, StoreError,
+    Admission, CancelResult, Durability, ListQuery, NewJob, Placement, Retried, Store, StoreError,
 };
 
 /// A fresh database of one backend, and how to open handles on it (one per instance).
@@ -62,6 +62,10 @@ macro_rules! store_contract {
             a_restart_interrupts_running_jobs_and_keeps_durable_queued_ones,
             prune_deletes_old_finished_jobs_and_keeps_unfinished_ones,
             instances_include_this_one,
+            a_retry_waits_for_its_time_and_its_log_follows_the_first_attempt,
+            a_retry_enters_its_lane_like_a_new_trigger_and_is_fenced,
+            cancel_ends_a_waiting_retry,
+            a_restart_keeps_the_schedule_of_a_waiting_retry,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -88,6 +92,7 @@ pub fn command(durable: bool) -> JobCommand {
         max_output: 1 << 20,
         keep_background: false,
         run_after_restart: durable,
+        retry: None,
     }
 }
 
@@ -542,4 +547,167 @@ pub async fn instances_include_this_one(database: &impl Database) {
         .expect("this instance is listed");
     assert_eq!(me.running, 1);
     assert_eq!(me.version, env!("CARGO_PKG_VERSION"));
+}
+
+/// A job of `attempts` runs.
+fn retrying_job(hook: &str, concurrency: Concurrency, attempts: u32) -> NewJob {
+    let mut new = new_job(hook, None, concurrency);
+    new.job.attempts = attempts;
+    new
+}
+
+/// Puts a job that runs here back in line for its next attempt, due at `due_ms`.
+async fn retry(store: &Store, id: &JobId, due_ms: i64) -> Retried {
+    let mut job = store.get(id).await.unwrap().expect("the job exists");
+    job.retry(due_ms).unwrap();
+    let retried = store.retry(&job, &command(true)).await.unwrap();
+    if let Retried::Queued { committed } = retried {
+        committed.await.unwrap();
+        return Retried::Queued {
+            committed: hookrunner::store::Committed::done(),
+        };
+    }
+    retried
+}
+
+async fn read_all_log(store: &Store, id: &JobId) -> Vec<u8> {
+    let mut read = Vec::new();
+    loop {
+        let piece = store.read_log(id, read.len() as u64).await.unwrap();
+        if piece.is_empty() {
+            return read;
+        }
+        read.extend_from_slice(&piece);
+    }
+}
+
+pub async fn a_retry_waits_for_its_time_and_its_log_follows_the_first_attempt(
+    database: &impl Database,
+) {
+    let store = database.open("web-1").await;
+    let id = admit(&store, retrying_job("r", PARALLEL, 3)).await;
+    assert_eq!(claim_ids(&store, 8).await, std::slice::from_ref(&id));
+    let mut log = store.log_writer(&id);
+    log.append(b"first\n").unwrap();
+    drop(log);
+    let due = now_ms() + 400;
+    assert!(matches!(
+        retry(&store, &id, due).await,
+        Retried::Queued { .. }
+    ));
+    let waiting = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (waiting.status(), waiting.attempt, waiting.next_attempt_ms),
+        (Status::Queued, 2, Some(due))
+    );
+    assert!(
+        claim_ids(&store, 8).await.is_empty(),
+        "not before it is due"
+    );
+    assert_eq!(store.work_waiting(8).await.unwrap().next_due_ms, Some(due));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let claimed = claim_ids(&store, 8).await;
+        if !claimed.is_empty() {
+            assert!(now_ms() >= due, "claimed {} ms early", due - now_ms());
+            assert_eq!(claimed, std::slice::from_ref(&id));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never claimed again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let running = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((running.attempt, running.next_attempt_ms), (2, None));
+    let mut log = store.log_writer(&id);
+    log.append(b"second\n").unwrap();
+    drop(log);
+    finish(&store, &id, Status::Succeeded).await;
+    assert_eq!(read_all_log(&store, &id).await, b"first\nsecond\n");
+}
+
+pub async fn a_retry_enters_its_lane_like_a_new_trigger_and_is_fenced(database: &impl Database) {
+    let store = database.open("web-1").await;
+    // `latest`: a newer job already waiting wins over the retry.
+    let latest = Concurrency::Latest;
+    let old = admit(&store, retrying_job("l", latest, 2)).await;
+    claim_ids(&store, 8).await;
+    let newer = admit(&store, new_job("l", None, latest)).await;
+    match retry(&store, &old, now_ms()).await {
+        Retried::Superseded(job) => assert_eq!(job.status(), Status::Superseded),
+        other => panic!("{other:?}"),
+    }
+    store.flush().await.unwrap();
+    assert_eq!(status(&store, &old).await, Status::Superseded);
+    assert_eq!(claim_ids(&store, 8).await, std::slice::from_ref(&newer));
+    finish(&store, &newer, Status::Succeeded).await;
+
+    // `queue`: behind the jobs already waiting.
+    let queue = Concurrency::Queue { queue: 1 };
+    let first = admit(&store, retrying_job("q", queue, 2)).await;
+    assert_eq!(claim_ids(&store, 8).await, std::slice::from_ref(&first));
+    let second = admit(&store, new_job("q", None, queue)).await;
+    assert!(matches!(
+        retry(&store, &first, now_ms()).await,
+        Retried::Queued { .. }
+    ));
+    assert_eq!(claim_ids(&store, 8).await, std::slice::from_ref(&second));
+    finish(&store, &second, Status::Succeeded).await;
+    assert_eq!(claim_ids(&store, 8).await, std::slice::from_ref(&first));
+
+    // Only a job running here is put back in line.
+    let idle = admit(&store, retrying_job("p", PARALLEL, 2)).await;
+    let mut job = store.get(&idle).await.unwrap().unwrap();
+    job.start("web-1", now_ms()).unwrap();
+    job.retry(now_ms()).unwrap();
+    assert!(matches!(
+        store.retry(&job, &command(true)).await.unwrap(),
+        Retried::NotHeld
+    ));
+    let unchanged = store.get(&idle).await.unwrap().unwrap();
+    assert_eq!((unchanged.attempt, unchanged.next_attempt_ms), (1, None));
+}
+
+pub async fn cancel_ends_a_waiting_retry(database: &impl Database) {
+    let store = database.open("web-1").await;
+    let id = admit(&store, retrying_job("c", PARALLEL, 2)).await;
+    claim_ids(&store, 8).await;
+    retry(&store, &id, now_ms() + 60_000).await;
+    match store.cancel(&id).await.unwrap() {
+        CancelResult::Dequeued(job) => assert_eq!(job.status(), Status::Cancelled),
+        other => panic!("{other:?}"),
+    }
+    store.flush().await.unwrap();
+    let cancelled = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            cancelled.status(),
+            cancelled.attempt,
+            cancelled.next_attempt_ms
+        ),
+        (Status::Cancelled, 2, None)
+    );
+}
+
+pub async fn a_restart_keeps_the_schedule_of_a_waiting_retry(database: &impl Database) {
+    let store = database.open("web-1").await;
+    let id = admit(&store, retrying_job("k", PARALLEL, 2)).await;
+    claim_ids(&store, 8).await;
+    let due = now_ms() + 60_000;
+    retry(&store, &id, due).await;
+    store.flush().await.unwrap();
+    store.close().await;
+    drop(store);
+
+    let store = database.open("web-1").await;
+    store.recover(&|_| PARALLEL).await.unwrap();
+    let waiting = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (waiting.status(), waiting.attempt, waiting.next_attempt_ms),
+        (Status::Queued, 2, Some(due))
+    );
+    assert!(claim_ids(&store, 8).await.is_empty(), "not hurried");
+    assert_eq!(store.work_waiting(8).await.unwrap().next_due_ms, Some(due));
 }

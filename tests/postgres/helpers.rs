@@ -70,6 +70,7 @@ pub fn command(durable: bool) -> JobCommand {
         max_output: 1 << 20,
         keep_background: false,
         run_after_restart: durable,
+        retry: None,
     }
 }
 

@@ -13,5 +13,6 @@ mod jobs;
 mod outage;
 mod outbox;
 mod proxy;
+mod retries;
 mod serve;
 mod store_contract;

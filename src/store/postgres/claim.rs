@@ -13,7 +13,7 @@ use super::Cached;
 use super::{lock, now_ms, synchronous_commit, PgStore};
 use crate::command::JobCommand;
 use crate::job::{Job, JobId};
-use crate::store::{stored_command, Claimed, Committed, Durability, StoreError};
+use crate::store::{stored_command, Claimed, Committed, Durability, StoreError, WorkWaiting};
 
 /// Takes the cluster's claim lock for the transaction, and bounds how long the transaction may
 /// sit idle: a claimer whose connection vanished without closing (a network partition) would
@@ -54,10 +54,13 @@ impl PgStore {
     /// their admission) neither waits for the lock nor holds up the others. A job queued after
     /// the look is not missed: its admission wakes the instances that may claim it (this one,
     /// through `NOTIFY` or its own admission), and the wake-up looks again.
-    pub async fn work_waiting(&self, up_to: usize) -> Result<usize, StoreError> {
+    pub async fn work_waiting(&self, up_to: usize) -> Result<WorkWaiting, StoreError> {
         let unsettled = lock(&self.inner.unsettled).len();
         if unsettled > 0 {
-            return Ok(up_to.max(unsettled));
+            return Ok(WorkWaiting {
+                now: up_to.max(unsettled),
+                next_due_ms: None,
+            });
         }
         let hint = &self.inner.work_hint;
         if !hint.swap(false, Ordering::SeqCst) {
@@ -73,18 +76,27 @@ impl PgStore {
 
     async fn count_waiting(&self, up_to: usize) -> Result<usize, StoreError> {
         let client = self.client().await?;
+        // The jobs due now, and when the first retry not yet due is (through `jobs_retry_due`).
         let row = Cached(&client)
             .query_one(
-                "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' \
-                 AND (placement IS NULL OR placement = $1) LIMIT $2) AS waiting",
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' \
+                         AND (placement IS NULL OR placement = $1) \
+                         AND (next_attempt_ms IS NULL OR next_attempt_ms <= $3) \
+                         LIMIT $2) AS waiting), \
+                        (SELECT min(next_attempt_ms) FROM jobs WHERE status = 'queued' \
+                         AND next_attempt_ms > $3 AND (placement IS NULL OR placement = $1))",
                 &[
                     &self.inner.instance,
                     &i64::try_from(up_to).unwrap_or(i64::MAX),
+                    &now_ms(),
                 ],
             )
             .await
             .map_err(|error| self.sql(error))?;
-        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        Ok(WorkWaiting {
+            now: usize::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            next_due_ms: row.get(1),
+        })
     }
 
     /// One try of the claim's transaction. Jobs whose claim may have committed without this
@@ -129,7 +141,8 @@ impl PgStore {
                 Cached(&transaction)
                     .query(
                         concat!(
-                            "UPDATE jobs SET status = 'running', instance = $2, started_ms = $3 \
+                            "UPDATE jobs SET status = 'running', instance = $2, started_ms = $3, \
+                             next_attempt_ms = NULL \
                              WHERE id = ANY($1) AND status = 'queued' RETURNING ",
                             job_columns!(),
                             ", command"
@@ -150,7 +163,7 @@ impl PgStore {
                     continue;
                 }
             };
-            match self.command_of(&job.id, row.get(17)) {
+            match self.command_of(&job.id, row.get(18)) {
                 Ok(command) => claimed.push((job, command)),
                 Err(outcome) => unrunnable.push((job, outcome)),
             }
@@ -207,7 +220,8 @@ impl PgStore {
     ) -> Result<Vec<String>, StoreError> {
         let sql = |error| self.sql(error);
         let limit = i64::try_from(free).unwrap_or(i64::MAX);
-        // Per lane, the first `free` queued jobs: no more can start in one claim. Read lane by
+        // Per lane, the first `free` queued jobs that are due (a retry waits for its
+        // `next_attempt_ms`, holding up nobody): no more can start in one claim. Read lane by
         // lane through the `jobs_queued` index, so a long backlog costs no more than a short
         // one (every queued job's lane has its `lanes` row: its admission made sure of it).
         let heads = Cached(transaction)
@@ -216,9 +230,10 @@ impl PgStore {
                  CROSS JOIN LATERAL ( \
                      SELECT id, seq, placement FROM jobs \
                      WHERE jobs.lane = l.lane AND status = 'queued' \
+                       AND (next_attempt_ms IS NULL OR next_attempt_ms <= $2) \
                      ORDER BY seq LIMIT $1) AS heads \
                  ORDER BY heads.seq",
-                &[&limit],
+                &[&limit, &now_ms()],
             )
             .await
             .map_err(sql)?;

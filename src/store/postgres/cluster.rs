@@ -68,7 +68,8 @@ impl PgStore {
     }
 
     /// An instance's running jobs and the queued jobs placed on it become `interrupted`, and
-    /// give their duplicate keys back; returns how many.
+    /// give their duplicate keys back; returns how many. A running job whose hook retries
+    /// `interrupted` is queued for its next attempt instead (not counted).
     async fn interrupt(
         &self,
         transaction: &Transaction<'_>,
@@ -77,6 +78,7 @@ impl PgStore {
         queued_error: &str,
     ) -> Result<usize, StoreError> {
         let sql = |error| self.sql(error);
+        let retried = self.retry_interrupted(transaction, instance).await?;
         let now = now_ms();
         let mut ids: Vec<String> = Cached(transaction)
             .query(
@@ -99,7 +101,7 @@ impl PgStore {
             .await
             .map_err(sql)?;
         ids.extend(queued.iter().map(|row| row.get::<_, String>(0)));
-        if !ids.is_empty() {
+        if !ids.is_empty() || retried > 0 {
             super::ended_unsucceeded(transaction, &ids)
                 .await
                 .map_err(sql)?;

@@ -20,6 +20,7 @@ mod direct;
 mod jobs;
 mod listener;
 mod outbox;
+mod retry;
 mod rows;
 mod schema;
 mod starter;

@@ -11,7 +11,8 @@ use crate::store::Placement;
 macro_rules! job_columns {
     () => {
         "id, hook, request_id, status, dedupe_key, created_ms, started_ms, finished_ms, \
-         instance, attempt, attempts, exit_code, signal, error, duration_ms, stdout, stderr"
+         instance, attempt, attempts, exit_code, signal, error, duration_ms, stdout, stderr, \
+         next_attempt_ms"
     };
 }
 pub(super) use job_columns;
@@ -100,6 +101,9 @@ pub(super) fn job_from_row(row: &Row) -> Result<Job, String> {
         created_ms: row.get(5),
         attempt: u32::try_from(row.get::<_, i32>(9)).unwrap_or(1),
         attempts: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
+        next_attempt_ms: row
+            .get::<_, Option<i64>>(17)
+            .filter(|_| matches!(state, JobState::Queued)),
         state,
     })
 }

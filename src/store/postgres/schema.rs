@@ -28,7 +28,8 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// claim, else the one instance that may. `lane` is what the hook's concurrency counts: the hook,
 /// or the hook and the instance for a `run_on: all` copy. The `dedupe` foreign key is deferred,
 /// so an admission claims the key before it inserts the job that holds it.
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
     CREATE TABLE jobs (
         seq              BIGSERIAL PRIMARY KEY,
         id               TEXT UNIQUE NOT NULL,
@@ -84,7 +85,27 @@ const MIGRATIONS: [&str; 1] = ["
         heartbeat_at TIMESTAMPTZ NOT NULL,
         boot         TEXT NOT NULL
     );
-"];
+",
+    // Version 2: retries. `next_attempt_ms` is when a job queued for its next attempt may be
+    // claimed. `log_base` is where the current attempt's output starts in the job's log: each
+    // attempt's output is written from offset 0 of its own (by whichever instance runs it), and
+    // the trigger places it after the attempts before.
+    "
+    ALTER TABLE jobs ADD COLUMN next_attempt_ms BIGINT;
+    ALTER TABLE jobs ADD COLUMN log_base BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_retry_due ON jobs (next_attempt_ms)
+        WHERE status = 'queued' AND next_attempt_ms IS NOT NULL;
+    CREATE FUNCTION hookrunner_output_after_earlier_attempts() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            NEW.start := NEW.start + (SELECT log_base FROM jobs WHERE id = NEW.job_id);
+            RETURN NEW;
+        END
+        $$;
+    CREATE TRIGGER job_output_after_earlier_attempts BEFORE INSERT ON job_output
+        FOR EACH ROW EXECUTE FUNCTION hookrunner_output_after_earlier_attempts();
+",
+];
 
 /// Brings the schema up to [`SCHEMA_VERSION`] under the migration lock, so instances starting
 /// together migrate one at a time; refuses a database a newer hookrunner made.

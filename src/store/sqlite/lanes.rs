@@ -1,5 +1,6 @@
 //! Scheduling as plain data: which waiting job starts next, per hook (`concurrency`) and overall
-//! (`max_jobs`), in arrival order. No IO, no clocks: the engine applies what this decides.
+//! (`max_jobs`), in arrival order, none before it is due (a retry waits for its `next_attempt_at`).
+//! No IO, no clocks (the time is passed in): the store applies what this decides.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -10,7 +11,16 @@ use crate::job::JobId;
 pub struct Lanes {
     lanes: HashMap<String, Lane>,
     /// Every waiting job, in arrival order across hooks.
-    order: VecDeque<(String, JobId)>,
+    order: VecDeque<Waiting>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    hook: String,
+    id: JobId,
+    /// Not to start before this instant (unix ms): a retry waiting for its next attempt. A job
+    /// not yet due holds up nobody, not even the jobs of its own hook behind it.
+    due_ms: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -40,6 +50,18 @@ impl Lanes {
     }
 
     pub fn admit(&mut self, hook: &str, mode: Concurrency, id: JobId) -> Admission {
+        self.admit_due(hook, mode, id, None)
+    }
+
+    /// Like [`Lanes::admit`], for a job that may not start before `due_ms` (one recovered at a
+    /// start while it waited for a retry).
+    pub fn admit_due(
+        &mut self,
+        hook: &str,
+        mode: Concurrency,
+        id: JobId,
+        due_ms: Option<i64>,
+    ) -> Admission {
         let lane = self.lanes.entry(hook.to_string()).or_insert_with(|| Lane {
             mode,
             running: Vec::new(),
@@ -63,19 +85,57 @@ impl Lanes {
                 (superseded, self.lanes[hook].running.clone())
             }
         };
-        if let Some(lane) = self.lanes.get_mut(hook) {
-            lane.waiting += 1;
-        }
-        self.order.push_back((hook.to_string(), id));
+        self.push(hook, id, due_ms);
         Admission::Accepted { superseded, cancel }
     }
 
-    /// Takes the jobs that may start now, at most `free` of them, oldest first, and marks them running.
-    pub fn start_next(&mut self, mut free: usize) -> Vec<(String, JobId)> {
+    /// A running job goes back in line for its next attempt, due at `due_ms`, like a new trigger
+    /// of its hook: behind the jobs already waiting (a `queue` takes it beyond its bound: it was
+    /// accepted once). Under `latest` and `replace` a job of its hook already waiting is newer,
+    /// and wins: then the retry is not queued, and this returns false.
+    pub fn retry(&mut self, hook: &str, id: &JobId, due_ms: i64) -> bool {
+        self.finished(hook, id);
+        let Some(lane) = self.lanes.get(hook) else {
+            return false;
+        };
+        if matches!(lane.mode, Concurrency::Latest | Concurrency::Replace) && lane.waiting > 0 {
+            return false;
+        }
+        self.push(hook, id.clone(), Some(due_ms));
+        true
+    }
+
+    /// When the first waiting job that is not due yet becomes due.
+    pub fn next_due(&self, now_ms: i64) -> Option<i64> {
+        self.order
+            .iter()
+            .filter_map(|waiting| waiting.due_ms)
+            .filter(|due| *due > now_ms)
+            .min()
+    }
+
+    fn push(&mut self, hook: &str, id: JobId, due_ms: Option<i64>) {
+        if let Some(lane) = self.lanes.get_mut(hook) {
+            lane.waiting += 1;
+        }
+        self.order.push_back(Waiting {
+            hook: hook.to_string(),
+            id,
+            due_ms,
+        });
+    }
+
+    /// Takes the jobs that may start at `now_ms`, at most `free` of them, oldest first, and marks
+    /// them running.
+    pub fn start_next(&mut self, mut free: usize, now_ms: i64) -> Vec<(String, JobId)> {
         let mut started = Vec::new();
         let mut index = 0;
         while free > 0 && index < self.order.len() {
-            let hook = &self.order[index].0;
+            if self.order[index].due_ms.is_some_and(|due| due > now_ms) {
+                index += 1;
+                continue;
+            }
+            let hook = &self.order[index].hook;
             // Every waiting job's hook has a lane (`admit` makes it); a job without one waits.
             let Some(lane) = self.lanes.get_mut(hook) else {
                 index += 1;
@@ -86,7 +146,7 @@ impl Lanes {
                 _ => 1,
             };
             if lane.running.len() < capacity {
-                let Some((hook, id)) = self.order.remove(index) else {
+                let Some(Waiting { hook, id, .. }) = self.order.remove(index) else {
                     break;
                 };
                 lane.waiting = lane.waiting.saturating_sub(1);
@@ -109,10 +169,10 @@ impl Lanes {
 
     /// Takes a waiting job out of line (cancelled before it started). False if it was not waiting.
     pub fn remove_waiting(&mut self, id: &JobId) -> bool {
-        let Some(index) = self.order.iter().position(|(_, waiting)| waiting == id) else {
+        let Some(index) = self.order.iter().position(|waiting| waiting.id == *id) else {
             return false;
         };
-        let Some((hook, _)) = self.order.remove(index) else {
+        let Some(Waiting { hook, .. }) = self.order.remove(index) else {
             return false;
         };
         if let Some(lane) = self.lanes.get_mut(&hook) {
@@ -123,10 +183,10 @@ impl Lanes {
 
     fn drop_waiting(&mut self, hook: &str) -> Vec<JobId> {
         let mut dropped = Vec::new();
-        self.order.retain(|(waiting_hook, id)| {
-            let drop = waiting_hook == hook;
+        self.order.retain(|waiting| {
+            let drop = waiting.hook == hook;
             if drop {
-                dropped.push(id.clone());
+                dropped.push(waiting.id.clone());
             }
             !drop
         });
@@ -154,7 +214,7 @@ mod tests {
 
     fn started(lanes: &mut Lanes, free: usize) -> Vec<JobId> {
         lanes
-            .start_next(free)
+            .start_next(free, 0)
             .into_iter()
             .map(|(_, id)| id)
             .collect()
@@ -260,5 +320,55 @@ mod tests {
         assert!(lanes.remove_waiting(&jobs[1]));
         assert!(!lanes.remove_waiting(&jobs[1]));
         assert_eq!(started(&mut lanes, 8), [jobs[0].clone(), jobs[2].clone()]);
+    }
+
+    #[test]
+    fn a_retry_waits_until_due_behind_its_queue_and_holds_up_nobody() {
+        let mut lanes = Lanes::default();
+        let jobs = ids(4);
+        let mode = Concurrency::Queue { queue: 1 };
+        accepted(lanes.admit("q", mode, jobs[0].clone()));
+        assert_eq!(started(&mut lanes, 8), jobs[..1]);
+        // Waiting while the first runs; the queue is full.
+        accepted(lanes.admit("q", mode, jobs[1].clone()));
+        assert!(lanes.retry("q", &jobs[0], 100), "beyond the bound");
+        assert_eq!(lanes.next_due(0), Some(100));
+        assert_eq!(
+            lanes.start_next(8, 50),
+            [("q".to_string(), jobs[1].clone())]
+        );
+        lanes.finished("q", &jobs[1]);
+        // Not due: a job admitted later goes first.
+        accepted(lanes.admit("q", mode, jobs[2].clone()));
+        assert_eq!(
+            lanes.start_next(8, 99),
+            [("q".to_string(), jobs[2].clone())]
+        );
+        lanes.finished("q", &jobs[2]);
+        assert_eq!(
+            lanes.start_next(8, 100),
+            [("q".to_string(), jobs[0].clone())]
+        );
+        assert_eq!((lanes.next_due(0), lanes.waiting()), (None, 0));
+    }
+
+    #[test]
+    fn under_latest_and_replace_a_newer_waiting_job_wins_over_a_retry_and_supersedes_it_later() {
+        for mode in [Concurrency::Latest, Concurrency::Replace] {
+            let mut lanes = Lanes::default();
+            let jobs = ids(3);
+            accepted(lanes.admit("l", mode, jobs[0].clone()));
+            started(&mut lanes, 8);
+            accepted(lanes.admit("l", mode, jobs[1].clone()));
+            assert!(!lanes.retry("l", &jobs[0], 100), "{mode:?}");
+            assert_eq!(lanes.start_next(8, 0), [("l".to_string(), jobs[1].clone())]);
+            assert!(
+                lanes.retry("l", &jobs[1], 100),
+                "{mode:?}: nothing newer waits"
+            );
+            let (superseded, _) = accepted(lanes.admit("l", mode, jobs[2].clone()));
+            assert_eq!(superseded, jobs[1..2], "{mode:?}");
+            assert_eq!(lanes.start_next(8, 0), [("l".to_string(), jobs[2].clone())]);
+        }
     }
 }

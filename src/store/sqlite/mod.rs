@@ -33,7 +33,7 @@ use self::rows::{log_path, now_ms, Counters, JobRecord, JobUpdate, Rows};
 use super::log::LOG_READ_SIZE;
 use super::{
     Admission, CancelResult, Claimed, Committed, Durability, InstanceInfo, ListQuery, LogWriter,
-    NewJob, Page, StoreError, StoreStats,
+    NewJob, Page, Retried, StoreError, StoreStats, WorkWaiting,
 };
 use crate::command::JobCommand;
 use crate::config::Concurrency;
@@ -145,7 +145,7 @@ impl SqliteStore {
     pub async fn claim(&self, free: usize) -> Result<Vec<Claimed>, StoreError> {
         let mut line = self.line();
         let mut claimed = Vec::new();
-        for (_, id) in line.lanes.start_next(free) {
+        for (_, id) in line.lanes.start_next(free, now_ms()) {
             let Some((mut job, command)) = line.waiting.remove(&id) else {
                 continue;
             };
@@ -185,6 +185,52 @@ impl SqliteStore {
         match finished_update(job) {
             Some(update) => self.rows.update(&job.id, update, durability),
             None => Committed::done(),
+        }
+    }
+
+    /// Puts a job that ran here back in line for its next attempt (`job` is queued, its
+    /// `next_attempt_ms` set), or records it `superseded` when a newer job of its hook waits.
+    pub async fn retry(&self, job: &Job, command: &JobCommand) -> Result<Retried, StoreError> {
+        let Some(due_ms) = job
+            .next_attempt_ms
+            .filter(|_| job.status() == Status::Queued)
+        else {
+            return Err(StoreError::NotRetrying(job.id.clone()));
+        };
+        let mut line = self.line();
+        if !line.running.remove(&job.id) {
+            return Ok(Retried::NotHeld);
+        }
+        if !line.lanes.retry(&job.hook, &job.id, due_ms) {
+            let mut ended = job.clone();
+            ended.next_attempt_ms = None;
+            let outcome = Outcome::unrun(Status::Superseded, None);
+            if ended.finish(outcome, now_ms()).is_ok() {
+                forget_key(&mut line, &ended);
+                if let Some(update) = finished_update(&ended) {
+                    drop(self.rows.update(&ended.id, update, Durability::Disk));
+                }
+            }
+            return Ok(Retried::Superseded(Box::new(ended)));
+        }
+        line.waiting
+            .insert(job.id.clone(), (job.clone(), command.clone()));
+        drop(line);
+        // On the disk: the next attempt was promised by the 202 as much as the first.
+        let update = JobUpdate::Retried {
+            attempt: job.attempt,
+            next_attempt_ms: due_ms,
+        };
+        Ok(Retried::Queued {
+            committed: self.rows.update(&job.id, update, Durability::Disk),
+        })
+    }
+
+    pub fn work_waiting(&self, up_to: usize) -> WorkWaiting {
+        // The claim itself is decided in memory: it costs no more than a look.
+        WorkWaiting {
+            now: up_to,
+            next_due_ms: self.line().lanes.next_due(now_ms()),
         }
     }
 
@@ -238,6 +284,7 @@ impl SqliteStore {
         &self,
         concurrency_of: &(dyn Fn(&str) -> Concurrency + Sync),
     ) -> Result<Vec<Job>, StoreError> {
+        self.retry_interrupted().await?;
         let queued = self.rows.recover().await?;
         let succeeded = self.rows.succeeded_keys().await?;
         let mut line = self.line();
@@ -264,7 +311,9 @@ impl SqliteStore {
                 Concurrency::Queue { .. } => Concurrency::Queue { queue: usize::MAX },
                 other => other,
             };
-            let _ = line.lanes.admit(&job.hook, mode, job.id.clone());
+            let _ = line
+                .lanes
+                .admit_due(&job.hook, mode, job.id.clone(), job.next_attempt_ms);
             if let Some(key) = &job.dedupe_key {
                 line.dedupe
                     .insert((job.hook.clone(), key.clone()), job.id.clone());
@@ -273,6 +322,33 @@ impl SqliteStore {
             line.waiting.insert(job.id.clone(), (job, command));
         }
         Ok(recovered)
+    }
+
+    /// For start-up: the jobs a previous run left running whose hook retries `interrupted`
+    /// and that have an attempt left are queued again for it, as if their run had ended now.
+    async fn retry_interrupted(&self) -> Result<(), StoreError> {
+        let running = self
+            .rows
+            .list(None, Some(Status::Running), None, usize::MAX)
+            .await?;
+        for record in running {
+            let Ok(Some(command)) = JobCommand::from_stored(&record.command) else {
+                continue;
+            };
+            let Some(plan) = &command.retry else {
+                continue;
+            };
+            let delay =
+                plan.next_delay(Status::Interrupted, record.attempt, &mut rand::thread_rng());
+            if let Some(delay) = delay {
+                let update = JobUpdate::Retried {
+                    attempt: record.attempt + 1,
+                    next_attempt_ms: now_ms().saturating_add(delay.as_millis() as i64),
+                };
+                drop(self.rows.update(&record.id, update, Durability::Disk));
+            }
+        }
+        Ok(())
     }
 
     pub fn log_writer(&self, id: &JobId) -> LogWriter {
@@ -407,6 +483,7 @@ impl JobRecord {
             instance: run.map(|run| run.instance.clone()),
             attempt: job.attempt,
             attempts: job.attempts,
+            next_attempt_ms: job.next_attempt_ms,
             finished_ms: job.finished_ms(),
             exit_code: outcome.and_then(|outcome| outcome.exit_code),
             signal: outcome.and_then(|outcome| outcome.signal),
@@ -450,6 +527,9 @@ impl JobRecord {
             created_ms: self.created_ms,
             attempt: self.attempt,
             attempts: self.attempts,
+            next_attempt_ms: self
+                .next_attempt_ms
+                .filter(|_| matches!(state, JobState::Queued)),
             state,
         }
     }

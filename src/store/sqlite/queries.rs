@@ -15,7 +15,7 @@ macro_rules! job_columns {
     () => {
         "id, hook, request_id, status, dedupe_key, created_ms, started_ms, finished_ms, \
          exit_code, signal, error, duration_ms, command, stdout, stderr, instance, attempt, \
-         attempts"
+         attempts, next_attempt_ms"
     };
 }
 
@@ -23,7 +23,7 @@ pub(super) fn insert(connection: &Connection, record: &JobRecord) -> rusqlite::R
     let mut statement = connection.prepare_cached(concat!(
         "INSERT INTO jobs (",
         job_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     ))?;
     statement.execute(params![
         record.id.as_str(),
@@ -44,6 +44,7 @@ pub(super) fn insert(connection: &Connection, record: &JobRecord) -> rusqlite::R
         record.instance,
         record.attempt,
         record.attempts,
+        record.next_attempt_ms,
     ])?;
     Ok(())
 }
@@ -57,13 +58,28 @@ pub(super) fn update(
     let changed = match update {
         JobUpdate::Started { at_ms, instance } => connection
             .prepare_cached(
-                "UPDATE jobs SET status = ?2, started_ms = ?3, instance = ?4 WHERE id = ?1",
+                "UPDATE jobs SET status = ?2, started_ms = ?3, instance = ?4, next_attempt_ms = NULL \
+                 WHERE id = ?1",
             )?
             .execute(params![
                 id.as_str(),
                 Status::Running.as_str(),
                 at_ms,
                 instance
+            ])?,
+        JobUpdate::Retried {
+            attempt,
+            next_attempt_ms,
+        } => connection
+            .prepare_cached(
+                "UPDATE jobs SET status = ?2, attempt = ?3, next_attempt_ms = ?4, \
+                 started_ms = NULL, instance = NULL WHERE id = ?1",
+            )?
+            .execute(params![
+                id.as_str(),
+                Status::Queued.as_str(),
+                attempt,
+                next_attempt_ms
             ])?,
         JobUpdate::Finished {
             status,
@@ -233,6 +249,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         instance: row.get(15)?,
         attempt: row.get(16)?,
         attempts: row.get(17)?,
+        next_attempt_ms: row.get(18)?,
     })
 }
 

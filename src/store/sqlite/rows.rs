@@ -44,6 +44,8 @@ pub struct JobRecord {
     pub instance: Option<String>,
     pub attempt: u32,
     pub attempts: u32,
+    /// When a job queued for a retry may run again.
+    pub next_attempt_ms: Option<i64>,
     pub finished_ms: Option<i64>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
@@ -63,6 +65,8 @@ pub struct JobRecord {
 pub enum JobUpdate {
     /// The command started on `instance`: the status becomes `running`.
     Started { at_ms: i64, instance: String },
+    /// The command ended and the job is queued again for `attempt`, due at `next_attempt_ms`.
+    Retried { attempt: u32, next_attempt_ms: i64 },
     /// The job ended with `status`, which should be final.
     Finished {
         status: Status,
@@ -84,6 +88,17 @@ impl JobUpdate {
                 record.status = Status::Running;
                 record.started_ms = Some(at_ms);
                 record.instance = Some(instance);
+                record.next_attempt_ms = None;
+            }
+            JobUpdate::Retried {
+                attempt,
+                next_attempt_ms,
+            } => {
+                record.status = Status::Queued;
+                record.attempt = attempt;
+                record.next_attempt_ms = Some(next_attempt_ms);
+                record.started_ms = None;
+                record.instance = None;
             }
             JobUpdate::Finished {
                 status,

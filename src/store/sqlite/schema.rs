@@ -22,7 +22,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 ///
 /// `seq` keeps insertion order, which `list` and `recover` sort by; ids are random. The status
 /// strings are those of [`Status::as_str`](crate::job::Status::as_str).
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "
     CREATE TABLE jobs (
         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,6 +52,10 @@ const MIGRATIONS: [&str; 2] = [
     ALTER TABLE jobs ADD COLUMN instance TEXT;
     ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+    ",
+    // Version 3: when a job queued for a retry may run again (unix ms).
+    "
+    ALTER TABLE jobs ADD COLUMN next_attempt_ms INTEGER;
     ",
 ];
 

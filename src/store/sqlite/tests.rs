@@ -34,6 +34,7 @@ fn job(hook: &str, status: Status) -> JobRecord {
         instance: None,
         attempt: 1,
         attempts: 1,
+        next_attempt_ms: None,
         finished_ms: None,
         exit_code: None,
         signal: None,
