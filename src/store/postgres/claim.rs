@@ -62,19 +62,31 @@ impl PgStore {
                 next_due_ms: None,
             });
         }
+        // Asked only after a word of work, or once the first retry known to wait is due.
         let hint = &self.inner.work_hint;
-        if !hint.swap(false, Ordering::SeqCst) {
-            return Ok(0);
+        let next_due_ms = *lock(&self.inner.next_due_ms);
+        let due = next_due_ms.is_some_and(|due_ms| due_ms <= now_ms());
+        if !hint.swap(false, Ordering::SeqCst) && !due {
+            return Ok(WorkWaiting {
+                now: 0,
+                next_due_ms,
+            });
         }
-        // Unless it finds less than it may take, more may wait: the next look asks again.
         let looked = self.count_waiting(up_to).await;
-        if !matches!(looked, Ok(found) if found < up_to) {
-            hint.store(true, Ordering::SeqCst);
+        match &looked {
+            Ok(waiting) => {
+                *lock(&self.inner.next_due_ms) = waiting.next_due_ms;
+                // It found as many as it may take: more may wait, the next look asks again.
+                if waiting.now >= up_to {
+                    hint.store(true, Ordering::SeqCst);
+                }
+            }
+            Err(_) => hint.store(true, Ordering::SeqCst),
         }
         looked
     }
 
-    async fn count_waiting(&self, up_to: usize) -> Result<usize, StoreError> {
+    async fn count_waiting(&self, up_to: usize) -> Result<WorkWaiting, StoreError> {
         let client = self.client().await?;
         // The jobs due now, and when the first retry not yet due is (through `jobs_retry_due`).
         let row = Cached(&client)

@@ -185,6 +185,8 @@ struct Inner {
     /// here that queued its job, a claim that took all it could), taken by the next look. A
     /// look while it is unset finds nothing without asking the database.
     work_hint: Arc<AtomicBool>,
+    /// When the first retry waiting for this instance is due, as the last look found.
+    next_due_ms: Mutex<Option<i64>>,
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
     /// The cluster's queued jobs, as last counted.
     waiting: AtomicUsize,
@@ -248,6 +250,7 @@ impl PgStore {
             outbox: Outbox::start(pools.disk.clone(), failure.clone(), instance.to_string()),
             starter: starter::Starter::start(&pools, &failure, instance),
             work_hint,
+            next_due_ms: Mutex::new(None),
             name: Mutex::new(listener::Name::Held),
             pools,
             failure,
