@@ -247,7 +247,11 @@ impl PgStore {
                 .await?;
         let boot = format!("{:032x}", rand::random::<u128>());
         let inner = Arc::new(Inner {
-            outbox: Outbox::start(pools.disk.clone(), failure.clone(), instance.to_string()),
+            outbox: Outbox::start(
+                (pools.disk.clone(), pools.fast.clone()),
+                failure.clone(),
+                instance.to_string(),
+            ),
             starter: starter::Starter::start(&pools, &failure, instance),
             work_hint,
             next_due_ms: Mutex::new(None),

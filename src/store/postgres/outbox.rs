@@ -165,7 +165,8 @@ pub(super) struct Outbox {
 impl Outbox {
     /// Starts the task that writes what is handed over, on the current runtime. It ends once
     /// every handle is gone and everything handed over is written.
-    pub fn start(pool: Pool, failure: Failure, instance: String) -> Outbox {
+    /// `pools`: connections that commit to the disk, and ones that do not wait for it.
+    pub fn start(pools: (Pool, Pool), failure: Failure, instance: String) -> Outbox {
         let (sender, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             sender,
@@ -176,7 +177,7 @@ impl Outbox {
         });
         let counters = Arc::new(Counters::default());
         let worker = Worker {
-            pool,
+            pools,
             failure,
             instance,
             shared: Arc::downgrade(&shared),
@@ -265,7 +266,8 @@ impl RowsWriter {
 }
 
 struct Worker {
-    pool: Pool,
+    /// Connections that commit to the disk, and ones that do not wait for it.
+    pools: (Pool, Pool),
     failure: Failure,
     instance: String,
     /// Weak, so the task ends when the last [`Outbox`] and [`RowsWriter`] are gone.
@@ -349,17 +351,13 @@ impl Worker {
             // Only flushes (and ends of jobs not finished): what came before is written.
             return Ok(());
         }
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|error| self.failure.pool(error))?;
-        let transaction = super::begin(&mut client, &self.failure).await?;
-        let ended = batch
-            .write(&transaction, &self.instance)
-            .await
-            .map_err(sql)?;
-        transaction.commit().await.map_err(sql)?;
+        let pool = if batch.durable {
+            &self.pools.0
+        } else {
+            &self.pools.1
+        };
+        let client = pool.get().await.map_err(|error| self.failure.pool(error))?;
+        let ended = batch.write(&client, &self.instance).await.map_err(sql)?;
         if ended {
             wake_claims(&client).await;
         }

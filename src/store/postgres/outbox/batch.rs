@@ -1,28 +1,26 @@
-//! One batch of the outbox as a few statements, however many items it holds: every output row
-//! in one `INSERT`, every end in one fenced `UPDATE` that also gives back the duplicate keys of
-//! the jobs that did not succeed, and one look at the ends it could not record. Statements that
-//! do not wait for each other's answers go out together (pipelined on the one connection).
+//! One batch of the outbox as one statement, however many items it holds, with no transaction
+//! around it: every output row in one `INSERT`, every end in one fenced `UPDATE` that also gives
+//! back the duplicate keys of the jobs that did not succeed; then, only when some end was not
+//! taken, one look at what the store holds instead.
 
 use std::collections::{HashMap, HashSet};
 
-use deadpool_postgres::Transaction;
-use tokio_postgres::error::SqlState;
-
 use super::super::rows::Ending;
-use super::super::{synchronous_commit, Cached};
+use super::super::Cached;
 use super::Item;
 use crate::store::Durability;
 
-/// Every output row of the batch; a row already written (by a try whose commit went unheard)
-/// stays as it is.
-const INSERT_OUTPUT: &str = "INSERT INTO job_output (job_id, start, data) \
-     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) \
-     ON CONFLICT DO NOTHING";
-
-/// Every end of the batch, fenced: a job is ended only while it is `running` here (`$10`), or
+/// The whole batch in one statement, so one commit, with no transaction around it: every
+/// output row (`$11`-`$13`; a row already written, by a try whose commit went unheard, stays as
+/// it is), and every end, fenced: a job is ended only while it is `running` here (`$10`), or
 /// still `queued` (it ended before it ran). A job that did not succeed gives its duplicate key
-/// back, so a redelivery runs again. Answers the ids it ended.
-const RECORD_ENDS: &str = "WITH ended AS ( \
+/// back, so a redelivery runs again. Answers the ids it ended. The output and the ends commit
+/// together, so no reader sees a job's end before the output it printed.
+const WRITE_BATCH: &str = "WITH output AS ( \
+         INSERT INTO job_output (job_id, start, data) \
+         SELECT * FROM unnest($11::text[], $12::bigint[], $13::bytea[]) \
+         ON CONFLICT DO NOTHING), \
+     ended AS ( \
          UPDATE jobs SET status = e.status, finished_ms = e.finished_ms, \
              exit_code = e.exit_code, signal = e.signal, error = e.error, \
              duration_ms = e.duration_ms, stdout = e.stdout, stderr = e.stderr \
@@ -106,30 +104,20 @@ impl<'a> Batch<'a> {
         self.output_job_ids.is_empty() && self.ends.is_empty() && self.repeated.is_empty()
     }
 
-    /// Writes the batch in `transaction` for the instance `instance`; answers whether some
-    /// job's end is recorded now (by this try or an earlier one whose commit went unheard).
+    /// Writes the batch through `client` (whose connection commits as durably as the batch
+    /// needs) for the instance `instance`; answers whether some job's end is recorded now (by
+    /// this try or an earlier one whose commit went unheard).
     pub async fn write(
         &self,
-        transaction: &Transaction<'_>,
+        client: &deadpool_postgres::Client,
         instance: &str,
     ) -> Result<bool, tokio_postgres::Error> {
-        let (settings, output, ended) = futures_util::future::join3(
-            transaction.batch_execute(synchronous_commit(Durability::disk_if(self.durable))),
-            self.insert_output(transaction),
-            self.record_ends(transaction, instance),
-        )
-        .await;
-        let ended = match (settings, output, ended) {
-            (Ok(()), Ok(()), Ok(ended)) => ended,
-            (settings, output, ended) => {
-                return Err(first_cause([settings.err(), output.err(), ended.err()]))
-            }
-        };
+        let ended = self.write_all(client, instance).await?;
         let unchecked = self.unrecorded(&ended);
         let mut recorded_before = false;
         if !unchecked.is_empty() {
             let ids: Vec<&str> = unchecked.iter().map(|(id, _)| *id).collect();
-            let found = Cached(transaction).query(RECORDED, &[&ids]).await?;
+            let found = Cached(client).query(RECORDED, &[&ids]).await?;
             let found: HashMap<String, (String, Option<i64>)> = found
                 .iter()
                 .map(|row| (row.get(0), (row.get(1), row.get(2))))
@@ -149,31 +137,13 @@ impl<'a> Batch<'a> {
         Ok(!ended.is_empty() || recorded_before)
     }
 
-    async fn insert_output(
+    /// The output rows and the ends, in one statement; the ids of the jobs whose end it
+    /// recorded.
+    async fn write_all(
         &self,
-        transaction: &Transaction<'_>,
-    ) -> Result<(), tokio_postgres::Error> {
-        if self.output_job_ids.is_empty() {
-            return Ok(());
-        }
-        Cached(transaction)
-            .execute(
-                INSERT_OUTPUT,
-                &[&self.output_job_ids, &self.output_starts, &self.output_data],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// The ids of the jobs whose end it recorded.
-    async fn record_ends(
-        &self,
-        transaction: &Transaction<'_>,
+        client: &deadpool_postgres::Client,
         instance: &str,
     ) -> Result<HashSet<String>, tokio_postgres::Error> {
-        if self.ends.is_empty() {
-            return Ok(HashSet::new());
-        }
         let ends = &self.ends;
         let ids: Vec<&str> = ends.iter().map(|(id, _)| id.as_str()).collect();
         let statuses: Vec<&str> = ends.iter().map(|(_, e)| e.status).collect();
@@ -184,9 +154,9 @@ impl<'a> Batch<'a> {
         let durations: Vec<Option<i64>> = ends.iter().map(|(_, e)| e.duration_ms).collect();
         let stdouts: Vec<Option<&str>> = ends.iter().map(|(_, e)| e.stdout.as_deref()).collect();
         let stderrs: Vec<Option<&str>> = ends.iter().map(|(_, e)| e.stderr.as_deref()).collect();
-        let rows = Cached(transaction)
+        let rows = Cached(client)
             .query(
-                RECORD_ENDS,
+                WRITE_BATCH,
                 &[
                     &ids,
                     &statuses,
@@ -198,6 +168,9 @@ impl<'a> Batch<'a> {
                     &stdouts,
                     &stderrs,
                     &instance,
+                    &self.output_job_ids,
+                    &self.output_starts,
+                    &self.output_data,
                 ],
             )
             .await?;
@@ -234,19 +207,6 @@ fn surprises<'a>(
             })
         })
         .collect()
-}
-
-/// The error that aborted the transaction, of the errors of statements sent together: those
-/// after it only say the transaction was aborted already (and would hide a deadlock, which is
-/// tried again, behind a refusal).
-fn first_cause<const N: usize>(
-    errors: [Option<tokio_postgres::Error>; N],
-) -> tokio_postgres::Error {
-    let aborted =
-        |error: &tokio_postgres::Error| error.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION);
-    let mut errors: Vec<tokio_postgres::Error> = errors.into_iter().flatten().collect();
-    let cause = errors.iter().position(|error| !aborted(error)).unwrap_or(0);
-    errors.swap_remove(cause)
 }
 
 #[cfg(test)]
