@@ -218,7 +218,13 @@ nginx_site() {
     if grep -q '/etc/letsencrypt\|/var/log/nginx' "$dir/hookrunner.conf"; then
         fail "could not point the certificate and log paths into the test folder: did they change?"
     fi
-    # The file belongs in nginx's `http` context; this is the smallest nginx.conf around it.
+    nginx_main_conf "$dir" "$dir/hookrunner.conf"
+}
+
+# nginx_main_conf DIR SITE: DIR/nginx.conf, the smallest nginx.conf around SITE (a file that belongs
+# in nginx's `http` context), with every path of nginx's own in DIR.
+nginx_main_conf() {
+    local dir=$1 site=$2
     mkdir -p "$dir/tmp"
     chmod 777 "$dir/tmp"
     cat > "$dir/nginx.conf" <<EOF
@@ -233,7 +239,7 @@ http {
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
     access_log $dir/access.log;
-    include $dir/hookrunner.conf;
+    include $site;
 }
 EOF
 }
@@ -351,8 +357,7 @@ check_cluster_files() {
         cargo build --locked --quiet
         binary=$TARGET_DIR/debug/hookrunner
     fi
-    mkdir -p "$dir/tmp"
-    chmod 777 "$dir/tmp"
+    mkdir -p "$dir"
     say "hookrunner check on packaging/cluster/hooks.yaml (its secret file pointed into a test folder)"
     printf 'test-secret' > "$dir/github-webhook-secret"
     sed "s#/run/secrets/github-webhook-secret#$dir/github-webhook-secret#" packaging/cluster/hooks.yaml > "$dir/hooks.yaml"
@@ -363,21 +368,7 @@ check_cluster_files() {
     sed -e "s#server web-\([0-9]\):9000#server 127.0.0.1:900\1#" -e "s#^    listen 80;#    listen 127.0.0.1:$(free_port);#" \
         packaging/cluster/nginx.conf > "$dir/site.conf"
     grep -q 'web-[0-9]\|listen 80;' "$dir/site.conf" && fail "could not move the upstreams and the port: did those lines change?"
-    cat > "$dir/nginx.conf" <<EOF
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events {}
-http {
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    access_log $dir/access.log;
-    include $dir/site.conf;
-}
-EOF
+    nginx_main_conf "$dir" "$dir/site.conf"
     nginx -t -q -p "$dir" -c "$dir/nginx.conf" || fail "nginx -t rejected packaging/cluster/nginx.conf"
     say "compose.yaml: valid YAML; each instance serves with a name of its own, its store URL from a secret file"
     python3 - packaging/cluster/compose.yaml <<'PY' || fail "packaging/cluster/compose.yaml is not as the README says"
