@@ -122,6 +122,10 @@ impl Inner {
                 local.running += free;
                 free
             };
+            if reserved < work {
+                // Admissions took the room meanwhile: what was found is looked for again.
+                self.store.look_again();
+            }
             if reserved > 0 {
                 let claimed = match self.store.claim(reserved).await {
                     Ok(claimed) => claimed,
@@ -130,7 +134,12 @@ impl Inner {
                         Vec::new()
                     }
                 };
-                self.lock().running -= reserved - claimed.len();
+                {
+                    // A claim hands over at most what it was asked for; were it more, the count
+                    // still holds.
+                    let mut local = self.lock();
+                    local.running = (local.running + claimed.len()).saturating_sub(reserved);
+                }
                 for claimed in claimed {
                     self.start(claimed);
                 }

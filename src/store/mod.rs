@@ -238,6 +238,13 @@ impl Store {
         backend!(self, store => store.claim(free).await)
     }
 
+    /// The caller found work it had no room for: the next [`Store::work_waiting`] asks again.
+    pub fn look_again(&self) {
+        if let Store::Postgres(store) = self {
+            store.look_again();
+        }
+    }
+
     /// Whether this backend may start a job at its admission ([`NewJob::start_here`]): the
     /// embedded one never does (its claim is decided in memory and costs nothing), so the caller
     /// need not hold a slot for it.

@@ -59,7 +59,7 @@ impl PgStore {
         if unsettled > 0 {
             return Ok(WorkWaiting {
                 now: up_to.max(unsettled),
-                next_due_ms: None,
+                next_due_ms: *lock(&self.inner.next_due_ms),
             });
         }
         // Asked only after a word of work, or once the first retry known to wait is due.
@@ -84,6 +84,11 @@ impl PgStore {
             Err(_) => hint.store(true, Ordering::SeqCst),
         }
         looked
+    }
+
+    /// The next look asks the database, whatever the hint says.
+    pub fn look_again(&self) {
+        self.inner.work_hint.store(true, Ordering::SeqCst);
     }
 
     async fn count_waiting(&self, up_to: usize) -> Result<WorkWaiting, StoreError> {
@@ -142,6 +147,17 @@ impl PgStore {
                 .await
                 .map_err(sql)?
         };
+        // Handed over within `free` (slots were held for no more); the rest wait for the next
+        // claim. Those not running here are not ours: settled too.
+        let running_here: std::collections::HashSet<String> =
+            rows.iter().map(|row| row.get::<_, String>(0)).collect();
+        rows.truncate(free);
+        let handed: std::collections::HashSet<String> =
+            rows.iter().map(|row| row.get::<_, String>(0)).collect();
+        let settled: Vec<&String> = unsettled
+            .iter()
+            .filter(|id| handed.contains(*id) || !running_here.contains(*id))
+            .collect();
         let chosen = self
             .choose(&transaction, free.saturating_sub(rows.len()))
             .await?;
@@ -202,10 +218,10 @@ impl PgStore {
             return Err(error);
         }
         {
-            // Every unsettled job looked at is settled now: claimed again just above, or not
-            // running here (its claim never committed, or it ended since), so not ours to run.
+            // The unsettled jobs handed over just above, or not running here (their claim
+            // never committed, or they ended since) so not ours to run, are settled now.
             let mut kept = lock(&self.inner.unsettled);
-            for id in unsettled.iter().filter_map(|id| JobId::parse(id)) {
+            for id in settled.iter().filter_map(|id| JobId::parse(id)) {
                 kept.remove(&id);
             }
             let mut commands = lock(&self.inner.commands);

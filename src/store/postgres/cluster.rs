@@ -69,7 +69,8 @@ impl PgStore {
 
     /// An instance's running jobs and the queued jobs placed on it become `interrupted`, and
     /// give their duplicate keys back; returns how many. A running job whose hook retries
-    /// `interrupted` is queued for its next attempt instead (not counted).
+    /// `interrupted` is queued for its next attempt instead (not counted); placed on this
+    /// instance itself (its own restart), that retry stays queued for it.
     async fn interrupt(
         &self,
         transaction: &Transaction<'_>,
@@ -95,8 +96,14 @@ impl PgStore {
         let queued = Cached(transaction)
             .query(
                 "UPDATE jobs SET status = 'interrupted', finished_ms = $2, error = $3 \
-                 WHERE status = 'queued' AND placement = $1 RETURNING id",
-                &[&instance, &now, &queued_error],
+                 WHERE status = 'queued' AND placement = $1 \
+                   AND NOT ($4 AND next_attempt_ms IS NOT NULL) RETURNING id",
+                &[
+                    &instance,
+                    &now,
+                    &queued_error,
+                    &(instance == self.inner.instance),
+                ],
             )
             .await
             .map_err(sql)?;

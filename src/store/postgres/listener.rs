@@ -42,6 +42,13 @@ impl Listener {
         work_hint: &Arc<AtomicBool>,
     ) -> Result<Listener, StoreError> {
         let sql = |error| failure.sql(error);
+        // The server probes this session too: a client cut off without a word (a partition)
+        // would otherwise hold the name's lock until the server's own TCP timeout (hours), and
+        // this instance, back, would find its name taken by its own old session.
+        let config = super::with_settings(
+            config,
+            "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=2",
+        );
         let (client, mut connection) = config.connect(NoTls).await.map_err(sql)?;
         let sender = events.clone();
         let hint = Arc::clone(work_hint);

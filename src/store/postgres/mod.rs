@@ -81,6 +81,18 @@ impl Pools {
     }
 }
 
+/// `config` whose sessions also take `settings` (`-c NAME=VALUE ...`), after the URL's own
+/// `options`.
+fn with_settings(config: &tokio_postgres::Config, settings: &str) -> tokio_postgres::Config {
+    let mut config = config.clone();
+    let options = match config.get_options() {
+        Some(options) => format!("{options} {settings}"),
+        None => settings.to_string(),
+    };
+    config.options(options);
+    config
+}
+
 /// Makes the pools' connections on the runtime that opened the store (the server's), whichever
 /// task asks first for one: a connection's socket and the task that drives it belong to the
 /// runtime they were made on, and an HTTP worker's runtime stops with the worker (at shutdown,
@@ -123,12 +135,10 @@ async fn connect_here(
 /// A pool of connections whose sessions commit with this `synchronous_commit`, after the URL's
 /// own `options`.
 fn pool(config: &tokio_postgres::Config, synchronous_commit: &str) -> Result<Pool, StoreError> {
-    let mut config = config.clone();
-    let options = match config.get_options() {
-        Some(options) => format!("{options} -c synchronous_commit={synchronous_commit}"),
-        None => format!("-c synchronous_commit={synchronous_commit}"),
-    };
-    config.options(options);
+    let config = with_settings(
+        config,
+        &format!("-c synchronous_commit={synchronous_commit}"),
+    );
     let manager = Manager::from_connect(
         config,
         OnRuntime(tokio::runtime::Handle::current()),

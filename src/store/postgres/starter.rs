@@ -137,6 +137,11 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            // Duplicate keys are taken in one order in every batch, so two batches never wait
+            // for each other's keys the other way round.
+            batch.sort_by(|a, b| {
+                (&a.row.hook, &a.row.dedupe_key).cmp(&(&b.row.hook, &b.row.dedupe_key))
+            });
             let worker = std::sync::Arc::clone(&worker);
             tokio::spawn(async move {
                 worker.write_and_answer(batch).await;
@@ -154,9 +159,18 @@ impl Worker {
                     let _ = pending.reply.send(Ok(started));
                 }
             }
-            Err(error) => {
+            // Nothing of the statement was kept. A database that is away fails them all; any
+            // other refusal (a deadlock, one job's value the database refuses) sends each job
+            // to the full admission, which judges it alone and tries a conflict again.
+            Err(error @ StoreError::Unavailable { .. }) => {
                 for pending in batch {
                     let _ = pending.reply.send(Err(copy(&error)));
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "a batch of admissions was refused; admitting each on its own");
+                for pending in batch {
+                    let _ = pending.reply.send(Ok(None));
                 }
             }
         }
