@@ -174,26 +174,29 @@ impl Engine {
         };
         // With a slot held for it, the store may start the job at once instead of queueing it
         // for the next claim.
-        let start_here = inner.store.starts_at_admission()
-            && match &placement {
-                Placement::Any => true,
-                Placement::On { instance, .. } => *instance == me,
-            }
-            && inner.hold_slot();
+        let placed_here = match &placement {
+            Placement::Any => true,
+            Placement::On { instance, .. } => *instance == me,
+        };
+        let slot = (inner.store.starts_at_admission() && placed_here)
+            .then(|| inner.hold_slot())
+            .flatten();
         let new = NewJob {
             job: job.clone(),
             command,
             concurrency: submission.concurrency,
             placement,
-            start_here,
+            start_here: slot.is_some(),
         };
         let admission = inner.store.admit(new, inner.max_pending).await;
-        let started = match &admission {
-            Ok(Admission::Accepted { started, .. }) => started.is_some(),
-            _ => false,
-        };
-        if start_here && !started {
-            inner.release_slot();
+        if let (
+            Some(slot),
+            Ok(Admission::Accepted {
+                started: Some(_), ..
+            }),
+        ) = (slot, &admission)
+        {
+            slot.used();
         }
         let refused = |error| {
             inner.lock().live.remove(&id);

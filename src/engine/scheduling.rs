@@ -63,26 +63,42 @@ impl Inner {
     }
 
     /// Holds one free slot for a job about to be admitted, which the store may start at once;
-    /// `false` when none is free (or the instance is stopping).
-    pub(super) fn hold_slot(&self) -> bool {
+    /// `None` when none is free (or the instance is stopping).
+    pub(super) fn hold_slot(self: &Arc<Self>) -> Option<HeldSlot> {
         let mut local = self.lock();
         if self.stopping.is_cancelled() || local.running >= self.max_jobs {
-            return false;
+            return None;
         }
         local.running += 1;
-        true
+        Some(HeldSlot(Some(Arc::clone(self))))
     }
+}
 
-    /// Gives back a slot [`Inner::hold_slot`] held for a job the store did not start, and looks
-    /// for work for it: a claim that ran meanwhile counted it taken.
-    pub(super) fn release_slot(self: &Arc<Self>) {
-        {
-            let mut local = self.lock();
-            local.running = local.running.saturating_sub(1);
+/// A slot held for an admission. Dropped unused (the store did not start the job, or the
+/// admission itself was dropped half-way), it is given back, and work is looked for it: a claim
+/// that ran meanwhile counted it taken.
+pub(super) struct HeldSlot(Option<Arc<Inner>>);
+
+impl HeldSlot {
+    /// The job started in it: the slot is the job's now, given back when it ends.
+    pub(super) fn used(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            {
+                let mut local = inner.lock();
+                local.running = local.running.saturating_sub(1);
+            }
+            inner.wake();
         }
-        self.wake();
     }
+}
 
+impl Inner {
     /// Claims and starts jobs until a look finds no more room or work. Slots are reserved before
     /// the claim, so `max_jobs` holds while the claim is in flight.
     async fn schedule(self: Arc<Self>) {
