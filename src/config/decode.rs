@@ -272,6 +272,22 @@ impl<'s> Decoder<'s> {
         }
     }
 
+    /// Decodes every item of a list, so every item's errors are reported, not only the first's;
+    /// `None` when any item had errors.
+    pub fn each<T>(
+        &mut self,
+        items: &[Value],
+        path: &YamlPath,
+        mut decode: impl FnMut(&mut Self, &Value, &YamlPath) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let decoded: Vec<Option<T>> = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| decode(self, item, &path.index(index)))
+            .collect();
+        decoded.into_iter().collect()
+    }
+
     /// One secret or a list of them (key rotation).
     pub fn secrets(&mut self, value: &Value, path: &YamlPath) -> Option<Secrets> {
         match value {
@@ -279,14 +295,7 @@ impl<'s> Decoder<'s> {
                 self.error(path, Part::Value, "the list of secrets is empty");
                 None
             }
-            Value::Sequence(items) => {
-                let secrets: Vec<Option<Secret>> = items
-                    .iter()
-                    .enumerate()
-                    .map(|(index, item)| self.secret(item, &path.index(index)))
-                    .collect();
-                secrets.into_iter().collect::<Option<Vec<_>>>().map(Secrets)
-            }
+            Value::Sequence(items) => self.each(items, path, Self::secret).map(Secrets),
             other => self.secret(other, path).map(|secret| Secrets(vec![secret])),
         }
     }

@@ -381,14 +381,8 @@ fn decode_command(
         );
         return None;
     }
-    let parts: Vec<Option<Template>> = items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| template(decoder, item, &path.index(index)))
-        .collect();
-    parts
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
+    decoder
+        .each(items, path, template)
         .map(ProgramTemplate::Command)
 }
 

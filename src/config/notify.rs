@@ -101,15 +101,7 @@ pub fn decode_list(
         );
         return None;
     };
-    let entries: Vec<Option<Notification>> = items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| decode_entry(decoder, item, &path.index(index)))
-        .collect();
-    entries
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
-        .map(Arc::from)
+    decoder.each(items, path, decode_entry).map(Arc::from)
 }
 
 /// A hook's `notify`: its own list, or `default` (the server's) when it has none.

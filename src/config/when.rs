@@ -65,12 +65,7 @@ fn decode_entry(
                 decoder.error(path, Part::Value, format!("`{key}` takes a list of rules"));
                 return None;
             };
-            let rules: Vec<Option<Rule>> = items
-                .iter()
-                .enumerate()
-                .map(|(index, item)| decode(decoder, item, &path.index(index)))
-                .collect();
-            let rules = rules.into_iter().collect::<Option<Vec<_>>>()?;
+            let rules = decoder.each(items, path, decode)?;
             Some(if key == "all" {
                 Rule::All(rules)
             } else {
