@@ -55,6 +55,11 @@ fn ms_of(rfc3339: &Value) -> i64 {
 }
 
 /// Waits until the job is queued for its attempt `attempt`, and returns its body.
+/// The JSON body of the answer to `request`.
+async fn json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn waiting_retry(app: &TestApp, id: &str, attempt: u32) -> Value {
     app.wait_for_job(id, |job| {
         job["status"] == "queued" && job["attempt"] == attempt && !job["next_attempt_at"].is_null()
@@ -240,26 +245,12 @@ async fn a_waiting_retry_survives_a_kill_of_the_server_and_runs_once_not_early()
     std::fs::write(&config, text).unwrap();
     let (server, address) = serve_binary(&config, &[], &[], |_| {}).await;
     let client = reqwest::Client::new();
-    let answer: Value = client
-        .post(format!("{address}/hooks/flaky"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = json(client.post(format!("{address}/hooks/flaky"))).await;
     let id = job_id(&answer);
     let job_url = |address: &str| format!("{address}/jobs/{id}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let waiting = loop {
-        let job: Value = client
-            .get(job_url(&address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = json(client.get(job_url(&address))).await;
         if job["status"] == "queued" && job["attempt"] == 2 {
             break job;
         }
@@ -273,14 +264,7 @@ async fn a_waiting_retry_survives_a_kill_of_the_server_and_runs_once_not_early()
     let (_server, address) = serve_binary(&config, &[], &[], |_| {}).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let done = loop {
-        let job: Value = client
-            .get(job_url(&address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = json(client.get(job_url(&address))).await;
         match job["status"].as_str() {
             Some("succeeded") => break job,
             Some("queued") => {
@@ -339,14 +323,7 @@ async fn interrupted_runs_are_retried_only_when_listed(signal: Signal) {
     let client = reqwest::Client::new();
     let mut ids: Vec<String> = Vec::new();
     for hook in ["kept", "lost"] {
-        let answer: Value = client
-            .post(format!("{address}/hooks/{hook}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = json(client.post(format!("{address}/hooks/{hook}"))).await;
         ids.push(job_id(&answer));
     }
     let mut pids = Vec::new();
@@ -372,7 +349,7 @@ async fn interrupted_runs_are_retried_only_when_listed(signal: Signal) {
         async move {
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
             loop {
-                let job: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+                let job = json(client.get(&url)).await;
                 if job["status"] == status {
                     return job;
                 }
