@@ -39,6 +39,8 @@ pub struct Submission {
     pub follow: bool,
     /// `all`: one job per live instance, each run there (an `async` hook's only).
     pub run_on: RunOn,
+    /// The hook has a `notify` list: the job's end is to be announced.
+    pub notify: bool,
 }
 
 /// What admitting one job did.
@@ -187,6 +189,7 @@ impl Engine {
             concurrency: submission.concurrency,
             placement,
             start_here: slot.is_some(),
+            notify: submission.notify,
         };
         let admission = inner.store.admit(new, inner.max_pending).await;
         if let (

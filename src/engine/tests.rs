@@ -36,6 +36,7 @@ fn submission(hook: &str, shell: &str, concurrency: Concurrency) -> Submission {
         dedupe_key: None,
         follow: false,
         run_on: RunOn::Any,
+        notify: false,
     }
 }
 

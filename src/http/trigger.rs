@@ -169,6 +169,7 @@ async fn handle(
         dedupe_key: dedupe_key(hook, &context, now),
         follow: hook.response.mode == ResponseMode::Stream,
         run_on: hook.run_on,
+        notify: !hook.notify.is_empty(),
     };
     let job = match state.engine.submit(submission).await {
         Ok(Submitted::Accepted(job)) => job,

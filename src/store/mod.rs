@@ -22,10 +22,13 @@
 mod commit;
 mod error;
 mod log;
+mod notification;
 pub mod postgres;
 pub mod sqlite;
 
 use std::time::Duration;
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -36,6 +39,9 @@ use crate::job::{Job, JobId, Outcome, Status};
 pub use commit::{Committed, Durability, StoreStats};
 pub use error::StoreError;
 pub use log::LogWriter;
+pub use notification::{
+    message_id, DueNotification, NewNotification, NotificationState, NotificationStatus, Tried,
+};
 
 /// A job to admit, with what it needs to run and how it is scheduled.
 pub struct NewJob {
@@ -54,6 +60,9 @@ pub struct NewJob {
     /// [`Admission::Accepted`]'s `started`, which saves a claim. A backend may always decline;
     /// the job is then queued, and the slot is the caller's again.
     pub start_here: bool,
+    /// The job's hook has a `notify` list: its end, however it comes, is kept as still to be
+    /// announced, until [`Store::announce`] keeps its notifications.
+    pub notify: bool,
 }
 
 /// Which instances may claim a job.
@@ -295,7 +304,8 @@ impl Store {
     /// For start-up: the jobs a previous run of this instance left running become `interrupted`,
     /// and so do its queued jobs that only it could run and that do not run after a restart (a
     /// `wait` or `stream` job's client is gone). Returns the queued jobs put back in line (under
-    /// `concurrency_of` their hook) that only this instance holds, oldest first.
+    /// `concurrency_of` their hook) that only this instance holds, oldest first. The
+    /// notifications a previous run of this instance held for a try are let go, to be tried again.
     pub async fn recover(
         &self,
         concurrency_of: &(dyn Fn(&str) -> Concurrency + Sync),
@@ -314,9 +324,68 @@ impl Store {
     }
 
     /// Deletes the finished jobs created more than `max_age` ago or not among the newest
-    /// `max_jobs`, with their output; returns how many.
+    /// `max_jobs`, with their output and their delivered or failed notifications (a pending one
+    /// stays until it is delivered or given up, then goes at a later prune); returns how many
+    /// jobs.
     pub async fn prune(&self, max_age: Duration, max_jobs: usize) -> Result<usize, StoreError> {
         backend!(self, store => store.prune(max_age, max_jobs).await)
+    }
+
+    /// Finished jobs whose end is still to be announced ([`NewJob::notify`]), oldest end first,
+    /// at most `limit`. Another instance may be announcing the same ones.
+    pub async fn unannounced(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        backend!(self, store => store.unannounced(limit).await)
+    }
+
+    /// Keeps the notifications of a finished job's end, pending and due at once, and marks its
+    /// end announced, in one durable transaction. A notification the job already has (the same
+    /// `position`, kept by an earlier call here or on another instance) is left as it is, so
+    /// announcing twice keeps one of each. An empty list just marks it announced.
+    pub async fn announce(
+        &self,
+        job: &JobId,
+        notifications: Vec<NewNotification>,
+    ) -> Result<(), StoreError> {
+        backend!(self, store => store.announce(job, notifications).await)
+    }
+
+    /// Hands out at most `limit` pending notifications due at `now_ms` (unix ms), oldest due
+    /// first, for one try each: each one's `attempts` counts this try, and it is held by this
+    /// instance for `hold` (no other call hands it out meanwhile, on any instance) or until
+    /// [`Store::notification_tried`] keeps the try's result. A hold left by a deliverer that
+    /// died ends after `hold`, or at this instance's next [`Store::recover`].
+    pub async fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<DueNotification>, StoreError> {
+        backend!(self, store => store.due_notifications(now_ms, limit, hold).await)
+    }
+
+    /// Keeps what became of a try of the notification `position` of `job`, and lets go of it;
+    /// durable.
+    pub async fn notification_tried(
+        &self,
+        job: &JobId,
+        position: u32,
+        tried: Tried,
+    ) -> Result<(), StoreError> {
+        backend!(self, store => store.notification_tried(job, position, tried).await)
+    }
+
+    /// The notifications of each of `jobs` that has any, by `position`.
+    pub async fn notifications(
+        &self,
+        jobs: &[JobId],
+    ) -> Result<HashMap<JobId, Vec<NotificationState>>, StoreError> {
+        backend!(self, store => store.notifications(jobs).await)
+    }
+
+    /// When the first pending notification is due (unix ms), if one is, held ones included: the
+    /// deliverer sleeps until then.
+    pub async fn next_notification_due(&self) -> Result<Option<i64>, StoreError> {
+        backend!(self, store => store.next_notification_due().await)
     }
 
     /// For `/readyz`: that a durable write can be made now.

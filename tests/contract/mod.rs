@@ -8,6 +8,9 @@
 
 #![allow(dead_code)]
 
+mod notifications;
+pub use notifications::*;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -66,6 +69,11 @@ macro_rules! store_contract {
             a_retry_enters_its_lane_like_a_new_trigger_and_is_fenced,
             cancel_ends_a_waiting_retry,
             a_restart_keeps_the_schedule_of_a_waiting_retry,
+            a_job_end_is_announced_once,
+            an_end_without_a_run_is_announced_too,
+            a_notification_is_tried_by_one_deliverer_until_it_is_settled,
+            a_restart_lets_go_of_held_notifications,
+            prune_keeps_a_pending_notification_of_a_pruned_job,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -109,10 +117,11 @@ pub fn new_job(hook: &str, key: Option<&str>, concurrency: Concurrency) -> NewJo
         concurrency,
         placement: Placement::Any,
         start_here: false,
+        notify: false,
     }
 }
 
-const PARALLEL: Concurrency = Concurrency::Parallel { limit: None };
+pub const PARALLEL: Concurrency = Concurrency::Parallel { limit: None };
 
 /// Admits, expecting it accepted and committed; returns the id.
 pub async fn admit(store: &Store, new: NewJob) -> JobId {

@@ -54,6 +54,7 @@ async fn submit_with_timeout(
             dedupe_key: None,
             follow: false,
             run_on: RunOn::Any,
+            notify: false,
         })
         .await
         .unwrap();

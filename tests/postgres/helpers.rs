@@ -88,6 +88,7 @@ pub fn new_job(hook: &str, concurrency: Concurrency, key: Option<&str>) -> NewJo
         concurrency,
         placement: Placement::Any,
         start_here: false,
+        notify: false,
     }
 }
 

@@ -44,6 +44,7 @@ async fn a_retry_scheduled_on_one_instance_runs_on_another_when_due() {
             dedupe_key: None,
             follow: false,
             run_on: RunOn::Any,
+            notify: false,
         })
         .await
         .unwrap();

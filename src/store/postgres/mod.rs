@@ -19,6 +19,7 @@ mod decide;
 mod direct;
 mod jobs;
 mod listener;
+mod notifications;
 mod outbox;
 mod retry;
 mod rows;

@@ -12,6 +12,7 @@
 
 mod files;
 mod lanes;
+mod notifications;
 mod queries;
 mod rows;
 mod schema;
