@@ -15,6 +15,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::config::{Concurrency, Config, StoreSetting};
+use crate::delivery::Deliverer;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -219,20 +220,33 @@ impl Application {
         self
     }
 
+    /// The notifications' delivery, reading the config that serves at each step.
+    fn deliverer(&self) -> Deliverer {
+        let state = self.state.clone();
+        Deliverer::new(
+            self.state.engine.clone(),
+            Arc::new(move || state.config()),
+            Arc::clone(&self.state.metrics),
+        )
+    }
+
     /// Serves until SIGTERM or SIGINT; then stops accepting, lets running jobs finish within
     /// `shutdown_grace`, terminates the rest (recorded `interrupted`), and commits the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
+        let deliveries = tokio::spawn(self.deliverer().run());
         let mut server = tokio::spawn(self.server);
         let reloads = reload::spawn(self.state.clone(), self.watch)?;
         tokio::select! {
             result = &mut server => {
                 reloads.abort();
+                deliveries.abort();
                 return Ok(result.context("the HTTP server task failed")??);
             }
             signal = stop_signal() => tracing::info!(signal, "stopping: no new requests, running jobs may finish"),
         }
         reloads.abort();
+        deliveries.abort();
         let grace = self.state.config().server.shutdown_grace;
         tokio::join!(handle.stop(true), self.state.engine.shutdown(grace));
         server.await.context("the HTTP server task failed")??;

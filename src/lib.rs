@@ -24,6 +24,7 @@ pub mod backoff;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod exec_limits;
 pub mod http;

@@ -17,6 +17,7 @@ pub struct Metrics {
     queue_depth: IntGauge,
     running_jobs: IntGauge,
     reloads: IntCounterVec,
+    notifications: IntCounterVec,
     store_commits: IntCounterVec,
     /// Serialises bringing `store_commits` up to the store's own counts at each scrape.
     store_sync: std::sync::Mutex<()>,
@@ -66,6 +67,11 @@ impl Metrics {
                 "Config reloads by result.",
                 &["result"],
             ),
+            notifications: counter(
+                "hookrunner_notifications_total",
+                "Notification tries, by target (`webhook`, `slack`, `command`) and result (`delivered`; `retried`: failed and tried again later; `failed`: given up).",
+                &["target", "result"],
+            ),
             store_commits: counter(
                 "hookrunner_store_commits_total",
                 "Job store transactions committed, by whether they fsynced the log first.",
@@ -82,6 +88,7 @@ impl Metrics {
             Box::new(metrics.queue_depth.clone()),
             Box::new(metrics.running_jobs.clone()),
             Box::new(metrics.reloads.clone()),
+            Box::new(metrics.notifications.clone()),
             Box::new(metrics.store_commits.clone()),
         ];
         for collector in collectors {
@@ -116,6 +123,14 @@ impl Metrics {
                 .with_label_values(&[hook])
                 .observe(seconds);
         }
+    }
+
+    /// A notification try to a `target` kind ended as `result`: `delivered`, `retried` or
+    /// `failed`.
+    pub fn notification(&self, target: &str, result: &str) {
+        self.notifications
+            .with_label_values(&[target, result])
+            .inc();
     }
 
     pub fn reload(&self, succeeded: bool) {

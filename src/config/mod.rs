@@ -210,27 +210,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the config file: {error}"),
         }],
     })?;
-    let config = load_str(&source, file, &lookup)?;
-    refuse_unsent_notifications(config, file)
-}
-
-/// `notify` is read and checked in full (so the file is right once notifications are sent), but
-/// refused until this version sends them, rather than accepted and never sent.
-fn refuse_unsent_notifications(config: Config, file: &Path) -> Result<Config, ConfigErrors> {
-    let notifying =
-        !config.server.notify.is_empty() || config.hooks.iter().any(|hook| !hook.notify.is_empty());
-    if !notifying {
-        return Ok(config);
-    }
-    Err(ConfigErrors {
-        file: file.display().to_string(),
-        listing: Listing::default(),
-        diagnostics: vec![Diagnostic {
-            severity: Severity::Error,
-            position: None,
-            message: "`notify` is right, but this version of hookrunner does not send notifications yet; remove `notify` (or make it `notify: []`) for now".into(),
-        }],
-    })
+    load_str(&source, file, &lookup)
 }
 
 /// Loads and validates config text; `file` names it in messages and anchors relative paths.

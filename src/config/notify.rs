@@ -13,10 +13,19 @@ use super::decode::{Decoder, Fields};
 use super::secret::{self, SecretOrigin};
 use super::source_map::{Part, YamlPath};
 use super::statuses::{StatusKey, StatusSet};
+use crate::backoff::Backoff;
 use crate::job::Status;
 use crate::secret::{Secret, Secrets};
 
-const ENTRY_KEYS: &[&str] = &["on", "max_age", "webhook", "slack", "command"];
+const ENTRY_KEYS: &[&str] = &[
+    "on",
+    "max_age",
+    "backoff",
+    "max_delay",
+    "webhook",
+    "slack",
+    "command",
+];
 const TARGETS: &[&str] = &["webhook", "slack", "command"];
 const ENDINGS: &[Status] = &[
     Status::Succeeded,
@@ -28,6 +37,10 @@ const ENDINGS: &[Status] = &[
 ];
 /// How long a notification is tried before it is given up, by default.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The wait before a notification's second try, by default; it doubles with each failed try…
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(10);
+/// …up to this.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(3600);
 /// The fewest key bytes a webhook `secret` may have.
 const MIN_KEY_LEN: usize = 16;
 
@@ -41,6 +54,8 @@ pub struct Notification {
     pub on: StatusSet,
     /// How long delivery is retried before it is given up.
     pub max_age: Duration,
+    /// The waits between tries (the target's `Retry-After` may ask for longer).
+    pub backoff: Backoff,
     pub target: Target,
 }
 
@@ -134,26 +149,41 @@ fn decode_entry(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Op
         }
         .decode(decoder, value, &path),
     };
-    let max_age = match fields.get("max_age") {
-        None => Some(DEFAULT_MAX_AGE),
-        Some((value, path)) => match decoder.duration(value, &path) {
-            Some(age) if age.is_zero() => {
-                decoder.error(
-                    &path,
-                    Part::Value,
-                    "`max_age` must be longer than zero, such as `24h`",
-                );
-                None
-            }
-            age => age,
-        },
-    };
+    let max_age = positive_duration(decoder, &fields, ("max_age", "24h"), DEFAULT_MAX_AGE);
+    let backoff = positive_duration(decoder, &fields, ("backoff", "10s"), DEFAULT_BACKOFF);
+    let max_delay = positive_duration(decoder, &fields, ("max_delay", "1h"), DEFAULT_MAX_DELAY);
     let target = decode_target(decoder, &fields, path);
     Some(Notification {
         on: on?,
         max_age: max_age?,
+        backoff: Backoff::new(backoff?, max_delay?),
         target: target?,
     })
+}
+
+/// The duration under `key`, `default` when absent; zero is refused, with `example` as a better
+/// value.
+fn positive_duration(
+    decoder: &mut Decoder<'_>,
+    fields: &Fields<'_>,
+    (key, example): (&str, &str),
+    default: Duration,
+) -> Option<Duration> {
+    let (value, path) = match fields.get(key) {
+        None => return Some(default),
+        Some(found) => found,
+    };
+    match decoder.duration(value, &path) {
+        Some(duration) if duration.is_zero() => {
+            decoder.error(
+                &path,
+                Part::Value,
+                format!("`{key}` must be longer than zero, such as `{example}`"),
+            );
+            None
+        }
+        duration => duration,
+    }
 }
 
 /// The entry's one target. Every target written is decoded, so that all their problems are

@@ -40,6 +40,7 @@ fn one(text: &str) -> Notification {
     Notification {
         on: notification.on,
         max_age: notification.max_age,
+        backoff: notification.backoff,
         target: match &notification.target {
             Target::Webhook { url, keys } => Target::Webhook {
                 url: url.clone(),
@@ -81,6 +82,18 @@ fn each_target_decodes_with_its_settings() {
     ));
     assert_eq!(rotating.on, StatusSet::of(&[Status::Succeeded]));
     assert_eq!(rotating.max_age, Duration::from_secs(3600));
+    assert_eq!(
+        rotating.backoff,
+        Backoff::new(DEFAULT_BACKOFF, DEFAULT_MAX_DELAY)
+    );
+    let quick = one(&config(
+        "",
+        "    notify: [{on: [failed], backoff: 200ms, max_delay: 2s, command: [x]}]\n",
+    ));
+    assert_eq!(
+        quick.backoff,
+        Backoff::new(Duration::from_millis(200), Duration::from_secs(2))
+    );
     assert!(matches!(&rotating.target, Target::Webhook { keys, .. } if keys.0.len() == 2));
 
     let slack = one(&config(
@@ -188,6 +201,7 @@ fn check_refuses_bad_notifications_and_says_why() {
         (config("", "    notify: [{on: [fialed], command: [x]}]\n"), "hooks.yaml:7:20: `fialed` is not a job status, did you mean `failed`?".into()),
         (config("", "    notify: [{on: [], command: [x]}]\n"), "hooks.yaml:7:19: `on` is empty; list the statuses it takes: `succeeded`".into()),
         (config("", "    notify: [{on: [failed], max_age: 0s, command: [x]}]\n"), "hooks.yaml:7:38: `max_age` must be longer than zero, such as `24h`".into()),
+        (config("", "    notify: [{on: [failed], backoff: 0s, command: [x]}]\n"), "hooks.yaml:7:38: `backoff` must be longer than zero, such as `10s`".into()),
         (entry("command: []"), "hooks.yaml:9:18: `command` is empty; name the program to run".into()),
         (entry("command: announce"), "hooks.yaml:9:18: `command` must be a list".into()),
         (entry("command: [announce, \"{{ hook.id }}\"]"), "hooks.yaml:9:29: `{{ }}` is not expanded in a notification's `command`".into()),

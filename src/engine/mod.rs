@@ -128,6 +128,12 @@ impl Engine {
         &self.inner.store
     }
 
+    /// Resolves at the next end of a job that ran here. `enable` it before looking at the
+    /// store, so that an end in between is not missed.
+    pub fn job_ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.job_ended.notified()
+    }
+
     /// A job: this instance's live copy while it is queued here or runs here, else the store's.
     pub async fn get(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         let live = self

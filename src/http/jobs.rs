@@ -73,7 +73,15 @@ pub async fn get_job(
         .config()
         .hook(&job.hook)
         .is_some_and(|hook| hook.response.include_output);
-    Ok(HttpResponse::Ok().json(JobView::of(&job, include_output, now_ms())))
+    let notifications = state
+        .engine
+        .store()
+        .notifications(std::slice::from_ref(&job.id))
+        .await
+        .map_err(store_error)?;
+    let notifications = notifications.get(&job.id).map_or(&[][..], Vec::as_slice);
+    Ok(HttpResponse::Ok()
+        .json(JobView::of(&job, include_output, now_ms()).with_notifications(notifications)))
 }
 
 #[derive(Deserialize)]
@@ -210,11 +218,21 @@ pub async fn list_jobs(
         .list(query)
         .await
         .map_err(store_error)?;
+    let ids: Vec<JobId> = page.jobs.iter().map(|job| job.id.clone()).collect();
+    let notifications = state
+        .engine
+        .store()
+        .notifications(&ids)
+        .await
+        .map_err(store_error)?;
     let now = now_ms();
     let jobs: Vec<_> = page
         .jobs
         .iter()
-        .map(|job| JobView::of(job, false, now))
+        .map(|job| {
+            let listed = notifications.get(&job.id).map_or(&[][..], Vec::as_slice);
+            JobView::of(job, false, now).with_notifications(listed)
+        })
         .collect();
     let next = page.next.as_ref().map(JobId::as_str);
     Ok(HttpResponse::Ok().json(json!({"jobs": jobs, "next": next})))

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::Job;
+use crate::store::NotificationState;
 
 #[derive(Serialize)]
 pub struct JobView<'a> {
@@ -29,6 +30,31 @@ pub struct JobView<'a> {
     stdout: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stderr: Option<&'a str>,
+    /// Shown by `GET /jobs/{id}` and the list, which read them from the store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notifications: Option<Vec<NotificationView>>,
+}
+
+/// One notification of a job's end, as its body shows it.
+#[derive(Serialize)]
+pub struct NotificationView {
+    target: String,
+    status: &'static str,
+    attempts: u32,
+    last_error: Option<String>,
+    next_attempt_at: Option<String>,
+}
+
+impl NotificationView {
+    pub fn of(state: &NotificationState) -> NotificationView {
+        NotificationView {
+            target: state.target.clone(),
+            status: state.status.as_str(),
+            attempts: state.attempts,
+            last_error: state.last_error.clone(),
+            next_attempt_at: state.next_attempt_ms.map(rfc3339),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -65,7 +91,14 @@ impl<'a> JobView<'a> {
             error: outcome.and_then(|outcome| outcome.error.as_deref()),
             stdout: output(outcome.and_then(|outcome| outcome.stdout.as_ref())),
             stderr: output(outcome.and_then(|outcome| outcome.stderr.as_ref())),
+            notifications: None,
         }
+    }
+
+    /// The body with the job's notifications listed (none: an empty list).
+    pub fn with_notifications(mut self, notifications: &[NotificationState]) -> JobView<'a> {
+        self.notifications = Some(notifications.iter().map(NotificationView::of).collect());
+        self
     }
 
     /// The view as a JSON value, for answers that add fields around it.

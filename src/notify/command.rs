@@ -46,26 +46,22 @@ pub fn stdin(job: &Job, include_output: bool, at_ms: i64) -> Vec<u8> {
     body
 }
 
-/// The command to run for `job`: `argv` directly (no shell), in `workdir`, with `PATH`, `HOME`,
-/// `LANG` and `TZ` from the server when it runs ([`JobCommand::to_spec`]) and the `HOOK_*`
-/// variables; nothing else of the server's environment.
+/// The command to run for a notification: `argv` directly (no shell), in `workdir`, with `PATH`,
+/// `HOME`, `LANG` and `TZ` from the server when it runs ([`JobCommand::to_spec`]) and the
+/// notification's `env` (see [`env`]); nothing else of the server's environment. `stdin` is what
+/// [`stdin`] made.
 pub fn build(
     argv: &[String],
     workdir: &Path,
-    job: &Job,
-    include_output: bool,
-    at_ms: i64,
+    env: &[(String, String)],
+    stdin: &[u8],
 ) -> JobCommand {
     JobCommand {
         program: Program::Argv(argv.to_vec()),
         workdir: workdir.to_path_buf(),
-        env: env(job),
+        env: env.to_vec(),
         passthrough: Vec::new(),
-        stdin: Some(base64::engine::general_purpose::STANDARD.encode(stdin(
-            job,
-            include_output,
-            at_ms,
-        ))),
+        stdin: Some(base64::engine::general_purpose::STANDARD.encode(stdin)),
         timeout_ms: TIMEOUT_MS,
         kill_after_ms: KILL_AFTER_MS,
         max_output: MAX_OUTPUT,

@@ -1,6 +1,8 @@
 //! What a notification sends (SPEC §13), built from a finished job as plain data: the signed
 //! webhook (`webhook`), the Slack-style text (`slack`) and the command's environment and stdin
-//! (`command`). No IO here: the delivery (HTTP, processes, retries) calls these.
+//! (`command`); which notifications a job's end makes (`plan`) and what a try decides
+//! (`settle`). No IO here: the delivery (`crate::delivery`: HTTP, processes, the store) calls
+//! these.
 //!
 //! A notification is built once when its job ends: the webhook body and its `timestamp` stay the
 //! same on every try, while the signature headers are made per try, so that a retry an hour later
@@ -8,6 +10,8 @@
 //! libraries).
 
 pub mod command;
+pub mod plan;
+pub mod settle;
 pub mod slack;
 pub mod webhook;
 

@@ -341,9 +341,8 @@ fn the_command_gets_the_hook_variables_and_the_job_body_on_stdin() {
     let built = command::build(
         &argv,
         std::path::Path::new("/etc/hookrunner"),
-        &job,
-        false,
-        0,
+        &command::env(&job),
+        &command::stdin(&job, false, 0),
     );
     assert_eq!(built.program, Program::Argv(argv));
     assert_eq!(built.workdir, std::path::Path::new("/etc/hookrunner"));
@@ -366,4 +365,137 @@ fn the_command_gets_the_hook_variables_and_the_job_body_on_stdin() {
         "output only with `include_output`"
     );
     assert!(stdin.ends_with(b"}\n"));
+}
+
+/// The entries of a hook's `notify` list, as the config decodes them.
+fn entries(yaml: &str) -> crate::config::Notifications {
+    let text = format!("hooks:\n  - id: deploy\n    signature: none\n    run: {{command: [x]}}\n    response: {{mode: async}}\n    notify:\n{yaml}");
+    let config = crate::config::load_str(&text, std::path::Path::new("hooks.yaml"), &|name| {
+        (name == "SLACK_URL").then(|| "https://hooks.slack.example/services/x".to_string())
+    })
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    std::sync::Arc::clone(&config.hooks[0].notify)
+}
+
+#[test]
+fn an_end_makes_one_notification_per_entry_that_lists_it() {
+    let list = entries(
+        "      - {on: [failed, timed_out], webhook: {url: \"http://127.0.0.1:9/\", secret: whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD}}\n      - {on: [succeeded], command: [announce]}\n      - {on: [failed], max_age: 1h, slack: {url: env:SLACK_URL}}\n      - {on: [failed], command: [page]}\n",
+    );
+    let cases: [(Status, &[(u32, &str)]); 4] = [
+        (
+            Status::Failed,
+            &[(0, "webhook"), (2, "slack"), (3, "command")],
+        ),
+        (Status::TimedOut, &[(0, "webhook")]),
+        (Status::Succeeded, &[(1, "command")]),
+        (Status::Cancelled, &[]),
+    ];
+    for (status, expected) in cases {
+        let job = ended(outcome(status, Some(1), Some(5)), true);
+        let made = super::plan::plan(&job, &list, false, b"line 1\nline 2\n");
+        let got: Vec<(u32, &str)> = made
+            .iter()
+            .map(|new| (new.position, new.target.as_str()))
+            .collect();
+        assert_eq!(got, expected, "{status:?}");
+        assert_eq!(
+            super::plan::needs_output(&job, &list),
+            expected.iter().any(|(_, target)| *target == "slack"),
+            "{status:?}"
+        );
+        for new in &made {
+            assert_eq!(new.created_ms, 1_700_000_001_210, "made at the job's end");
+            let max_age = if new.target == "slack" {
+                3_600_000
+            } else {
+                86_400_000
+            };
+            assert_eq!(new.expires_ms, new.created_ms + max_age);
+            let body = String::from_utf8(new.body.clone()).unwrap();
+            match new.target.as_str() {
+                "webhook" => {
+                    assert_eq!(
+                        body,
+                        String::from_utf8(webhook::body(&job, false, new.created_ms)).unwrap()
+                    );
+                    assert!(new.env.is_empty());
+                }
+                "slack" => assert!(body.contains("line 2"), "{body}"),
+                _ => {
+                    assert_eq!(new.body, command::stdin(&job, false, new.created_ms));
+                    assert_eq!(new.env, command::env(&job));
+                }
+            }
+        }
+    }
+    let running = Job::queued(JobId::generate(), "deploy".into(), "r".into(), None, 0);
+    assert!(
+        super::plan::plan(&running, &list, false, b"").is_empty(),
+        "only an end"
+    );
+}
+
+#[test]
+fn a_try_is_settled_by_its_answer_the_backoff_and_max_age() {
+    use super::settle::{settle, Answer};
+    use crate::backoff::Backoff;
+    use crate::store::Tried;
+    use rand::rngs::mock::StepRng;
+    use std::time::Duration;
+
+    let backoff = Backoff::new(Duration::from_secs(10), Duration::from_secs(60));
+    let failed = |retry_after: Option<u64>| Answer::Failed {
+        error: "the target answered 503 Service Unavailable".into(),
+        retry_after: retry_after.map(Duration::from_secs),
+    };
+    let retry = |at_ms: i64| Tried::Retry {
+        at_ms,
+        error: "the target answered 503 Service Unavailable".into(),
+    };
+    let now = 1_000_000;
+    let day = now + 86_400_000;
+    // StepRng(0, 0) draws the lower bound: half the ceiling.
+    let cases = [
+        (Answer::Delivered, 3, day, Tried::Delivered),
+        (
+            Answer::Gone,
+            1,
+            day,
+            Tried::Failed {
+                error: "the target answered 410 Gone, which asks not to be sent it again".into(),
+            },
+        ),
+        (
+            Answer::Impossible { error: "no entry".into() },
+            1,
+            day,
+            Tried::Failed { error: "no entry".into() },
+        ),
+        (failed(None), 1, day, retry(now + 5_000)),
+        (failed(None), 3, day, retry(now + 20_000)),
+        (failed(None), 9, day, retry(now + 30_000)),
+        (failed(Some(120)), 1, day, retry(now + 120_000)),
+        (failed(Some(1)), 2, day, retry(now + 10_000)),
+        (
+            failed(None),
+            4,
+            now + 29_999,
+            Tried::Failed {
+                error: "the target answered 503 Service Unavailable; given up after 4 tries, as its `max_age` ends before the next".into(),
+            },
+        ),
+        (failed(None), 4, now + 30_000, retry(now + 30_000)),
+    ];
+    for (answer, attempts, expires, expected) in cases {
+        let got = settle(
+            answer.clone(),
+            attempts,
+            now,
+            expires,
+            &backoff,
+            &mut StepRng::new(0, 0),
+        );
+        assert_eq!(got, expected, "{answer:?} after {attempts}");
+    }
 }

@@ -1,0 +1,59 @@
+//! Which notifications a job's end makes, and what each sends: one per entry of its hook's
+//! `notify` list whose `on` names how the job ended, built once (the same bytes on every try).
+
+use crate::config::{Notification, Target};
+use crate::job::{now_ms, Job};
+use crate::store::NewNotification;
+
+use super::{command, slack, webhook};
+
+/// Whether the notifications of `job`'s end show its output (a `slack` entry sends the end of
+/// its log), so the caller reads the log only when one does.
+pub fn needs_output(job: &Job, entries: &[Notification]) -> bool {
+    matching(job, entries).any(|(_, entry)| matches!(entry.target, Target::Slack { .. }))
+}
+
+/// The notifications of `job`'s end, in the order of `entries`. `include_output` is the hook's
+/// `response.include_output` (whether the job body shows `stdout` and `stderr`); `output` is the
+/// end of the job's log, for a `slack` entry.
+pub fn plan(
+    job: &Job,
+    entries: &[Notification],
+    include_output: bool,
+    output: &[u8],
+) -> Vec<NewNotification> {
+    let created_ms = job.finished_ms().unwrap_or_else(now_ms);
+    matching(job, entries)
+        .map(|(position, entry)| {
+            let (body, env) = match &entry.target {
+                Target::Webhook { .. } => {
+                    (webhook::body(job, include_output, created_ms), Vec::new())
+                }
+                Target::Slack { .. } => (slack::body(job, output, None), Vec::new()),
+                Target::Command { .. } => (
+                    command::stdin(job, include_output, created_ms),
+                    command::env(job),
+                ),
+            };
+            let max_age = i64::try_from(entry.max_age.as_millis()).unwrap_or(i64::MAX);
+            NewNotification {
+                position,
+                target: entry.target.kind().to_string(),
+                created_ms,
+                expires_ms: created_ms.saturating_add(max_age),
+                body,
+                env,
+            }
+        })
+        .collect()
+}
+
+fn matching<'a>(
+    job: &'a Job,
+    entries: &'a [Notification],
+) -> impl Iterator<Item = (u32, &'a Notification)> + 'a {
+    let status = job.status();
+    (0u32..)
+        .zip(entries)
+        .filter(move |(_, entry)| status.is_final() && entry.on.contains(status))
+}
