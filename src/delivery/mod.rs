@@ -34,6 +34,8 @@ pub const HOLD: Duration = Duration::from_secs(300);
 /// How often the store is looked at without a word of work: another instance's job ends and a
 /// pending notification whose hold ended are found this way.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The shortest time between two looks that a job's end starts.
+const MIN_GAP: Duration = Duration::from_millis(50);
 /// Job ends announced per look at the store.
 const ANNOUNCE_BATCH: usize = 32;
 /// How much of a job's log a `slack` notification reads: its end, of which it shows the last
@@ -81,6 +83,7 @@ impl Deliverer {
             tokio::pin!(ended, settled);
             ended.as_mut().enable();
             settled.as_mut().enable();
+            let looked = tokio::time::Instant::now();
             let next = self.look().await;
             match (&next, failing) {
                 (Err(error), false) => {
@@ -97,9 +100,18 @@ impl Deliverer {
                 .min(LOOK_EVERY),
                 Ok(None) | Err(_) => LOOK_EVERY,
             };
+            // A job's end wakes the task only where some hook notifies, and at most once per
+            // `MIN_GAP`, so that a busy server without notifications pays nothing for them.
+            let notifying = {
+                let config = (self.config)();
+                !config.server.notify.is_empty()
+                    || config.hooks.iter().any(|hook| !hook.notify.is_empty())
+            };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = ended => {}
+                () = ended, if notifying => {
+                    tokio::time::sleep_until(looked + MIN_GAP).await;
+                }
                 () = settled => {}
             }
         }

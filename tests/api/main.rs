@@ -14,6 +14,7 @@ mod job_routes;
 mod jobs;
 mod lifecycle;
 mod log_flood;
+mod notify;
 mod notify_check;
 mod operations;
 mod providers;

@@ -7,7 +7,9 @@ free loopback port and checks that:
     or whose body changed after signing are refused with the right error;
   - `hookrunner sign` prints the same header values as the SDK, and the SDK's own verify
     function accepts them;
-  - `hookrunner send` exits 0 with the right secret and 1 with a wrong one.
+  - `hookrunner send` exits 0 with the right secret and 1 with a wrong one;
+and that a notification of a failed job (`notify: webhook`), sent to a receiver here that answers
+503 once, verifies with `standardwebhooks` on both tries, with the same `webhook-id`.
 It prints one line per check and ends with `N passed, M failed`; it exits 1 if any failed.
 Run it through tests/sdk/run.sh, which installs the SDKs and builds hookrunner first.
 Only the standard library is used besides the three Python SDKs.
@@ -26,10 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import threading
 import traceback
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -93,8 +97,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_config(directory: Path, providers: List["Provider"]) -> Path:
-    """One hook per provider, each answering once its command (`true`) has run."""
+NOTIFY_SECRET = "whsec_" + base64.b64encode(b"hookrunner sdk notify key 012345").decode()
+
+
+def write_config(directory: Path, providers: List["Provider"], receiver: "Receiver") -> Path:
+    """One hook per provider, each answering once its command (`true`) has run; and `announce`,
+    whose command fails and whose end is announced to `receiver`."""
     lines = ["hooks:"]
     for provider in providers:
         lines += [
@@ -102,6 +110,15 @@ def write_config(directory: Path, providers: List["Provider"]) -> Path:
             f"    signature: {{{provider.name}: {{secret: {json.dumps(provider.secret)}}}}}",
             '    run: {command: ["true"]}',
         ]
+    lines += [
+        "  - id: announce",
+        "    signature: none",
+        '    run: {command: ["false"]}',
+        "    notify:",
+        "      - on: [failed]",
+        "        backoff: 200ms",
+        f"        webhook: {{url: {json.dumps(receiver.url)}, secret: {json.dumps(NOTIFY_SECRET)}}}",
+    ]
     path = directory / "hooks.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -146,6 +163,68 @@ class Server:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self.log.close()
+
+
+class Receiver:
+    """An HTTP server on a free loopback port that records each POST (headers, body) and answers
+    503 to the first, 200 to the rest."""
+
+    def __init__(self) -> None:
+        self.seen: List[Tuple[Headers, bytes]] = []
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                seen.append(({name.lower(): value for name, value in self.headers.items()}, body))
+                self.send_response(503 if len(seen) == 1 else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hookrunner"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int) -> None:
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while len(self.seen) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.seen)} of {count} notification tries arrived")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def check_notification(results: Results, server: "Server", receiver: Receiver) -> None:
+    def verifies() -> str:
+        status, answer = http("POST", f"{server.base}/hooks/announce", b"{}", {"Content-Type": "application/json"})
+        if not isinstance(answer, dict) or "job_id" not in answer:
+            raise AssertionError(f"the trigger answered {status}: {answer}")
+        receiver.wait_for(2)
+        ids = set()
+        for headers, body in receiver.seen[:2]:
+            event = standardwebhooks.Webhook(NOTIFY_SECRET).verify(body, headers)
+            expect_equal("type", "job.failed", event["type"])
+            expect_equal("data.job_id", answer["job_id"], event["data"]["job_id"])
+            ids.add(headers["webhook-id"])
+        expect_equal("webhook-id on both tries", {f"msg_{answer['job_id']}_0"}, ids)
+        return "2 tries, both verified by standardwebhooks.Webhook.verify"
+
+    def refused_with_another_key() -> str:
+        headers, body = receiver.seen[0]
+        other = "whsec_" + base64.b64encode(b"another key, not the right one!!").decode()
+        try:
+            standardwebhooks.Webhook(other).verify(body, headers)
+        except standardwebhooks.webhooks.WebhookVerificationError:
+            return "refused"
+        raise AssertionError("verified with another key")
+
+    if results.run("notify webhook: a failed job's notification verifies with standardwebhooks", verifies):
+        results.run("notify webhook: standardwebhooks refuses it with another key", refused_with_another_key)
 
 
 def http(method: str, url: str, body: Optional[bytes] = None, headers: Optional[Headers] = None,
@@ -486,13 +565,16 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="hookrunner-sdk-") as temp:
         directory = Path(temp)
-        server = Server(directory, write_config(directory, chosen))
+        receiver = Receiver()
+        server = Server(directory, write_config(directory, chosen, receiver))
         try:
             if results.run("hookrunner serve answers GET /healthz with 200", server.wait_healthy):
                 for provider in chosen:
                     check_provider(results, server, provider)
+                check_notification(results, server, receiver)
         finally:
             server.stop()
+            receiver.stop()
     print(f"{results.passed} passed, {results.failed} failed")
     return 1 if results.failed else 0
 
