@@ -100,6 +100,7 @@ impl SqliteStore {
             job,
             command,
             concurrency,
+            notify,
             ..
         } = new;
         let mut line = self.line();
@@ -119,7 +120,7 @@ impl SqliteStore {
         // others are never re-run, and a crash of the server alone does not lose their record.
         let durable = command.run_after_restart;
         let committed = self.rows.insert(
-            JobRecord::new(&job, command.to_stored()),
+            JobRecord::new(&job, command.to_stored(), notify),
             Durability::disk_if(durable),
         );
         if let Some(key) = key {
@@ -469,8 +470,8 @@ fn finished_update(job: &Job) -> Option<JobUpdate> {
 }
 
 impl JobRecord {
-    /// The row of a new job, with its stored command.
-    fn new(job: &Job, command: String) -> JobRecord {
+    /// The row of a new job, with its stored command and whether its end is to be announced.
+    fn new(job: &Job, command: String, notify: bool) -> JobRecord {
         let run = job.run();
         let outcome = job.outcome();
         JobRecord {
@@ -493,6 +494,7 @@ impl JobRecord {
             command,
             stdout: outcome.and_then(|outcome| outcome.stdout.clone()),
             stderr: outcome.and_then(|outcome| outcome.stderr.clone()),
+            notify,
         }
     }
 

@@ -1,11 +1,15 @@
-//! The statements the writer runs on the `jobs` and `meta` tables, and how a row becomes a
-//! [`JobRecord`]. Every statement is prepared once and cached by the connection.
+//! The statements the writer runs on the `jobs`, `notifications` and `meta` tables, and how a
+//! row becomes a [`JobRecord`] or a notification. Every statement is prepared once and cached by
+//! the connection.
 
 use rusqlite::types::Type;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToSql};
 
 use super::{JobRecord, JobUpdate};
 use crate::job::{JobId, Status};
+use crate::store::{
+    DueNotification, NewNotification, NotificationState, NotificationStatus, Tried,
+};
 
 /// The error a job that was running when the server stopped is given.
 pub(super) const INTERRUPTED_ERROR: &str = "the server stopped while the command ran";
@@ -15,7 +19,7 @@ macro_rules! job_columns {
     () => {
         "id, hook, request_id, status, dedupe_key, created_ms, started_ms, finished_ms, \
          exit_code, signal, error, duration_ms, command, stdout, stderr, instance, attempt, \
-         attempts, next_attempt_ms"
+         attempts, next_attempt_ms, notify"
     };
 }
 
@@ -23,7 +27,7 @@ pub(super) fn insert(connection: &Connection, record: &JobRecord) -> rusqlite::R
     let mut statement = connection.prepare_cached(concat!(
         "INSERT INTO jobs (",
         job_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
     ))?;
     statement.execute(params![
         record.id.as_str(),
@@ -45,6 +49,7 @@ pub(super) fn insert(connection: &Connection, record: &JobRecord) -> rusqlite::R
         record.attempt,
         record.attempts,
         record.next_attempt_ms,
+        record.notify,
     ])?;
     Ok(())
 }
@@ -118,7 +123,49 @@ pub(super) fn touch_meta(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Marks every running job interrupted at `now_ms` and returns the queued jobs, oldest first.
+/// Runs `statements` as one write inside the batch's transaction: if one fails, a savepoint undoes
+/// the others, and the rest of the batch goes on as for any write that fails on its own.
+pub(super) fn as_one<T>(
+    connection: &Connection,
+    statements: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    connection
+        .prepare_cached("SAVEPOINT one_write")?
+        .execute([])?;
+    let result = statements(connection);
+    if connection.is_autocommit() {
+        // SQLite ended the whole transaction (and the savepoint with it): the batch fails.
+        return result;
+    }
+    let end = match result {
+        Ok(_) => "RELEASE one_write",
+        Err(_) => "ROLLBACK TO one_write",
+    };
+    let ended = connection
+        .prepare_cached(end)
+        .and_then(|mut statement| statement.execute([]));
+    let released = ended.and_then(|_| {
+        if result.is_err() {
+            connection
+                .prepare_cached("RELEASE one_write")?
+                .execute([])?;
+        }
+        Ok(())
+    });
+    if let Err(error) = released {
+        // Half of the write could be committed with the batch: end the transaction instead, so
+        // the whole batch fails and every waiter hears it.
+        tracing::error!(%error, "the job store could not end a savepoint; rolling back its batch");
+        if let Err(error) = connection.execute_batch("ROLLBACK") {
+            tracing::error!(%error, "the job store could not roll back a batch");
+        }
+        return Err(error);
+    }
+    result
+}
+
+/// Marks every running job interrupted at `now_ms`, lets go of every notification held for a
+/// try (the process that held them is gone), and returns the queued jobs, oldest first.
 pub(super) fn recover(connection: &Connection, now_ms: i64) -> rusqlite::Result<Vec<JobRecord>> {
     connection
         .prepare_cached(
@@ -133,6 +180,11 @@ pub(super) fn recover(connection: &Connection, now_ms: i64) -> rusqlite::Result<
             INTERRUPTED_ERROR,
             Status::Running.as_str(),
         ])?;
+    connection
+        .prepare_cached(
+            "UPDATE notifications SET held_until_ms = NULL WHERE held_until_ms IS NOT NULL",
+        )?
+        .execute([])?;
     let mut statement = connection.prepare_cached(concat!(
         "SELECT ",
         job_columns!(),
@@ -143,7 +195,8 @@ pub(super) fn recover(connection: &Connection, now_ms: i64) -> rusqlite::Result<
 }
 
 /// Deletes the finished jobs created before `created_before_ms` or not among the newest
-/// `max_jobs` jobs, and returns their ids.
+/// `max_jobs` jobs, and returns their ids; then the delivered and failed notifications whose job
+/// is gone, now or at an earlier prune (a pending one stays until it is settled).
 pub(super) fn prune(
     connection: &Connection,
     created_before_ms: i64,
@@ -167,7 +220,14 @@ pub(super) fn prune(
         ],
         |row| job_id_at(row, 0),
     )?;
-    deleted.collect()
+    let deleted = deleted.collect::<rusqlite::Result<Vec<JobId>>>()?;
+    connection
+        .prepare_cached(
+            "DELETE FROM notifications \
+             WHERE status <> ?1 AND NOT EXISTS (SELECT 1 FROM jobs WHERE id = notifications.job)",
+        )?
+        .execute([NotificationStatus::Pending.as_str()])?;
+    Ok(deleted)
 }
 
 pub(super) fn get(connection: &Connection, id: &JobId) -> rusqlite::Result<Option<JobRecord>> {
@@ -250,6 +310,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         attempt: row.get(16)?,
         attempts: row.get(17)?,
         next_attempt_ms: row.get(18)?,
+        notify: row.get(19)?,
     })
 }
 
@@ -265,4 +326,210 @@ fn status_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Status> {
 
 fn corrupt(index: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(index, Type::Text, message.into())
+}
+
+/// The ended jobs whose end is still to be announced, oldest end first. `notify = 1` is written
+/// as in `jobs_to_announce`'s definition, so the planner reads only that index's jobs.
+pub(super) const UNANNOUNCED: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE notify = 1 AND status NOT IN (?1, ?2) ORDER BY finished_ms, id LIMIT ?3"
+);
+
+/// The pending notifications due at `?1`, oldest due first, at most `?2`. The due time and
+/// `status = 'pending'` are written as in `notifications_due`'s definition, for the same reason.
+pub(super) const DUE: &str = "SELECT rowid, job, hook, position, target, attempts, created_ms, \
+     expires_ms, body, env FROM notifications \
+     WHERE status = 'pending' AND coalesce(held_until_ms, next_at_ms) <= ?1 \
+     ORDER BY coalesce(held_until_ms, next_at_ms), job, position LIMIT ?2";
+
+/// When the first pending notification is due, held ones at their hold's end.
+pub(super) const NEXT_DUE: &str = "SELECT min(coalesce(held_until_ms, next_at_ms)) \
+     FROM notifications WHERE status = 'pending'";
+
+pub(super) fn unannounced(
+    connection: &Connection,
+    limit: usize,
+) -> rusqlite::Result<Vec<JobRecord>> {
+    let mut statement = connection.prepare_cached(UNANNOUNCED)?;
+    let records = statement.query_map(
+        params![
+            Status::Queued.as_str(),
+            Status::Running.as_str(),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        ],
+        record_from_row,
+    )?;
+    records.collect()
+}
+
+/// Keeps `notifications` for the job's end, pending and due at their `created_ms`, except those
+/// whose position it already has, and clears its `notify` mark; `false` if there is no such job.
+/// Run in [`as_one`].
+pub(super) fn announce(
+    connection: &Connection,
+    job: &JobId,
+    notifications: &[NewNotification],
+) -> rusqlite::Result<bool> {
+    // `WHERE` before `ON CONFLICT` also tells SQLite's parser the upsert from a join's `ON`.
+    let mut insert = connection.prepare_cached(
+        "INSERT INTO notifications (job, position, hook, target, status, attempts, created_ms, \
+             expires_ms, next_at_ms, body, env) \
+         SELECT id, ?2, hook, ?3, ?4, 0, ?5, ?6, ?5, ?7, ?8 FROM jobs WHERE id = ?1 \
+         ON CONFLICT (job, position) DO NOTHING",
+    )?;
+    for notification in notifications {
+        let env = serde_json::to_string(&notification.env)
+            .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+        insert.execute(params![
+            job.as_str(),
+            notification.position,
+            notification.target,
+            NotificationStatus::Pending.as_str(),
+            notification.created_ms,
+            notification.expires_ms,
+            notification.body,
+            env,
+        ])?;
+    }
+    let marked = connection
+        .prepare_cached("UPDATE jobs SET notify = 0 WHERE id = ?1")?
+        .execute([job.as_str()])?;
+    Ok(marked > 0)
+}
+
+/// Hands out the pending notifications due at `now_ms`, oldest due first, at most `limit`: each
+/// one's `attempts` counts this try, and it is held until `held_until_ms`. Run in [`as_one`].
+pub(super) fn take_due(
+    connection: &Connection,
+    now_ms: i64,
+    limit: usize,
+    held_until_ms: i64,
+) -> rusqlite::Result<Vec<DueNotification>> {
+    let mut select = connection.prepare_cached(DUE)?;
+    let picked = select.query_map(
+        params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| {
+            let rowid: i64 = row.get(0)?;
+            let due = DueNotification {
+                job: job_id_at(row, 1)?,
+                hook: row.get(2)?,
+                position: row.get(3)?,
+                target: row.get(4)?,
+                attempts: row.get::<_, u32>(5)?.saturating_add(1),
+                created_ms: row.get(6)?,
+                expires_ms: row.get(7)?,
+                body: row.get(8)?,
+                env: env_at(row, 9)?,
+            };
+            Ok((rowid, due))
+        },
+    )?;
+    let picked = picked.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut hold = connection.prepare_cached(
+        "UPDATE notifications SET attempts = attempts + 1, held_until_ms = ?2 WHERE rowid = ?1",
+    )?;
+    let mut due = Vec::with_capacity(picked.len());
+    for (rowid, notification) in picked {
+        hold.execute(params![rowid, held_until_ms])?;
+        due.push(notification);
+    }
+    Ok(due)
+}
+
+/// Keeps what became of a try of a pending notification and lets go of it. A notification that
+/// is no longer pending (settled by a deliverer whose hold had ended) is left as it is.
+pub(super) fn notification_tried(
+    connection: &Connection,
+    job: &JobId,
+    position: u32,
+    tried: &Tried,
+) -> rusqlite::Result<()> {
+    let pending = NotificationStatus::Pending.as_str();
+    match tried {
+        Tried::Delivered => connection
+            .prepare_cached(
+                "UPDATE notifications SET status = ?3, next_at_ms = NULL, held_until_ms = NULL \
+                 WHERE job = ?1 AND position = ?2 AND status = ?4",
+            )?
+            .execute(params![
+                job.as_str(),
+                position,
+                NotificationStatus::Delivered.as_str(),
+                pending,
+            ])?,
+        Tried::Retry { at_ms, error } => connection
+            .prepare_cached(
+                "UPDATE notifications SET next_at_ms = ?3, last_error = ?4, held_until_ms = NULL \
+                 WHERE job = ?1 AND position = ?2 AND status = ?5",
+            )?
+            .execute(params![job.as_str(), position, at_ms, error, pending])?,
+        Tried::Failed { error } => connection
+            .prepare_cached(
+                "UPDATE notifications SET status = ?3, last_error = ?4, next_at_ms = NULL, \
+                 held_until_ms = NULL WHERE job = ?1 AND position = ?2 AND status = ?5",
+            )?
+            .execute(params![
+                job.as_str(),
+                position,
+                NotificationStatus::Failed.as_str(),
+                error,
+                pending,
+            ])?,
+    };
+    Ok(())
+}
+
+/// The notifications of each of `jobs` that has any, by position.
+pub(super) fn notifications(
+    connection: &Connection,
+    jobs: &[JobId],
+) -> rusqlite::Result<Vec<(JobId, Vec<NotificationState>)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT position, target, status, attempts, last_error, next_at_ms FROM notifications \
+         WHERE job = ?1 ORDER BY position",
+    )?;
+    let mut found = Vec::new();
+    for job in jobs {
+        let states = statement
+            .query_map([job.as_str()], |row| {
+                Ok(NotificationState {
+                    position: row.get(0)?,
+                    target: row.get(1)?,
+                    status: notification_status_at(row, 2)?,
+                    attempts: row.get(3)?,
+                    last_error: row.get(4)?,
+                    next_attempt_ms: row.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if !states.is_empty() {
+            found.push((job.clone(), states));
+        }
+    }
+    Ok(found)
+}
+
+pub(super) fn next_notification_due(connection: &Connection) -> rusqlite::Result<Option<i64>> {
+    connection
+        .prepare_cached(NEXT_DUE)?
+        .query_row([], |row| row.get(0))
+}
+
+fn notification_status_at(row: &Row<'_>, index: usize) -> rusqlite::Result<NotificationStatus> {
+    let text: String = row.get(index)?;
+    NotificationStatus::parse(&text)
+        .ok_or_else(|| corrupt(index, format!("`{text}` is not a notification status")))
+}
+
+/// A command's environment, kept as a JSON list of `[name, value]` pairs.
+fn env_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Vec<(String, String)>> {
+    let text: String = row.get(index)?;
+    // Not the parser's message: it may quote a value, which may be a secret.
+    serde_json::from_str(&text).map_err(|_| {
+        corrupt(
+            index,
+            "a notification's env is not a list of pairs".to_string(),
+        )
+    })
 }

@@ -58,6 +58,9 @@ pub struct JobRecord {
     /// The answer-sized output, set when the job ends; the log file has all of it.
     pub stdout: Option<String>,
     pub stderr: Option<String>,
+    /// The job's end is still to be announced ([`NewJob::notify`](crate::store::NewJob)): set at
+    /// the insert, kept by every update, cleared only by `announce`.
+    pub notify: bool,
 }
 
 /// A change to a stored job.
@@ -256,7 +259,8 @@ impl Rows {
     }
 
     /// For start-up, in one transaction: every `running` job becomes `interrupted` (finished now,
-    /// with an error saying why); returns the `queued` jobs in insertion order.
+    /// with an error saying why), and every notification held for a try is let go; returns the
+    /// `queued` jobs in insertion order.
     pub async fn recover(&self) -> Result<Vec<JobRecord>, StoreError> {
         let now_ms = now_ms();
         self.ask(|reply| Command::Write(Write::Recover { now_ms, reply }))
@@ -270,8 +274,9 @@ impl Rows {
     }
 
     /// Deletes the jobs in a final status that were created more than `max_age` ago or are not
-    /// among the newest `max_jobs` jobs overall, with their log files. Queued and running jobs
-    /// always stay. Returns how many jobs were deleted.
+    /// among the newest `max_jobs` jobs overall, with their log files, and the delivered or
+    /// failed notifications of every job no longer kept. Queued and running jobs, and pending
+    /// notifications, always stay. Returns how many jobs were deleted.
     pub async fn prune(&self, max_age: Duration, max_jobs: usize) -> Result<usize, StoreError> {
         let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
         let created_before_ms = now_ms().saturating_sub(max_age_ms);
@@ -335,7 +340,10 @@ impl Rows {
         let _ = self.commands.send(command);
     }
 
-    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+    pub(super) async fn ask<T>(
+        &self,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, StoreError> {
         let (reply, receiver) = oneshot::channel();
         self.send(command(reply));
         receiver.await.unwrap_or(Err(StoreError::Closed))

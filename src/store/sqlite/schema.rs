@@ -15,14 +15,15 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
 /// Enough room for every distinct statement the writer prepares, so none is ever re-prepared.
-const STATEMENT_CACHE_CAPACITY: usize = 32;
+const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// The schema, one step per version: a database at version `n` gets `MIGRATIONS[n..]`, each in the
 /// transaction that records the new version. Steps are only ever appended.
 ///
 /// `seq` keeps insertion order, which `list` and `recover` sort by; ids are random. The status
-/// strings are those of [`Status::as_str`](crate::job::Status::as_str).
-const MIGRATIONS: [&str; 3] = [
+/// strings are those of [`Status::as_str`](crate::job::Status::as_str), and a notification's those
+/// of [`NotificationStatus::as_str`](crate::store::NotificationStatus::as_str).
+const MIGRATIONS: [&str; 4] = [
     "
     CREATE TABLE jobs (
         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -57,6 +58,34 @@ const MIGRATIONS: [&str; 3] = [
     "
     ALTER TABLE jobs ADD COLUMN next_attempt_ms INTEGER;
     ",
+    // Version 4: the notification outbox (`store::notification`). `jobs.notify` is 1 while a
+    // job's end is still to be announced; only such jobs are in `jobs_to_announce`, so finding
+    // the ended ones never reads the others. A notification has no foreign key to its job: a
+    // pending one outlives its pruned job. `notifications_due` holds only pending ones, by when
+    // each is due (its hold's end while held), which is what handing out and sleeping ask.
+    "
+    ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_to_announce ON jobs (finished_ms, id) WHERE notify = 1;
+    CREATE TABLE notifications (
+        job           TEXT NOT NULL,
+        position      INTEGER NOT NULL,
+        hook          TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        created_ms    INTEGER NOT NULL,
+        expires_ms    INTEGER NOT NULL,
+        next_at_ms    INTEGER,
+        held_until_ms INTEGER,
+        last_error    TEXT,
+        body          BLOB NOT NULL,
+        env           TEXT NOT NULL,
+        PRIMARY KEY (job, position)
+    );
+    CREATE INDEX notifications_due
+        ON notifications (coalesce(held_until_ms, next_at_ms), job, position)
+        WHERE status = 'pending';
+    ",
 ];
 
 /// Opens (creating if missing) the database at `path` with the store's settings and schema.
@@ -84,7 +113,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
             journal_mode,
         });
     }
-    let found = create_schema(&mut connection).map_err(open_error)?;
+    let found = migrate(&mut connection, SCHEMA_VERSION).map_err(open_error)?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema {
             found,
@@ -112,9 +141,9 @@ fn configure(connection: &Connection) -> rusqlite::Result<String> {
     Ok(journal_mode)
 }
 
-/// Brings the schema up to [`SCHEMA_VERSION`] and returns the version the file had (a newer one
-/// than this code knows is left alone).
-fn create_schema(connection: &mut Connection) -> rusqlite::Result<i64> {
+/// Brings the schema up to `version` (at most [`SCHEMA_VERSION`]; `open` asks for that, a test
+/// for an older one) and returns the version the file had. A newer one is left alone.
+pub(super) fn migrate(connection: &mut Connection, version: i64) -> rusqlite::Result<i64> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     transaction.execute_batch(
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
@@ -131,15 +160,17 @@ fn create_schema(connection: &mut Connection) -> rusqlite::Result<i64> {
         None => 0,
         Some(text) => text.parse().unwrap_or(i64::MAX),
     };
-    if found < SCHEMA_VERSION {
+    let version = version.min(SCHEMA_VERSION);
+    if found < version {
         let done = usize::try_from(found.max(0)).unwrap_or(0);
-        for step in &MIGRATIONS[done..] {
+        let target = usize::try_from(version).unwrap_or(0);
+        for step in &MIGRATIONS[done..target] {
             transaction.execute_batch(step)?;
         }
         transaction.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [SCHEMA_VERSION.to_string()],
+            [version.to_string()],
         )?;
     }
     transaction.commit()?;

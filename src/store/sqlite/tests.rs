@@ -12,7 +12,7 @@ use super::rows::{JobRecord, JobUpdate, Rows as Store};
 use super::writer::{Command, Write};
 use super::{schema, StoreError};
 use crate::job::{JobId, Status};
-use crate::store::{Committed, Durability, StoreStats};
+use crate::store::{Committed, Durability, NewNotification, StoreStats};
 use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
@@ -43,6 +43,7 @@ fn job(hook: &str, status: Status) -> JobRecord {
         command: r#"{"argv":["echo","hello"]}"#.to_string(),
         stdout: None,
         stderr: None,
+        notify: false,
     }
 }
 
@@ -864,4 +865,207 @@ async fn a_burst_of_readiness_checks_shares_the_disk_probe() {
     // A check that arrives once they are done gets a probe of its own.
     store.check_writable().await.unwrap();
     assert_eq!(probes(), shared + 1);
+}
+
+fn notification(position: u32) -> NewNotification {
+    NewNotification {
+        position,
+        target: "webhook".to_string(),
+        created_ms: 1_000,
+        expires_ms: 2_000,
+        body: b"event".to_vec(),
+        env: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_database_made_by_schema_version_3_migrates_and_keeps_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let finished = JobRecord {
+        finished_ms: Some(1_700_000_000_900),
+        exit_code: Some(1),
+        ..job("deploy", Status::Failed)
+    };
+    let queued = JobRecord {
+        next_attempt_ms: Some(1_700_000_001_000),
+        attempt: 2,
+        attempts: 3,
+        ..job("deploy", Status::Queued)
+    };
+    {
+        let mut old = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(schema::migrate(&mut old, 3).unwrap(), 0);
+        for record in [&finished, &queued] {
+            old.execute(
+                "INSERT INTO jobs (id, hook, request_id, status, created_ms, finished_ms, \
+                     exit_code, command, attempt, attempts, next_attempt_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                rusqlite::params![
+                    record.id.as_str(),
+                    record.hook,
+                    record.request_id,
+                    record.status.as_str(),
+                    record.created_ms,
+                    record.finished_ms,
+                    record.exit_code,
+                    record.command,
+                    record.attempt,
+                    record.attempts,
+                    record.next_attempt_ms,
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.get(&finished.id).await.unwrap(),
+        Some(finished.clone())
+    );
+    assert_eq!(store.get(&queued.id).await.unwrap(), Some(queued.clone()));
+    assert!(
+        store.unannounced(10).await.unwrap().is_empty(),
+        "a job from before notifications has none to announce"
+    );
+    store
+        .announce(&finished.id, vec![notification(0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .notifications(std::slice::from_ref(&finished.id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let version: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, schema::SCHEMA_VERSION.to_string());
+}
+
+#[tokio::test]
+async fn the_notify_mark_survives_updates_folded_into_its_insert() {
+    let (_dir, store) = open_store();
+    let loud = JobRecord {
+        notify: true,
+        ..job("deploy", Status::Queued)
+    };
+    let quiet = job("deploy", Status::Queued);
+    let resume = pause(&store);
+    let mut written = Vec::new();
+    for record in [&loud, &quiet] {
+        written.push(store.insert(record.clone(), Durability::Os));
+        let started = JobUpdate::Started {
+            at_ms: 1_000,
+            instance: "web-1".into(),
+        };
+        written.push(store.update(&record.id, started, Durability::Os));
+        written.push(store.update(&record.id, finished_ok(1_005), Durability::Os));
+    }
+    drop(resume);
+    for committed in written {
+        committed.await.unwrap();
+    }
+    assert_eq!(store.stats().writes, 2, "the updates were folded");
+
+    let unannounced = store.unannounced(10).await.unwrap();
+    assert_eq!(ids(&unannounced), std::slice::from_ref(&loud.id));
+    assert_eq!(
+        (unannounced[0].status, unannounced[0].notify),
+        (Status::Succeeded, true)
+    );
+}
+
+#[tokio::test]
+async fn an_announcement_that_fails_half_way_keeps_nothing_and_leaves_the_mark() {
+    let (dir, store) = open_store();
+    let record = JobRecord {
+        notify: true,
+        finished_ms: Some(1_000),
+        ..job("deploy", Status::Failed)
+    };
+    store
+        .insert(record.clone(), Durability::Disk)
+        .await
+        .unwrap();
+    rusqlite::Connection::open(dir.path().join(DATABASE_FILE))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse_second AFTER INSERT ON notifications WHEN NEW.position = 1 \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .unwrap();
+
+    // In one batch with another write, which goes on.
+    let other = job("deploy", Status::Queued);
+    let resume = pause(&store);
+    let inserted = store.insert(other.clone(), Durability::Disk);
+    let (reply, announced) = oneshot::channel();
+    store.send(Command::Write(Write::Announce {
+        job: record.id.clone(),
+        notifications: vec![notification(0), notification(1)],
+        reply,
+    }));
+    drop(resume);
+
+    assert!(announced.await.unwrap().is_err());
+    inserted.await.unwrap();
+    assert!(store
+        .notifications(std::slice::from_ref(&record.id))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ids(&store.unannounced(10).await.unwrap()),
+        std::slice::from_ref(&record.id)
+    );
+    assert_eq!(store.get(&other.id).await.unwrap(), Some(other));
+}
+
+#[tokio::test]
+async fn announcing_a_job_the_store_does_not_have_is_an_error() {
+    let (_dir, store) = open_store();
+    let id = JobId::generate();
+    assert!(matches!(
+        store.announce(&id, vec![notification(0)]).await,
+        Err(StoreError::UnknownJob(unknown)) if unknown == id
+    ));
+    assert_eq!(store.next_notification_due().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_outbox_reads_only_its_indexes() {
+    let (dir, store) = open_store();
+    drop(store);
+    let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let plan = |sql: &str| -> String {
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        // Unbound parameters are NULL: the plan does not depend on them.
+        let mut rows = statement.raw_query();
+        let mut details = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            details.push(row.get::<_, String>(3).unwrap());
+        }
+        details.join("; ")
+    };
+    for (sql, index) in [
+        (queries::UNANNOUNCED, "jobs_to_announce"),
+        (queries::DUE, "notifications_due"),
+        (queries::NEXT_DUE, "notifications_due"),
+    ] {
+        let plan = plan(sql);
+        assert!(plan.contains(index), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "sorts: {plan}");
+    }
 }

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::files::OpenFiles;
 use super::{log_path, queries, Counters, Durability, JobRecord, JobUpdate, StoreError};
 use crate::job::{JobId, Status};
+use crate::store::{DueNotification, NewNotification, NotificationState, Tried};
 
 /// The most commands one batch takes; what is left waits for the next batch.
 const MAX_BATCH: usize = 512;
@@ -68,6 +69,26 @@ pub(super) enum Write {
         max_jobs: usize,
         reply: Reply<usize>,
     },
+    /// Keeps a job's notifications and clears its `notify` mark, as one; on the disk.
+    Announce {
+        job: JobId,
+        notifications: Vec<NewNotification>,
+        reply: Reply<()>,
+    },
+    /// Hands out the pending notifications due at `now_ms`, holding each until `held_until_ms`.
+    TakeDue {
+        now_ms: i64,
+        limit: usize,
+        held_until_ms: i64,
+        reply: Reply<Vec<DueNotification>>,
+    },
+    /// Keeps what became of a try of a notification; on the disk.
+    Tried {
+        job: JobId,
+        position: u32,
+        tried: Tried,
+        reply: Reply<()>,
+    },
 }
 
 /// A command that only reads; it is served after the writes of its batch have committed.
@@ -85,6 +106,17 @@ pub(super) enum Read {
     },
     SucceededKeys {
         reply: Reply<Vec<(String, String, JobId)>>,
+    },
+    Unannounced {
+        limit: usize,
+        reply: Reply<Vec<JobRecord>>,
+    },
+    Notifications {
+        jobs: Vec<JobId>,
+        reply: Reply<Vec<(JobId, Vec<NotificationState>)>>,
+    },
+    NextNotificationDue {
+        reply: Reply<Option<i64>>,
     },
     Flush {
         reply: Reply<()>,
@@ -278,6 +310,18 @@ impl Writer {
                 reply,
                 queries::succeeded_keys(connection).map_err(StoreError::from),
             ),
+            Read::Unannounced { limit, reply } => answer(
+                reply,
+                queries::unannounced(connection, limit).map_err(StoreError::from),
+            ),
+            Read::Notifications { jobs, reply } => answer(
+                reply,
+                queries::notifications(connection, &jobs).map_err(StoreError::from),
+            ),
+            Read::NextNotificationDue { reply } => answer(
+                reply,
+                queries::next_notification_due(connection).map_err(StoreError::from),
+            ),
             Read::Flush { reply } => {
                 answer(
                     reply,
@@ -373,17 +417,54 @@ fn apply(connection: &Connection, write: Write) -> Result<Pending, (rusqlite::Er
             Ok(()) => Ok(Pending::Written(reply)),
             Err(error) => Err((error, Pending::Written(reply))),
         },
-        Write::Recover { now_ms, reply } => match queries::recover(connection, now_ms) {
-            Ok(queued) => Ok(Pending::Recovered(reply, queued)),
-            Err(error) => Err((error, Pending::Recovered(reply, Vec::new()))),
-        },
+        Write::Recover { now_ms, reply } => {
+            match queries::as_one(connection, |connection| {
+                queries::recover(connection, now_ms)
+            }) {
+                Ok(queued) => Ok(Pending::Recovered(reply, queued)),
+                Err(error) => Err((error, Pending::Recovered(reply, Vec::new()))),
+            }
+        }
         Write::Prune {
             created_before_ms,
             max_jobs,
             reply,
-        } => match queries::prune(connection, created_before_ms, max_jobs) {
+        } => match queries::as_one(connection, |connection| {
+            queries::prune(connection, created_before_ms, max_jobs)
+        }) {
             Ok(deleted) => Ok(Pending::Pruned(reply, deleted)),
             Err(error) => Err((error, Pending::Pruned(reply, Vec::new()))),
+        },
+        Write::Announce {
+            job,
+            notifications,
+            reply,
+        } => match queries::as_one(connection, |connection| {
+            queries::announce(connection, &job, &notifications)
+        }) {
+            Ok(true) => Ok(Pending::Written(reply)),
+            Ok(false) => Ok(Pending::Missing(reply, job)),
+            Err(error) => Err((error, Pending::Written(reply))),
+        },
+        Write::TakeDue {
+            now_ms,
+            limit,
+            held_until_ms,
+            reply,
+        } => match queries::as_one(connection, |connection| {
+            queries::take_due(connection, now_ms, limit, held_until_ms)
+        }) {
+            Ok(due) => Ok(Pending::Due(reply, due)),
+            Err(error) => Err((error, Pending::Due(reply, Vec::new()))),
+        },
+        Write::Tried {
+            job,
+            position,
+            tried,
+            reply,
+        } => match queries::notification_tried(connection, &job, position, &tried) {
+            Ok(()) => Ok(Pending::Written(reply)),
+            Err(error) => Err((error, Pending::Written(reply))),
         },
     }
 }
@@ -479,14 +560,21 @@ fn fold_updates(writes: Vec<Write>) -> Vec<Write> {
 
 impl Write {
     /// Whether the batch holding this write must fsync before it is answered. Besides the writes
-    /// that ask for it, those that change many jobs at once (recovery, pruning) and the readiness
-    /// check, which must prove that the disk takes writes, do.
+    /// that ask for it, those that change many jobs at once (recovery, pruning), the readiness
+    /// check, which must prove that the disk takes writes, and a notification's announcement
+    /// and tries' results do. Handing out a try does not: a hold or a count of tries lost to a
+    /// power cut only makes the try again.
     fn needs_disk(&self) -> bool {
         match self {
             Write::Insert { durability, .. } | Write::Update { durability, .. } => {
                 *durability == Durability::Disk
             }
-            Write::CheckWritable { .. } | Write::Recover { .. } | Write::Prune { .. } => true,
+            Write::CheckWritable { .. }
+            | Write::Recover { .. }
+            | Write::Prune { .. }
+            | Write::Announce { .. }
+            | Write::Tried { .. } => true,
+            Write::TakeDue { .. } => false,
         }
     }
 
@@ -495,9 +583,13 @@ impl Write {
             Write::Insert { reply, folded, .. } => {
                 !reply.is_closed() || folded.iter().any(|waiter| !waiter.is_closed())
             }
-            Write::Update { reply, .. } | Write::CheckWritable { reply } => !reply.is_closed(),
+            Write::Update { reply, .. }
+            | Write::CheckWritable { reply }
+            | Write::Announce { reply, .. }
+            | Write::Tried { reply, .. } => !reply.is_closed(),
             Write::Recover { reply, .. } => !reply.is_closed(),
             Write::Prune { reply, .. } => !reply.is_closed(),
+            Write::TakeDue { reply, .. } => !reply.is_closed(),
         }
     }
 
@@ -507,11 +599,15 @@ impl Write {
             Write::Insert { reply, folded, .. } => {
                 Pending::Inserted(reply, folded).fail(error);
             }
-            Write::Update { reply, .. } | Write::CheckWritable { reply } => {
+            Write::Update { reply, .. }
+            | Write::CheckWritable { reply }
+            | Write::Announce { reply, .. }
+            | Write::Tried { reply, .. } => {
                 answer(reply, Err(error));
             }
             Write::Recover { reply, .. } => answer(reply, Err(error)),
             Write::Prune { reply, .. } => answer(reply, Err(error)),
+            Write::TakeDue { reply, .. } => answer(reply, Err(error)),
         }
     }
 }
@@ -536,6 +632,8 @@ enum Pending {
     Missing(Reply<()>, JobId),
     Recovered(Reply<Vec<JobRecord>>, Vec<JobRecord>),
     Pruned(Reply<usize>, Vec<JobId>),
+    /// Notifications handed out for a try.
+    Due(Reply<Vec<DueNotification>>, Vec<DueNotification>),
 }
 
 impl Pending {
@@ -555,6 +653,7 @@ impl Pending {
                 remove_logs(logs_dir, &deleted);
                 answer(reply, Ok(deleted.len()));
             }
+            Pending::Due(reply, due) => answer(reply, Ok(due)),
         }
     }
 
@@ -573,6 +672,7 @@ impl Pending {
             }
             Pending::Recovered(reply, _) => answer(reply, Err(error)),
             Pending::Pruned(reply, _) => answer(reply, Err(error)),
+            Pending::Due(reply, _) => answer(reply, Err(error)),
         }
     }
 }
