@@ -84,6 +84,8 @@ pub struct ServerSettings {
     pub lease: Duration,
     /// The notifications of hooks that have no `notify` of their own.
     pub notify: Notifications,
+    /// Where people reach this server (no trailing `/`), for links in notifications.
+    pub public_url: Option<String>,
 }
 
 /// `server.store`. The URL stays a `Secret` (its `Debug` never shows it): it can hold a password.

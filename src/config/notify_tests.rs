@@ -181,6 +181,23 @@ fn urls_written_in_the_file_with_credentials_are_warned_about() {
 }
 
 #[test]
+fn public_url_is_kept_without_its_trailing_slash() {
+    for (written, kept) in [
+        ("https://hooks.example.com/", "https://hooks.example.com"),
+        (
+            "http://10.0.0.5:9000/hookrunner/",
+            "http://10.0.0.5:9000/hookrunner",
+        ),
+    ] {
+        let config = load(&config(&format!("  public_url: \"{written}\"\n"), ""))
+            .unwrap_or_else(|errors| panic!("{errors}"));
+        assert_eq!(config.server.public_url.as_deref(), Some(kept));
+    }
+    let config = load(&config("", "")).unwrap();
+    assert_eq!(config.server.public_url, None);
+}
+
+#[test]
 fn check_refuses_bad_notifications_and_says_why() {
     let entry = |target: &str| {
         config(
@@ -220,6 +237,10 @@ fn check_refuses_bad_notifications_and_says_why() {
         (entry("webhook: {url: \"https://ops.example.com/\", secret: whsec_AAAAAAAAAAA=}"), "the notification `secret` holds a 8-byte key; use at least 16 bytes".into()),
         (entry("webhook: {url: \"https://ops.example.com/\", secret: []}"), "the list of secrets is empty".into()),
         ("server:\n  notify: [{on: [failed], comand: [x]}]\nhooks: []\n".into(), "hooks.yaml:2:27: unknown key `comand` in a `notify` entry, did you mean `command`?".into()),
+        (config("  public_url: hooks.example.com\n", ""), "hooks.yaml:3:15: `public_url` is not a URL (relative URL without a base); write the address people open this server at".into()),
+        (config("  public_url: \"ftp://hooks.example.com\"\n", ""), "hooks.yaml:3:15: `public_url` must be an `http://` or `https://` URL with a host".into()),
+        (config(&format!("  public_url: \"https://ops:{PASSWORD}@hooks.example.com\"\n"), ""), "hooks.yaml:3:15: `public_url` holds a user or a password, which would be shown in every link; remove them".into()),
+        (config("  public_url: \"https://hooks.example.com/?x=1\"\n", ""), "hooks.yaml:3:15: `public_url` has a `?query` or a `#fragment`".into()),
     ];
     let mut wrong = Vec::new();
     for (text, expected) in cases {

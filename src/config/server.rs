@@ -30,6 +30,7 @@ const KEYS: &[&str] = &[
     "heartbeat",
     "lease",
     "notify",
+    "public_url",
 ];
 
 pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
@@ -54,6 +55,7 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         heartbeat: cluster::DEFAULT_HEARTBEAT,
         lease: cluster::DEFAULT_LEASE,
         notify: Arc::from([]),
+        public_url: None,
     }
 }
 
@@ -178,12 +180,45 @@ pub fn decode(
     if let Some((value, path)) = fields.get("notify") {
         settings.notify = notify::decode_list(decoder, value, &path).unwrap_or(settings.notify);
     }
+    if let Some((value, path)) = fields.get("public_url") {
+        settings.public_url = decode_public_url(decoder, value, &path);
+    }
     let clean = decoder
         .diagnostics
         .iter()
         .skip(errors_before)
         .all(|d| d.severity != super::diagnostic::Severity::Error);
     clean.then_some(settings)
+}
+
+/// `public_url`: an `http` or `https` URL with a host and nothing after its path, kept without
+/// its trailing `/`.
+fn decode_public_url(
+    decoder: &mut Decoder<'_>,
+    value: &serde_yaml::Value,
+    path: &YamlPath,
+) -> Option<String> {
+    const FORM: &str =
+        "write the address people open this server at, such as `https://hooks.example.com`";
+    let text = decoder.string(value, path)?;
+    let refusal = match url::Url::parse(text.trim()) {
+        Err(error) => Some(format!("`public_url` is not a URL ({error}); {FORM}")),
+        Ok(url) if !matches!(url.scheme(), "http" | "https") || !url.has_host() => Some(format!(
+            "`public_url` must be an `http://` or `https://` URL with a host; {FORM}"
+        )),
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            decoder.hide(path);
+            Some("`public_url` holds a user or a password, which would be shown in every link; remove them".to_string())
+        }
+        Ok(url) if url.query().is_some() || url.fragment().is_some() => Some(format!(
+            "`public_url` has a `?query` or a `#fragment`; {FORM}"
+        )),
+        Ok(url) => return Some(url.as_str().trim_end_matches('/').to_string()),
+    };
+    if let Some(message) = refusal {
+        decoder.error(path, Part::Value, message);
+    }
+    None
 }
 
 /// Who may speak for the client (`server.trusted_proxies`): proxy addresses and ranges, and, with

@@ -150,7 +150,13 @@ impl Deliverer {
             } else {
                 Vec::new()
             };
-            let notifications = plan::plan(job, &entries, include_output, &output);
+            let notifications = plan::plan(
+                job,
+                &entries,
+                include_output,
+                &output,
+                config.server.public_url.as_deref(),
+            );
             self.store().announce(&job.id, notifications).await?;
         }
         Ok(jobs.len())

@@ -15,12 +15,14 @@ pub fn needs_output(job: &Job, entries: &[Notification]) -> bool {
 
 /// The notifications of `job`'s end, in the order of `entries`. `include_output` is the hook's
 /// `response.include_output` (whether the job body shows `stdout` and `stderr`); `output` is the
-/// end of the job's log, for a `slack` entry.
+/// end of the job's log, for a `slack` entry, which links to the job under `public_url` (the
+/// server's `public_url`) when there is one.
 pub fn plan(
     job: &Job,
     entries: &[Notification],
     include_output: bool,
     output: &[u8],
+    public_url: Option<&str>,
 ) -> Vec<NewNotification> {
     let created_ms = job.finished_ms().unwrap_or_else(now_ms);
     matching(job, entries)
@@ -29,7 +31,7 @@ pub fn plan(
                 Target::Webhook { .. } => {
                     (webhook::body(job, include_output, created_ms), Vec::new())
                 }
-                Target::Slack { .. } => (slack::body(job, output, None), Vec::new()),
+                Target::Slack { .. } => (slack::body(job, output, public_url), Vec::new()),
                 Target::Command { .. } => (
                     command::stdin(job, include_output, created_ms),
                     command::env(job),

@@ -12,9 +12,8 @@ pub const MAX_CHARS: usize = 3000;
 
 /// The message body. `output` is the job's output as the caller has it (its log's end); only its
 /// last [`MAX_LINES`] lines, at most [`MAX_CHARS`] characters, are shown. `public_url` is the
-/// server's address as the reader's browser reaches it (the future `server.public_url`, which
-/// does not exist yet: callers pass `None`, and the message names the job's id instead of
-/// linking to it).
+/// server's address as the reader's browser reaches it (`server.public_url`); without it, the
+/// message names the job's id instead of linking to it.
 pub fn body(job: &Job, output: &[u8], public_url: Option<&str>) -> Vec<u8> {
     let text = text(job, output, public_url);
     serde_json::to_vec(&serde_json::json!({ "text": text })).expect("a JSON value serializes")

@@ -393,7 +393,7 @@ fn an_end_makes_one_notification_per_entry_that_lists_it() {
     ];
     for (status, expected) in cases {
         let job = ended(outcome(status, Some(1), Some(5)), true);
-        let made = super::plan::plan(&job, &list, false, b"line 1\nline 2\n");
+        let made = super::plan::plan(&job, &list, false, b"line 1\nline 2\n", None);
         let got: Vec<(u32, &str)> = made
             .iter()
             .map(|new| (new.position, new.target.as_str()))
@@ -431,7 +431,7 @@ fn an_end_makes_one_notification_per_entry_that_lists_it() {
     }
     let running = Job::queued(JobId::generate(), "deploy".into(), "r".into(), None, 0);
     assert!(
-        super::plan::plan(&running, &list, false, b"").is_empty(),
+        super::plan::plan(&running, &list, false, b"", None).is_empty(),
         "only an end"
     );
 }

@@ -169,7 +169,11 @@ async fn slack_gets_the_end_of_the_output_and_a_command_the_job_in_a_clean_envir
         "      - on: [failed]\n        slack: {{url: \"{}\"}}\n      - on: [failed]\n        command: [sh, -c, 'env > $DIR/env; cat > $DIR/stdin']\n",
         slack.url
     );
-    let app = TestApp::spawn(&hook(3, &notify)).await;
+    let config = format!(
+        "server: {{public_url: \"https://hooks.example.com/\"}}\n{}",
+        hook(3, &notify)
+    );
+    let app = TestApp::spawn(&config).await;
     let id = trigger(&app).await;
     assert_eq!(settled(&app, &id, 0).await["status"], "delivered");
     assert_eq!(settled(&app, &id, 1).await["status"], "delivered");
@@ -181,6 +185,10 @@ async fn slack_gets_the_end_of_the_output_and_a_command_the_job_in_a_clean_envir
         "{text}"
     );
     assert!(text.contains("deploying\nlast words"), "{text}");
+    assert!(
+        text.contains(&format!("<https://hooks.example.com/jobs/{id}|job {id}>")),
+        "{text}"
+    );
 
     let env = std::fs::read_to_string(app.path("env")).unwrap();
     for line in [
