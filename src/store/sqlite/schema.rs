@@ -60,12 +60,14 @@ const MIGRATIONS: [&str; 4] = [
     ",
     // Version 4: the notification outbox (`store::notification`). `jobs.notify` is 1 while a
     // job's end is still to be announced; only such jobs are in `jobs_to_announce`, so finding
-    // the ended ones never reads the others. A notification has no foreign key to its job: a
-    // pending one outlives its pruned job. `notifications_due` holds only pending ones, by when
-    // each is due (its hold's end while held), which is what handing out and sleeping ask.
+    // the ended ones never reads the others. It is keyed by `seq`, which no update changes, so a
+    // job's start and end never touch it (keyed by `finished_ms`, every end would have to look).
+    // A notification has no foreign key to its job: a pending one outlives its pruned job.
+    // `notifications_due` holds only pending ones, by when each is due (its hold's end while
+    // held), which is what handing out and sleeping ask.
     "
     ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX jobs_to_announce ON jobs (finished_ms, id) WHERE notify = 1;
+    CREATE INDEX jobs_to_announce ON jobs (seq) WHERE notify = 1;
     CREATE TABLE notifications (
         job           TEXT NOT NULL,
         position      INTEGER NOT NULL,

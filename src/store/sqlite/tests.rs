@@ -1059,13 +1059,15 @@ async fn the_outbox_reads_only_its_indexes() {
         }
         details.join("; ")
     };
-    for (sql, index) in [
-        (queries::UNANNOUNCED, "jobs_to_announce"),
-        (queries::DUE, "notifications_due"),
-        (queries::NEXT_DUE, "notifications_due"),
+    // The jobs still to be announced are few (they are announced as they end), so sorting them
+    // costs little; the pending notifications may be many while a target is down.
+    for (sql, index, sorts) in [
+        (queries::UNANNOUNCED, "jobs_to_announce", true),
+        (queries::DUE, "notifications_due", false),
+        (queries::NEXT_DUE, "notifications_due", false),
     ] {
         let plan = plan(sql);
-        assert!(plan.contains(index), "{plan}");
-        assert!(!plan.contains("TEMP B-TREE"), "sorts: {plan}");
+        assert!(plan.contains(&format!("USING INDEX {index}")), "{plan}");
+        assert_eq!(plan.contains("TEMP B-TREE"), sorts, "{plan}");
     }
 }
