@@ -114,7 +114,12 @@ pub struct NotificationState {
 pub enum Tried {
     Delivered,
     /// Try again at `at_ms` (unix ms); `error` is why this try failed.
-    Retry { at_ms: i64, error: String },
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
     /// Given up.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }

@@ -79,7 +79,11 @@ pub async fn a_job_end_is_announced_once(database: &impl Database) {
     for (state, new) in kept.iter().zip(&first) {
         assert_eq!(
             (state.position, state.target.as_str(), state.status),
-            (new.position, new.target.as_str(), NotificationStatus::Pending)
+            (
+                new.position,
+                new.target.as_str(),
+                NotificationStatus::Pending
+            )
         );
         assert_eq!((state.attempts, &state.last_error), (0, &None));
         assert_eq!(state.next_attempt_ms, Some(new.created_ms));
