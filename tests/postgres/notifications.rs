@@ -44,14 +44,14 @@ async fn announced(store: &Store, jobs: usize, per_job: u32) -> Vec<JobId> {
     ids
 }
 
-/// Asks for due notifications, two at a time, until none is left for `store`.
+/// Asks for due notifications, one at a time, until none is left for `store`.
 async fn take_all(store: &Store) -> Vec<DueNotification> {
     let mut taken = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         assert!(tokio::time::Instant::now() < deadline, "still handing out");
         let due = store
-            .due_notifications(now_ms(), 2, Duration::from_secs(600))
+            .due_notifications(now_ms(), 1, Duration::from_secs(600))
             .await
             .unwrap();
         if due.is_empty() {
