@@ -40,10 +40,10 @@ const HAND_OUT: &str = "\
     FROM taken ORDER BY next_at_ms, created_ms, job, position";
 
 impl PgStore {
-    /// Finished jobs still marked, oldest end first. An instance looks only at the ends it made
-    /// (or that ran nowhere, such as a cancelled queued job) and at ends older than
-    /// [`OTHERS_ANNOUNCE_AFTER_MS`]: a live instance announces its own ends, and the others do
-    /// the same work only for one that died. Announcing twice is harmless either way.
+    /// Finished jobs still marked, oldest end first. An instance looks only at the jobs it ran
+    /// last (or that ran nowhere, such as a cancelled queued job) and at ends older than
+    /// [`OTHERS_ANNOUNCE_AFTER_MS`]: a live instance announces the ends of its own runs, and the
+    /// others do that work only for one that died. Announcing twice is harmless either way.
     pub async fn unannounced(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         self.settle().await;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
