@@ -10,6 +10,7 @@ mod engines;
 mod helpers;
 mod instances;
 mod jobs;
+mod notifications;
 mod outage;
 mod outbox;
 mod proxy;

@@ -24,6 +24,8 @@ struct Admitting<'a> {
     durable: bool,
     /// Its command as the `command` column keeps it.
     stored: &'a str,
+    /// Its end is to be announced ([`NewJob::notify`]).
+    notify: bool,
 }
 
 impl PgStore {
@@ -48,6 +50,7 @@ impl PgStore {
             job,
             command,
             concurrency,
+            notify,
             ..
         } = new;
         let durable = command.run_after_restart;
@@ -63,6 +66,7 @@ impl PgStore {
             concurrency,
             durable,
             stored: &stored,
+            notify,
         };
         let admission =
             super::retrying("admission", || self.admit_once(&admitting, max_pending)).await;
@@ -92,6 +96,7 @@ impl PgStore {
             concurrency,
             durable,
             stored,
+            notify,
         } = *admitting;
         let mut client = self.client_for(Durability::disk_if(durable)).await?;
         let transaction = super::begin(&mut client, &self.inner.failure).await?;
@@ -107,8 +112,10 @@ impl PgStore {
                     .execute(
                         "WITH inserted AS ( \
                              INSERT INTO jobs (id, hook, request_id, status, dedupe_key, \
-                                               created_ms, attempt, attempts, placement, lane, command) \
-                             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10) RETURNING 1) \
+                                               created_ms, attempt, attempts, placement, lane, command, \
+                                               notify) \
+                             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $12) \
+                             RETURNING 1) \
                          SELECT pg_notify('hookrunner_work', '') FROM inserted WHERE $11",
                         &[
                             &job.id.as_str(),
@@ -122,6 +129,7 @@ impl PgStore {
                             &lane,
                             &stored,
                             &others_may_claim,
+                            &notify,
                         ],
                     )
                     .await;

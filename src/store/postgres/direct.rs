@@ -45,6 +45,7 @@ impl PgStore {
             placement: placed.clone(),
             lane: lane.to_string(),
             command: stored.to_string(),
+            notify: new.notify,
         };
         let started = self
             .inner

@@ -156,11 +156,12 @@ impl PgStore {
 
     /// What a previous run of this instance left was ended when it took its name (see
     /// `cluster`), before anything could be claimed; jobs any instance may run stay queued for
-    /// everyone, so none comes back here.
+    /// everyone, so none comes back here. The notifications that run held are let go.
     pub async fn recover(
         &self,
         _concurrency_of: &(dyn Fn(&str) -> Concurrency + Sync),
     ) -> Result<Vec<Job>, StoreError> {
+        self.release_holds().await?;
         Ok(Vec::new())
     }
 
@@ -199,23 +200,36 @@ impl PgStore {
     }
 
     /// Deletes the finished jobs created more than `max_age` ago or not among the newest
-    /// `max_jobs` (by `seq`); their output and keys go with them (`ON DELETE CASCADE`).
+    /// `max_jobs` (by `seq`); their output and keys go with them (`ON DELETE CASCADE`), and in
+    /// the same statement the delivered or failed notifications of those jobs and of jobs pruned
+    /// before (a pending one outlives its job until it is settled).
     pub async fn prune(&self, max_age: Duration, max_jobs: usize) -> Result<usize, StoreError> {
         let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
         let created_before_ms = now_ms().saturating_sub(max_age_ms);
         let keep = i64::try_from(max_jobs).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        // With fewer than `max_jobs` jobs the sub-select is NULL, which matches nothing.
-        let deleted = Cached(&client)
-            .execute(
-                "DELETE FROM jobs \
-                 WHERE status NOT IN ('queued', 'running') \
-                   AND (created_ms < $1 \
-                        OR seq <= (SELECT seq FROM jobs ORDER BY seq DESC LIMIT 1 OFFSET $2))",
+        // With fewer than `max_jobs` jobs the sub-select is NULL, which matches nothing. The
+        // statement's snapshot still sees the jobs it deletes, hence `gone`.
+        let deleted: i64 = Cached(&client)
+            .query_one(
+                "WITH gone AS ( \
+                     DELETE FROM jobs \
+                     WHERE status NOT IN ('queued', 'running') \
+                       AND (created_ms < $1 \
+                            OR seq <= (SELECT seq FROM jobs ORDER BY seq DESC LIMIT 1 OFFSET $2)) \
+                     RETURNING id \
+                 ), settled AS ( \
+                     DELETE FROM notifications n \
+                     WHERE n.status <> 'pending' \
+                       AND (n.job IN (SELECT id FROM gone) \
+                            OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = n.job)) \
+                 ) \
+                 SELECT count(*) FROM gone",
                 &[&created_before_ms, &keep],
             )
             .await
-            .map_err(|e| self.sql(e))?;
+            .map_err(|e| self.sql(e))?
+            .get(0);
         self.committed(1, true);
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }

@@ -8,6 +8,7 @@
 //! them, so a job's end is never lost while the database is away. `listener` holds this
 //! instance's name (a session lock) on the `LISTEN` connection that turns other instances' words
 //! into [`StoreEvent`]s; `cluster` keeps its heartbeat and reaps instances gone silent.
+//! `notifications` keeps the outbox of jobs' ends, which every instance delivers from.
 //!
 //! Only this module speaks SQL to PostgreSQL: the schema is in `schema.rs`, the row mapping in
 //! `rows.rs`.

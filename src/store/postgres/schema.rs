@@ -28,7 +28,7 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// claim, else the one instance that may. `lane` is what the hook's concurrency counts: the hook,
 /// or the hook and the instance for a `run_on: all` copy. The `dedupe` foreign key is deferred,
 /// so an admission claims the key before it inserts the job that holds it.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "
     CREATE TABLE jobs (
         seq              BIGSERIAL PRIMARY KEY,
@@ -104,6 +104,35 @@ const MIGRATIONS: [&str; 2] = [
         $$;
     CREATE TRIGGER job_output_after_earlier_attempts BEFORE INSERT ON job_output
         FOR EACH ROW EXECUTE FUNCTION hookrunner_output_after_earlier_attempts();
+",
+    // Version 3: notifications (`store::notification`). `notify` marks a job whose end is still
+    // to be announced; only finished jobs still marked are in `jobs_unannounced`, so a job whose
+    // hook does not notify costs no index entry. A notification is named by its job and its
+    // place in the hook's `notify` list, and has no foreign key to `jobs`: a pending one outlives
+    // its pruned job. `next_at_ms` is when its next try is due; `held_by` is the instance trying
+    // it now, until `held_until_ms`. `env` is a JSON array of `[name, value]` pairs.
+    "
+    ALTER TABLE jobs ADD COLUMN notify BOOLEAN NOT NULL DEFAULT false;
+    CREATE INDEX jobs_unannounced ON jobs (finished_ms)
+        WHERE notify AND status NOT IN ('queued', 'running');
+    CREATE TABLE notifications (
+        job           TEXT NOT NULL,
+        position      INTEGER NOT NULL,
+        hook          TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        created_ms    BIGINT NOT NULL,
+        expires_ms    BIGINT NOT NULL,
+        next_at_ms    BIGINT NOT NULL,
+        held_by       TEXT,
+        held_until_ms BIGINT,
+        last_error    TEXT,
+        body          BYTEA NOT NULL,
+        env           JSONB NOT NULL,
+        PRIMARY KEY (job, position)
+    );
+    CREATE INDEX notifications_due ON notifications (next_at_ms) WHERE status = 'pending';
 ",
 ];
 

@@ -31,9 +31,10 @@ const IN_FLIGHT: usize = 3;
 const INSERT_RUNNING: &str = "\
     WITH new AS ( \
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-                             $6::int[], $7::int[], $8::text[], $9::text[], $10::text[]) \
+                             $6::int[], $7::int[], $8::text[], $9::text[], $10::text[], \
+                             $11::bool[]) \
             AS n(id, hook, request_id, dedupe_key, created_ms, attempt, attempts, placement, \
-                 lane, command) \
+                 lane, command, notify) \
     ), open AS ( \
         SELECT new.* FROM new JOIN lanes l \
             ON l.lane = new.lane AND l.mode = 'parallel' AND l.parallel_limit IS NULL \
@@ -43,9 +44,9 @@ const INSERT_RUNNING: &str = "\
         ON CONFLICT DO NOTHING RETURNING job_id \
     ) \
     INSERT INTO jobs (id, hook, request_id, status, dedupe_key, created_ms, attempt, attempts, \
-                      placement, lane, command, instance, started_ms) \
+                      placement, lane, command, notify, instance, started_ms) \
     SELECT id, hook, request_id, 'running', dedupe_key, created_ms, attempt, attempts, \
-           placement, lane, command, $11, $12 FROM open \
+           placement, lane, command, notify, $12, $13 FROM open \
     WHERE dedupe_key IS NULL OR id IN (SELECT job_id FROM key) \
     RETURNING id";
 
@@ -61,6 +62,8 @@ pub(super) struct Row {
     pub placement: Option<String>,
     pub lane: String,
     pub command: String,
+    /// Its end is to be announced ([`NewJob::notify`](crate::store::NewJob)).
+    pub notify: bool,
 }
 
 /// What a batch did for one job: `Some(started_ms)` when it is running here, `None` when it was
@@ -200,6 +203,7 @@ impl Worker {
         let created: Vec<i64> = batch.iter().map(|pending| pending.row.created_ms).collect();
         let attempts: Vec<i32> = batch.iter().map(|pending| pending.row.attempt).collect();
         let of: Vec<i32> = batch.iter().map(|pending| pending.row.attempts).collect();
+        let notify: Vec<bool> = batch.iter().map(|pending| pending.row.notify).collect();
         let client = self
             .pool
             .get()
@@ -219,6 +223,7 @@ impl Worker {
                     &placements,
                     &lanes,
                     &commands,
+                    &notify,
                     &self.instance,
                     &started_ms,
                 ],
