@@ -323,7 +323,8 @@ impl Store {
         backend!(self, store => store.read_log(id, offset).await)
     }
 
-    /// Deletes the finished jobs created more than `max_age` ago or not among the newest
+    /// Deletes the finished jobs (but those whose end is still to be announced) created more
+    /// than `max_age` ago or not among the newest
     /// `max_jobs`, with their output and their delivered or failed notifications (a pending one
     /// stays until it is delivered or given up, then goes at a later prune); returns how many
     /// jobs.

@@ -304,7 +304,15 @@ pub async fn prune_keeps_a_pending_notification_of_a_pruned_job(database: &impl 
             .await
             .unwrap();
     }
+    let unannounced = admit(&store, notifying("p", PARALLEL)).await;
+    claim_ids(&store, 8).await;
+    finish(&store, &unannounced, Status::Failed).await;
     assert_eq!(store.prune(Duration::from_secs(3600), 0).await.unwrap(), 2);
+    assert_eq!(
+        unannounced_ids(&store).await,
+        [unannounced],
+        "an end still to be announced is not pruned"
+    );
     assert!(states(&store, &delivered).await.is_empty());
     let due = store
         .due_notifications(now_ms() + 1, 10, HOLD)

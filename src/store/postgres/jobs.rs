@@ -214,7 +214,7 @@ impl PgStore {
             .query_one(
                 "WITH gone AS ( \
                      DELETE FROM jobs \
-                     WHERE status NOT IN ('queued', 'running') \
+                     WHERE status NOT IN ('queued', 'running') AND NOT notify \
                        AND (created_ms < $1 \
                             OR seq <= (SELECT seq FROM jobs ORDER BY seq DESC LIMIT 1 OFFSET $2)) \
                      RETURNING id \

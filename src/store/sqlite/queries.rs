@@ -194,7 +194,7 @@ pub(super) fn recover(connection: &Connection, now_ms: i64) -> rusqlite::Result<
     queued.collect()
 }
 
-/// Deletes the finished jobs created before `created_before_ms` or not among the newest
+/// Deletes the finished jobs (whose end is announced, if it is to be) created before `created_before_ms` or not among the newest
 /// `max_jobs` jobs, and returns their ids; then the delivered and failed notifications whose job
 /// is gone, now or at an earlier prune (a pending one stays until it is settled).
 pub(super) fn prune(
@@ -206,7 +206,7 @@ pub(super) fn prune(
     // matches nothing.
     let mut statement = connection.prepare_cached(
         "DELETE FROM jobs \
-         WHERE status NOT IN (?1, ?2) \
+         WHERE status NOT IN (?1, ?2) AND notify = 0 \
            AND (created_ms < ?3 \
                 OR seq <= (SELECT seq FROM jobs ORDER BY seq DESC LIMIT 1 OFFSET ?4)) \
          RETURNING id",
