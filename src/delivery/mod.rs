@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
-use crate::config::{Config, Notifications};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::job::{now_ms, Job};
 use crate::metrics::Metrics;
@@ -36,8 +36,10 @@ pub const HOLD: Duration = Duration::from_secs(300);
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// The shortest time between two looks that a job's end starts.
 const MIN_GAP: Duration = Duration::from_millis(50);
-/// Job ends announced per look at the store.
+/// Job ends announced per batch…
 const ANNOUNCE_BATCH: usize = 32;
+/// …and batches per look at the store.
+const ANNOUNCE_ROUNDS: usize = 4;
 /// How much of a job's log a `slack` notification reads: its end, of which it shows the last
 /// lines.
 const OUTPUT_TAIL: usize = 64 << 10;
@@ -93,12 +95,14 @@ impl Deliverer {
                 _ => {}
             }
             failing = next.is_err();
+            // A try due now that found no free slot waits for one (`settled`); otherwise the
+            // next due time, at most `LOOK_EVERY` away.
             let wait = match next {
-                Ok(Some(due_ms)) => Duration::from_millis(
+                Ok(Some(due_ms)) if self.slots.available_permits() > 0 => Duration::from_millis(
                     u64::try_from(due_ms.saturating_sub(now_ms())).unwrap_or(0),
                 )
-                .min(LOOK_EVERY),
-                Ok(None) | Err(_) => LOOK_EVERY,
+                .clamp(MIN_GAP, LOOK_EVERY),
+                Ok(_) | Err(_) => LOOK_EVERY,
             };
             // A job's end wakes the task only where some hook notifies, and at most once per
             // `MIN_GAP`, so that a busy server without notifications pays nothing for them.
@@ -117,89 +121,152 @@ impl Deliverer {
         }
     }
 
-    /// Announces what ended, starts the tries that are due and that there is room for, and
-    /// says when the next is due.
+    /// Announces what ended (at most [`ANNOUNCE_ROUNDS`] batches, so that tries are handed out
+    /// while many jobs end), starts the tries that are due and that there is room for, and says
+    /// when the next is due.
     async fn look(&self) -> Result<Option<i64>, StoreError> {
-        while self.announce().await? == ANNOUNCE_BATCH {}
-        let free = self.slots.available_permits();
-        if free > 0 {
-            for due in self.store().due_notifications(now_ms(), free, HOLD).await? {
-                let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+        let mut announced = Ok(());
+        for _ in 0..ANNOUNCE_ROUNDS {
+            match self.announce().await {
+                Ok(count) if count == ANNOUNCE_BATCH => {}
+                Ok(_) => break,
+                Err(error) => {
+                    announced = Err(error);
                     break;
-                };
-                let deliverer = self.clone();
-                tokio::spawn(async move {
-                    deliverer.try_once(due).await;
-                    drop(slot);
-                    deliverer.settled.notify_one();
-                });
+                }
             }
         }
-        self.store().next_notification_due().await
+        let next = self.store().next_notification_due().await?;
+        let free = self.slots.available_permits();
+        if free == 0 || next.is_none_or(|due_ms| due_ms > now_ms()) {
+            return announced.map(|()| next);
+        }
+        for due in self.store().due_notifications(now_ms(), free, HOLD).await? {
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                break;
+            };
+            let deliverer = self.clone();
+            tokio::spawn(async move {
+                deliverer.try_once(due).await;
+                drop(slot);
+                deliverer.settled.notify_one();
+            });
+        }
+        let next = self.store().next_notification_due().await?;
+        announced.map(|()| next)
     }
 
     /// Builds and keeps the notifications of up to [`ANNOUNCE_BATCH`] job ends; returns how
-    /// many ends it announced.
+    /// many ends it announced. The ends are kept together (concurrent writes, which the store
+    /// commits as one batch where it can), not one commit after another.
     async fn announce(&self) -> Result<usize, StoreError> {
         let jobs = self.store().unannounced(ANNOUNCE_BATCH).await?;
         let config = (self.config)();
+        let mut planned = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let (entries, include_output) = entries_of(&config, &job.hook);
-            let output = if plan::needs_output(job, &entries) {
-                self.log_tail(job).await?
-            } else {
-                Vec::new()
+            // A hook no longer in the config announces nothing: its entries are gone too.
+            let notifications = match config.hook(&job.hook) {
+                None => Vec::new(),
+                Some(hook) => {
+                    let output = if plan::needs_output(job, &hook.notify) {
+                        self.log_tail(job).await
+                    } else {
+                        Vec::new()
+                    };
+                    plan::plan(
+                        job,
+                        &hook.notify,
+                        hook.response.include_output,
+                        &output,
+                        config.server.public_url.as_deref(),
+                    )
+                }
             };
-            let notifications = plan::plan(
-                job,
-                &entries,
-                include_output,
-                &output,
-                config.server.public_url.as_deref(),
-            );
-            self.store().announce(&job.id, notifications).await?;
+            planned.push(self.store().announce(&job.id, notifications));
+        }
+        for kept in futures_util::future::join_all(planned).await {
+            kept?;
         }
         Ok(jobs.len())
     }
 
-    /// The end of a job's log, at most [`OUTPUT_TAIL`] bytes.
-    async fn log_tail(&self, job: &Job) -> Result<Vec<u8>, StoreError> {
-        let mut tail = Vec::new();
-        let mut offset = 0u64;
-        loop {
-            let piece = self.store().read_log(&job.id, offset).await?;
-            if piece.is_empty() {
-                return Ok(tail);
+    /// The end of a job's log, at most [`OUTPUT_TAIL`] bytes, found in a number of reads that
+    /// grows with the logarithm of the log's size (a doubling search for its end, then a
+    /// halving one). A log that cannot be read gives an empty tail: the message goes without
+    /// it rather than not at all.
+    async fn log_tail(&self, job: &Job) -> Vec<u8> {
+        let store = self.store();
+        let has_data_at = |offset: u64| async move {
+            store
+                .read_log(&job.id, offset)
+                .await
+                .map(|piece| !piece.is_empty())
+        };
+        let tail = async {
+            // Invariant: there is data at `low` (or `low` is 0), and none at `high`.
+            let (mut low, mut high) = (0u64, OUTPUT_TAIL as u64);
+            while has_data_at(high).await? {
+                low = high;
+                high = high.saturating_mul(2);
             }
-            offset += piece.len() as u64;
-            tail.extend_from_slice(&piece);
+            while high - low > OUTPUT_TAIL as u64 {
+                let middle = low + (high - low) / 2;
+                if has_data_at(middle).await? {
+                    low = middle;
+                } else {
+                    high = middle;
+                }
+            }
+            // The end lies in (low, high]: read from OUTPUT_TAIL before `high`.
+            let mut offset = high.saturating_sub(OUTPUT_TAIL as u64);
+            let mut tail = Vec::new();
+            loop {
+                let piece = store.read_log(&job.id, offset).await?;
+                if piece.is_empty() {
+                    break;
+                }
+                offset += piece.len() as u64;
+                tail.extend_from_slice(&piece);
+            }
             if tail.len() > OUTPUT_TAIL {
                 tail.drain(..tail.len() - OUTPUT_TAIL);
             }
-        }
+            Ok::<_, StoreError>(tail)
+        };
+        tail.await.unwrap_or_else(|error| {
+            tracing::warn!(job_id = %job.id, %error, "cannot read the job's log for its notification; it is sent without the output");
+            Vec::new()
+        })
     }
 
     /// Makes one try of `due` and keeps what it decided.
     async fn try_once(&self, due: DueNotification) {
         let config = (self.config)();
-        let (entries, _) = entries_of(&config, &due.hook);
-        let entry = entries
-            .get(due.position as usize)
-            .filter(|entry| entry.target.kind() == due.target);
+        let entry = config.hook(&due.hook).and_then(|hook| {
+            hook.notify
+                .iter()
+                .find(|entry| plan::route(entry) == due.route)
+        });
         let (answer, backoff) = match entry {
-            Some(entry) => (self.sender.send(&entry.target, &due).await, entry.backoff),
-            None => (
+            _ if now_ms() > due.expires_ms => (
                 Answer::Impossible {
-                    error: format!(
-                        "the config no longer has this notification: entry {} of hook `{}`'s `notify` is not a `{}` target any more",
-                        due.position + 1,
-                        due.hook,
-                        due.target
-                    ),
+                    error: "not sent: its `max_age` passed before it could be tried (the server was stopped or busy)".into(),
                 },
-                crate::backoff::Backoff::new(HOLD, HOLD),
+                None,
             ),
+            Some(entry) => (
+                self.sender.send(&entry.target, &due).await,
+                Some(entry.backoff),
+            ),
+            None => {
+                let error = match config.hook(&due.hook) {
+                    None => format!("not sent: hook `{}` is no longer in the config", due.hook),
+                    Some(_) => "not sent: a reload changed or removed the `notify` entry that made it".to_string(),
+                };
+                (Answer::Impossible { error }, None)
+            }
         };
+        let backoff = backoff.unwrap_or(crate::backoff::Backoff::new(HOLD, HOLD));
         let tried = settle(
             answer,
             due.attempts,
@@ -230,14 +297,5 @@ impl Deliverer {
         {
             tracing::warn!(job_id = %due.job, %error, "cannot keep what became of a notification's try; it is tried again once its hold ends");
         }
-    }
-}
-
-/// The `notify` list of `hook` as the config has it now (the server's for a hook no longer in
-/// it), and whether its job bodies show their output.
-fn entries_of(config: &Config, hook: &str) -> (Notifications, bool) {
-    match config.hook(hook) {
-        Some(hook) => (Arc::clone(&hook.notify), hook.response.include_output),
-        None => (Arc::clone(&config.server.notify), false),
     }
 }

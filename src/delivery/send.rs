@@ -19,7 +19,7 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10); // said in `describe
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Same-origin redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
-/// The longest last line of a failed command's stderr kept in its error.
+/// The longest last line of a failed command's stderr logged.
 const MAX_ERROR_LINE: usize = 200;
 
 /// Makes the tries; one per server, sharing its connections.
@@ -151,6 +151,8 @@ async fn run(argv: &[String], workdir: &std::path::Path, due: &DueNotification) 
         runner::Outcome::Cancelled => "the command was stopped".to_string(),
         runner::Outcome::CouldNotStart { reason } => reason,
     };
+    // Its stderr may hold what the job body must not show (a URL with a token, say): it goes
+    // to the server's log at debug level, and the error says only how the command ended.
     let stderr = output.stderr();
     let last_line = String::from_utf8_lossy(&stderr)
         .lines()
@@ -158,10 +160,9 @@ async fn run(argv: &[String], workdir: &std::path::Path, due: &DueNotification) 
         .map(str::trim)
         .find(|line| !line.is_empty())
         .map(|line| line.chars().take(MAX_ERROR_LINE).collect::<String>());
-    let error = match last_line {
-        Some(line) => format!("{error}: {line}"),
-        None => error,
-    };
+    if let Some(line) = last_line {
+        tracing::debug!(job_id = %due.job, stderr = line, "a notification's command failed");
+    }
     Answer::Failed {
         error,
         retry_after: None,

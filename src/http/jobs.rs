@@ -73,12 +73,17 @@ pub async fn get_job(
         .config()
         .hook(&job.hook)
         .is_some_and(|hook| hook.response.include_output);
-    let notifications = state
-        .engine
-        .store()
-        .notifications(std::slice::from_ref(&job.id))
-        .await
-        .map_err(store_error)?;
+    // Notifications are made at a job's end: a job that has not ended has none to read.
+    let notifications = if job.status().is_final() {
+        state
+            .engine
+            .store()
+            .notifications(std::slice::from_ref(&job.id))
+            .await
+            .map_err(store_error)?
+    } else {
+        Default::default()
+    };
     let notifications = notifications.get(&job.id).map_or(&[][..], Vec::as_slice);
     Ok(HttpResponse::Ok()
         .json(JobView::of(&job, include_output, now_ms()).with_notifications(notifications)))

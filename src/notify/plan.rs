@@ -1,8 +1,10 @@
 //! Which notifications a job's end makes, and what each sends: one per entry of its hook's
 //! `notify` list whose `on` names how the job ended, built once (the same bytes on every try).
 
+use sha2::{Digest, Sha256};
+
 use crate::config::{Notification, Target};
-use crate::job::{now_ms, Job};
+use crate::job::{now_ms, Job, Status};
 use crate::store::NewNotification;
 
 use super::{command, slack, webhook};
@@ -41,6 +43,7 @@ pub fn plan(
             NewNotification {
                 position,
                 target: entry.target.kind().to_string(),
+                route: route(entry),
                 created_ms,
                 expires_ms: created_ms.saturating_add(max_age),
                 body,
@@ -48,6 +51,36 @@ pub fn plan(
             }
         })
         .collect()
+}
+
+/// Names an entry of a `notify` list by what it sends where: a digest of its target (the URL,
+/// or the program, its arguments and directory) and its `on`. Not of a webhook's signing keys,
+/// so that rotating them keeps the pending notifications; not of its place in the list, so that
+/// adding an entry before it does not make it another.
+pub fn route(entry: &Notification) -> String {
+    let mut digest = Sha256::new();
+    digest.update(entry.target.kind().as_bytes());
+    match &entry.target {
+        Target::Webhook { url, .. } | Target::Slack { url } => {
+            digest.update(b"\0");
+            digest.update(url.url().as_str().as_bytes());
+        }
+        Target::Command { argv, workdir } => {
+            for part in argv {
+                digest.update(b"\0");
+                digest.update(part.as_bytes());
+            }
+            digest.update(b"\0\0");
+            digest.update(workdir.as_os_str().as_encoded_bytes());
+        }
+    }
+    for status in Status::ALL {
+        if entry.on.contains(status) {
+            digest.update(b"\0");
+            digest.update(status.as_str().as_bytes());
+        }
+    }
+    hex::encode(&digest.finalize()[..16])
 }
 
 fn matching<'a>(

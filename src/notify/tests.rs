@@ -499,3 +499,31 @@ fn a_try_is_settled_by_its_answer_the_backoff_and_max_age() {
         assert_eq!(got, expected, "{answer:?} after {attempts}");
     }
 }
+
+#[test]
+fn an_entry_is_routed_by_its_target_and_on_not_by_its_place_or_keys() {
+    let web = |on: &str, url: &str, secret: &str| {
+        format!("      - {{on: [{on}], webhook: {{url: \"{url}\", secret: {secret}}}}}\n")
+    };
+    let key = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let other_key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let route_of = |yaml: &str, index: usize| super::plan::route(&entries(yaml)[index]);
+    let first = route_of(&web("failed", "http://a.example/", key), 0);
+    let same = [
+        web("failed", "http://a.example/", other_key),
+        web("succeeded", "http://b.example/", key) + &web("failed", "http://a.example/", key),
+    ];
+    for (index, yaml) in same.iter().enumerate() {
+        assert_eq!(route_of(yaml, index), first, "{yaml}");
+    }
+    let different = [
+        web("failed", "http://a.example/x", key),
+        web("failed, timed_out", "http://a.example/", key),
+        "      - {on: [failed], slack: {url: \"http://a.example/\"}}\n".to_string(),
+    ];
+    for yaml in &different {
+        assert_ne!(route_of(yaml, 0), first, "{yaml}");
+    }
+    let command = |argv: &str| route_of(&format!("      - {{on: [failed], command: {argv}}}\n"), 0);
+    assert_ne!(command("[a, b]"), command("[ab]"), "arguments are kept apart");
+}

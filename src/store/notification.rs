@@ -25,6 +25,10 @@ pub struct NewNotification {
     pub position: u32,
     /// `webhook`, `slack` or `command`.
     pub target: String,
+    /// Which entry of the config delivers it (a digest of the entry's target and `on`, never of
+    /// a secret's value): each try goes to the entry of the job's hook with this route, so a
+    /// reload that reorders, changes or removes entries never sends it somewhere else.
+    pub route: String,
     /// When it was made (unix ms): the job's end.
     pub created_ms: i64,
     /// When it is given up if not delivered (unix ms): `created_ms` plus the entry's `max_age`.
@@ -44,6 +48,8 @@ pub struct DueNotification {
     pub hook: String,
     pub position: u32,
     pub target: String,
+    /// See [`NewNotification::route`].
+    pub route: String,
     /// The tries made so far, this one included.
     pub attempts: u32,
     pub created_ms: i64,

@@ -23,6 +23,7 @@ fn notification(position: u32, target: &str, body: &str) -> NewNotification {
     NewNotification {
         position,
         target: target.to_string(),
+        route: format!("{target}-{position}"),
         created_ms,
         expires_ms: created_ms + 86_400_000,
         body: body.as_bytes().to_vec(),
@@ -97,6 +98,7 @@ pub async fn a_job_end_is_announced_once(database: &impl Database) {
     );
     assert_eq!(due[1].env, first[1].env);
     assert_eq!((due[1].hook.as_str(), &due[1].job), ("n", &loud));
+    assert_eq!(due[1].route, "command-1");
     assert!(states(&store, &quiet).await.is_empty());
 
     // A job that ends with nothing to send is announced with nothing.
@@ -324,6 +326,15 @@ pub async fn prune_keeps_a_pending_notification_of_a_pruned_job(database: &impl 
         .notification_tried(&pending, 0, Tried::Delivered)
         .await
         .unwrap();
+    let delivered_late = states(&store, &pending).await;
+    assert_eq!(
+        (
+            delivered_late[0].status,
+            delivered_late[0].last_error.as_deref()
+        ),
+        (NotificationStatus::Delivered, Some("refused")),
+        "a delivery keeps the error of the try before it"
+    );
     store.prune(Duration::from_secs(3600), 0).await.unwrap();
     assert!(states(&store, &pending).await.is_empty(), "then pruned");
 }

@@ -33,6 +33,7 @@ async fn announced(store: &Store, jobs: usize, per_job: u32) -> Vec<JobId> {
             .map(|position| NewNotification {
                 position,
                 target: "webhook".into(),
+                route: "r".into(),
                 created_ms,
                 expires_ms: created_ms + 86_400_000,
                 body: format!("{id} {position}").into_bytes(),

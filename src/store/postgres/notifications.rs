@@ -34,9 +34,9 @@ const HAND_OUT: &str = "\
             ORDER BY next_at_ms, created_ms, job, position LIMIT $2 \
             FOR UPDATE SKIP LOCKED) \
         RETURNING job, hook, position, target, attempts, created_ms, expires_ms, body, \
-                  env::text, next_at_ms \
+                  env::text, next_at_ms, route \
     ) \
-    SELECT job, hook, position, target, attempts, created_ms, expires_ms, body, env \
+    SELECT job, hook, position, target, attempts, created_ms, expires_ms, body, env, route \
     FROM taken ORDER BY next_at_ms, created_ms, job, position";
 
 impl PgStore {
@@ -94,6 +94,7 @@ impl PgStore {
             .iter()
             .map(|new| new.target.as_str())
             .collect();
+        let routes: Vec<&str> = notifications.iter().map(|new| new.route.as_str()).collect();
         let created: Vec<i64> = notifications.iter().map(|new| new.created_ms).collect();
         let expires: Vec<i64> = notifications.iter().map(|new| new.expires_ms).collect();
         let bodies: Vec<&[u8]> = notifications
@@ -111,12 +112,12 @@ impl PgStore {
             Cached(&transaction)
                 .execute(
                     "INSERT INTO notifications (job, position, hook, target, status, \
-                         created_ms, expires_ms, next_at_ms, body, env) \
+                         created_ms, expires_ms, next_at_ms, body, env, route) \
                      SELECT j.id, n.position, j.hook, n.target, 'pending', n.created_ms, \
-                         n.expires_ms, n.created_ms, n.body, n.env::jsonb \
+                         n.expires_ms, n.created_ms, n.body, n.env::jsonb, n.route \
                      FROM jobs j, unnest($2::int[], $3::text[], $4::bigint[], $5::bigint[], \
-                                         $6::bytea[], $7::text[]) \
-                         AS n(position, target, created_ms, expires_ms, body, env) \
+                                         $6::bytea[], $7::text[], $8::text[]) \
+                         AS n(position, target, created_ms, expires_ms, body, env, route) \
                      WHERE j.id = $1 \
                      ON CONFLICT (job, position) DO NOTHING",
                     &[
@@ -127,6 +128,7 @@ impl PgStore {
                         &expires,
                         &bodies,
                         &envs,
+                        &routes,
                     ],
                 )
                 .await
@@ -186,7 +188,7 @@ impl PgStore {
         Cached(&client)
             .execute(
                 "UPDATE notifications SET status = $3, next_at_ms = coalesce($4, next_at_ms), \
-                     last_error = $5, held_by = NULL, held_until_ms = NULL \
+                     last_error = coalesce($5, last_error), held_by = NULL, held_until_ms = NULL \
                  WHERE job = $1 AND position = $2 AND status = 'pending'",
                 &[
                     &job.as_str(),
@@ -230,12 +232,19 @@ impl PgStore {
     }
 
     /// A held notification is due again when its hold ends, unless its try's result comes first.
+    /// Two reads of one index row each (`notifications_due`, `notifications_held`), never of
+    /// every pending notification: a target down for a day may have many.
     pub async fn next_notification_due(&self) -> Result<Option<i64>, StoreError> {
         let client = self.client().await?;
         let row = Cached(&client)
             .query_one(
-                "SELECT min(greatest(next_at_ms, held_until_ms)) FROM notifications \
-                 WHERE status = 'pending'",
+                "SELECT least( \
+                     (SELECT next_at_ms FROM notifications \
+                      WHERE status = 'pending' AND held_until_ms IS NULL \
+                      ORDER BY next_at_ms LIMIT 1), \
+                     (SELECT held_until_ms FROM notifications \
+                      WHERE status = 'pending' AND held_until_ms IS NOT NULL \
+                      ORDER BY held_until_ms LIMIT 1))",
                 &[],
             )
             .await
@@ -298,6 +307,7 @@ fn due_from_row(row: &Row) -> Result<DueNotification, String> {
         expires_ms: row.get(6),
         body: row.get(7),
         env: env_from_json(row.get(8))?,
+        route: row.get(9),
     })
 }
 

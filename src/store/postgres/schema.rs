@@ -120,6 +120,7 @@ const MIGRATIONS: [&str; 3] = [
         position      INTEGER NOT NULL,
         hook          TEXT NOT NULL,
         target        TEXT NOT NULL,
+        route         TEXT NOT NULL,
         status        TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
         attempts      INTEGER NOT NULL DEFAULT 0,
         created_ms    BIGINT NOT NULL,
@@ -133,6 +134,8 @@ const MIGRATIONS: [&str; 3] = [
         PRIMARY KEY (job, position)
     );
     CREATE INDEX notifications_due ON notifications (next_at_ms) WHERE status = 'pending';
+    CREATE INDEX notifications_held ON notifications (held_until_ms)
+        WHERE status = 'pending' AND held_until_ms IS NOT NULL;
 ",
 ];
 

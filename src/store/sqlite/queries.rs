@@ -328,18 +328,20 @@ fn corrupt(index: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(index, Type::Text, message.into())
 }
 
-/// The ended jobs whose end is still to be announced, oldest end first. `notify = 1` is written
-/// as in `jobs_to_announce`'s definition, so the planner reads only that index's jobs.
+/// The ended jobs whose end is still to be announced, oldest end first. The condition is
+/// written as in `jobs_to_announce`'s definition (literals, not parameters), so the planner
+/// reads only that index's jobs.
 pub(super) const UNANNOUNCED: &str = concat!(
     "SELECT ",
     job_columns!(),
-    " FROM jobs WHERE notify = 1 AND status NOT IN (?1, ?2) ORDER BY finished_ms, id LIMIT ?3"
+    " FROM jobs WHERE notify = 1 AND status NOT IN ('queued', 'running') \
+     ORDER BY finished_ms, id LIMIT ?1"
 );
 
 /// The pending notifications due at `?1`, oldest due first, at most `?2`. The due time and
 /// `status = 'pending'` are written as in `notifications_due`'s definition, for the same reason.
 pub(super) const DUE: &str = "SELECT rowid, job, hook, position, target, attempts, created_ms, \
-     expires_ms, body, env FROM notifications \
+     expires_ms, body, env, route FROM notifications \
      WHERE status = 'pending' AND coalesce(held_until_ms, next_at_ms) <= ?1 \
      ORDER BY coalesce(held_until_ms, next_at_ms), job, position LIMIT ?2";
 
@@ -352,14 +354,8 @@ pub(super) fn unannounced(
     limit: usize,
 ) -> rusqlite::Result<Vec<JobRecord>> {
     let mut statement = connection.prepare_cached(UNANNOUNCED)?;
-    let records = statement.query_map(
-        params![
-            Status::Queued.as_str(),
-            Status::Running.as_str(),
-            i64::try_from(limit).unwrap_or(i64::MAX),
-        ],
-        record_from_row,
-    )?;
+    let records =
+        statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], record_from_row)?;
     records.collect()
 }
 
@@ -374,8 +370,8 @@ pub(super) fn announce(
     // `WHERE` before `ON CONFLICT` also tells SQLite's parser the upsert from a join's `ON`.
     let mut insert = connection.prepare_cached(
         "INSERT INTO notifications (job, position, hook, target, status, attempts, created_ms, \
-             expires_ms, next_at_ms, body, env) \
-         SELECT id, ?2, hook, ?3, ?4, 0, ?5, ?6, ?5, ?7, ?8 FROM jobs WHERE id = ?1 \
+             expires_ms, next_at_ms, body, env, route) \
+         SELECT id, ?2, hook, ?3, ?4, 0, ?5, ?6, ?5, ?7, ?8, ?9 FROM jobs WHERE id = ?1 \
          ON CONFLICT (job, position) DO NOTHING",
     )?;
     for notification in notifications {
@@ -390,6 +386,7 @@ pub(super) fn announce(
             notification.expires_ms,
             notification.body,
             env,
+            notification.route,
         ])?;
     }
     let marked = connection
@@ -421,6 +418,7 @@ pub(super) fn take_due(
                 expires_ms: row.get(7)?,
                 body: row.get(8)?,
                 env: env_at(row, 9)?,
+                route: row.get(10)?,
             };
             Ok((rowid, due))
         },

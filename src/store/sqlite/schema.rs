@@ -59,20 +59,22 @@ const MIGRATIONS: [&str; 4] = [
     ALTER TABLE jobs ADD COLUMN next_attempt_ms INTEGER;
     ",
     // Version 4: the notification outbox (`store::notification`). `jobs.notify` is 1 while a
-    // job's end is still to be announced; only such jobs are in `jobs_to_announce`, so finding
-    // the ended ones never reads the others. It is keyed by `seq`, which no update changes, so a
-    // job's start and end never touch it (keyed by `finished_ms`, every end would have to look).
+    // job's end is still to be announced; only the ended ones are in `jobs_to_announce`, so
+    // finding them never reads another job (a long queue of a notifying hook included). A job
+    // without the mark never enters it.
     // A notification has no foreign key to its job: a pending one outlives its pruned job.
     // `notifications_due` holds only pending ones, by when each is due (its hold's end while
     // held), which is what handing out and sleeping ask.
     "
     ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX jobs_to_announce ON jobs (seq) WHERE notify = 1;
+    CREATE INDEX jobs_to_announce ON jobs (seq)
+        WHERE notify = 1 AND status NOT IN ('queued', 'running');
     CREATE TABLE notifications (
         job           TEXT NOT NULL,
         position      INTEGER NOT NULL,
         hook          TEXT NOT NULL,
         target        TEXT NOT NULL,
+        route         TEXT NOT NULL,
         status        TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
         attempts      INTEGER NOT NULL DEFAULT 0,
         created_ms    INTEGER NOT NULL,

@@ -871,6 +871,7 @@ fn notification(position: u32) -> NewNotification {
     NewNotification {
         position,
         target: "webhook".to_string(),
+        route: "r".to_string(),
         created_ms: 1_000,
         expires_ms: 2_000,
         body: b"event".to_vec(),
