@@ -525,5 +525,9 @@ fn an_entry_is_routed_by_its_target_and_on_not_by_its_place_or_keys() {
         assert_ne!(route_of(yaml, 0), first, "{yaml}");
     }
     let command = |argv: &str| route_of(&format!("      - {{on: [failed], command: {argv}}}\n"), 0);
-    assert_ne!(command("[a, b]"), command("[ab]"), "arguments are kept apart");
+    assert_ne!(
+        command("[a, b]"),
+        command("[ab]"),
+        "arguments are kept apart"
+    );
 }

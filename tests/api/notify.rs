@@ -121,37 +121,38 @@ async fn a_failed_job_is_announced_by_a_signed_webhook_retried_until_it_is_deliv
     );
     assert!(!app.path("succeeded").exists());
 
-    let seen = receiver.seen.lock().unwrap();
-    assert_eq!(seen.len(), 3);
-    let message_id = format!("msg_{id}_0");
-    for request in seen.iter() {
+    {
+        let seen = receiver.seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        let message_id = format!("msg_{id}_0");
+        for request in seen.iter() {
+            assert_eq!(
+                request.header("webhook-id"),
+                message_id,
+                "the same id on every try"
+            );
+            assert_eq!(request.header("content-type"), "application/json");
+            assert_eq!(request.body, seen[0].body, "the same body on every try");
+            verify(request);
+        }
+        let event: Value = serde_json::from_slice(&seen[0].body).unwrap();
+        assert_eq!(event["type"], "job.failed");
+        assert_eq!(event["data"]["job_id"], id.as_str());
         assert_eq!(
-            request.header("webhook-id"),
-            message_id,
-            "the same id on every try"
+            (&event["data"]["hook"], &event["data"]["exit_code"]),
+            (&"deploy".into(), &3.into())
         );
-        assert_eq!(request.header("content-type"), "application/json");
-        assert_eq!(request.body, seen[0].body, "the same body on every try");
-        verify(request);
+        assert_eq!(event["timestamp"], job["finished_at"]);
+        let gaps: Vec<Duration> = seen
+            .windows(2)
+            .map(|pair| pair[1].at - pair[0].at)
+            .collect();
+        assert!(gaps[0] >= Duration::from_millis(100), "backoff: {gaps:?}");
+        assert!(
+            gaps[1] >= Duration::from_millis(1000),
+            "Retry-After: {gaps:?}"
+        );
     }
-    let event: Value = serde_json::from_slice(&seen[0].body).unwrap();
-    assert_eq!(event["type"], "job.failed");
-    assert_eq!(event["data"]["job_id"], id.as_str());
-    assert_eq!(
-        (&event["data"]["hook"], &event["data"]["exit_code"]),
-        (&"deploy".into(), &3.into())
-    );
-    assert_eq!(event["timestamp"], job["finished_at"]);
-    let gaps: Vec<Duration> = seen
-        .windows(2)
-        .map(|pair| pair[1].at - pair[0].at)
-        .collect();
-    assert!(gaps[0] >= Duration::from_millis(100), "backoff: {gaps:?}");
-    assert!(
-        gaps[1] >= Duration::from_millis(1000),
-        "Retry-After: {gaps:?}"
-    );
-    drop(seen);
 
     let metrics = metrics(&app).await;
     for line in [
