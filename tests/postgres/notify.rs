@@ -141,6 +141,11 @@ async fn the_notifications_of_a_killed_instances_jobs_are_delivered_by_another()
             notification(&job)["attempts"].as_u64().unwrap() >= 2,
             "{job}"
         );
+        // As on a single server: the body still says why the tries before failed.
+        let error = notification(&job)["last_error"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(error.starts_with("cannot connect to the target"), "{job}");
     }
     // Delivery is at least once, not exactly once: a try whose result was not kept (cut off by
     // a kill before its answer was written down) is made again, with the same `webhook-id`.

@@ -166,8 +166,9 @@ impl PgStore {
             .map_err(|error| StoreError::Database(error.into()))
     }
 
-    /// Settles or reschedules a pending notification and lets go of its hold. A result for one
-    /// already settled (a late deliverer whose hold ran out) changes nothing.
+    /// Settles or reschedules a pending notification and lets go of its hold. A delivery keeps
+    /// the error of the last failed try, as the SQLite store does. A result for one already
+    /// settled (a late deliverer whose hold ran out) changes nothing.
     pub async fn notification_tried(
         &self,
         job: &JobId,
@@ -186,7 +187,7 @@ impl PgStore {
         Cached(&client)
             .execute(
                 "UPDATE notifications SET status = $3, next_at_ms = coalesce($4, next_at_ms), \
-                     last_error = $5, held_by = NULL, held_until_ms = NULL \
+                     last_error = coalesce($5, last_error), held_by = NULL, held_until_ms = NULL \
                  WHERE job = $1 AND position = $2 AND status = 'pending'",
                 &[
                     &job.as_str(),
