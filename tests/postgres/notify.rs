@@ -157,11 +157,12 @@ async fn the_notifications_of_a_killed_instances_jobs_are_delivered_by_another()
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected);
 }
 
-/// Stops `node` (SIGSTOP) at a moment when it holds no try. A try held by an instance that
-/// dies stays held for 5 minutes (`delivery::HOLD`: a cut-off instance may still be sending),
-/// longer than a test waits; the point here is that the other instance needs nothing of the
-/// dead one for its ends, so the kill comes between tries: once the stopped node has no
-/// statement under way, no notification may be held by it, or it is let go on and stopped again.
+/// Stops `node` (SIGSTOP) at a moment when it holds no try, for a kill between tries. A try
+/// held by an instance that dies stays held for 5 minutes (`delivery::HOLD`, docs/CONFIG.md: a
+/// cut-off instance may still be sending), longer than a test waits, and the point here is that
+/// the other instance needs nothing of the dead one for its jobs' ends. Once the stopped node
+/// has no statement under way, it may hold no notification; if it does, it is let go on
+/// (SIGCONT) and stopped again.
 async fn stop_between_tries(node: &Node, url: &str) {
     let client = sql(url).await;
     let pid = nix::unistd::Pid::from_raw(node.pid());
