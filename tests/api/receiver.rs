@@ -1,9 +1,13 @@
 //! A small HTTP receiver on loopback for tests of what hookrunner sends: it answers each request
-//! from a script and records every request it gets, with the time it came.
+//! from a script and records every request it gets, with the time it came. The API tests and the
+//! PostgreSQL cluster tests (`tests/postgres/notify.rs`) share it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,6 +24,36 @@ impl Seen {
             .iter()
             .find(|(existing, _)| existing.eq_ignore_ascii_case(name))
             .map_or("", |(_, value)| value)
+    }
+
+    /// Checks a Standard Webhooks signature the way a receiver does, independently of
+    /// hookrunner: `v1,` and the base64 HMAC-SHA256 of `id.timestamp.body` under `secret` (a
+    /// `whsec_` key), signed at this try.
+    pub fn verify(&self, secret: &str) {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(secret.trim_start_matches("whsec_"))
+            .unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(
+            format!(
+                "{}.{}.",
+                self.header("webhook-id"),
+                self.header("webhook-timestamp")
+            )
+            .as_bytes(),
+        );
+        mac.update(&self.body);
+        let expected = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(self.header("webhook-signature"), expected);
+        let timestamp: i64 = self.header("webhook-timestamp").parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((now - timestamp).abs() < 60, "signed at this try");
     }
 }
 

@@ -72,6 +72,7 @@ macro_rules! store_contract {
             a_job_end_is_announced_once,
             an_end_without_a_run_is_announced_too,
             a_notification_is_tried_by_one_deliverer_until_it_is_settled,
+            a_delivered_notification_keeps_why_its_last_failed_try_failed,
             a_restart_lets_go_of_held_notifications,
             prune_keeps_a_pending_notification_of_a_pruned_job,
         );

@@ -258,6 +258,54 @@ pub async fn a_notification_is_tried_by_one_deliverer_until_it_is_settled(
         .is_empty());
 }
 
+pub async fn a_delivered_notification_keeps_why_its_last_failed_try_failed(
+    database: &impl Database,
+) {
+    let store = database.open("web-1").await;
+    let id = admit(&store, notifying("d", PARALLEL)).await;
+    claim_ids(&store, 8).await;
+    finish(&store, &id, Status::Failed).await;
+    store
+        .announce(&id, vec![notification(0, "webhook", "a")])
+        .await
+        .unwrap();
+    let now = now_ms();
+    assert_eq!(
+        store.due_notifications(now, 10, HOLD).await.unwrap().len(),
+        1
+    );
+    let error = "the target answered 503 Service Unavailable".to_string();
+    store
+        .notification_tried(
+            &id,
+            0,
+            Tried::Retry {
+                at_ms: now,
+                error: error.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.due_notifications(now, 10, HOLD).await.unwrap().len(),
+        1
+    );
+    store
+        .notification_tried(&id, 0, Tried::Delivered)
+        .await
+        .unwrap();
+    let shown = states(&store, &id).await;
+    assert_eq!(
+        (
+            shown[0].status,
+            shown[0].attempts,
+            &shown[0].last_error,
+            shown[0].next_attempt_ms
+        ),
+        (NotificationStatus::Delivered, 2, &Some(error), None)
+    );
+}
+
 pub async fn a_restart_lets_go_of_held_notifications(database: &impl Database) {
     let store = database.open("web-1").await;
     let id = admit(&store, notifying("h", PARALLEL)).await;

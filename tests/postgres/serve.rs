@@ -200,8 +200,8 @@ pub struct Answer {
     pub body: Value,
 }
 
-/// Three instances, `web-1` to `web-3`, serving one config on one database, and the folder the
-/// commands write their markers in.
+/// Instances `web-1`, `web-2`, ... (three unless a test asks for another number) serving one
+/// config on one database, and the folder the commands write their markers in.
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub marks: TempDir,
@@ -217,12 +217,23 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with `lease` as given (`heartbeat` stays 1s).
     pub async fn start_with_lease(url: &str, lease: &str, server: &str, hooks: &str) -> Cluster {
+        Cluster::start_instances(url, 3, lease, server, hooks).await
+    }
+
+    /// Like [`Cluster::start_with_lease`], with `count` instances.
+    pub async fn start_instances(
+        url: &str,
+        count: usize,
+        lease: &str,
+        server: &str,
+        hooks: &str,
+    ) -> Cluster {
         let marks = tempfile::tempdir().unwrap();
         let config = format!(
             "server:\n  heartbeat: 1s\n  lease: {lease}\n  shutdown_grace: 1s\n  admin_token: {ADMIN_TOKEN}\n{server}hooks:\n{hooks}"
         )
         .replace("$MARKS", marks.path().to_str().unwrap());
-        let mut nodes: Vec<Node> = (1..=3)
+        let mut nodes: Vec<Node> = (1..=count)
             .map(|n| Node::spawn(url, &format!("web-{n}"), &config))
             .collect();
         for node in &mut nodes {

@@ -168,8 +168,9 @@ impl PgStore {
             .map_err(|error| StoreError::Database(error.into()))
     }
 
-    /// Settles or reschedules a pending notification and lets go of its hold. A result for one
-    /// already settled (a late deliverer whose hold ran out) changes nothing.
+    /// Settles or reschedules a pending notification and lets go of its hold. A delivery keeps
+    /// the error of the last failed try, as the SQLite store does. A result for one already
+    /// settled (a late deliverer whose hold ran out) changes nothing.
     pub async fn notification_tried(
         &self,
         job: &JobId,
