@@ -56,6 +56,19 @@ async fn settled(app: &TestApp, id: &str, index: usize) -> Value {
     job["notifications"][index].clone()
 }
 
+/// Polls a job of a server run as a process until `done` holds, failing after 20 s.
+async fn poll_job(client: &reqwest::Client, url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let job: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        if done(&job) {
+            return job;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn metrics(app: &TestApp) -> String {
     let answer = app.request(reqwest::Method::GET, "/metrics", "", &[]).await;
     answer.body.as_str().unwrap().to_string()
@@ -241,31 +254,19 @@ async fn a_notification_whose_receiver_is_down_is_delivered_after_a_kill_and_a_r
         .await
         .unwrap();
     let id = answer["job_id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let job: Value = client
-            .get(job_url(&address, &id))
-            .send()
-            .await
+    let job = poll_job(&client, &job_url(&address, &id), |job| {
+        job["notifications"][0]["attempts"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
+    let tried = &job["notifications"][0];
+    assert_eq!(tried["status"], "pending", "{job}");
+    assert!(
+        tried["last_error"]
+            .as_str()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let tried = &job["notifications"][0];
-        if tried["attempts"].as_u64().unwrap_or(0) >= 2 {
-            assert_eq!(tried["status"], "pending", "{job}");
-            assert!(
-                tried["last_error"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("cannot connect to the target"),
-                "{job}"
-            );
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .starts_with("cannot connect to the target"),
+        "{job}"
+    );
     server.signal(Signal::SIGKILL);
     let log = server.log();
     drop(server);
@@ -277,23 +278,11 @@ async fn a_notification_whose_receiver_is_down_is_delivered_after_a_kill_and_a_r
     let receiver = Receiver::on(listener, &[("204 No Content", "")]);
     let (_server, address) = serve_binary(&config, &[], &[], |_| {}).await;
     tries(&receiver, 1).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let job: Value = client
-            .get(job_url(&address, &id))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["notifications"][0]["status"] == "delivered" {
-            assert!(job["notifications"][0]["attempts"].as_u64().unwrap() >= 3);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let job = poll_job(&client, &job_url(&address, &id), |job| {
+        job["notifications"][0]["status"] == "delivered"
+    })
+    .await;
+    assert!(job["notifications"][0]["attempts"].as_u64().unwrap() >= 3);
     let seen = receiver.seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "delivered once");
     assert_eq!(seen[0].header("webhook-id"), format!("msg_{id}_0"));

@@ -35,6 +35,19 @@ fn notification(position: u32, target: &str, body: &str) -> NewNotification {
     }
 }
 
+/// A job of `hook` that ran here, failed, and was announced with `notifications`.
+async fn failed_and_announced(
+    store: &Store,
+    hook: &str,
+    notifications: Vec<NewNotification>,
+) -> JobId {
+    let id = admit(store, notifying(hook, PARALLEL)).await;
+    claim_ids(store, 8).await;
+    finish(store, &id, Status::Failed).await;
+    store.announce(&id, notifications).await.unwrap();
+    id
+}
+
 async fn unannounced_ids(store: &Store) -> Vec<JobId> {
     let jobs = store.unannounced(100).await.unwrap();
     for job in &jobs {
@@ -144,19 +157,15 @@ pub async fn a_notification_is_tried_by_one_deliverer_until_it_is_settled(
     database: &impl Database,
 ) {
     let store = database.open("web-1").await;
-    let id = admit(&store, notifying("t", PARALLEL)).await;
-    claim_ids(&store, 8).await;
-    finish(&store, &id, Status::Failed).await;
-    store
-        .announce(
-            &id,
-            vec![
-                notification(0, "webhook", "a"),
-                notification(1, "slack", "b"),
-            ],
-        )
-        .await
-        .unwrap();
+    let id = failed_and_announced(
+        &store,
+        "t",
+        vec![
+            notification(0, "webhook", "a"),
+            notification(1, "slack", "b"),
+        ],
+    )
+    .await;
     let now = now_ms();
     let due = store.due_notifications(now, 10, HOLD).await.unwrap();
     assert_eq!(
@@ -262,13 +271,7 @@ pub async fn a_delivered_notification_keeps_why_its_last_failed_try_failed(
     database: &impl Database,
 ) {
     let store = database.open("web-1").await;
-    let id = admit(&store, notifying("d", PARALLEL)).await;
-    claim_ids(&store, 8).await;
-    finish(&store, &id, Status::Failed).await;
-    store
-        .announce(&id, vec![notification(0, "webhook", "a")])
-        .await
-        .unwrap();
+    let id = failed_and_announced(&store, "d", vec![notification(0, "webhook", "a")]).await;
     let now = now_ms();
     assert_eq!(
         store.due_notifications(now, 10, HOLD).await.unwrap().len(),
@@ -308,13 +311,7 @@ pub async fn a_delivered_notification_keeps_why_its_last_failed_try_failed(
 
 pub async fn a_restart_lets_go_of_held_notifications(database: &impl Database) {
     let store = database.open("web-1").await;
-    let id = admit(&store, notifying("h", PARALLEL)).await;
-    claim_ids(&store, 8).await;
-    finish(&store, &id, Status::Failed).await;
-    store
-        .announce(&id, vec![notification(0, "webhook", "a")])
-        .await
-        .unwrap();
+    failed_and_announced(&store, "h", vec![notification(0, "webhook", "a")]).await;
     let held = store.due_notifications(now_ms(), 10, HOLD).await.unwrap();
     assert_eq!(held.len(), 1);
     store.flush().await.unwrap();
