@@ -365,12 +365,27 @@ fn decode_command(
     value: &Value,
     path: &YamlPath,
 ) -> Option<ProgramTemplate> {
+    let items = command_items(
+        decoder,
+        value,
+        path,
+        "`command` must be a list, such as `[\"./deploy.sh\", \"{{ payload.after }}\"]`; for a shell line use `shell`",
+    )?;
+    decoder
+        .each(items, path, template)
+        .map(ProgramTemplate::Command)
+}
+
+/// The items of a `command` (a hook's or a notification's): a list of at least one item;
+/// `not_a_list` says what to write instead.
+pub(super) fn command_items<'v>(
+    decoder: &mut Decoder<'_>,
+    value: &'v Value,
+    path: &YamlPath,
+    not_a_list: &str,
+) -> Option<&'v [Value]> {
     let Value::Sequence(items) = value else {
-        decoder.error(
-            path,
-            Part::Value,
-            "`command` must be a list, such as `[\"./deploy.sh\", \"{{ payload.after }}\"]`; for a shell line use `shell`",
-        );
+        decoder.error(path, Part::Value, not_a_list);
         return None;
     };
     if items.is_empty() {
@@ -381,9 +396,7 @@ fn decode_command(
         );
         return None;
     }
-    decoder
-        .each(items, path, template)
-        .map(ProgramTemplate::Command)
+    Some(items)
 }
 
 fn decode_env(

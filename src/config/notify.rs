@@ -372,22 +372,12 @@ fn decode_url(
 }
 
 fn decode_command(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Target> {
-    let Value::Sequence(items) = value else {
-        decoder.error(
-            path,
-            Part::Value,
-            "`command` must be a list, such as `[\"/usr/local/bin/announce\", \"--channel\", \"ops\"]`",
-        );
-        return None;
-    };
-    if items.is_empty() {
-        decoder.error(
-            path,
-            Part::Value,
-            "`command` is empty; name the program to run",
-        );
-        return None;
-    }
+    let items = super::hook::command_items(
+        decoder,
+        value,
+        path,
+        "`command` must be a list, such as `[\"/usr/local/bin/announce\", \"--channel\", \"ops\"]`",
+    )?;
     let mut argv = Some(Vec::with_capacity(items.len()));
     for (index, item) in items.iter().enumerate() {
         let at = path.index(index);
