@@ -141,6 +141,22 @@ impl JobCommand {
         }
     }
 
+    /// The command of a re-run of job `old` as the new job `new`: the same program, values and
+    /// stdin as they were rendered, with `HOOK_JOB_ID` naming the new job and `HOOK_RERUN_OF` the
+    /// old one. It follows `retry` (the hook's current policy) and runs after a restart, as an
+    /// `async` job's does: nobody waits for a re-run.
+    pub fn rerun(&self, new: &str, old: &str, retry: Option<RetryPlan>) -> JobCommand {
+        let mut command = self.clone();
+        command.set_env("HOOK_JOB_ID", new);
+        command.env.retain(|(name, _)| name != "HOOK_RERUN_OF");
+        command
+            .env
+            .push(("HOOK_RERUN_OF".to_owned(), old.to_owned()));
+        command.retry = retry;
+        command.run_after_restart = true;
+        command
+    }
+
     /// Reads back what [`to_stored`](JobCommand::to_stored) wrote: `None` for a job that does not
     /// run again after a restart.
     pub fn from_stored(text: &str) -> Result<Option<JobCommand>, serde_json::Error> {
