@@ -1,8 +1,9 @@
 //! `POST /jobs/{id}/rerun`: a new job with the command and values of an existing one.
 
 use hookrunner::job::JobId;
+use nix::sys::signal::Signal;
 
-use crate::helpers::{read_when_written, TestApp};
+use crate::helpers::{eventually_status, read_when_written, serve_binary, TestApp};
 
 const ADMIN: [(&str, &str); 1] = [("Authorization", "Bearer admin-s3cret")];
 
@@ -160,5 +161,52 @@ hooks:
     assert_eq!(
         (answer.status, answer.body["error"].as_str()),
         (409, Some("command_not_kept"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_hook_left_the_config_cannot_be_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hooks.yaml");
+    let write = |hooks: &str| {
+        let text = format!(
+            "server: {{admin_token: \"admin-s3cret\", state_dir: \"$DIR/state\"}}\nhooks:\n{hooks}"
+        )
+        .replace("$DIR", dir.path().to_str().unwrap());
+        // Written beside and renamed over, as editors do, so the reload reads all of it.
+        let temporary = dir.path().join(".hooks.yaml.tmp");
+        std::fs::write(&temporary, text).unwrap();
+        std::fs::rename(&temporary, &file).unwrap();
+    };
+    let stays = "  - id: stays\n    signature: none\n    run: {command: [\"true\"]}\n";
+    let goes = "  - id: goes\n    signature: none\n    run: {command: [\"true\"]}\n    response: {mode: async}\n";
+    write(&format!("{stays}{goes}"));
+    let (server, base) = serve_binary(&file, &[], &[], |_| {}).await;
+    let client = reqwest::Client::new();
+    let accepted: serde_json::Value = client
+        .post(format!("{base}/hooks/goes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = accepted["job_id"].as_str().unwrap().to_string();
+
+    write(stays);
+    server.signal(Signal::SIGHUP);
+    eventually_status(&format!("{base}/hooks/goes"), reqwest::Method::POST, 404).await;
+    let answer = client
+        .post(format!("{base}/jobs/{job}/rerun"))
+        .header("Authorization", "Bearer admin-s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 409);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "hook_not_found", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("`goes`"),
+        "{body}"
     );
 }
