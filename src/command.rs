@@ -141,6 +141,22 @@ impl JobCommand {
         }
     }
 
+    /// The command of a re-run of job `old` as the new job `new`: the same program, values and
+    /// stdin as they were rendered, with `HOOK_JOB_ID` naming the new job and `HOOK_RERUN_OF` the
+    /// old one. It follows `retry` (the hook's current policy) and runs after a restart, as an
+    /// `async` job's does: nobody waits for a re-run.
+    pub fn rerun(&self, new: &str, old: &str, retry: Option<RetryPlan>) -> JobCommand {
+        let mut command = self.clone();
+        command.set_env("HOOK_JOB_ID", new);
+        command.env.retain(|(name, _)| name != "HOOK_RERUN_OF");
+        command
+            .env
+            .push(("HOOK_RERUN_OF".to_owned(), old.to_owned()));
+        command.retry = retry;
+        command.run_after_restart = true;
+        command
+    }
+
     /// Reads back what [`to_stored`](JobCommand::to_stored) wrote: `None` for a job that does not
     /// run again after a restart.
     pub fn from_stored(text: &str) -> Result<Option<JobCommand>, serde_json::Error> {
@@ -440,5 +456,43 @@ hooks:
         );
         let nul = build(hook, &request(r#"{"after": "a\u0000b"}"#)).unwrap_err();
         assert!(matches!(nul, BuildError::NulByte(_)), "{nul}");
+    }
+
+    #[test]
+    fn a_rerun_keeps_the_values_and_names_the_new_job_and_the_old_one() {
+        let config = load_str(CONFIG, Path::new("/srv/hooks.yaml"), &|_| None).unwrap();
+        let hook = config.hook("deploy").unwrap();
+        let mut first = build(hook, &request(r#"{"after": "abc"}"#)).unwrap();
+        first.run_after_restart = false;
+        let plan = RetryPlan {
+            attempts: 3,
+            backoff_ms: 10,
+            max_delay_ms: 100,
+            on: vec!["failed".into()],
+        };
+        let rerun = first.rerun("job2", "job1", Some(plan.clone()));
+        let again = rerun.rerun("job3", "job2", None);
+
+        let value = |command: &JobCommand, name: &str| {
+            let values: Vec<&str> = command
+                .env
+                .iter()
+                .filter(|(set, _)| set == name)
+                .map(|(_, value)| value.as_str())
+                .collect();
+            values.join(",")
+        };
+        for (command, job, of) in [(&rerun, "job2", "job1"), (&again, "job3", "job2")] {
+            assert_eq!(value(command, "HOOK_JOB_ID"), job);
+            assert_eq!(value(command, "HOOK_RERUN_OF"), of, "one, the last");
+            assert_eq!(value(command, "COMMIT"), "abc");
+            assert_eq!(value(command, "HOOK_REQUEST_ID"), "req1");
+            assert_eq!(
+                (&command.program, &command.stdin),
+                (&first.program, &first.stdin)
+            );
+            assert!(command.run_after_restart, "nobody waits for a re-run");
+        }
+        assert_eq!((rerun.retry, again.retry), (Some(plan), None));
     }
 }

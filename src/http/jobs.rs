@@ -40,7 +40,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-fn job_not_found() -> ApiError {
+pub(super) fn job_not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "job_not_found",
@@ -48,7 +48,7 @@ fn job_not_found() -> ApiError {
     )
 }
 
-fn store_error(error: crate::store::StoreError) -> ApiError {
+pub(super) fn store_error(error: crate::store::StoreError) -> ApiError {
     tracing::error!(%error, "job store read failed");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -139,13 +139,13 @@ pub fn wrong_method(allow: &'static str) -> actix_web::Route {
 }
 
 /// Checks `Authorization: Bearer <admin_token>` in constant time; the scheme's case does not matter.
-fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
+pub(super) fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
     let config = state.config();
     let Some(expected) = &config.server.admin_token else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "admin_disabled",
-            "the job list, cancel and `/instances` are off; set `server.admin_token` to turn them on",
+            "the job list, cancel, re-run and `/instances` are off; set `server.admin_token` to turn them on",
         ));
     };
     let given = request

@@ -5,6 +5,7 @@ mod client;
 mod error;
 mod jobs;
 mod log;
+mod rerun;
 mod stream;
 mod trigger;
 
@@ -78,6 +79,11 @@ pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
                 .service(only(
                     "/{id}/cancel",
                     web::post().to(jobs::cancel_job),
+                    "POST",
+                ))
+                .service(only(
+                    "/{id}/rerun",
+                    web::post().to(rerun::rerun_job),
                     "POST",
                 )),
         )

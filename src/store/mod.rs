@@ -297,6 +297,13 @@ impl Store {
         backend!(self, store => store.get(id).await)
     }
 
+    /// The command a job was admitted with, as it was rendered then (a re-run runs it again).
+    /// `None` for an unknown job, and for one whose command was never kept: a `wait` or `stream`
+    /// job's, which does not run after a restart. The command stays as long as the job does.
+    pub async fn command(&self, id: &JobId) -> Result<Option<JobCommand>, StoreError> {
+        backend!(self, store => store.command(id).await)
+    }
+
     pub async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         backend!(self, store => store.list(query).await)
     }
@@ -428,6 +435,12 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         backend!(self, store => store.stats())
     }
+}
+
+/// Reads back the `command` column of a job: `None` when only its not running after a restart
+/// was kept. A command that cannot be read is a corrupt row.
+fn read_command(text: &str) -> Result<Option<JobCommand>, StoreError> {
+    JobCommand::from_stored(text).map_err(|error| StoreError::Database(Box::new(error)))
 }
 
 /// Reads back a queued job's stored command at a restart, or the outcome the job ends with

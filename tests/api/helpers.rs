@@ -115,6 +115,17 @@ impl TestApp {
             .await
     }
 
+    /// `POST /jobs/{id}/rerun` with `headers` (the admin token).
+    pub async fn rerun_job(&self, id: &str, headers: &[(&str, &str)]) -> Answer {
+        self.request(
+            reqwest::Method::POST,
+            &format!("/jobs/{id}/rerun"),
+            "",
+            headers,
+        )
+        .await
+    }
+
     /// Polls a job until `done` holds, failing after a deadline.
     pub async fn wait_for_job(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

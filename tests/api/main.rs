@@ -21,6 +21,7 @@ mod providers;
 mod readme;
 mod receiver;
 mod replays;
+mod rerun;
 mod retries;
 mod running;
 mod send_retry;

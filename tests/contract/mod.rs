@@ -50,6 +50,7 @@ macro_rules! store_contract {
     ($fresh:path) => {
         $crate::store_contract!(@cases $fresh;
             admitted_jobs_read_back,
+            a_job_command_reads_back_as_it_was_admitted,
             a_duplicate_delivery_is_admitted_once,
             a_failed_job_gives_its_key_back_and_a_succeeded_one_keeps_it,
             queue_runs_one_job_at_a_time_in_order,
@@ -198,6 +199,43 @@ pub async fn admitted_jobs_read_back(database: &impl Database) {
     );
     assert_eq!(ended.run().unwrap().instance, "web-1");
     assert!(claim_ids(&store, 8).await.is_empty(), "nothing runs twice");
+}
+
+/// A re-run reads the command a job was admitted with: kept after the job ends and across a
+/// restart, for an `async` job's command; a `wait` or `stream` job's is never kept.
+pub async fn a_job_command_reads_back_as_it_was_admitted(database: &impl Database) {
+    let store = database.open("web-1").await;
+    let mut new = new_job("deploy", Some("d-9"), PARALLEL);
+    new.command.program = Program::Argv(vec!["deploy".into(), "--ref".into(), "main".into()]);
+    new.command.env = vec![
+        ("REF".into(), "refs/heads/main".into()),
+        ("HOOK_JOB_ID".into(), new.job.id.to_string()),
+    ];
+    new.command.stdin = Some("eyJhIjoxfQ==".into());
+    let expected = new.command.clone();
+    let id = admit(&store, new).await;
+    assert_eq!(store.command(&id).await.unwrap(), Some(expected.clone()));
+
+    claim_ids(&store, 8).await;
+    finish(&store, &id, Status::Succeeded).await;
+    let mut local = new_job("deploy", None, PARALLEL);
+    local.command = command(false);
+    local.placement = Placement::On {
+        instance: "web-1".into(),
+        per_instance: false,
+    };
+    let local = admit(&store, local).await;
+    store.flush().await.unwrap();
+    drop(store);
+
+    let store = database.open("web-1").await;
+    assert_eq!(
+        store.command(&id).await.unwrap(),
+        Some(expected),
+        "an ended job keeps its command"
+    );
+    assert_eq!(store.command(&local).await.unwrap(), None, "never kept");
+    assert_eq!(store.command(&JobId::generate()).await.unwrap(), None);
 }
 
 pub async fn a_duplicate_delivery_is_admitted_once(database: &impl Database) {

@@ -9,6 +9,7 @@ use tokio_postgres::types::ToSql;
 use super::rows::{job_columns, job_from_row};
 use super::Cached;
 use super::{lock, now_ms, PgStore};
+use crate::command::JobCommand;
 use crate::config::Concurrency;
 use crate::job::{Job, JobId, Status};
 use crate::store::log::LOG_READ_SIZE;
@@ -111,6 +112,19 @@ impl PgStore {
         row.map(|row| job_from_row(&row))
             .transpose()
             .map_err(|error| StoreError::Database(error.into()))
+    }
+
+    pub async fn command(&self, id: &JobId) -> Result<Option<JobCommand>, StoreError> {
+        self.settle().await;
+        let client = self.client().await?;
+        let row = Cached(&client)
+            .query_opt("SELECT command FROM jobs WHERE id = $1", &[&id.as_str()])
+            .await
+            .map_err(|e| self.sql(e))?;
+        match row {
+            Some(row) => crate::store::read_command(row.get(0)),
+            None => Ok(None),
+        }
     }
 
     /// Newest first by `seq`; one more row than asked says whether there is a next page.

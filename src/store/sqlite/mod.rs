@@ -261,6 +261,13 @@ impl SqliteStore {
         Ok(self.rows.get(id).await?.map(JobRecord::into_job))
     }
 
+    pub async fn command(&self, id: &JobId) -> Result<Option<JobCommand>, StoreError> {
+        match self.rows.get(id).await? {
+            Some(record) => super::read_command(&record.command),
+            None => Ok(None),
+        }
+    }
+
     pub async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         // One more than asked for says whether there is a next page.
         let limit = query.limit.max(1);
