@@ -418,8 +418,18 @@ mod tests {
         let cases: &[(&str, &[(&str, &str)], bool, bool)] = &[
             ("10.0.0.1", &[("x-forwarded-proto", "https")], false, true),
             ("10.0.0.1", &[("x-forwarded-proto", "http")], true, false),
-            ("10.0.0.1", &[("x-forwarded-proto", "http, https")], false, true),
-            ("10.0.0.1", &[("forwarded", "for=192.0.2.1;proto=https")], false, true),
+            (
+                "10.0.0.1",
+                &[("x-forwarded-proto", "http, https")],
+                false,
+                true,
+            ),
+            (
+                "10.0.0.1",
+                &[("forwarded", "for=192.0.2.1;proto=https")],
+                false,
+                true,
+            ),
             ("10.0.0.1", &[], true, true),
             ("10.0.0.1", &[], false, false),
             // An untrusted peer's claim is ignored.

@@ -101,10 +101,12 @@ async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// `trusted_proxies` names.
 pub fn came_over_https(state: &AppState, request: &HttpRequest) -> bool {
     let forwarded = Headers::new(["x-forwarded-proto", "forwarded"].iter().flat_map(|name| {
-        request
-            .headers()
-            .get_all(*name)
-            .map(move |value| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        request.headers().get_all(*name).map(move |value| {
+            (
+                name.to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
     }));
     client::came_over_https(
         client::Peer::from_socket(request.peer_addr()),

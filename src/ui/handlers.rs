@@ -49,28 +49,49 @@ fn session(key: &SessionKey, request: &HttpRequest) -> Option<Session> {
     cookie_values(request).find_map(|value| key.verify(&value, now))
 }
 
-/// The signed-in request, or the answer to give instead: 404 while the page is off, else a
-/// redirect to sign-in.
-fn signed_in(state: &AppState, request: &HttpRequest) -> Result<SignedIn, HttpResponse> {
-    let key = key(state).ok_or_else(off)?;
-    let session = session(&key, request).ok_or_else(|| see_other("/ui/sign-in"))?;
+/// Why a request is not served, and so what it is answered.
+enum Refusal {
+    /// The page is off: 404.
+    Off,
+    /// A page without a session: a redirect to sign-in.
+    SignIn,
+    /// An action that failed a check: 403 with this sentence.
+    Forbidden(&'static str),
+}
+
+impl Refusal {
+    fn answer(self) -> HttpResponse {
+        match self {
+            Refusal::Off => off(),
+            Refusal::SignIn => see_other("/ui/sign-in"),
+            Refusal::Forbidden(text) => forbidden(text),
+        }
+    }
+}
+
+/// The signed-in request, or why it is refused: the page is off, or there is no valid session.
+fn signed_in(state: &AppState, request: &HttpRequest) -> Result<SignedIn, Refusal> {
+    let key = key(state).ok_or(Refusal::Off)?;
+    let session = session(&key, request).ok_or(Refusal::SignIn)?;
     Ok(SignedIn {
         csrf: key.csrf_token(&session),
     })
 }
 
-/// Checks a form post: 404 while the page is off; 403 unless it comes from this site, carries a
-/// session and that session's CSRF token.
-fn action(state: &AppState, request: &HttpRequest, body: &[u8]) -> Result<(), HttpResponse> {
-    let key = key(state).ok_or_else(off)?;
+/// Checks a form post: refused while the page is off, and unless it comes from this site and
+/// carries a session and that session's CSRF token.
+fn action(state: &AppState, request: &HttpRequest, body: &[u8]) -> Result<(), Refusal> {
+    let key = key(state).ok_or(Refusal::Off)?;
     if !same_origin(request) {
-        return Err(forbidden("The request did not come from this page."));
+        return Err(Refusal::Forbidden(
+            "The request did not come from this page.",
+        ));
     }
-    let session = session(&key, request)
-        .ok_or_else(|| forbidden("You are signed out; sign in again."))?;
+    let session =
+        session(&key, request).ok_or(Refusal::Forbidden("You are signed out; sign in again."))?;
     let csrf = form_field(body, "csrf").unwrap_or_default();
     if !key.csrf_matches(&session, &csrf) {
-        return Err(forbidden(
+        return Err(Refusal::Forbidden(
             "The form is out of date or was not sent by this page; reload and try again.",
         ));
     }
@@ -169,10 +190,9 @@ pub async fn sign_in(
     }
     let value = key.issue(rand::random(), now_secs());
     let mut response = see_other("/ui/");
-    if let Ok(cookie) = header::HeaderValue::from_str(&set_cookie(
-        Some(&value),
-        came_over_https(&state, &request),
-    )) {
+    if let Ok(cookie) =
+        header::HeaderValue::from_str(&set_cookie(Some(&value), came_over_https(&state, &request)))
+    {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
@@ -183,8 +203,8 @@ pub async fn sign_out(
     request: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(refused) = action(&state, &request, &body) {
-        return refused;
+    if let Err(refusal) = action(&state, &request, &body) {
+        return refusal.answer();
     }
     let mut response = see_other("/ui/sign-in");
     if let Ok(cookie) =
@@ -198,7 +218,7 @@ pub async fn sign_out(
 pub async fn hooks(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
     let signed_in = match signed_in(&state, &request) {
         Ok(signed_in) => signed_in,
-        Err(answer) => return answer,
+        Err(refusal) => return refusal.answer(),
     };
     let config = state.config();
     let mut rows = Vec::with_capacity(config.hooks.len());
@@ -257,7 +277,7 @@ pub async fn jobs(
 ) -> HttpResponse {
     let signed_in = match signed_in(&state, &request) {
         Ok(signed_in) => signed_in,
-        Err(answer) => return answer,
+        Err(refusal) => return refusal.answer(),
     };
     let hook = query.hook.clone().filter(|hook| !hook.is_empty());
     let status_text = query.status.clone().filter(|status| !status.is_empty());
@@ -296,7 +316,12 @@ pub async fn jobs(
         .collect();
     let jobs_page = JobsPage {
         rows,
-        hooks: state.config().hooks.iter().map(|hook| hook.id.clone()).collect(),
+        hooks: state
+            .config()
+            .hooks
+            .iter()
+            .map(|hook| hook.id.clone())
+            .collect(),
         statuses: Status::ALL.iter().map(|status| status.as_str()).collect(),
         hook,
         status: status_text,
@@ -306,10 +331,7 @@ pub async fn jobs(
 }
 
 fn bad_request(text: &str) -> HttpResponse {
-    page(
-        StatusCode::BAD_REQUEST,
-        pages::message("Bad request", text),
-    )
+    page(StatusCode::BAD_REQUEST, pages::message("Bad request", text))
 }
 
 fn job_not_found() -> HttpResponse {
@@ -329,7 +351,7 @@ pub async fn job(
 ) -> HttpResponse {
     let signed_in = match signed_in(&state, &request) {
         Ok(signed_in) => signed_in,
-        Err(answer) => return answer,
+        Err(refusal) => return refusal.answer(),
     };
     let Some(id) = JobId::parse(&id) else {
         return job_not_found();
@@ -407,8 +429,8 @@ pub async fn cancel(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(refused) = action(&state, &request, &body) {
-        return refused;
+    if let Err(refusal) = action(&state, &request, &body) {
+        return refusal.answer();
     }
     let Some(id) = JobId::parse(&id) else {
         return job_not_found();

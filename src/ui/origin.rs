@@ -72,7 +72,12 @@ mod tests {
         check(None, Some("https://hooks.example.com"), None, false);
         check(with_port, Some("http://127.0.0.1:9000"), None, true);
         check(with_port, Some("http://127.0.0.1:9001"), None, false);
-        check(with_port, None, Some("http://127.0.0.1:9000/ui/jobs/x"), true);
+        check(
+            with_port,
+            None,
+            Some("http://127.0.0.1:9000/ui/jobs/x"),
+            true,
+        );
         check(with_port, None, Some("http://127.0.0.1:9001/ui/"), false);
         // `Origin` wins over `Referer`.
         check(

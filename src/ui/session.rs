@@ -57,11 +57,7 @@ impl SessionKey {
 
     /// Whether `given` is the CSRF token of `session`, compared in constant time.
     pub fn csrf_matches(&self, session: &Session, given: &str) -> bool {
-        bool::from(
-            self.csrf_token(session)
-                .as_bytes()
-                .ct_eq(given.as_bytes()),
-        )
+        bool::from(self.csrf_token(session).as_bytes().ct_eq(given.as_bytes()))
     }
 }
 
@@ -102,13 +98,33 @@ mod tests {
         flipped_tag.replace_range(0..1, if tag.starts_with('0') { "1" } else { "0" });
         let cases: &[(&str, String, i64, bool)] = &[
             ("fresh", good.clone(), NOW, true),
-            ("a second before expiry", good.clone(), NOW + LIFETIME_SECS - 1, true),
+            (
+                "a second before expiry",
+                good.clone(),
+                NOW + LIFETIME_SECS - 1,
+                true,
+            ),
             ("at expiry", good.clone(), NOW + LIFETIME_SECS, false),
-            ("after expiry", good.clone(), NOW + LIFETIME_SECS + 60, false),
+            (
+                "after expiry",
+                good.clone(),
+                NOW + LIFETIME_SECS + 60,
+                false,
+            ),
             ("another admin token", other_token, NOW, false),
             ("expiry pushed out", later_expiry, NOW, false),
-            ("tag flipped", format!("{payload}.{flipped_tag}"), NOW, false),
-            ("tag cut short", format!("{payload}.{}", &tag[..10]), NOW, false),
+            (
+                "tag flipped",
+                format!("{payload}.{flipped_tag}"),
+                NOW,
+                false,
+            ),
+            (
+                "tag cut short",
+                format!("{payload}.{}", &tag[..10]),
+                NOW,
+                false,
+            ),
             ("no tag", payload.to_string(), NOW, false),
             ("empty", String::new(), NOW, false),
             ("garbage", "v1.x.y.z".into(), NOW, false),
