@@ -227,6 +227,8 @@ async fn pages_without_a_valid_session_redirect_to_sign_in() {
         }
         assert_eq!(browser.get(path, Some(&good)).await.status, 200, "{path}");
     }
+    let bare = browser.get("/ui", Some(&good)).await;
+    assert_eq!((bare.status, location(&bare)), (303, "/ui/"));
     // Sign-out clears the cookie.
     let hooks = browser.get("/ui/", Some(&good)).await;
     let out = browser
