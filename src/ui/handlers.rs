@@ -6,14 +6,15 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use maud::Markup;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::origin::{is_same_origin, strip_ansi};
+use super::guard::{
+    action, forbidden, form_field, key, now_secs, off, page, same_origin, see_other, signed_in,
+};
+use super::origin::strip_ansi;
 use super::pages::{self, HookRow, JobPage, JobRow, JobsPage};
-use super::session::{Session, SessionKey};
-use super::{cookie_values, set_cookie};
+use super::set_cookie;
 use crate::config::{Concurrency, Hook, ResponseMode};
 use crate::engine::Cancelled;
 use crate::http::{came_over_https, AppState};
@@ -27,120 +28,6 @@ const FAILED_SIGN_IN_DELAY: Duration = Duration::from_secs(1);
 /// How many jobs a page of the list shows, and how many of a hook's the overview shows.
 const PAGE_SIZE: usize = 50;
 const RECENT_JOBS: usize = 5;
-
-/// The session key, while the page is on (`server.ui` and `server.admin_token` both set).
-pub fn key(state: &AppState) -> Option<SessionKey> {
-    let config = state.config();
-    let token = config.server.admin_token.as_ref()?;
-    config.server.ui.then(|| SessionKey::derive(token.expose()))
-}
-
-/// A request whose session cookie checked out.
-struct SignedIn {
-    csrf: String,
-}
-
-fn now_secs() -> i64 {
-    now_ms() / 1000
-}
-
-fn session(key: &SessionKey, request: &HttpRequest) -> Option<Session> {
-    let now = now_secs();
-    cookie_values(request).find_map(|value| key.verify(&value, now))
-}
-
-/// Why a request is not served, and so what it is answered.
-enum Refusal {
-    /// The page is off: 404.
-    Off,
-    /// A page without a session: a redirect to sign-in.
-    SignIn,
-    /// An action that failed a check: 403 with this sentence.
-    Forbidden(&'static str),
-}
-
-impl Refusal {
-    fn answer(self) -> HttpResponse {
-        match self {
-            Refusal::Off => off(),
-            Refusal::SignIn => see_other("/ui/sign-in"),
-            Refusal::Forbidden(text) => forbidden(text),
-        }
-    }
-}
-
-/// The signed-in request, or why it is refused: the page is off, or there is no valid session.
-fn signed_in(state: &AppState, request: &HttpRequest) -> Result<SignedIn, Refusal> {
-    let key = key(state).ok_or(Refusal::Off)?;
-    let session = session(&key, request).ok_or(Refusal::SignIn)?;
-    Ok(SignedIn {
-        csrf: key.csrf_token(&session),
-    })
-}
-
-/// Checks a form post: refused while the page is off, and unless it comes from this site and
-/// carries a session and that session's CSRF token.
-fn action(state: &AppState, request: &HttpRequest, body: &[u8]) -> Result<(), Refusal> {
-    let key = key(state).ok_or(Refusal::Off)?;
-    if !same_origin(request) {
-        return Err(Refusal::Forbidden(
-            "The request did not come from this page.",
-        ));
-    }
-    let session =
-        session(&key, request).ok_or(Refusal::Forbidden("You are signed out; sign in again."))?;
-    let csrf = form_field(body, "csrf").unwrap_or_default();
-    if !key.csrf_matches(&session, &csrf) {
-        return Err(Refusal::Forbidden(
-            "The form is out of date or was not sent by this page; reload and try again.",
-        ));
-    }
-    Ok(())
-}
-
-fn same_origin(request: &HttpRequest) -> bool {
-    let text = |name| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-    };
-    is_same_origin(
-        text(header::HOST),
-        text(header::ORIGIN),
-        text(header::REFERER),
-    )
-}
-
-fn form_field(body: &[u8], name: &str) -> Option<String> {
-    form_urlencoded::parse(body)
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
-}
-
-fn page(status: StatusCode, markup: Markup) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .body(markup.into_string())
-}
-
-pub fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .finish()
-}
-
-/// The answer while the page is off, and for a path it does not have.
-pub fn off() -> HttpResponse {
-    page(
-        StatusCode::NOT_FOUND,
-        pages::message("Not found", "Nothing is served here."),
-    )
-}
-
-fn forbidden(text: &str) -> HttpResponse {
-    page(StatusCode::FORBIDDEN, pages::message("Refused", text))
-}
 
 fn unavailable(error: StoreError) -> HttpResponse {
     tracing::error!(%error, "job store read failed");

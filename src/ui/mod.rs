@@ -7,6 +7,7 @@
 //! reload turns it on or off).
 
 mod assets;
+mod guard;
 mod handlers;
 mod origin;
 mod pages;
@@ -49,22 +50,22 @@ pub fn scope() -> impl HttpServiceFactory {
 }
 
 async fn to_root(state: web::Data<AppState>) -> HttpResponse {
-    match handlers::key(&state) {
-        Some(_) => handlers::see_other("/ui/"),
-        None => handlers::off(),
+    match guard::key(&state) {
+        Some(_) => guard::see_other("/ui/"),
+        None => guard::off(),
     }
 }
 
 async fn asset(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
-    if handlers::key(&state).is_none() {
-        return handlers::off();
+    if guard::key(&state).is_none() {
+        return guard::off();
     }
     match assets::find(&name) {
         Some(asset) => HttpResponse::Ok()
             .content_type(asset.content_type)
             .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
             .body(asset.body),
-        None => handlers::off(),
+        None => guard::off(),
     }
 }
 
