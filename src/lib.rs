@@ -43,3 +43,4 @@ pub mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod ui;

@@ -86,6 +86,8 @@ pub struct ServerSettings {
     pub notify: Notifications,
     /// Where people reach this server (no trailing `/`), for links in notifications.
     pub public_url: Option<String>,
+    /// Whether the web page at `/ui/` is served (it also needs `admin_token`).
+    pub ui: bool,
 }
 
 /// `server.store`. The URL stays a `Secret` (its `Debug` never shows it): it can hold a password.

@@ -31,6 +31,7 @@ const KEYS: &[&str] = &[
     "lease",
     "notify",
     "public_url",
+    "ui",
 ];
 
 pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
@@ -56,6 +57,7 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         lease: cluster::DEFAULT_LEASE,
         notify: Arc::from([]),
         public_url: None,
+        ui: true,
     }
 }
 
@@ -182,6 +184,9 @@ pub fn decode(
     }
     if let Some((value, path)) = fields.get("public_url") {
         settings.public_url = decode_public_url(decoder, value, &path);
+    }
+    if let Some((value, path)) = fields.get("ui") {
+        settings.ui = decoder.bool(value, &path).unwrap_or(true);
     }
     let clean = decoder
         .diagnostics

@@ -133,6 +133,41 @@ fn parse_node(text: &str) -> Option<IpAddr> {
     }
 }
 
+/// Whether the client reached us over HTTPS: from a trusted proxy, the last `X-Forwarded-Proto`
+/// value (or the last `proto=` of `Forwarded`), which the proxy nearest to us wrote; otherwise
+/// whether the listener itself speaks TLS. A client's own claim is never believed.
+pub fn came_over_https(
+    peer: Peer,
+    headers: &Headers,
+    trusted: &TrustedProxies,
+    listener_tls: bool,
+) -> bool {
+    if !peer.is_trusted(trusted) {
+        return listener_tls;
+    }
+    let forwarded_proto = headers.joined("x-forwarded-proto").and_then(|protos| {
+        protos
+            .rsplit(',')
+            .map(str::trim)
+            .find(|proto| !proto.is_empty())
+            .map(str::to_string)
+    });
+    let forwarded = || {
+        headers.joined("forwarded").and_then(|elements| {
+            elements
+                .rsplit(',')
+                .flat_map(|element| element.split(';'))
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(key, _)| key.trim().eq_ignore_ascii_case("proto"))
+                .map(|(_, value)| value.trim().trim_matches('"').to_string())
+        })
+    };
+    match forwarded_proto.or_else(forwarded) {
+        Some(proto) => proto.eq_ignore_ascii_case("https"),
+        None => listener_tls,
+    }
+}
+
 /// The request id: the proxy's `X-Request-Id` from a trusted peer when it is sane, else a new one.
 pub fn request_id(peer: Peer, headers: &Headers, trusted: &TrustedProxies) -> String {
     let from_proxy = Some(peer)
@@ -376,6 +411,38 @@ mod tests {
             Peer::Ip("127.0.0.1".parse().unwrap())
         );
         assert_eq!(Peer::from_socket(None), Peer::UnixSocket);
+    }
+
+    #[test]
+    fn believes_the_forwarded_scheme_only_from_trusted_peers() {
+        let cases: &[(&str, &[(&str, &str)], bool, bool)] = &[
+            ("10.0.0.1", &[("x-forwarded-proto", "https")], false, true),
+            ("10.0.0.1", &[("x-forwarded-proto", "http")], true, false),
+            (
+                "10.0.0.1",
+                &[("x-forwarded-proto", "http, https")],
+                false,
+                true,
+            ),
+            (
+                "10.0.0.1",
+                &[("forwarded", "for=192.0.2.1;proto=https")],
+                false,
+                true,
+            ),
+            ("10.0.0.1", &[], true, true),
+            ("10.0.0.1", &[], false, false),
+            // An untrusted peer's claim is ignored.
+            ("192.0.2.9", &[("x-forwarded-proto", "https")], false, false),
+            ("192.0.2.9", &[("forwarded", "proto=http")], true, true),
+        ];
+        for (from, pairs, listener_tls, expected) in cases {
+            assert_eq!(
+                came_over_https(peer(from), &headers(pairs), &trusted(false), *listener_tls),
+                *expected,
+                "{from} {pairs:?}"
+            );
+        }
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
                     "POST",
                 )),
         )
+        .service(crate::ui::scope())
         .service(web::scope(base_path).default_service(web::to(trigger::trigger)))
         .default_service(web::to(not_found));
 }
@@ -100,6 +101,25 @@ async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
             request.path()
         ),
     ))
+}
+
+/// Whether the request reached us over HTTPS, believing a forwarded scheme only from a peer that
+/// `trusted_proxies` names.
+pub fn came_over_https(state: &AppState, request: &HttpRequest) -> bool {
+    let forwarded = Headers::new(["x-forwarded-proto", "forwarded"].iter().flat_map(|name| {
+        request.headers().get_all(*name).map(move |value| {
+            (
+                name.to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+    }));
+    client::came_over_https(
+        client::Peer::from_socket(request.peer_addr()),
+        &forwarded,
+        &state.config().server.trusted_proxies,
+        request.app_config().secure(),
+    )
 }
 
 /// Gives every request an id (the proxy's, when trusted), puts `X-Request-Id` on every answer,

@@ -29,3 +29,4 @@ mod signatures;
 mod slow_clients;
 mod store;
 mod store_contract;
+mod ui;

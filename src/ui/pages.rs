@@ -1,0 +1,235 @@
+//! The pages as HTML, from plain data: no request, no store. maud escapes every value put into
+//! the markup, so job output, hook descriptions and ids are shown as text, never as HTML.
+
+use maud::{html, Markup, DOCTYPE};
+
+use super::assets::{JAVASCRIPT, STYLESHEET};
+
+/// One hook on the overview.
+pub struct HookRow {
+    pub id: String,
+    pub description: Option<String>,
+    pub provider: &'static str,
+    pub mode: &'static str,
+    pub concurrency: String,
+    /// Its newest jobs, newest first: id and status.
+    pub recent: Vec<(String, &'static str)>,
+}
+
+/// One job in the list.
+pub struct JobRow {
+    pub id: String,
+    pub hook: String,
+    pub status: &'static str,
+    pub created_at: String,
+    pub duration_ms: Option<u64>,
+}
+
+/// The jobs list with its filters and the link to the next page.
+pub struct JobsPage {
+    pub rows: Vec<JobRow>,
+    pub hooks: Vec<String>,
+    pub statuses: Vec<&'static str>,
+    pub hook: Option<String>,
+    pub status: Option<String>,
+    pub next: Option<String>,
+}
+
+/// One job: its fields as shown by the API, its notifications and its whole log.
+pub struct JobPage {
+    pub id: String,
+    pub fields: Vec<(String, String)>,
+    pub notifications: Vec<Vec<(String, String)>>,
+    pub log: String,
+    pub can_cancel: bool,
+}
+
+/// The frame around every page; `csrf` is `None` on the sign-in page (no session yet).
+fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · hookrunner" }
+                link rel="stylesheet" href={ "/ui/assets/" (STYLESHEET.name) };
+                script src={ "/ui/assets/" (JAVASCRIPT.name) } defer {}
+            }
+            body {
+                header {
+                    span.brand { "hookrunner" }
+                    @if let Some(csrf) = csrf {
+                        a href="/ui/" { "Hooks" }
+                        a href="/ui/jobs" { "Jobs" }
+                        form.inline method="post" action="/ui/sign-out" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn status(status: &str) -> Markup {
+    html! { span class={ "status status-" (status) } { (status) } }
+}
+
+pub fn sign_in(wrong_token: bool) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            form.signin method="post" action="/ui/sign-in" {
+                h1 { "Sign in" }
+                @if wrong_token {
+                    p.error role="alert" { "That is not the admin token." }
+                }
+                label {
+                    "Admin token"
+                    input type="password" name="token" autocomplete="current-password" required autofocus;
+                }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+pub fn hooks(rows: &[HookRow], csrf: &str) -> Markup {
+    layout(
+        "Hooks",
+        Some(csrf),
+        html! {
+            h1 { "Hooks" }
+            @if rows.is_empty() {
+                p.muted { "No hooks are configured." }
+            }
+            div.table { table {
+                thead { tr { th { "Hook" } th { "Provider" } th { "Mode" } th { "Concurrency" } th { "Last jobs" } } }
+                tbody {
+                    @for row in rows {
+                        tr {
+                            td {
+                                a href={ "/ui/jobs?hook=" (urlencode(&row.id)) } { code { (row.id) } }
+                                @if let Some(description) = &row.description {
+                                    br; span.muted { (description) }
+                                }
+                            }
+                            td { (row.provider) }
+                            td { (row.mode) }
+                            td { (row.concurrency) }
+                            td {
+                                @for (id, state) in &row.recent {
+                                    a href={ "/ui/jobs/" (urlencode(id)) } title=(id) { (status(state)) } " "
+                                }
+                                @if row.recent.is_empty() { span.muted { "none yet" } }
+                            }
+                        }
+                    }
+                }
+            } }
+        },
+    )
+}
+
+pub fn jobs(page: &JobsPage, csrf: &str) -> Markup {
+    let selected = |chosen: &Option<String>, value: &str| chosen.as_deref() == Some(value);
+    layout(
+        "Jobs",
+        Some(csrf),
+        html! {
+            h1 { "Jobs" }
+            form.filters method="get" action="/ui/jobs" {
+                label { "Hook" select name="hook" {
+                    option value="" { "any" }
+                    @for hook in &page.hooks {
+                        option value=(hook) selected[selected(&page.hook, hook)] { (hook) }
+                    }
+                } }
+                label { "Status" select name="status" {
+                    option value="" { "any" }
+                    @for name in &page.statuses {
+                        option value=(name) selected[selected(&page.status, name)] { (name) }
+                    }
+                } }
+                button type="submit" { "Filter" }
+            }
+            @if page.rows.is_empty() { p.muted { "No jobs." } }
+            div.table { table {
+                thead { tr { th { "Job" } th { "Hook" } th { "Status" } th { "Created" } th { "Duration" } } }
+                tbody {
+                    @for row in &page.rows {
+                        tr {
+                            td { a href={ "/ui/jobs/" (urlencode(&row.id)) } { code { (row.id) } } }
+                            td { (row.hook) }
+                            td { (status(row.status)) }
+                            td { (row.created_at) }
+                            td { @if let Some(ms) = row.duration_ms { (ms) " ms" } }
+                        }
+                    }
+                }
+            } }
+            @if let Some(next) = &page.next {
+                p { a href=(next_link(page, next)) { "Older jobs →" } }
+            }
+        },
+    )
+}
+
+pub fn job(page: &JobPage, csrf: &str) -> Markup {
+    layout(
+        "Job",
+        Some(csrf),
+        html! {
+            h1 { "Job " code { (page.id) } }
+            @if page.can_cancel {
+                form method="post" action={ "/ui/jobs/" (urlencode(&page.id)) "/cancel" } data-confirm="Cancel this job?" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button.danger type="submit" { "Cancel job" }
+                }
+            }
+            div.table { table { tbody {
+                @for (name, value) in &page.fields {
+                    tr { th { (name) } td { @if name == "status" { (status(value)) } @else { (value) } } }
+                }
+            } } }
+            h2 { "Notifications" }
+            @if page.notifications.is_empty() { p.muted { "None." } }
+            @for notification in &page.notifications {
+                div.table { table { tbody {
+                    @for (name, value) in notification { tr { th { (name) } td { (value) } } }
+                } } }
+            }
+            h2 { "Log" }
+            pre.log { (page.log) }
+        },
+    )
+}
+
+/// A short page for an answer that is not a page of its own (a 403 or a 404).
+pub fn message(title: &str, text: &str) -> Markup {
+    layout(
+        title,
+        None,
+        html! { h1 { (title) } p { (text) } p { a href="/ui/" { "Back to the hooks" } } },
+    )
+}
+
+fn next_link(page: &JobsPage, next: &str) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(hook) = &page.hook {
+        query.append_pair("hook", hook);
+    }
+    if let Some(status) = &page.status {
+        query.append_pair("status", status);
+    }
+    query.append_pair("before", next);
+    format!("/ui/jobs?{}", query.finish())
+}
+
+fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
