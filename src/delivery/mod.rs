@@ -190,53 +190,16 @@ impl Deliverer {
         Ok(jobs.len())
     }
 
-    /// The end of a job's log, at most [`OUTPUT_TAIL`] bytes, found in a number of reads that
-    /// grows with the logarithm of the log's size (a doubling search for its end, then a
-    /// halving one). A log that cannot be read gives an empty tail: the message goes without
-    /// it rather than not at all.
+    /// The end of a job's log, at most [`OUTPUT_TAIL`] bytes. A log that cannot be read gives
+    /// an empty tail: the message goes without it rather than not at all.
     async fn log_tail(&self, job: &Job) -> Vec<u8> {
-        let store = self.store();
-        let has_data_at = |offset: u64| async move {
-            store
-                .read_log(&job.id, offset)
-                .await
-                .map(|piece| !piece.is_empty())
-        };
-        let tail = async {
-            // Invariant: there is data at `low` (or `low` is 0), and none at `high`.
-            let (mut low, mut high) = (0u64, OUTPUT_TAIL as u64);
-            while has_data_at(high).await? {
-                low = high;
-                high = high.saturating_mul(2);
+        match self.store().read_log_tail(&job.id, OUTPUT_TAIL).await {
+            Ok((tail, _)) => tail,
+            Err(error) => {
+                tracing::warn!(job_id = %job.id, %error, "cannot read the job's log for its notification; it is sent without the output");
+                Vec::new()
             }
-            while high - low > OUTPUT_TAIL as u64 {
-                let middle = low + (high - low) / 2;
-                if has_data_at(middle).await? {
-                    low = middle;
-                } else {
-                    high = middle;
-                }
-            }
-            // The end lies in (low, high]: read from OUTPUT_TAIL before `high`.
-            let mut offset = high.saturating_sub(OUTPUT_TAIL as u64);
-            let mut tail = Vec::new();
-            loop {
-                let piece = store.read_log(&job.id, offset).await?;
-                if piece.is_empty() {
-                    break;
-                }
-                offset += piece.len() as u64;
-                tail.extend_from_slice(&piece);
-            }
-            if tail.len() > OUTPUT_TAIL {
-                tail.drain(..tail.len() - OUTPUT_TAIL);
-            }
-            Ok::<_, StoreError>(tail)
-        };
-        tail.await.unwrap_or_else(|error| {
-            tracing::warn!(job_id = %job.id, %error, "cannot read the job's log for its notification; it is sent without the output");
-            Vec::new()
-        })
+        }
     }
 
     /// Makes one try of `due` and keeps what it decided.

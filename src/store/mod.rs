@@ -330,6 +330,50 @@ impl Store {
         backend!(self, store => store.read_log(id, offset).await)
     }
 
+    /// The last `max` bytes of a job's log (or all of it, when shorter), and how many bytes come
+    /// before them. Found in a number of reads that grows with the logarithm of the log's size
+    /// (a doubling search for its end, then a halving one), never by reading it all.
+    pub async fn read_log_tail(
+        &self,
+        id: &JobId,
+        max: usize,
+    ) -> Result<(Vec<u8>, u64), StoreError> {
+        let max = max.max(1) as u64;
+        let has_data_at = |offset: u64| async move {
+            self.read_log(id, offset)
+                .await
+                .map(|piece| !piece.is_empty())
+        };
+        // Invariant: there is data at `low` (or `low` is 0), and none at `high`.
+        let (mut low, mut high) = (0u64, max);
+        while has_data_at(high).await? {
+            low = high;
+            high = high.saturating_mul(2);
+        }
+        while high - low > max {
+            let middle = low + (high - low) / 2;
+            if has_data_at(middle).await? {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        // The end lies in (low, high], and high - low <= max: reading from `max` before the
+        // earliest it can be reads at most twice `max`, of which the last `max` are kept.
+        let start = (low + 1).saturating_sub(max);
+        let mut tail = Vec::new();
+        loop {
+            let piece = self.read_log(id, start + tail.len() as u64).await?;
+            if piece.is_empty() {
+                break;
+            }
+            tail.extend_from_slice(&piece);
+        }
+        let extra = tail.len().saturating_sub(max as usize);
+        tail.drain(..extra);
+        Ok((tail, start + extra as u64))
+    }
+
     /// Deletes the finished jobs (but those whose end is still to be announced) created more
     /// than `max_age` ago or not among the newest
     /// `max_jobs`, with their output and their delivered or failed notifications (a pending one

@@ -261,8 +261,8 @@ pub async fn job(
     let view = JobView::of(&job, false, now_ms())
         .with_notifications(notifications)
         .to_value();
-    let log = match whole_log(store, &id).await {
-        Ok(log) => log,
+    let (log, log_omitted) = match store.read_log_tail(&id, LOG_SHOWN).await {
+        Ok(tail) => tail,
         Err(error) => return unavailable(error),
     };
     let job_page = JobPage {
@@ -273,6 +273,7 @@ pub async fn job(
             .map(|listed| listed.iter().map(|entry| fields(entry, &[])).collect())
             .unwrap_or_default(),
         log: strip_ansi(&String::from_utf8_lossy(&log)),
+        log_omitted,
         can_cancel: !job.status().is_final(),
     };
     page(StatusCode::OK, pages::job(&job_page, &signed_in.csrf))
@@ -296,17 +297,8 @@ fn fields(object: &Value, skip: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The job's log as the store holds it now, read a piece at a time to its end.
-async fn whole_log(store: &crate::store::Store, id: &JobId) -> Result<Vec<u8>, StoreError> {
-    let mut log = Vec::new();
-    loop {
-        let piece = store.read_log(id, log.len() as u64).await?;
-        if piece.is_empty() {
-            return Ok(log);
-        }
-        log.extend_from_slice(&piece);
-    }
-}
+/// How much of the end of a job's log its page shows.
+const LOG_SHOWN: usize = 256 << 10;
 
 /// Cancels a job that has not ended through the engine, as `POST /jobs/{id}/cancel` does, then
 /// shows the job.

@@ -35,10 +35,11 @@ pub fn is_same_origin(host: Option<&str>, origin: Option<&str>, referer: Option<
 /// Terminal escape sequences (colours, cursor moves, titles): a log shows the text without them.
 static ESCAPES: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"\x1b\[[0-?]*[ -/]*[@-~]",             // CSI: colours and cursor moves
-        r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?", // OSC: titles and links
-        r"|\x1b[ -/]*[0-~]",                    // the other two-character escapes
-        r"|\x9b[0-?]*[ -/]*[@-~]",              // CSI as one C1 character
+        r"\x1b\[[0-?]*[ -/]*[@-~]", // CSI: colours and cursor moves
+        // OSC: titles and links; an unterminated one hides at most the rest of its line.
+        r"|\x1b\][^\x07\x1b\n]{0,256}(?:\x07|\x1b\\)?",
+        r"|\x1b[ -/]*[0-~]",       // the other two-character escapes
+        r"|\x9b[0-?]*[ -/]*[@-~]", // CSI as one C1 character
     ))
     .expect("the escape pattern compiles")
 });
@@ -98,6 +99,7 @@ mod tests {
             ("plain <b>text</b>", "plain <b>text</b>"),
             ("\x1b[2K\x1b[1Gprogress", "progress"),
             ("\x1bcreset", "reset"),
+            ("\x1b]0;title\nand after", "\nand after"),
         ];
         for (input, expected) in cases {
             assert_eq!(strip_ansi(input), expected, "{input:?}");

@@ -35,12 +35,14 @@ pub struct JobsPage {
     pub next: Option<String>,
 }
 
-/// One job: its fields as shown by the API, its notifications and its whole log.
+/// One job: its fields as shown by the API, its notifications and the end of its log.
 pub struct JobPage {
     pub id: String,
     pub fields: Vec<(String, String)>,
     pub notifications: Vec<Vec<(String, String)>>,
     pub log: String,
+    /// Bytes of the log before `log`, not shown.
+    pub log_omitted: u64,
     pub can_cancel: bool,
 }
 
@@ -204,6 +206,10 @@ pub fn job(page: &JobPage, csrf: &str) -> Markup {
                 } } }
             }
             h2 { "Log" }
+            @if page.log_omitted > 0 {
+                p { "The first " (page.log_omitted) " bytes of the log are not shown; "
+                    a href={ "/jobs/" (page.id) "/log" } { "the whole log" } " is plain text." }
+            }
             pre.log { (page.log) }
         },
     )

@@ -532,6 +532,20 @@ pub async fn a_log_reads_back_from_any_offset(database: &impl Database) {
     }
     assert_eq!(read, text);
     assert_eq!(store.read_log(&id, 99_990).await.unwrap(), &text[99_990..]);
+    for max in [1, 999, 65_536, 99_999, 100_000, 250_000] {
+        let (tail, before) = store.read_log_tail(&id, max).await.unwrap();
+        let start = text.len().saturating_sub(max);
+        assert_eq!(
+            (tail.as_slice(), before),
+            (&text[start..], start as u64),
+            "{max}"
+        );
+    }
+    let empty = admit(&store, new_job("log", None, PARALLEL)).await;
+    assert_eq!(
+        store.read_log_tail(&empty, 10).await.unwrap(),
+        (Vec::new(), 0)
+    );
 }
 
 pub async fn a_restart_interrupts_running_jobs_and_keeps_durable_queued_ones(
