@@ -6,6 +6,7 @@ mod error;
 mod jobs;
 mod log;
 mod rerun;
+pub use rerun::rerun;
 mod stream;
 mod trigger;
 

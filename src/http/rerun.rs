@@ -13,7 +13,7 @@ use super::{ApiError, AppState};
 use crate::command::RetryPlan;
 use crate::config::RunOn;
 use crate::engine::{Submission, SubmitError, Submitted};
-use crate::job::{now_ms, JobId, JobView};
+use crate::job::{now_ms, Job, JobId, JobView};
 
 pub async fn rerun_job(
     state: web::Data<AppState>,
@@ -22,6 +22,17 @@ pub async fn rerun_job(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &request)?;
     let old = JobId::parse(&id).ok_or_else(job_not_found)?;
+    let job = rerun(&state, &old).await?;
+    let mut body =
+        serde_json::to_value(JobView::of(&job, false, now_ms())).expect("a job body serializes");
+    body["rerun_of"] = old.as_str().into();
+    Ok(HttpResponse::Accepted().json(body))
+}
+
+/// Admits a re-run of job `old` (for the API and the web page, which check who asks) and
+/// returns the new job once it is kept as an `async` job's admission is.
+pub async fn rerun(state: &AppState, old: &JobId) -> Result<Job, ApiError> {
+    let old = old.clone();
     let store = state.engine.store();
     let job = store
         .get(&old)
@@ -93,8 +104,5 @@ pub async fn rerun_job(
     if let Some(committed) = handle.committed {
         committed.await.map_err(store_error)?;
     }
-    let mut body = serde_json::to_value(JobView::of(&handle.job, false, now_ms()))
-        .expect("a job body serializes");
-    body["rerun_of"] = old.as_str().into();
-    Ok(HttpResponse::Accepted().json(body))
+    Ok(handle.job)
 }

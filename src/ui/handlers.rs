@@ -297,6 +297,28 @@ fn fields(object: &Value, skip: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Re-runs a job through the same path as `POST /jobs/{id}/rerun`, then shows the new job.
+pub async fn rerun(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(refusal) = action(&state, &request, &body) {
+        return refusal.answer();
+    }
+    let Some(id) = JobId::parse(&id) else {
+        return job_not_found();
+    };
+    match crate::http::rerun(&state, &id).await {
+        Ok(job) => see_other(&format!("/ui/jobs/{}", job.id)),
+        Err(error) => page(
+            error.status,
+            pages::message("This job cannot be re-run", &error.message),
+        ),
+    }
+}
+
 /// How much of the end of a job's log its page shows.
 const LOG_SHOWN: usize = 256 << 10;
 

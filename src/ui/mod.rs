@@ -45,6 +45,7 @@ pub fn scope() -> impl HttpServiceFactory {
         .route("/jobs", web::get().to(handlers::jobs))
         .route("/jobs/{id}", web::get().to(handlers::job))
         .route("/jobs/{id}/cancel", web::post().to(handlers::cancel))
+        .route("/jobs/{id}/rerun", web::post().to(handlers::rerun))
         .route("/assets/{name}", web::get().to(asset))
         .default_service(web::to(handlers::not_found))
 }

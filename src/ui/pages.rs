@@ -193,6 +193,10 @@ pub fn job(page: &JobPage, csrf: &str) -> Markup {
                     button.danger type="submit" { "Cancel job" }
                 }
             }
+            form method="post" action={ "/ui/jobs/" (urlencode(&page.id)) "/rerun" } data-confirm="Run this job's command again, as a new job?" {
+                input type="hidden" name="csrf" value=(csrf);
+                button type="submit" { "Re-run" }
+            }
             div.table { table { tbody {
                 @for (name, value) in &page.fields {
                     tr { th { (name) } td { @if name == "status" { (status(value)) } @else { (value) } } }

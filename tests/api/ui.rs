@@ -418,3 +418,51 @@ async fn cancel_needs_the_csrf_token_and_this_origin() {
         "an ended job offers cancel"
     );
 }
+
+#[tokio::test]
+async fn rerun_from_the_page_needs_the_csrf_token_and_shows_the_new_job() {
+    let app = TestApp::spawn(CONFIG).await;
+    let job = start_job(&app, "shout").await;
+    app.wait_for_job(&job, |body| body["status"] == "succeeded")
+        .await;
+    let browser = Browser::new(&app);
+    let cookie = browser.sign_in().await;
+    let page = browser.get(&format!("/ui/jobs/{job}"), Some(&cookie)).await;
+    assert!(page.text.contains("Re-run"), "{}", page.text);
+    let token = csrf(&page);
+    let path = format!("/ui/jobs/{job}/rerun");
+    let here = browser.origin.clone();
+    let refused = browser
+        .post(
+            &path,
+            &[("csrf", "0123")],
+            &[("Origin", &here), ("Cookie", &cookie)],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let answer = browser
+        .post(
+            &path,
+            &[("csrf", &token)],
+            &[("Origin", &here), ("Cookie", &cookie)],
+        )
+        .await;
+    assert_eq!(answer.status, 303);
+    let new = location(&answer)
+        .strip_prefix("/ui/jobs/")
+        .expect("to the new job's page")
+        .to_string();
+    assert_ne!(new, job);
+    let rerun = app
+        .wait_for_job(&new, |body| body["status"] == "succeeded")
+        .await;
+    assert_eq!(rerun["hook"], "shout");
+    let unknown = browser
+        .post(
+            "/ui/jobs/0123456789abcdef0123456789abcdef/rerun",
+            &[("csrf", &token)],
+            &[("Origin", &here), ("Cookie", &cookie)],
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+}
