@@ -297,6 +297,18 @@ fn fields(object: &Value, skip: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The job a posted action is for, once the action passes [`action`]'s checks (session, CSRF
+/// token, origin); otherwise the answer that refuses it.
+fn job_action(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &[u8],
+    id: &str,
+) -> Result<JobId, Box<HttpResponse>> {
+    action(state, request, body).map_err(|refusal| Box::new(refusal.answer()))?;
+    JobId::parse(id).ok_or_else(|| Box::new(job_not_found()))
+}
+
 /// Re-runs a job through the same path as `POST /jobs/{id}/rerun`, then shows the new job.
 pub async fn rerun(
     state: web::Data<AppState>,
@@ -304,11 +316,9 @@ pub async fn rerun(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(refusal) = action(&state, &request, &body) {
-        return refusal.answer();
-    }
-    let Some(id) = JobId::parse(&id) else {
-        return job_not_found();
+    let id = match job_action(&state, &request, &body, &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     match crate::http::rerun(&state, &id).await {
         Ok(job) => see_other(&format!("/ui/jobs/{}", job.id)),
@@ -330,11 +340,9 @@ pub async fn cancel(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(refusal) = action(&state, &request, &body) {
-        return refusal.answer();
-    }
-    let Some(id) = JobId::parse(&id) else {
-        return job_not_found();
+    let id = match job_action(&state, &request, &body, &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     match state.engine.cancel(&id).await {
         Ok(Cancelled::NotFound) => job_not_found(),

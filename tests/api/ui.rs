@@ -287,26 +287,15 @@ async fn every_answer_carries_the_security_headers_and_assets_are_cached() {
                 .get(name)
                 .map(|v| v.to_str().unwrap().to_string())
         };
-        assert_eq!(
-            header("content-security-policy").as_deref(),
-            Some("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
-            "{path}"
-        );
-        assert_eq!(
-            header("x-content-type-options").as_deref(),
-            Some("nosniff"),
-            "{path}"
-        );
-        assert_eq!(
-            header("referrer-policy").as_deref(),
-            Some("same-origin"),
-            "{path}"
-        );
-        assert_eq!(
-            header("cache-control").as_deref(),
-            Some("no-store"),
-            "{path}"
-        );
+        let expected = [
+            ("content-security-policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "same-origin"),
+            ("cache-control", "no-store"),
+        ];
+        for (name, value) in expected {
+            assert_eq!(header(name).as_deref(), Some(value), "{name} on {path}");
+        }
         assert!(!page.text.contains("style="), "inline style on {path}");
     }
     for (asset, kind) in [(stylesheet, "text/css"), (script, "text/javascript")] {

@@ -123,6 +123,18 @@ pub fn new_job(hook: &str, key: Option<&str>, concurrency: Concurrency) -> NewJo
     }
 }
 
+/// A `wait` job of `hook` placed on `web-1`: its client is there, and its command does not run
+/// after a restart.
+fn local_job(hook: &str) -> NewJob {
+    let mut local = new_job(hook, None, PARALLEL);
+    local.command = command(false);
+    local.placement = Placement::On {
+        instance: "web-1".into(),
+        per_instance: false,
+    };
+    local
+}
+
 pub const PARALLEL: Concurrency = Concurrency::Parallel { limit: None };
 
 /// Admits, expecting it accepted and committed; returns the id.
@@ -218,13 +230,7 @@ pub async fn a_job_command_reads_back_as_it_was_admitted(database: &impl Databas
 
     claim_ids(&store, 8).await;
     finish(&store, &id, Status::Succeeded).await;
-    let mut local = new_job("deploy", None, PARALLEL);
-    local.command = command(false);
-    local.placement = Placement::On {
-        instance: "web-1".into(),
-        per_instance: false,
-    };
-    let local = admit(&store, local).await;
+    let local = admit(&store, local_job("deploy")).await;
     store.flush().await.unwrap();
     drop(store);
 
@@ -555,13 +561,7 @@ pub async fn a_restart_interrupts_running_jobs_and_keeps_durable_queued_ones(
     let running = admit(&store, new_job("r", None, PARALLEL)).await;
     claim_ids(&store, 1).await;
     let durable = admit(&store, new_job("r", None, PARALLEL)).await;
-    let mut local = new_job("r", None, PARALLEL);
-    local.command = command(false);
-    local.placement = Placement::On {
-        instance: "web-1".into(),
-        per_instance: false,
-    };
-    let local = admit(&store, local).await;
+    let local = admit(&store, local_job("r")).await;
     store.flush().await.unwrap();
     drop(store);
 
