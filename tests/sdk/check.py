@@ -23,63 +23,26 @@ import hmac
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import threading
-import traceback
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import slack_sdk.signature
 import standardwebhooks
 import stripe
 
-ROOT = Path(__file__).resolve().parents[2]
-HOOKRUNNER = Path(os.environ.get("HOOKRUNNER_BIN", ROOT / "target" / "debug" / "hookrunner"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from harness import HOOKRUNNER, REQUEST_TIMEOUT, ROOT, STARTUP_DEADLINE, Headers, Results, Server, http  # noqa: E402
+
 OCTOKIT_SCRIPT = ROOT / "tests" / "sdk" / "octokit.mjs"
-STARTUP_DEADLINE = 20.0  # seconds for the server to answer /healthz
-REQUEST_TIMEOUT = 15.0  # seconds for one HTTP request or one subprocess
 OLD = 10 * 60  # the "old timestamp" checks sign this many seconds in the past
-
-Headers = Dict[str, str]
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass
-class Results:
-    passed: int = 0
-    failed: int = 0
-
-    def run(self, name: str, check: Callable[[], Optional[str]]) -> bool:
-        """Runs one check: it passes unless it raises. A returned string is shown as a detail."""
-        try:
-            detail = check()
-        except Exception as error:  # noqa: BLE001 - every failure is reported, none stops the run
-            self.failed += 1
-            message = str(error) or type(error).__name__
-            if not isinstance(error, AssertionError):
-                message = f"{type(error).__name__}: {message}"
-            print(f"FAIL {name}: {message}", flush=True)
-            if os.environ.get("SDK_CHECK_TRACEBACK"):
-                traceback.print_exc()
-            return False
-        self.passed += 1
-        print(f"ok   {name}" + (f" ({detail})" if detail else ""), flush=True)
-        return True
-
-    def skip(self, name: str, why: str) -> None:
-        print(f"skip {name}: {why}", flush=True)
 
 
 def expect_equal(what: str, expected: object, actual: object) -> None:
@@ -88,13 +51,7 @@ def expect_equal(what: str, expected: object, actual: object) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The server, HTTP and the hookrunner CLI
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# The config, the notification receiver and the hookrunner CLI
 
 
 NOTIFY_SECRET = "whsec_" + base64.b64encode(b"hookrunner sdk notify key 012345").decode()
@@ -122,47 +79,6 @@ def write_config(directory: Path, providers: List["Provider"], receiver: "Receiv
     path = directory / "hooks.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-class Server:
-    """`hookrunner serve` on a free loopback port, its output kept in a log file."""
-
-    def __init__(self, directory: Path, config: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = directory / "server.log"
-        self.log = open(self.log_path, "wb")
-        command = [str(HOOKRUNNER), "serve", "--config", str(config), "--listen", f"127.0.0.1:{self.port}",
-                   "--state-dir", str(directory / "state")]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_healthy(self) -> str:
-        deadline = time.monotonic() + STARTUP_DEADLINE
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the server exited with {self.process.returncode}: {self.log_tail()}")
-            try:
-                status, _ = http("GET", f"{self.base}/healthz", timeout=2.0)
-                if status == 200:
-                    return f"port {self.port}"
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"/healthz did not answer 200 within {STARTUP_DEADLINE:.0f}s: {self.log_tail()}")
-
-    def log_tail(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-2000:].strip() or "(no output)"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self.log.close()
 
 
 class Receiver:
@@ -225,22 +141,6 @@ def check_notification(results: Results, server: "Server", receiver: Receiver) -
 
     if results.run("notify webhook: a failed job's notification verifies with standardwebhooks", verifies):
         results.run("notify webhook: standardwebhooks refuses it with another key", refused_with_another_key)
-
-
-def http(method: str, url: str, body: Optional[bytes] = None, headers: Optional[Headers] = None,
-         timeout: float = REQUEST_TIMEOUT) -> Tuple[int, object]:
-    """Sends one request; returns the status and the JSON body (or the text when it is not JSON)."""
-    request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
 
 
 def hookrunner(*args: str) -> subprocess.CompletedProcess:
@@ -551,7 +451,7 @@ def main() -> int:
     results = Results()
     if not HOOKRUNNER.exists():
         results.run("hookrunner binary exists", lambda: _reraise(AssertionError(f"{HOOKRUNNER} not found; cargo build")))
-        print(f"{results.passed} passed, {results.failed} failed")
+        print(results.summary())
         return 1
     chosen = providers()
     no_node = node_available()
@@ -575,7 +475,7 @@ def main() -> int:
         finally:
             server.stop()
             receiver.stop()
-    print(f"{results.passed} passed, {results.failed} failed")
+    print(results.summary())
     return 1 if results.failed else 0
 
 

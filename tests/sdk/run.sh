@@ -12,49 +12,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
+# shellcheck source=tests/lib/install.sh
+source "$ROOT/tests/lib/install.sh"
+
 VENV="$ROOT/target/sdk-venv"
 NODE_PREFIX="$ROOT/target/sdk-node"
-PY_PACKAGES=(stripe standardwebhooks slack_sdk)
 NODE_PACKAGE="@octokit/webhooks-methods"
-APT_UPDATED=0
-
-log() { printf '== %s\n' "$*"; }
-
-# apt-get install, running `apt-get update` once before the first install.
-apt_install() {
-    if [ "$APT_UPDATED" = 0 ]; then
-        log "apt-get update"
-        apt-get update -qq
-        APT_UPDATED=1
-    fi
-    log "apt-get install $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
-}
-
-# python3 with a working venv module (ensurepip is what Debian's python3 lacks without python3-venv).
-ensure_python() {
-    if ! command -v python3 >/dev/null 2>&1; then
-        apt_install python3 python3-venv
-    elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        apt_install python3-venv
-    fi
-}
-
-# The virtualenv with the three SDKs; recreated when it is broken (say, its python is gone).
-ensure_venv() {
-    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import stripe, standardwebhooks, slack_sdk' 2>/dev/null; then
-        log "Python SDKs already installed in target/sdk-venv"
-        return
-    fi
-    if ! [ -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
-        ensure_python
-        log "creating target/sdk-venv"
-        rm -rf "$VENV"
-        python3 -m venv "$VENV"
-    fi
-    log "pip install ${PY_PACKAGES[*]}"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
-}
 
 # @octokit/webhooks-methods under target/sdk-node; returns 1 when node is not installed at all.
 ensure_node_package() {
@@ -76,13 +39,11 @@ ensure_node_package() {
 
 main() {
     local started=$SECONDS
-    ensure_venv
+    ensure_venv "$VENV" "stripe, standardwebhooks, slack_sdk" stripe standardwebhooks slack_sdk
     if ensure_node_package; then
         export SDK_NODE_DIR="$NODE_PREFIX"
     fi
-    log "cargo build"
-    cargo build
-    export HOOKRUNNER_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/hookrunner"
+    build_hookrunner
     log "running tests/sdk/check.py"
     local status=0
     "$VENV/bin/python" "$ROOT/tests/sdk/check.py" || status=$?
