@@ -26,7 +26,7 @@ ensure_chromium() {
         log "chromium and chromium-driver already installed"
     else
         [ "$(id -u)" = 0 ] || die "chromium and chromium-driver are not installed; run as root to apt-get install them"
-        apt_install chromium chromium-driver
+        apt_install chromium chromium-driver || die "apt-get could not install chromium and chromium-driver"
     fi
     [ -x "$CHROMIUM" ] || die "$CHROMIUM is missing after installing chromium"
     [ -x "$CHROMEDRIVER" ] || die "$CHROMEDRIVER is missing after installing chromium-driver"
