@@ -145,7 +145,7 @@ pub(super) fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "admin_disabled",
-            "the job list, cancel, re-run and `/instances` are off; set `server.admin_token` to turn them on",
+            "the job list, cancel, re-run, approvals and `/instances` are off; set `server.admin_token` to turn them on",
         ));
     };
     let given = request

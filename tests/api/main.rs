@@ -1,6 +1,7 @@
 //! Tests through the front door: a real server on port 0, real signed requests, real processes.
 
 mod abuse;
+mod approvals;
 mod answers;
 mod check;
 mod client_address;
