@@ -190,6 +190,7 @@ impl Engine {
             placement,
             start_here: slot.is_some(),
             notify: submission.notify,
+            approval_until_ms: None,
         };
         let admission = inner.store.admit(new, inner.max_pending).await;
         if let (

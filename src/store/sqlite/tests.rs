@@ -44,6 +44,8 @@ fn job(hook: &str, status: Status) -> JobRecord {
         stdout: None,
         stderr: None,
         notify: false,
+        approval_until_ms: None,
+        announce_wait: false,
     }
 }
 
@@ -931,7 +933,7 @@ async fn a_database_made_by_schema_version_3_migrates_and_keeps_its_jobs() {
         "a job from before notifications has none to announce"
     );
     store
-        .announce(&finished.id, vec![notification(0)])
+        .announce(&finished.id, vec![notification(0)], false)
         .await
         .unwrap();
     assert_eq!(
@@ -1014,6 +1016,7 @@ async fn an_announcement_that_fails_half_way_keeps_nothing_and_leaves_the_mark()
     store.send(Command::Write(Write::Announce {
         job: record.id.clone(),
         notifications: vec![notification(0), notification(1)],
+        wait: false,
         reply,
     }));
     drop(resume);
@@ -1037,7 +1040,7 @@ async fn announcing_a_job_the_store_does_not_have_is_an_error() {
     let (_dir, store) = open_store();
     let id = JobId::generate();
     assert!(matches!(
-        store.announce(&id, vec![notification(0)]).await,
+        store.announce(&id, vec![notification(0)], false).await,
         Err(StoreError::UnknownJob(unknown)) if unknown == id
     ));
     assert_eq!(store.next_notification_due().await.unwrap(), None);
