@@ -11,6 +11,11 @@
 //!   hands each job to exactly one claimer. It keeps each hook's `concurrency` across everyone who
 //!   claims: `queue`, `latest` and `replace` run one job at a time, oldest first; `parallel.limit`
 //!   counts every running job of the hook. A job placed on one instance is claimed only there.
+//! - **Approval.** A job admitted awaiting approval ([`NewJob::approval_until_ms`]) holds its
+//!   duplicate key and counts toward `max_pending`, but no claim hands it out: it enters its
+//!   lane only at [`Store::approve`], or ends at [`Store::reject`], [`Store::expire_approvals`]
+//!   or [`Store::cancel`]; each job is decided once, by one caller, on any instance. The wait
+//!   survives restarts, and no restart or reaping ends it.
 //! - **Order.** Writes through one handle apply in the order they were made. A read sees every
 //!   write made through the same handle before it.
 //! - **Durability.** A write's [`Committed`] resolves once the write is kept as its
@@ -547,7 +552,8 @@ impl Store {
         }
     }
 
-    /// Jobs waiting to be claimed, as last known (every instance's, for PostgreSQL).
+    /// Jobs waiting to be claimed or awaiting approval, as last known (every instance's, for
+    /// PostgreSQL).
     pub fn waiting(&self) -> usize {
         backend!(self, store => store.waiting())
     }
