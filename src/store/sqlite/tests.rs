@@ -1106,7 +1106,7 @@ async fn version_5_keeps_the_jobs_their_order_and_their_sequence_and_checks_the_
         .into_iter()
         .map(|record| record.id)
         .collect();
-    assert_eq!(ended, [first.id.clone()], "its mark is kept");
+    assert_eq!(ended, std::slice::from_ref(&first.id), "its mark is kept");
     let awaiting = JobRecord {
         approval_until_ms: Some(5_000),
         announce_wait: true,
