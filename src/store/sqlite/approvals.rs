@@ -15,28 +15,36 @@ impl SqliteStore {
         id: &JobId,
         concurrency: Concurrency,
     ) -> Result<Approval, StoreError> {
-        {
+        let approved = {
             let mut line = self.line();
-            if let Some((job, _)) = line.awaiting.get(id) {
-                let hook = job.hook.clone();
-                let (superseded, cancel) = match self.enter_lane(&mut line, &hook, concurrency, id)
-                {
-                    Ok(decided) => decided,
-                    Err(waiting) => return Ok(Approval::QueueFull { waiting }),
-                };
-                if let Some((mut job, command)) = line.awaiting.remove(id) {
-                    // Awaiting, so approving cannot fail.
-                    let _ = job.approve();
-                    // On the disk: an approved job runs after a restart, like an admitted one.
-                    drop(self.rows.update(id, JobUpdate::Approved, Durability::Disk));
-                    line.waiting.insert(id.clone(), (job.clone(), command));
-                    return Ok(Approval::Approved {
-                        job,
-                        superseded,
-                        cancel,
-                    });
+            match line.awaiting.get(id).map(|(job, _)| job.hook.clone()) {
+                None => None,
+                Some(hook) => {
+                    let (superseded, cancel) =
+                        match self.enter_lane(&mut line, &hook, concurrency, id) {
+                            Ok(entered) => entered,
+                            Err(waiting) => return Ok(Approval::QueueFull { waiting }),
+                        };
+                    line.awaiting.remove(id).map(|(mut job, command)| {
+                        // Awaiting, so approving cannot fail.
+                        let _ = job.approve();
+                        // On the disk before the answer: an approved job runs after a restart,
+                        // like an admitted one.
+                        let committed = self.rows.update(id, JobUpdate::Approved, Durability::Disk);
+                        line.waiting.insert(id.clone(), (job.clone(), command));
+                        let approval = Approval::Approved {
+                            job,
+                            superseded,
+                            cancel,
+                        };
+                        (committed, approval)
+                    })
                 }
             }
+        };
+        if let Some((committed, approval)) = approved {
+            committed.await?;
+            return Ok(approval);
         }
         Ok(match self.get(id).await? {
             Some(job) => Approval::NotAwaiting(job),
