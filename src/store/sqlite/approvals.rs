@@ -32,6 +32,7 @@ impl SqliteStore {
                         // like an admitted one.
                         let committed = self.rows.update(id, JobUpdate::Approved, Durability::Disk);
                         line.waiting.insert(id.clone(), (job.clone(), command));
+                        self.supersede(&mut line, &superseded);
                         let approval = Approval::Approved {
                             job,
                             superseded,

@@ -3,7 +3,7 @@
 //!
 //! One instance owns the file, so scheduling lives in its memory: `lanes` decides which waiting
 //! job starts next, the jobs awaiting approval wait outside the lanes until approved, and the
-//! duplicate index maps each kept key to its job. Both sit behind one
+//! duplicate index maps each kept key to its job. All sit behind one
 //! mutex, never held across an await, that also serialises admissions and claims, which gives the
 //! boundary's atomicity. `rows` is the database itself, written by one thread (`writer`).
 //!
@@ -144,6 +144,7 @@ impl SqliteStore {
             _ => &mut line.waiting,
         };
         place.insert(job.id.clone(), (job, command));
+        self.supersede(&mut line, &superseded);
         // `start_here` is declined: this store's claim is decided in memory, so a claim right
         // after the admission costs nothing.
         Ok(Admission::Accepted {
@@ -449,8 +450,10 @@ impl SqliteStore {
     }
 
     /// Puts the job `id` of `hook` in its lane under `concurrency`, as an admission does (and an
-    /// approval, for a job that awaited it): the lane's waiting jobs it supersedes are ended,
-    /// and its running jobs to stop are returned with them. `Err(waiting)` when a full `queue`
+    /// approval, for a job that awaited it): returns the lane's waiting jobs it supersedes, out
+    /// of the lane (the caller ends them with [`SqliteStore::supersede`] once the job's own
+    /// write is enqueued, so that a crash between the two never leaves the lane's jobs
+    /// superseded by nothing), and its running jobs to stop. `Err(waiting)` when a full `queue`
     /// refuses it.
     fn enter_lane(
         &self,
@@ -463,14 +466,18 @@ impl SqliteStore {
             lanes::Admission::QueueFull { waiting } => return Err(waiting),
             lanes::Admission::Accepted { superseded, cancel } => (superseded, cancel),
         };
-        for old in &superseded {
-            self.end_waiting(line, old, Status::Superseded);
-        }
         let cancel = cancel
             .into_iter()
             .map(|id| (id, self.instance.to_string()))
             .collect();
         Ok((superseded, cancel))
+    }
+
+    /// Ends the waiting jobs [`SqliteStore::enter_lane`] superseded.
+    fn supersede(&self, line: &mut Line, superseded: &[JobId]) {
+        for old in superseded {
+            self.end_waiting(line, old, Status::Superseded);
+        }
     }
 
     /// Ends a job that never started (superseded or cancelled while waiting, or rejected or
