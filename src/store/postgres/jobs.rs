@@ -213,8 +213,9 @@ impl PgStore {
         Ok(piece.freeze())
     }
 
-    /// Deletes the finished jobs (never one awaiting approval) created more than `max_age` ago or not among the newest
-    /// `max_jobs` (by `seq`); their output and keys go with them (`ON DELETE CASCADE`), and in
+    /// Deletes the finished jobs (never one awaiting approval) created more than `max_age` ago
+    /// or not among the newest `max_jobs` (by `seq`); their output and keys go with them (`ON
+    /// DELETE CASCADE`), and in
     /// the same statement the delivered or failed notifications of those jobs and of jobs pruned
     /// before (a pending one outlives its job until it is settled).
     pub async fn prune(&self, max_age: Duration, max_jobs: usize) -> Result<usize, StoreError> {

@@ -204,9 +204,9 @@ pub(super) fn recover(connection: &Connection, now_ms: i64) -> rusqlite::Result<
     queued.collect()
 }
 
-/// Deletes the finished jobs (whose end is announced, if it is to be) created before
-/// `created_before_ms` or not among the newest
-/// `max_jobs` jobs, and returns their ids; then the delivered and failed notifications whose job
+/// Deletes the finished jobs (whose end is announced, if it is to be; never one awaiting
+/// approval) created before `created_before_ms` or not among the newest `max_jobs` jobs, and
+/// returns their ids; then the delivered and failed notifications whose job
 /// is gone, now or at an earlier prune (a pending one stays until it is settled).
 pub(super) fn prune(
     connection: &Connection,

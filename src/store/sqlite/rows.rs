@@ -289,8 +289,8 @@ impl Rows {
 
     /// Deletes the jobs in a final status that were created more than `max_age` ago or are not
     /// among the newest `max_jobs` jobs overall, with their log files, and the delivered or
-    /// failed notifications of every job no longer kept. Queued and running jobs, and pending
-    /// notifications, always stay. Returns how many jobs were deleted.
+    /// failed notifications of every job no longer kept. Queued and running jobs, jobs
+    /// awaiting approval, and pending notifications, always stay. Returns how many jobs were deleted.
     pub async fn prune(&self, max_age: Duration, max_jobs: usize) -> Result<usize, StoreError> {
         let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
         let created_before_ms = now_ms().saturating_sub(max_age_ms);
