@@ -356,8 +356,8 @@ impl Store {
         backend!(self, store => store.reject(id).await)
     }
 
-    /// Ends as `expired` (like [`Store::reject`] otherwise) every job awaiting approval whose
-    /// wait ends at `now_ms` or before. Instances calling it at once each report different jobs.
+    /// Ends as `expired` (like [`Store::reject`] otherwise, its `finished_ms` the time it is
+    /// done) every job awaiting approval whose wait ends at `now_ms` or before. Instances calling it at once each report different jobs.
     pub async fn expire_approvals(&self, now_ms: i64) -> Result<Expiry, StoreError> {
         backend!(self, store => store.expire_approvals(now_ms).await)
     }

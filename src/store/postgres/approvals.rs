@@ -144,9 +144,9 @@ impl PgStore {
         let mut expired = self
             .end_awaiting(
                 &transaction,
-                "UPDATE jobs SET status = 'expired', finished_ms = $1, announce_wait = false \
+                "UPDATE jobs SET status = 'expired', finished_ms = $2, announce_wait = false \
                  WHERE status = 'awaiting_approval' AND approval_until_ms <= $1 RETURNING ",
-                &[&now_ms],
+                &[&now_ms, &super::now_ms()],
             )
             .await?;
         let next_ms: Option<i64> = Cached(&transaction)
