@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn approval_refusals_say_what_to_change() {
         let cases: &[(&str, &str)] = &[
-            ("    approval: {timeout: 1h}\n", "needs `response: {mode: async}`"),
+            (
+                "    approval: {timeout: 1h}\n",
+                "needs `response: {mode: async}`",
+            ),
             (
                 "    response: {mode: stream}\n    approval: {}\n",
                 "needs `response: {mode: async}`",
@@ -136,7 +139,10 @@ mod tests {
                 "    response: {mode: async}\n    approval: {timout: 1h}\n",
                 "timout",
             ),
-            ("    response: {mode: async}\n    approval: yes\n", "approval"),
+            (
+                "    response: {mode: async}\n    approval: yes\n",
+                "approval",
+            ),
         ];
         let without_admin = "hooks:\n  - id: a\n    signature: none\n    run: {command: [x]}\n    response: {mode: async}\n    approval: {}\n";
         let errors = load_str(without_admin, Path::new("hooks.yaml"), &|_| None)

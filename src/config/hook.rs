@@ -77,7 +77,8 @@ pub fn decode_all(
         let hook_path = path.index(index);
         let hook = decode_one(decoder, item, &hook_path, default_max_body, &default_notify);
         if let Some(hook) = &hook {
-            if hook.approval.is_some() && server.is_some_and(|server| server.admin_token.is_none()) {
+            if hook.approval.is_some() && server.is_some_and(|server| server.admin_token.is_none())
+            {
                 decoder.error(
                     &hook_path.key("approval"),
                     Part::Key,

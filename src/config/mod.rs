@@ -32,11 +32,11 @@ use crate::secret::Secret;
 use crate::signature::Signature;
 use crate::template::Template;
 
+pub use self::approval::Approval;
 pub use self::cluster::{default_instance, parse_store, valid_instance};
 pub use self::hook::RESERVED_ENV;
 pub use self::notify::{signing_key, Endpoint, Notification, Notifications, Target};
 pub use self::overrides::ServerOverrides;
-pub use self::approval::Approval;
 pub use self::retry::Retry;
 pub use self::server::TrustedProxies;
 pub use self::statuses::StatusSet;

@@ -189,13 +189,11 @@ impl Engine {
             Placement::Any => true,
             Placement::On { instance, .. } => *instance == me,
         };
-        let approval_until_ms = match job.state {
-            JobState::Awaiting { until_ms } => Some(until_ms),
-            _ => None,
-        };
-        let slot = (inner.store.starts_at_admission() && placed_here && approval_until_ms.is_none())
-            .then(|| inner.hold_slot())
-            .flatten();
+        let approval_until_ms = job.approval_until_ms();
+        let slot =
+            (inner.store.starts_at_admission() && placed_here && approval_until_ms.is_none())
+                .then(|| inner.hold_slot())
+                .flatten();
         let new = NewJob {
             job: job.clone(),
             command,
@@ -263,7 +261,7 @@ impl Engine {
     }
 
     /// A waiting job the store superseded for a newer one: its watchers here learn of it.
-    fn superseded(&self, hook: &str, id: &JobId) {
+    pub(super) fn superseded(&self, hook: &str, id: &JobId) {
         let inner = &self.inner;
         inner
             .metrics

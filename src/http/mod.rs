@@ -7,8 +7,9 @@ mod error;
 mod jobs;
 mod log;
 mod rerun;
-pub use rerun::rerun;
 pub use self::approvals::{approve, reject};
+pub use self::jobs::may_have_notifications;
+pub use rerun::rerun;
 mod stream;
 mod trigger;
 

@@ -78,7 +78,12 @@ async fn a_gated_job_waits_until_an_admin_approves_it_then_runs_once() {
             &ADMIN,
         )
         .await;
-    assert_eq!(listed.body["jobs"][0]["job_id"], id.as_str(), "{:?}", listed.body);
+    assert_eq!(
+        listed.body["jobs"][0]["job_id"],
+        id.as_str(),
+        "{:?}",
+        listed.body
+    );
     // A redelivery while it waits is a duplicate of it.
     let again = app.post_hook("deploy", r#"{"id": 1}"#, &[]).await;
     assert_eq!(
@@ -149,7 +154,10 @@ async fn approving_takes_the_admin_token_and_a_job_of_a_gated_hook() {
     let id = job_id(&app.post_hook("deploy", r#"{"id": 1}"#, &[]).await);
     for (headers, code) in [
         (&[][..], "admin_token_missing"),
-        (&[("Authorization", "Bearer nope")][..], "admin_token_invalid"),
+        (
+            &[("Authorization", "Bearer nope")][..],
+            "admin_token_invalid",
+        ),
     ] {
         for decision in ["approve", "reject"] {
             let answer = decide(&app, &id, decision, headers).await;
@@ -170,7 +178,12 @@ async fn approving_takes_the_admin_token_and_a_job_of_a_gated_hook() {
         (409, Some("not_awaiting_approval"))
     );
     let get = app
-        .request(reqwest::Method::GET, &format!("/jobs/{id}/approve"), "", &ADMIN)
+        .request(
+            reqwest::Method::GET,
+            &format!("/jobs/{id}/approve"),
+            "",
+            &ADMIN,
+        )
         .await;
     assert_eq!(get.status, 405);
 }
@@ -205,7 +218,10 @@ hooks:
         full.body
     );
     assert_eq!(full.headers["retry-after"], "5");
-    assert_eq!(app.get_job(&second).await.body["status"], "awaiting_approval");
+    assert_eq!(
+        app.get_job(&second).await.body["status"],
+        "awaiting_approval"
+    );
 
     std::fs::write(app.path("go"), "").unwrap();
     app.wait_for_job(&first, |job| job["status"] == "succeeded")
@@ -239,8 +255,18 @@ async fn the_wait_survives_a_kill_and_a_restart_and_expires_on_time() {
         }
         request.body("{\"id\": 2}").send()
     };
-    let slow: Value = post("/hooks/deploy".into(), false).await.unwrap().json().await.unwrap();
-    let quick: Value = post("/hooks/quick".into(), false).await.unwrap().json().await.unwrap();
+    let slow: Value = post("/hooks/deploy".into(), false)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let quick: Value = post("/hooks/quick".into(), false)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let (slow, quick) = (
         slow["job_id"].as_str().unwrap().to_string(),
         quick["job_id"].as_str().unwrap().to_string(),
@@ -322,9 +348,9 @@ async fn a_notification_says_a_job_awaits_approval_and_links_to_its_page() {
     let ended = app
         .wait_for_job(&id, |job| {
             job["status"] == "succeeded"
-                && job["notifications"]
-                    .as_array()
-                    .is_some_and(|all| all.len() == 3 && all.iter().all(|n| n["status"] == "delivered"))
+                && job["notifications"].as_array().is_some_and(|all| {
+                    all.len() == 3 && all.iter().all(|n| n["status"] == "delivered")
+                })
         })
         .await;
     let seen = receiver.seen.lock().unwrap();

@@ -1,8 +1,8 @@
 //! Tests through the front door: a real server on port 0, real signed requests, real processes.
 
 mod abuse;
-mod approvals;
 mod answers;
+mod approvals;
 mod check;
 mod client_address;
 mod cluster_settings;
