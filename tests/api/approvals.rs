@@ -100,7 +100,7 @@ async fn a_gated_job_waits_until_an_admin_approves_it_then_runs_once() {
     );
     app.wait_for_job(&id, |job| job["status"] == "succeeded")
         .await;
-    assert_eq!(runs(&app), [id.clone()]);
+    assert_eq!(runs(&app), [id.as_str()]);
 
     let twice = decide(&app, &id, "approve", &ADMIN).await;
     assert_eq!(
