@@ -9,7 +9,7 @@ use serde_yaml::Value;
 use super::decode::{scalar_text, Decoder, Fields};
 use super::source_map::{Part, YamlPath};
 use super::{
-    notify, retry, signature, when, Concurrency, Hook, Notifications, ProgramTemplate,
+    approval, notify, retry, signature, when, Concurrency, Hook, Notifications, ProgramTemplate,
     ResponseMode, ResponseSettings, Run, RunOn, ServerSettings, StdinMode,
 };
 use crate::template::Template;
@@ -29,6 +29,7 @@ const HOOK_KEYS: &[&str] = &[
     "dedupe_key",
     "run_on",
     "retry",
+    "approval",
     "notify",
 ];
 const RUN_KEYS: &[&str] = &[
@@ -76,6 +77,14 @@ pub fn decode_all(
         let hook_path = path.index(index);
         let hook = decode_one(decoder, item, &hook_path, default_max_body, &default_notify);
         if let Some(hook) = &hook {
+            if hook.approval.is_some() && server.is_some_and(|server| server.admin_token.is_none())
+            {
+                decoder.error(
+                    &hook_path.key("approval"),
+                    Part::Key,
+                    "`approval` needs `server.admin_token`: approving a job takes the admin token (the API or the web page); set one, or remove `approval`",
+                );
+            }
             if let Some(first) = first_seen.insert(hook.id.clone(), index) {
                 decoder.error(
                     &hook_path.key("id"),
@@ -186,6 +195,7 @@ fn decode_one(
     };
     let run_on = decode_run_on(decoder, &fields, response.as_ref());
     let retry = retry::decode(decoder, &fields, response.as_ref());
+    let approval = approval::decode(decoder, &fields, response.as_ref(), run_on);
     let notify = notify::decode_for_hook(decoder, &fields, default_notify);
     Some(Hook {
         id: id?,
@@ -202,6 +212,7 @@ fn decode_one(
         dedupe_key: dedupe_key?,
         run_on: run_on?,
         retry: retry?,
+        approval: approval?,
         notify: notify?,
     })
 }

@@ -1,6 +1,7 @@
 //! The configuration: parsed once from YAML into types that cannot be wrong, so the request path
 //! never re-checks. Every problem of a file is reported in one pass, each at its line and column.
 
+mod approval;
 mod cluster;
 pub mod decode;
 pub mod diagnostic;
@@ -31,6 +32,7 @@ use crate::secret::Secret;
 use crate::signature::Signature;
 use crate::template::Template;
 
+pub use self::approval::Approval;
 pub use self::cluster::{default_instance, parse_store, valid_instance};
 pub use self::hook::RESERVED_ENV;
 pub use self::notify::{signing_key, Endpoint, Notification, Notifications, Target};
@@ -138,6 +140,8 @@ pub struct Hook {
     pub dedupe_key: Option<Template>,
     pub run_on: RunOn,
     pub retry: Retry,
+    /// Its jobs wait for an admin's approval before they run (`async` hooks only).
+    pub approval: Option<Approval>,
     /// Its own `notify`, or the server's.
     pub notify: Notifications,
 }

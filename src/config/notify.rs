@@ -27,14 +27,22 @@ const ENTRY_KEYS: &[&str] = &[
     "command",
 ];
 const TARGETS: &[&str] = &["webhook", "slack", "command"];
-const ENDINGS: &[Status] = &[
+/// What a notification may be sent on: a job's final statuses, and the start of a wait for
+/// approval.
+const ANNOUNCED: &[Status] = &[
     Status::Succeeded,
     Status::Failed,
     Status::TimedOut,
     Status::Cancelled,
     Status::Superseded,
     Status::Interrupted,
+    Status::Rejected,
+    Status::Expired,
+    Status::AwaitingApproval,
 ];
+/// The most entries one `notify` list may have (far more than anyone needs; it keeps the
+/// positions of a job's notifications apart, see [`crate::store::WAIT_POSITION`]).
+const MAX_ENTRIES: usize = 100;
 /// How long a notification is tried before it is given up, by default.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// The wait before a notification's second try, by default; it doubles with each failed try…
@@ -116,6 +124,14 @@ pub fn decode_list(
         );
         return None;
     };
+    if items.len() > MAX_ENTRIES {
+        decoder.error(
+            path,
+            Part::Value,
+            format!("`notify` has {} entries, more than {MAX_ENTRIES}; one entry's `on` may list several statuses", items.len()),
+        );
+        return None;
+    }
     decoder.each(items, path, decode_entry).map(Arc::from)
 }
 
@@ -144,8 +160,8 @@ fn decode_entry(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Op
         }
         Some((value, path)) => StatusKey {
             key: "on",
-            allowed: ENDINGS,
-            refusal: &|_| "is not how a job ends; a notification is sent when a job ends",
+            allowed: ANNOUNCED,
+            refusal: &|_| "is not how a job ends; a notification is sent when a job ends, or when it begins to wait for approval (`awaiting_approval`)",
         }
         .decode(decoder, value, &path),
     };

@@ -182,7 +182,7 @@ impl Deliverer {
                     )
                 }
             };
-            planned.push(self.store().announce(&job.id, notifications));
+            planned.push(self.store().announce(job, notifications));
         }
         for kept in futures_util::future::join_all(planned).await {
             kept?;

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Engine, JobHandle, Live};
 use crate::command::JobCommand;
 use crate::config::{Concurrency, RunOn};
-use crate::job::{now_ms, Job, JobId, Outcome, Status};
+use crate::job::{now_ms, Job, JobId, JobState, Outcome, Status};
 use crate::store::{Admission, NewJob, Placement, StoreError};
 
 use super::sink::JobSink;
@@ -41,6 +41,9 @@ pub struct Submission {
     pub run_on: RunOn,
     /// The hook has a `notify` list: the job's end is to be announced.
     pub notify: bool,
+    /// The hook's `approval.timeout`: the job waits for an admin's approval at most this long
+    /// before it may run (an `async` hook's only).
+    pub approval: Option<std::time::Duration>,
 }
 
 /// What admitting one job did.
@@ -77,6 +80,12 @@ impl Engine {
         );
         if let Some(plan) = &submission.command.retry {
             job.attempts = plan.attempts;
+        }
+        if let Some(timeout) = submission.approval {
+            let timeout = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+            job.state = JobState::Awaiting {
+                until_ms: job.created_ms.saturating_add(timeout),
+            };
         }
         match submission.run_on {
             RunOn::Any => Ok(match self.admit(job, &submission, None).await? {
@@ -180,9 +189,11 @@ impl Engine {
             Placement::Any => true,
             Placement::On { instance, .. } => *instance == me,
         };
-        let slot = (inner.store.starts_at_admission() && placed_here)
-            .then(|| inner.hold_slot())
-            .flatten();
+        let approval_until_ms = job.approval_until_ms();
+        let slot =
+            (inner.store.starts_at_admission() && placed_here && approval_until_ms.is_none())
+                .then(|| inner.hold_slot())
+                .flatten();
         let new = NewJob {
             job: job.clone(),
             command,
@@ -190,6 +201,7 @@ impl Engine {
             placement,
             start_here: slot.is_some(),
             notify: submission.notify,
+            approval_until_ms,
         };
         let admission = inner.store.admit(new, inner.max_pending).await;
         if let (
@@ -235,6 +247,8 @@ impl Engine {
         }
         match started {
             Some(claimed) => inner.start(*claimed),
+            // It waits for a decision, not for room.
+            None if approval_until_ms.is_some() => inner.approval_admitted.notify_one(),
             None => inner.wake(),
         }
         Ok(Admitted::Job(Box::new(JobHandle {
@@ -247,7 +261,7 @@ impl Engine {
     }
 
     /// A waiting job the store superseded for a newer one: its watchers here learn of it.
-    fn superseded(&self, hook: &str, id: &JobId) {
+    pub(super) fn superseded(&self, hook: &str, id: &JobId) {
         let inner = &self.inner;
         inner
             .metrics

@@ -8,6 +8,7 @@
 //! mutex that is never held across an await, and a panic while holding it does not poison it.
 
 mod admission;
+mod approvals;
 mod events;
 mod live;
 mod recovery;
@@ -34,7 +35,7 @@ pub use self::sink::JobSink;
 
 /// A handle on an accepted job.
 pub struct JobHandle {
-    /// The job as it was accepted (queued).
+    /// The job as it was accepted (queued, or awaiting approval).
     pub job: Job,
     /// The job's state, updated at every change, for a job that runs on this instance (a `wait`
     /// or `stream` job); `None` for a job any instance may run.
@@ -80,6 +81,8 @@ struct Inner {
     /// When the first job waiting for a retry is due, as the last look at the store saw it: the
     /// scheduling timer wakes the engine then.
     retry_due: watch::Sender<Option<i64>>,
+    /// Wakes the expiry timer when a job begins to wait for approval here.
+    approval_admitted: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -106,6 +109,7 @@ impl Engine {
     /// Builds an engine whose jobs run on the current tokio runtime.
     pub fn new(store: Store, metrics: Arc<Metrics>, max_jobs: usize, max_pending: usize) -> Engine {
         let (retry_due, due) = watch::channel(None);
+        let approval_admitted = Arc::new(Notify::new());
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -117,10 +121,12 @@ impl Engine {
                 job_ended: Notify::new(),
                 stopping: CancellationToken::new(),
                 retry_due,
+                approval_admitted: Arc::clone(&approval_admitted),
             }),
         };
         engine.inner.listen();
         scheduling::spawn_timer(&engine.inner, due);
+        approvals::spawn_expiry(&engine.inner, approval_admitted);
         engine
     }
 

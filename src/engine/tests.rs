@@ -37,6 +37,7 @@ fn submission(hook: &str, shell: &str, concurrency: Concurrency) -> Submission {
         follow: false,
         run_on: RunOn::Any,
         notify: false,
+        approval: None,
     }
 }
 

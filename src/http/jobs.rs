@@ -8,8 +8,9 @@ use serde_json::json;
 
 use super::log::{self, Source};
 use super::{ApiError, AppState};
+use crate::config::Config;
 use crate::engine::Cancelled;
-use crate::job::{now_ms, rfc3339, JobId, JobView, Status};
+use crate::job::{now_ms, rfc3339, Job, JobId, JobView, Status};
 use crate::signature::tokens_equal;
 use crate::store::ListQuery;
 
@@ -69,12 +70,11 @@ pub async fn get_job(
         .await
         .map_err(store_error)?
         .ok_or_else(job_not_found)?;
-    let include_output = state
-        .config()
+    let config = state.config();
+    let include_output = config
         .hook(&job.hook)
         .is_some_and(|hook| hook.response.include_output);
-    // Notifications are made at a job's end: a job that has not ended has none to read.
-    let notifications = if job.status().is_final() {
+    let notifications = if may_have_notifications(&job, &config) {
         state
             .engine
             .store()
@@ -87,6 +87,16 @@ pub async fn get_job(
     let notifications = notifications.get(&job.id).map_or(&[][..], Vec::as_slice);
     Ok(HttpResponse::Ok()
         .json(JobView::of(&job, include_output, now_ms()).with_notifications(notifications)))
+}
+
+/// Whether a job may have notifications to read: they are made at its end, and at the start of
+/// its wait for approval, so a running or queued job of a hook without `approval` has none.
+pub fn may_have_notifications(job: &Job, config: &Config) -> bool {
+    job.status().is_final()
+        || job.status() == Status::AwaitingApproval
+        || config
+            .hook(&job.hook)
+            .is_some_and(|hook| hook.approval.is_some())
 }
 
 #[derive(Deserialize)]
@@ -145,7 +155,7 @@ pub(super) fn require_admin(state: &AppState, request: &HttpRequest) -> Result<(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "admin_disabled",
-            "the job list, cancel, re-run and `/instances` are off; set `server.admin_token` to turn them on",
+            "the job list, cancel, re-run, approvals and `/instances` are off; set `server.admin_token` to turn them on",
         ));
     };
     let given = request

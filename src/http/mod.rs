@@ -1,11 +1,14 @@
 //! The HTTP layer: routes, the request-id and logging middleware, and shared state.
 //! Handlers turn HTTP into plain data for the core and the core's answers back into HTTP.
 
+mod approvals;
 mod client;
 mod error;
 mod jobs;
 mod log;
 mod rerun;
+pub use self::approvals::{approve, reject};
+pub use self::jobs::may_have_notifications;
 pub use rerun::rerun;
 mod stream;
 mod trigger;
@@ -85,6 +88,16 @@ pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
                 .service(only(
                     "/{id}/rerun",
                     web::post().to(rerun::rerun_job),
+                    "POST",
+                ))
+                .service(only(
+                    "/{id}/approve",
+                    web::post().to(approvals::approve_job),
+                    "POST",
+                ))
+                .service(only(
+                    "/{id}/reject",
+                    web::post().to(approvals::reject_job),
                     "POST",
                 )),
         )

@@ -75,6 +75,7 @@ pub async fn rerun(state: &AppState, old: &JobId) -> Result<Job, ApiError> {
         follow: false,
         run_on: RunOn::Any,
         notify: !hook.notify.is_empty(),
+        approval: hook.approval.map(|approval| approval.timeout),
     };
     let handle = match state.engine.submit(submission).await {
         Ok(Submitted::Accepted(handle)) => handle,

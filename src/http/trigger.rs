@@ -170,6 +170,7 @@ async fn handle(
         follow: hook.response.mode == ResponseMode::Stream,
         run_on: hook.run_on,
         notify: !hook.notify.is_empty(),
+        approval: hook.approval.map(|approval| approval.timeout),
     };
     let job = match state.engine.submit(submission).await {
         Ok(Submitted::Accepted(job)) => job,

@@ -60,10 +60,16 @@ pub enum Status {
     Cancelled,
     Superseded,
     Interrupted,
+    /// Waits for an admin to approve it (SPEC §15); not final.
+    AwaitingApproval,
+    /// An admin refused it before it ran.
+    Rejected,
+    /// Nobody approved it within its hook's `approval.timeout`.
+    Expired,
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 11] = [
         Status::Queued,
         Status::Running,
         Status::Succeeded,
@@ -72,6 +78,9 @@ impl Status {
         Status::Cancelled,
         Status::Superseded,
         Status::Interrupted,
+        Status::AwaitingApproval,
+        Status::Rejected,
+        Status::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +93,9 @@ impl Status {
             Status::Cancelled => "cancelled",
             Status::Superseded => "superseded",
             Status::Interrupted => "interrupted",
+            Status::AwaitingApproval => "awaiting_approval",
+            Status::Rejected => "rejected",
+            Status::Expired => "expired",
         }
     }
 
@@ -93,9 +105,13 @@ impl Status {
             .find(|status| status.as_str() == text)
     }
 
-    /// Whether the job has ended (every status but `queued` and `running`).
+    /// Whether the job has ended (every status but `queued`, `running` and
+    /// `awaiting_approval`).
     pub fn is_final(self) -> bool {
-        !matches!(self, Status::Queued | Status::Running)
+        !matches!(
+            self,
+            Status::Queued | Status::Running | Status::AwaitingApproval
+        )
     }
 }
 

@@ -1,7 +1,8 @@
-//! A job and the states it goes through. A job is created `Queued`, may be claimed by one
-//! instance (`Running`), and ends `Finished` once, or goes back to `Queued` for its next attempt
-//! ([`Job::retry`]); [`Job::start`], [`Job::finish`] and [`Job::retry`] are the only ways between
-//! states, and they refuse every other move.
+//! A job and the states it goes through. A job is created `Queued` (or `Awaiting` an admin's
+//! approval, which [`Job::approve`] turns into `Queued`), may be claimed by one instance
+//! (`Running`), and ends `Finished` once, or goes back to `Queued` for its next attempt
+//! ([`Job::retry`]); [`Job::approve`], [`Job::start`], [`Job::finish`] and [`Job::retry`] are
+//! the only ways between states, and they refuse every other move.
 
 use super::{JobId, Status};
 
@@ -25,6 +26,9 @@ pub struct Job {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobState {
+    /// Waiting for an admin to approve it (SPEC §15), until `until_ms` (unix ms), when it
+    /// expires. Nothing claims it meanwhile.
+    Awaiting { until_ms: i64 },
     /// Waiting for an instance with room to claim it.
     Queued,
     /// Claimed by `instance`, whose command started at `started_ms`.
@@ -87,6 +91,8 @@ pub enum BadTransition {
     CannotRetry { id: JobId, status: &'static str },
     #[error("job {id} ran its last attempt ({attempts})")]
     NoAttemptLeft { id: JobId, attempts: u32 },
+    #[error("job {id} is {status}, not awaiting approval")]
+    NotAwaiting { id: JobId, status: &'static str },
 }
 
 impl Job {
@@ -113,6 +119,7 @@ impl Job {
 
     pub fn status(&self) -> Status {
         match &self.state {
+            JobState::Awaiting { .. } => Status::AwaitingApproval,
             JobState::Queued => Status::Queued,
             JobState::Running { .. } => Status::Running,
             JobState::Finished { outcome, .. } => outcome.status,
@@ -122,7 +129,7 @@ impl Job {
     /// The run, while running or once ended after running.
     pub fn run(&self) -> Option<&Run> {
         match &self.state {
-            JobState::Queued => None,
+            JobState::Awaiting { .. } | JobState::Queued => None,
             JobState::Running { run } => Some(run),
             JobState::Finished { run, .. } => run.as_ref(),
         }
@@ -145,9 +152,31 @@ impl Job {
     /// How long the command ran: to its end, or to `now_ms` while it runs.
     pub fn duration_ms(&self, now_ms: i64) -> Option<u64> {
         match &self.state {
-            JobState::Queued => None,
+            JobState::Awaiting { .. } | JobState::Queued => None,
             JobState::Running { run } => Some(now_ms.saturating_sub(run.started_ms).max(0) as u64),
             JobState::Finished { outcome, .. } => outcome.duration_ms,
+        }
+    }
+
+    /// Until when an awaiting job waits for its approval (unix ms); `None` for any other.
+    pub fn approval_until_ms(&self) -> Option<i64> {
+        match self.state {
+            JobState::Awaiting { until_ms } => Some(until_ms),
+            _ => None,
+        }
+    }
+
+    /// Awaiting approval → queued. Refused for a job in any other state.
+    pub fn approve(&mut self) -> Result<(), BadTransition> {
+        match self.state {
+            JobState::Awaiting { .. } => {
+                self.state = JobState::Queued;
+                Ok(())
+            }
+            _ => Err(BadTransition::NotAwaiting {
+                id: self.id.clone(),
+                status: self.status().as_str(),
+            }),
         }
     }
 
@@ -171,17 +200,25 @@ impl Job {
         }
     }
 
-    /// Running or queued → finished. A job that never ran can only end as superseded, cancelled,
-    /// interrupted or failed (a command that could not be read back).
+    /// Running, queued or awaiting approval → finished. A job that never ran can only end as
+    /// superseded, cancelled, interrupted or failed (a command that could not be read back); only
+    /// one awaiting approval can end `rejected` or `expired`.
     pub fn finish(&mut self, outcome: Outcome, at_ms: i64) -> Result<(), BadTransition> {
         if !outcome.status.is_final() {
             return Err(BadTransition::NotFinal {
                 status: outcome.status.as_str(),
             });
         }
+        let decided = matches!(outcome.status, Status::Rejected | Status::Expired);
+        if decided && !matches!(self.state, JobState::Awaiting { .. }) {
+            return Err(BadTransition::NotAwaiting {
+                id: self.id.clone(),
+                status: self.status().as_str(),
+            });
+        }
         let run = match &self.state {
             JobState::Running { run } => Some(run.clone()),
-            JobState::Queued => {
+            JobState::Awaiting { .. } | JobState::Queued => {
                 if matches!(outcome.status, Status::Succeeded | Status::TimedOut) {
                     return Err(BadTransition::NeverRan {
                         id: self.id.clone(),
@@ -296,6 +333,91 @@ mod tests {
                 assert_eq!((job.status(), job.run()), (status, None));
             } else {
                 assert_eq!(job.status(), Status::Queued, "unchanged after {status:?}");
+            }
+        }
+    }
+
+    fn awaiting() -> Job {
+        let mut job = job();
+        job.state = JobState::Awaiting { until_ms: 1_000 };
+        job
+    }
+
+    #[test]
+    fn only_an_awaiting_job_is_approved_and_it_becomes_queued() {
+        let mut job = awaiting();
+        assert_eq!(
+            (job.status(), job.approval_until_ms(), job.run()),
+            (Status::AwaitingApproval, Some(1_000), None)
+        );
+        assert!(!job.status().is_final());
+        assert!(
+            matches!(
+                job.start("web-1", 10),
+                Err(BadTransition::CannotStart { .. })
+            ),
+            "nothing runs before its approval"
+        );
+        job.approve().unwrap();
+        assert_eq!(
+            (job.status(), job.approval_until_ms()),
+            (Status::Queued, None)
+        );
+        // Every state but awaiting refuses, and leaves the job as it was.
+        let queued = |_: &mut Job| {};
+        let running = |job: &mut Job| job.start("web-1", 10).unwrap();
+        let finished = |job: &mut Job| job.finish(ended(Status::Cancelled), 11).unwrap();
+        let cases: [&dyn Fn(&mut Job); 3] = [&queued, &running, &finished];
+        for (index, state) in cases.into_iter().enumerate() {
+            let mut job = awaiting();
+            job.approve().unwrap();
+            state(&mut job);
+            let before = job.clone();
+            let result = job.approve();
+            assert!(
+                matches!(result, Err(BadTransition::NotAwaiting { .. })),
+                "case {index}: {result:?}"
+            );
+            assert_eq!(job, before, "case {index}: unchanged");
+        }
+    }
+
+    #[test]
+    fn an_awaiting_job_ends_only_unrun_and_only_it_is_rejected_or_expires() {
+        // (status, allowed from awaiting, allowed from queued, allowed from running)
+        let cases = [
+            (Status::Rejected, true, false, false),
+            (Status::Expired, true, false, false),
+            (Status::Cancelled, true, true, true),
+            (Status::Superseded, true, true, true),
+            (Status::Interrupted, true, true, true),
+            (Status::Failed, true, true, true),
+            (Status::Succeeded, false, false, true),
+            (Status::TimedOut, false, false, true),
+            (Status::AwaitingApproval, false, false, false),
+            (Status::Queued, false, false, false),
+        ];
+        for (status, from_awaiting, from_queued, from_running) in cases {
+            let mut running = job();
+            running.start("web-1", 10).unwrap();
+            for (mut job, allowed) in [
+                (awaiting(), from_awaiting),
+                (self::job(), from_queued),
+                (running, from_running),
+            ] {
+                let before = job.clone();
+                let result = job.finish(ended(status), 20);
+                assert_eq!(
+                    result.is_ok(),
+                    allowed,
+                    "{status:?} from {:?}: {result:?}",
+                    before.status()
+                );
+                if allowed {
+                    assert_eq!((job.status(), job.finished_ms()), (status, Some(20)));
+                } else {
+                    assert_eq!(job, before, "unchanged");
+                }
             }
         }
     }

@@ -24,6 +24,9 @@ pub struct JobView<'a> {
     /// When a job waiting for a retry runs next; `null` otherwise.
     next_attempt_at: Option<String>,
     links: Links,
+    /// When a job awaiting approval expires; only in an awaiting job's body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval_expires_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,9 +38,11 @@ pub struct JobView<'a> {
     notifications: Option<Vec<NotificationView>>,
 }
 
-/// One notification of a job's end, as its body shows it.
+/// One notification of a job's end (or of its wait for approval), as its body shows it.
 #[derive(Serialize)]
 pub struct NotificationView {
+    /// `end`, or `awaiting_approval` for the message that the job began to wait.
+    event: &'static str,
     target: String,
     status: &'static str,
     attempts: u32,
@@ -47,7 +52,13 @@ pub struct NotificationView {
 
 impl NotificationView {
     pub fn of(state: &NotificationState) -> NotificationView {
+        let event = if state.position >= crate::store::WAIT_POSITION {
+            "awaiting_approval"
+        } else {
+            "end"
+        };
         NotificationView {
+            event,
             target: state.target.clone(),
             status: state.status.as_str(),
             attempts: state.attempts,
@@ -88,6 +99,7 @@ impl<'a> JobView<'a> {
                 job: format!("/jobs/{}", job.id),
                 log: format!("/jobs/{}/log", job.id),
             },
+            approval_expires_at: job.approval_until_ms().map(rfc3339),
             error: outcome.and_then(|outcome| outcome.error.as_deref()),
             stdout: output(outcome.and_then(|outcome| outcome.stdout.as_ref())),
             stderr: output(outcome.and_then(|outcome| outcome.stderr.as_ref())),
@@ -192,6 +204,25 @@ mod tests {
         }
         assert_eq!(body["created_at"], "1970-01-01T00:00:00.000Z");
         assert_eq!(body["stdout"], "");
+    }
+
+    #[test]
+    fn an_awaiting_job_says_when_its_approval_expires() {
+        let mut job = Job::queued(JobId::generate(), "h".into(), "r".into(), None, 0);
+        job.state = JobState::Awaiting {
+            until_ms: 1_700_000_086_400,
+        };
+        let body = JobView::of(&job, false, 20).to_value();
+        assert_eq!(body["status"], "awaiting_approval");
+        assert_eq!(body["approval_expires_at"], "2023-11-14T22:14:46.400Z");
+        assert!(body["started_at"].is_null() && body["instance"].is_null());
+        job.approve().unwrap();
+        let body = JobView::of(&job, false, 20).to_value();
+        assert!(body.get("approval_expires_at").is_none(), "{body}");
+        assert!(JobView::of(&finished(), false, 0)
+            .to_value()
+            .get("approval_expires_at")
+            .is_none());
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Which notifications a job's end makes, and what each sends: one per entry of its hook's
-//! `notify` list whose `on` names how the job ended, built once (the same bytes on every try).
+//! Which notifications a job's end (or its wait for approval) makes, and what each sends: one
+//! per entry of its hook's `notify` list whose `on` names the job's status, built once (the same
+//! bytes on every try).
 
 use sha2::{Digest, Sha256};
 
 use crate::config::{Notification, Target};
 use crate::job::{now_ms, Job, Status};
-use crate::store::NewNotification;
+use crate::store::{NewNotification, WAIT_POSITION};
 
 use super::{command, slack, webhook};
 
@@ -26,7 +27,11 @@ pub fn plan(
     output: &[u8],
     public_url: Option<&str>,
 ) -> Vec<NewNotification> {
-    let created_ms = job.finished_ms().unwrap_or_else(now_ms);
+    // A wait's notification dates from the trigger, an end's from the end.
+    let created_ms = match job.approval_until_ms() {
+        Some(_) => job.created_ms,
+        None => job.finished_ms().unwrap_or_else(now_ms),
+    };
     matching(job, entries)
         .map(|(position, entry)| {
             let (body, env) = match &entry.target {
@@ -83,12 +88,21 @@ pub fn route(entry: &Notification) -> String {
     hex::encode(&digest.finalize()[..16])
 }
 
+/// The entries that announce `job` as it is now (ended, or waiting for approval), each with its
+/// notification's position: its place in the list, plus [`WAIT_POSITION`] for a wait.
 fn matching<'a>(
     job: &'a Job,
     entries: &'a [Notification],
 ) -> impl Iterator<Item = (u32, &'a Notification)> + 'a {
     let status = job.status();
+    let announced = status.is_final() || status == Status::AwaitingApproval;
+    let offset = if status == Status::AwaitingApproval {
+        WAIT_POSITION
+    } else {
+        0
+    };
     (0u32..)
         .zip(entries)
-        .filter(move |(_, entry)| status.is_final() && entry.on.contains(status))
+        .filter(move |(_, entry)| announced && entry.on.contains(status))
+        .map(move |(position, entry)| (position + offset, entry))
 }

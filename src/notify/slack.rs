@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::job::{signal_name, Job};
+use crate::job::{rfc3339, signal_name, Job};
 
 /// At most this many of the output's last lines are shown…
 pub const MAX_LINES: usize = 20;
@@ -22,6 +22,9 @@ pub fn body(job: &Job, output: &[u8], public_url: Option<&str>) -> Vec<u8> {
 /// The message text, in Slack's `mrkdwn`: every piece that comes from the job or its output has
 /// `&`, `<` and `>` escaped, so output cannot mention `@channel` (`<!channel>`) or forge a link.
 pub fn text(job: &Job, output: &[u8], public_url: Option<&str>) -> String {
+    if let Some(until_ms) = job.approval_until_ms() {
+        return waiting(job, until_ms, public_url);
+    }
     let mut text = format!("*{}*: {}", escape(&job.hook), ending(job));
     if job.attempts > 1 {
         text.push_str(&format!(", attempt {} of {}", job.attempt, job.attempts));
@@ -39,6 +42,29 @@ pub fn text(job: &Job, output: &[u8], public_url: Option<&str>) -> String {
     let (tail, shown) = tail(output);
     if !tail.is_empty() {
         text.push_str(&format!("\n{shown}:\n```\n{}\n```", code(&tail)));
+    }
+    text
+}
+
+/// A job of an `approval` hook began to wait: where to approve or reject it (its web page, when
+/// the server's address is known), and until when.
+fn waiting(job: &Job, until_ms: i64, public_url: Option<&str>) -> String {
+    let mut text = format!(
+        "*{}*: awaiting approval until {}\n",
+        escape(&job.hook),
+        rfc3339(until_ms)
+    );
+    match public_url {
+        Some(base) => text.push_str(&format!(
+            "<{}/ui/jobs/{}|approve or reject job {}>",
+            escape(base.trim_end_matches('/')),
+            job.id,
+            job.id
+        )),
+        None => text.push_str(&format!(
+            "job `{}`: approve or reject it on its web page, or with `POST /jobs/{}/approve`",
+            job.id, job.id
+        )),
     }
     text
 }

@@ -11,6 +11,11 @@
 //!   hands each job to exactly one claimer. It keeps each hook's `concurrency` across everyone who
 //!   claims: `queue`, `latest` and `replace` run one job at a time, oldest first; `parallel.limit`
 //!   counts every running job of the hook. A job placed on one instance is claimed only there.
+//! - **Approval.** A job admitted awaiting approval ([`NewJob::approval_until_ms`]) holds its
+//!   duplicate key and counts toward `max_pending`, but no claim hands it out: it enters its
+//!   lane only at [`Store::approve`], or ends at [`Store::reject`], [`Store::expire_approvals`]
+//!   or [`Store::cancel`]; each job is decided once, by one caller, on any instance. The wait
+//!   survives restarts, and no restart or reaping ends it.
 //! - **Order.** Writes through one handle apply in the order they were made. A read sees every
 //!   write made through the same handle before it.
 //! - **Durability.** A write's [`Committed`] resolves once the write is kept as its
@@ -41,6 +46,7 @@ pub use error::StoreError;
 pub use log::LogWriter;
 pub use notification::{
     message_id, DueNotification, NewNotification, NotificationState, NotificationStatus, Tried,
+    WAIT_POSITION,
 };
 
 /// A job to admit, with what it needs to run and how it is scheduled.
@@ -61,8 +67,14 @@ pub struct NewJob {
     /// the job is then queued, and the slot is the caller's again.
     pub start_here: bool,
     /// The job's hook has a `notify` list: its end, however it comes, is kept as still to be
-    /// announced, until [`Store::announce`] keeps its notifications.
+    /// announced, until [`Store::announce`] keeps its notifications. A job admitted awaiting
+    /// approval also keeps its wait as still to be announced.
     pub notify: bool,
+    /// The hook asks for an admin's approval (SPEC §15): the job is admitted awaiting it until
+    /// this instant (unix ms), in [`JobState::Awaiting`](crate::job::JobState). Its duplicate
+    /// key is taken and it counts toward `max_pending`, but its lane's rules wait for
+    /// [`Store::approve`]: nothing claims it, and `start_here` does not apply.
+    pub approval_until_ms: Option<i64>,
 }
 
 /// Which instances may claim a job.
@@ -121,6 +133,46 @@ pub enum Retried {
     Superseded(Box<Job>),
     /// This instance no longer holds the job (another one ended it): nothing was recorded.
     NotHeld,
+}
+
+/// What [`Store::approve`] did.
+#[derive(Debug)]
+pub enum Approval {
+    /// The job is queued now, under its lane's rules as if it had just been admitted:
+    /// `superseded` waiting jobs of the lane are recorded `superseded` (`latest`, `replace`), and
+    /// `cancel` running ones must stop (`replace`; the store tells the other instances, the
+    /// caller stops its own).
+    Approved {
+        job: Job,
+        superseded: Vec<JobId>,
+        cancel: Vec<(JobId, String)>,
+    },
+    /// `queue` mode and the lane's queue is full: the job still awaits approval.
+    QueueFull {
+        waiting: usize,
+    },
+    /// The job is kept but does not await approval (approved already, or ended).
+    NotAwaiting(Job),
+    NotFound,
+}
+
+/// What [`Store::reject`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decided {
+    /// The job awaited approval and now ended (`rejected`).
+    Ended(Job),
+    /// The job is kept but does not await approval.
+    NotAwaiting(Job),
+    NotFound,
+}
+
+/// What [`Store::expire_approvals`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// The jobs that ended `expired` in this call, each reported by one caller only.
+    pub expired: Vec<Job>,
+    /// The earliest end of the waits still under way (unix ms): the caller calls again then.
+    pub next_ms: Option<i64>,
 }
 
 /// What [`Store::work_waiting`] saw.
@@ -288,7 +340,31 @@ impl Store {
         backend!(self, store => store.finish(job, durability))
     }
 
-    /// Dequeues a waiting job, or asks the instance running it to stop it.
+    /// Approves a job awaiting approval, as one step: its lane's rules apply now, exactly as at
+    /// the admission of a new job (a full `queue` refuses, and the job goes on awaiting), then
+    /// it is queued and claimers are woken. See [`Approval`].
+    pub async fn approve(
+        &self,
+        id: &JobId,
+        concurrency: Concurrency,
+    ) -> Result<Approval, StoreError> {
+        backend!(self, store => store.approve(id, concurrency).await)
+    }
+
+    /// Ends a job awaiting approval as `rejected`: it never runs, gives its duplicate key back,
+    /// and its end is announced like any other (with [`NewJob::notify`]).
+    pub async fn reject(&self, id: &JobId) -> Result<Decided, StoreError> {
+        backend!(self, store => store.reject(id).await)
+    }
+
+    /// Ends as `expired` (like [`Store::reject`] otherwise, its `finished_ms` the time it is
+    /// done) every job awaiting approval whose wait ends at `now_ms` or before. Instances calling it at once each report different jobs.
+    pub async fn expire_approvals(&self, now_ms: i64) -> Result<Expiry, StoreError> {
+        backend!(self, store => store.expire_approvals(now_ms).await)
+    }
+
+    /// Dequeues a waiting job (queued or awaiting approval), or asks the instance running it to
+    /// stop it.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
         backend!(self, store => store.cancel(id).await)
     }
@@ -374,7 +450,8 @@ impl Store {
         Ok((tail, start + extra as u64))
     }
 
-    /// Deletes the finished jobs (but those whose end is still to be announced) created more
+    /// Deletes the finished jobs (but those whose end is still to be announced; never a job
+    /// awaiting approval) created more
     /// than `max_age` ago or not among the newest
     /// `max_jobs`, with their output and their delivered or failed notifications (a pending one
     /// stays until it is delivered or given up, then goes at a later prune); returns how many
@@ -383,19 +460,24 @@ impl Store {
         backend!(self, store => store.prune(max_age, max_jobs).await)
     }
 
-    /// Finished jobs whose end is still to be announced ([`NewJob::notify`]), oldest end first,
-    /// at most `limit`. Another instance may be announcing the same ones.
+    /// Jobs with something still to announce ([`NewJob::notify`]), at most `limit`: finished
+    /// jobs whose end is not announced yet, oldest end first, and jobs awaiting approval whose
+    /// wait is not announced yet (their [`Job::status`] tells which). A wait that ended (the job
+    /// was approved, or ended) before it was announced is no longer returned. Another instance
+    /// may be announcing the same ones.
     pub async fn unannounced(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         backend!(self, store => store.unannounced(limit).await)
     }
 
     /// Keeps the notifications of a finished job's end, pending and due at once, and marks its
-    /// end announced, in one durable transaction. A notification the job already has (the same
+    /// end announced (and its wait, if that was not), in one durable transaction. Given a job
+    /// awaiting approval, it keeps the notifications of its wait and marks only the wait
+    /// announced. A notification the job already has (the same
     /// `position`, kept by an earlier call here or on another instance) is left as it is, so
     /// announcing twice keeps one of each. An empty list just marks it announced.
     pub async fn announce(
         &self,
-        job: &JobId,
+        job: &Job,
         notifications: Vec<NewNotification>,
     ) -> Result<(), StoreError> {
         backend!(self, store => store.announce(job, notifications).await)
@@ -471,7 +553,8 @@ impl Store {
         }
     }
 
-    /// Jobs waiting to be claimed, as last known (every instance's, for PostgreSQL).
+    /// Jobs waiting to be claimed or awaiting approval, as last known (every instance's, for
+    /// PostgreSQL).
     pub fn waiting(&self) -> usize {
         backend!(self, store => store.waiting())
     }

@@ -17,11 +17,17 @@
 
 use crate::job::JobId;
 
+/// Added to an entry's place in its `notify` list to make the position of the notification that
+/// a job began to wait for approval, which is kept apart from the one of its end by the same
+/// entry (a list has far fewer entries).
+pub const WAIT_POSITION: u32 = 1 << 16;
+
 /// A notification to keep for a job's end, built by the delivery worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewNotification {
-    /// Its entry's place in the hook's `notify` list. With the job's id, it names the
-    /// notification: a job's end is announced at most once per entry.
+    /// Its entry's place in the hook's `notify` list, plus [`WAIT_POSITION`] for a wait's
+    /// notification. With the job's id, it names the notification: a job's end (and its wait)
+    /// is announced at most once per entry.
     pub position: u32,
     /// `webhook`, `slack` or `command`.
     pub target: String,

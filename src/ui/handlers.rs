@@ -249,7 +249,7 @@ pub async fn job(
         Ok(None) => return job_not_found(),
         Err(error) => return unavailable(error),
     };
-    let notifications = if job.status().is_final() {
+    let notifications = if crate::http::may_have_notifications(&job, &state.config()) {
         match store.notifications(std::slice::from_ref(&job.id)).await {
             Ok(notifications) => notifications,
             Err(error) => return unavailable(error),

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod answers;
+mod approvals;
 mod check;
 mod client_address;
 mod cluster_settings;

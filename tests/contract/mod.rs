@@ -8,7 +8,9 @@
 
 #![allow(dead_code)]
 
+mod approvals;
 mod notifications;
+pub use approvals::*;
 pub use notifications::*;
 
 use std::future::Future;
@@ -76,6 +78,15 @@ macro_rules! store_contract {
             a_delivered_notification_keeps_why_its_last_failed_try_failed,
             a_restart_lets_go_of_held_notifications,
             prune_keeps_a_pending_notification_of_a_pruned_job,
+            an_awaiting_job_is_never_claimed_until_approved,
+            an_approval_applies_the_lanes_rules_at_that_moment,
+            a_rejected_job_ends_and_gives_its_key_back,
+            expiry_ends_only_the_due_waits_and_says_when_the_next_is,
+            cancel_ends_an_awaiting_job,
+            list_filters_jobs_awaiting_approval,
+            a_wait_and_an_end_are_announced_apart,
+            an_awaiting_job_survives_a_restart_and_is_seen_by_another_instance,
+            prune_never_deletes_an_awaiting_job,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -120,6 +131,7 @@ pub fn new_job(hook: &str, key: Option<&str>, concurrency: Concurrency) -> NewJo
         placement: Placement::Any,
         start_here: false,
         notify: false,
+        approval_until_ms: None,
     }
 }
 

@@ -44,8 +44,14 @@ async fn failed_and_announced(
     let id = admit(store, notifying(hook, PARALLEL)).await;
     claim_ids(store, 8).await;
     finish(store, &id, Status::Failed).await;
-    store.announce(&id, notifications).await.unwrap();
+    announce(store, &id, notifications).await;
     id
+}
+
+/// Announces the job `id` as the store has it now (its end, or its wait for approval).
+pub async fn announce(store: &Store, id: &JobId, notifications: Vec<NewNotification>) {
+    let job = store.get(id).await.unwrap().expect("the job exists");
+    store.announce(&job, notifications).await.unwrap();
 }
 
 async fn unannounced_ids(store: &Store) -> Vec<JobId> {
@@ -81,13 +87,10 @@ pub async fn a_job_end_is_announced_once(database: &impl Database) {
         notification(0, "webhook", "event"),
         notification(1, "command", "{}\n"),
     ];
-    store.announce(&loud, first.clone()).await.unwrap();
+    announce(&store, &loud, first.clone()).await;
     assert!(unannounced_ids(&store).await.is_empty());
     // Announcing again (another instance did it too) keeps what is there.
-    store
-        .announce(&loud, vec![notification(0, "webhook", "other")])
-        .await
-        .unwrap();
+    announce(&store, &loud, vec![notification(0, "webhook", "other")]).await;
     let kept = states(&store, &loud).await;
     assert_eq!(kept.len(), 2);
     for (state, new) in kept.iter().zip(&first) {
@@ -119,7 +122,7 @@ pub async fn a_job_end_is_announced_once(database: &impl Database) {
     claim_ids(&store, 8).await;
     finish(&store, &none, Status::Succeeded).await;
     assert_eq!(unannounced_ids(&store).await, std::slice::from_ref(&none));
-    store.announce(&none, Vec::new()).await.unwrap();
+    announce(&store, &none, Vec::new()).await;
     assert!(unannounced_ids(&store).await.is_empty());
     assert!(states(&store, &none).await.is_empty());
 }
@@ -143,7 +146,7 @@ pub async fn an_end_without_a_run_is_announced_too(database: &impl Database) {
     expected.sort_by_key(|id| id.to_string());
     assert_eq!(ended, expected);
     for id in &ended {
-        store.announce(id, Vec::new()).await.unwrap();
+        announce(&store, id, Vec::new()).await;
     }
 
     // A restart's `interrupted` too.
@@ -332,10 +335,7 @@ pub async fn prune_keeps_a_pending_notification_of_a_pruned_job(database: &impl 
     claim_ids(&store, 8).await;
     for id in [&delivered, &pending] {
         finish(&store, id, Status::Failed).await;
-        store
-            .announce(id, vec![notification(0, "webhook", "a")])
-            .await
-            .unwrap();
+        announce(&store, id, vec![notification(0, "webhook", "a")]).await;
     }
     for due in store.due_notifications(now_ms(), 10, HOLD).await.unwrap() {
         let tried = if due.job == delivered {

@@ -322,7 +322,7 @@ async fn a_database_made_by_a_newer_hookrunner_is_refused() {
             error,
             StoreError::NewerSchema {
                 found: 99,
-                known: 3
+                known: 4
             }
         ),
         "{error:?}"

@@ -55,6 +55,7 @@ async fn submit_with_timeout(
             follow: false,
             run_on: RunOn::Any,
             notify: false,
+            approval: None,
         })
         .await
         .unwrap();

@@ -89,6 +89,7 @@ pub fn new_job(hook: &str, concurrency: Concurrency, key: Option<&str>) -> NewJo
         placement: Placement::Any,
         start_here: false,
         notify: false,
+        approval_until_ms: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! stand for the instances of a cluster; `instances` and `notify` run real `hookrunner serve`
 //! processes. Every test fails without a server.
 
+mod approvals;
 mod cluster;
 mod conflicts;
 mod direct;

@@ -40,7 +40,8 @@ async fn announced(store: &Store, jobs: usize, per_job: u32) -> Vec<JobId> {
                 env: Vec::new(),
             })
             .collect();
-        store.announce(id, notifications).await.unwrap();
+        let job = store.get(id).await.unwrap().expect("the job exists");
+        store.announce(&job, notifications).await.unwrap();
     }
     ids
 }

@@ -45,6 +45,7 @@ async fn a_retry_scheduled_on_one_instance_runs_on_another_when_due() {
             follow: false,
             run_on: RunOn::Any,
             notify: false,
+            approval: None,
         })
         .await
         .unwrap();

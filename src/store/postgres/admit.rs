@@ -7,7 +7,7 @@ use super::rows::{lane_of, mode_words};
 use super::Cached;
 use super::{lock, now_ms, PgStore};
 use crate::config::Concurrency;
-use crate::job::JobId;
+use crate::job::{JobId, Status};
 use crate::store::{Admission, Committed, Durability, NewJob, StoreError};
 
 /// How often an admission looks again for the holder of a duplicate key that went away between
@@ -26,6 +26,8 @@ struct Admitting<'a> {
     stored: &'a str,
     /// Its end is to be announced ([`NewJob::notify`]).
     notify: bool,
+    /// It awaits approval until then ([`NewJob::approval_until_ms`]).
+    approval_until_ms: Option<i64>,
 }
 
 impl PgStore {
@@ -51,6 +53,7 @@ impl PgStore {
             command,
             concurrency,
             notify,
+            approval_until_ms,
             ..
         } = new;
         let durable = command.run_after_restart;
@@ -67,6 +70,7 @@ impl PgStore {
             durable,
             stored: &stored,
             notify,
+            approval_until_ms,
         };
         let admission =
             super::retrying("admission", || self.admit_once(&admitting, max_pending)).await;
@@ -93,28 +97,33 @@ impl PgStore {
             job,
             lane,
             placed,
-            concurrency,
+            concurrency: _,
             durable,
             stored,
             notify,
+            approval_until_ms,
         } = *admitting;
         let mut client = self.client_for(Durability::disk_if(durable)).await?;
         let transaction = super::begin(&mut client, &self.inner.failure).await?;
-        let decided = self
-            .admit_in(&transaction, job, lane, concurrency, max_pending)
-            .await;
+        let decided = self.admit_in(&transaction, admitting, max_pending).await;
         match decided {
             Ok(Ok(admission)) => {
                 // Other instances are woken only for a job they may claim: this one claims
-                // its own after the admission.
-                let others_may_claim = placed.as_ref() != Some(&self.inner.instance);
+                // its own after the admission, and nobody claims a job awaiting approval.
+                let awaiting = approval_until_ms.is_some();
+                let others_may_claim = placed.as_ref() != Some(&self.inner.instance) && !awaiting;
+                let status = if awaiting {
+                    Status::AwaitingApproval
+                } else {
+                    Status::Queued
+                };
                 let insert = Cached(&transaction)
                     .execute(
                         "WITH inserted AS ( \
                              INSERT INTO jobs (id, hook, request_id, status, dedupe_key, \
                                                created_ms, attempt, attempts, placement, lane, command, \
-                                               notify) \
-                             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $12) \
+                                               notify, approval_until_ms, announce_wait) \
+                             VALUES ($1, $2, $3, $13, $4, $5, $6, $7, $8, $9, $10, $12, $14, $15) \
                              RETURNING 1) \
                          SELECT pg_notify('hookrunner_work', '') FROM inserted WHERE $11",
                         &[
@@ -130,6 +139,9 @@ impl PgStore {
                             &stored,
                             &others_may_claim,
                             &notify,
+                            &status.as_str(),
+                            &approval_until_ms,
+                            &(notify && awaiting),
                         ],
                     )
                     .await;
@@ -159,25 +171,26 @@ impl PgStore {
     }
 
     /// The decisions before the insert: `Ok(Ok(accepted))` to insert, `Ok(Err(refusal))` to roll
-    /// back.
+    /// back. A job awaiting approval is not put in its lane (that waits for `approve`).
     async fn admit_in(
         &self,
         transaction: &Transaction<'_>,
-        job: &crate::job::Job,
-        lane: &str,
-        concurrency: Concurrency,
+        admitting: &Admitting<'_>,
         max_pending: usize,
     ) -> Result<Result<Admission, Admission>, StoreError> {
+        let job = admitting.job;
         let sql = |error| self.sql(error);
         if let Some(key) = &job.dedupe_key {
             if let Some(first) = self.holder(transaction, &job.hook, key, &job.id).await? {
                 return Ok(Err(Admission::Duplicate(first)));
             }
         }
-        // Counted up to the bound only: a long backlog costs no more than the bound.
+        // Counted up to the bound only: a long backlog costs no more than the bound. Jobs
+        // awaiting approval count too, so a flood of them is bounded.
         let pending: i64 = Cached(transaction)
             .query_one(
-                "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' LIMIT $1) AS q",
+                "SELECT count(*) FROM (SELECT 1 FROM jobs \
+                     WHERE status IN ('queued', 'awaiting_approval') LIMIT $1) AS q",
                 &[&i64::try_from(max_pending).unwrap_or(i64::MAX)],
             )
             .await
@@ -187,6 +200,33 @@ impl PgStore {
         if pending >= max_pending {
             return Ok(Err(Admission::ServerFull { pending }));
         }
+        if admitting.approval_until_ms.is_some() {
+            return Ok(Ok(accepted(Vec::new(), Vec::new())));
+        }
+        Ok(
+            match self
+                .enter_lane(transaction, admitting.lane, admitting.concurrency)
+                .await?
+            {
+                Ok((superseded, cancel)) => Ok(accepted(superseded, cancel)),
+                Err(waiting) => Err(Admission::QueueFull { waiting }),
+            },
+        )
+    }
+
+    /// A job's entry in its lane under `concurrency`, in `transaction`, by an admission or an
+    /// approval (the job itself not yet queued): for `queue`, `latest` and `replace` the lane's
+    /// row is locked until the commit, so the queue bound and supersession are exact across
+    /// instances; `parallel` takes no lock. `Ok((superseded, cancel))`: the lane's waiting jobs
+    /// it superseded (recorded so) and the running ones asked to stop; `Err(waiting)` when a
+    /// full `queue` refuses it (the caller rolls back).
+    pub(super) async fn enter_lane(
+        &self,
+        transaction: &Transaction<'_>,
+        lane: &str,
+        concurrency: Concurrency,
+    ) -> Result<Result<Entered, usize>, StoreError> {
+        let sql = |error| self.sql(error);
         let (mode, limit) = mode_words(concurrency);
         if let Concurrency::Parallel { .. } = concurrency {
             let known = Cached(transaction)
@@ -198,7 +238,7 @@ impl PgStore {
                 .map_err(sql)?
                 .map(|row| (row.get::<_, String>(0), row.get::<_, Option<i64>>(1)));
             if known.as_ref().map(|(m, l)| (m.as_str(), *l)) == Some((mode, limit)) {
-                return Ok(Ok(accepted(Vec::new(), Vec::new())));
+                return Ok(Ok((Vec::new(), Vec::new())));
             }
         }
         // The upsert locks the lane's row until the commit: admissions of this lane that decide
@@ -213,7 +253,7 @@ impl PgStore {
             .await
             .map_err(sql)?;
         match concurrency {
-            Concurrency::Parallel { .. } => Ok(Ok(accepted(Vec::new(), Vec::new()))),
+            Concurrency::Parallel { .. } => Ok(Ok((Vec::new(), Vec::new()))),
             Concurrency::Queue { queue } => {
                 let row = Cached(transaction)
                     .query_one(
@@ -230,9 +270,9 @@ impl PgStore {
                 // queue: `queue: 0` means "run when idle, refuse while busy".
                 let starts_next = usize::from(running == 0);
                 if waiting >= queue.saturating_add(starts_next) {
-                    return Ok(Err(Admission::QueueFull { waiting }));
+                    return Ok(Err(waiting));
                 }
-                Ok(Ok(accepted(Vec::new(), Vec::new())))
+                Ok(Ok((Vec::new(), Vec::new())))
             }
             Concurrency::Latest | Concurrency::Replace => {
                 let superseded = self.supersede(transaction, lane).await?;
@@ -241,7 +281,7 @@ impl PgStore {
                 } else {
                     Vec::new()
                 };
-                Ok(Ok(accepted(superseded, cancel)))
+                Ok(Ok((superseded, cancel)))
             }
         }
     }
@@ -343,6 +383,10 @@ impl PgStore {
             .collect())
     }
 }
+
+/// What a job's entry in its lane did: the waiting jobs it superseded, and the running ones
+/// asked to stop, with the instance running each.
+pub(super) type Entered = (Vec<JobId>, Vec<(JobId, String)>);
 
 fn accepted(superseded: Vec<JobId>, cancel: Vec<(JobId, String)>) -> Admission {
     Admission::Accepted {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use deadpool_postgres::Transaction;
 
 use super::decide::{decide, Candidate, LaneLoad};
-use super::rows::{capacity, job_columns, job_from_row, Ending};
+use super::rows::{capacity, job_columns, job_from_row, Ending, JOB_COLUMNS};
 use super::schema::{CLAIM_LOCK, LOCK_SPACE};
 use super::Cached;
 use super::{lock, now_ms, synchronous_commit, PgStore};
@@ -191,7 +191,7 @@ impl PgStore {
                     continue;
                 }
             };
-            match self.command_of(&job.id, row.get(18)) {
+            match self.command_of(&job.id, row.get(JOB_COLUMNS)) {
                 Ok(command) => claimed.push((job, command)),
                 Err(outcome) => unrunnable.push((job, outcome)),
             }

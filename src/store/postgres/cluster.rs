@@ -177,7 +177,10 @@ impl PgStore {
             );
         }
         let waiting: i64 = Cached(&client)
-            .query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[])
+            .query_one(
+                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'awaiting_approval')",
+                &[],
+            )
             .await
             .map_err(|e| self.sql(e))?
             .get(0);

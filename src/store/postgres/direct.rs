@@ -11,9 +11,11 @@ use crate::job::Job;
 use crate::store::{Admission, Claimed, Committed, Durability, NewJob, StoreError};
 
 /// Whether a job of this concurrency may start at its admission: only when its lane has no
-/// limit, so nothing across the cluster needs counting.
+/// limit, so nothing across the cluster needs counting, and it needs no approval first.
 pub(super) fn may_start_at_once(new: &NewJob) -> bool {
-    new.start_here && new.concurrency == Concurrency::Parallel { limit: None }
+    new.start_here
+        && new.concurrency == Concurrency::Parallel { limit: None }
+        && new.approval_until_ms.is_none()
 }
 
 impl PgStore {

@@ -31,8 +31,8 @@ impl PgStore {
         LogWriter::Rows(self.inner.outbox.writer(id))
     }
 
-    /// A queued job becomes `cancelled` (and the instances watching it are told); a running one
-    /// gets `cancel_requested`, and the instance running it is told.
+    /// A queued job, or one awaiting approval, becomes `cancelled` (and the instances watching
+    /// it are told); a running one gets `cancel_requested`, and the instance running it is told.
     pub async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
         self.settle().await;
         super::retrying("cancellation", || self.cancel_once(id)).await
@@ -45,8 +45,8 @@ impl PgStore {
         let dequeued = Cached(&transaction)
             .query_opt(
                 concat!(
-                    "UPDATE jobs SET status = 'cancelled', finished_ms = $2 \
-                     WHERE id = $1 AND status = 'queued' RETURNING ",
+                    "UPDATE jobs SET status = 'cancelled', finished_ms = $2, announce_wait = false \
+                     WHERE id = $1 AND status IN ('queued', 'awaiting_approval') RETURNING ",
                     job_columns!()
                 ),
                 &[&id.as_str(), &now_ms()],
@@ -213,8 +213,9 @@ impl PgStore {
         Ok(piece.freeze())
     }
 
-    /// Deletes the finished jobs created more than `max_age` ago or not among the newest
-    /// `max_jobs` (by `seq`); their output and keys go with them (`ON DELETE CASCADE`), and in
+    /// Deletes the finished jobs (never one awaiting approval) created more than `max_age` ago
+    /// or not among the newest `max_jobs` (by `seq`); their output and keys go with them (`ON
+    /// DELETE CASCADE`), and in
     /// the same statement the delivered or failed notifications of those jobs and of jobs pruned
     /// before (a pending one outlives its job until it is settled).
     pub async fn prune(&self, max_age: Duration, max_jobs: usize) -> Result<usize, StoreError> {
@@ -228,7 +229,7 @@ impl PgStore {
             .query_one(
                 "WITH gone AS ( \
                      DELETE FROM jobs \
-                     WHERE status NOT IN ('queued', 'running') AND NOT notify \
+                     WHERE status NOT IN ('queued', 'running', 'awaiting_approval') AND NOT notify \
                        AND (created_ms < $1 \
                             OR seq <= (SELECT seq FROM jobs ORDER BY seq DESC LIMIT 1 OFFSET $2)) \
                      RETURNING id \

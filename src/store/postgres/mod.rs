@@ -14,6 +14,7 @@
 //! `rows.rs`.
 
 mod admit;
+mod approvals;
 mod claim;
 mod cluster;
 mod decide;

@@ -13,7 +13,7 @@ use tokio_postgres::Row;
 
 use super::rows::{job_columns, job_from_row};
 use super::{now_ms, Cached, PgStore};
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, Status};
 use crate::store::{
     DueNotification, NewNotification, NotificationState, NotificationStatus, StoreError, Tried,
 };
@@ -40,21 +40,26 @@ const HAND_OUT: &str = "\
     FROM taken ORDER BY next_at_ms, created_ms, job, position";
 
 impl PgStore {
-    /// Finished jobs still marked, oldest end first. An instance looks only at the jobs it ran
-    /// last (or that ran nowhere, such as a cancelled queued job) and at ends older than
-    /// [`OTHERS_ANNOUNCE_AFTER_MS`]: a live instance announces the ends of its own runs, and the
-    /// others do that work only for one that died. Announcing twice is harmless either way.
+    /// Finished jobs still marked, oldest end first, and jobs awaiting approval whose wait is
+    /// still marked, oldest first; at most `limit` of both together, by when each end or wait
+    /// began. For ends, an instance looks only at the jobs it ran last (or that ran nowhere, such
+    /// as a cancelled queued job) and at ends older than [`OTHERS_ANNOUNCE_AFTER_MS`]: a live
+    /// instance announces the ends of its own runs, and the others do that work only for one
+    /// that died. A wait ran nowhere, so every instance may announce it. Announcing twice is
+    /// harmless either way.
     pub async fn unannounced(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         self.settle().await;
+        let truncate_at = limit;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let others_after = now_ms().saturating_sub(OTHERS_ANNOUNCE_AFTER_MS);
         let client = self.client().await?;
-        let rows = Cached(&client)
+        let mut rows = Cached(&client)
             .query(
                 concat!(
                     "SELECT ",
                     job_columns!(),
-                    " FROM jobs WHERE notify AND status NOT IN ('queued', 'running') \
+                    " FROM jobs \
+                     WHERE notify AND status NOT IN ('queued', 'running', 'awaiting_approval') \
                        AND (instance = $1 OR instance IS NULL OR finished_ms <= $2) \
                      ORDER BY finished_ms, seq LIMIT $3"
                 ),
@@ -62,21 +67,43 @@ impl PgStore {
             )
             .await
             .map_err(|e| self.sql(e))?;
-        rows.iter()
+        rows.extend(
+            Cached(&client)
+                .query(
+                    concat!(
+                        "SELECT ",
+                        job_columns!(),
+                        " FROM jobs WHERE announce_wait ORDER BY seq LIMIT $1"
+                    ),
+                    &[&limit],
+                )
+                .await
+                .map_err(|e| self.sql(e))?,
+        );
+        let mut jobs = rows
+            .iter()
             .map(job_from_row)
             .collect::<Result<Vec<Job>, String>>()
-            .map_err(|error| StoreError::Database(error.into()))
+            .map_err(|error| StoreError::Database(error.into()))?;
+        // Each list is in order already; a stable sort keeps it among equal times.
+        jobs.sort_by_key(|job| job.finished_ms().unwrap_or(job.created_ms));
+        jobs.truncate(truncate_at);
+        Ok(jobs)
     }
 
     /// One transaction: the notifications are inserted unless the job has them already (its
-    /// hook is read from its row, so nothing is kept for a job that is gone), then the mark is
-    /// cleared.
+    /// hook is read from its row, so nothing is kept for a job that is gone), then the marks
+    /// are cleared: only the wait's for a job given awaiting approval, both for an ended one.
     pub async fn announce(
         &self,
-        job: &JobId,
+        job: &Job,
         notifications: Vec<NewNotification>,
     ) -> Result<(), StoreError> {
-        super::retrying("announcement", || self.announce_once(job, &notifications)).await?;
+        let wait = job.status() == Status::AwaitingApproval;
+        super::retrying("announcement", || {
+            self.announce_once(&job.id, &notifications, wait)
+        })
+        .await?;
         self.committed(2, true);
         Ok(())
     }
@@ -85,6 +112,7 @@ impl PgStore {
         &self,
         job: &JobId,
         notifications: &[NewNotification],
+        wait: bool,
     ) -> Result<(), StoreError> {
         let positions: Vec<i32> = notifications
             .iter()
@@ -134,11 +162,14 @@ impl PgStore {
                 .await
                 .map_err(sql)?;
         }
+        let clear = if wait {
+            "UPDATE jobs SET announce_wait = false WHERE id = $1 AND announce_wait"
+        } else {
+            "UPDATE jobs SET notify = false, announce_wait = false \
+             WHERE id = $1 AND (notify OR announce_wait)"
+        };
         Cached(&transaction)
-            .execute(
-                "UPDATE jobs SET notify = false WHERE id = $1 AND notify",
-                &[&job.as_str()],
-            )
+            .execute(clear, &[&job.as_str()])
             .await
             .map_err(sql)?;
         transaction.commit().await.map_err(sql)

@@ -12,10 +12,13 @@ macro_rules! job_columns {
     () => {
         "id, hook, request_id, status, dedupe_key, created_ms, started_ms, finished_ms, \
          instance, attempt, attempts, exit_code, signal, error, duration_ms, stdout, stderr, \
-         next_attempt_ms"
+         next_attempt_ms, approval_until_ms"
     };
 }
 pub(super) use job_columns;
+
+/// How many columns `job_columns!()` names: a column selected after them is at this index.
+pub(super) const JOB_COLUMNS: usize = 19;
 
 /// Between a hook and an instance in the lane of a `run_on: all` copy: a control character no
 /// hook id or instance name holds.
@@ -75,6 +78,9 @@ pub(super) fn job_from_row(row: &Row) -> Result<Job, String> {
         started_ms,
     });
     let state = match (status, run) {
+        (Status::AwaitingApproval, _) => JobState::Awaiting {
+            until_ms: row.get::<_, Option<i64>>(18).unwrap_or(row.get(5)),
+        },
         (Status::Queued, _) | (Status::Running, None) => JobState::Queued,
         (Status::Running, Some(run)) => JobState::Running { run },
         (status, run) => JobState::Finished {

@@ -28,7 +28,7 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// claim, else the one instance that may. `lane` is what the hook's concurrency counts: the hook,
 /// or the hook and the instance for a `run_on: all` copy. The `dedupe` foreign key is deferred,
 /// so an admission claims the key before it inserts the job that holds it.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "
     CREATE TABLE jobs (
         seq              BIGSERIAL PRIMARY KEY,
@@ -136,6 +136,25 @@ const MIGRATIONS: [&str; 3] = [
     CREATE INDEX notifications_due ON notifications (next_at_ms) WHERE status = 'pending';
     CREATE INDEX notifications_held ON notifications (held_until_ms)
         WHERE status = 'pending' AND held_until_ms IS NOT NULL;
+",
+    // Version 4: approvals (SPEC §15). Three statuses join the `status` check.
+    // `approval_until_ms` is when a job awaiting approval expires; `jobs_awaiting` holds only
+    // those jobs, by it, so expiring them, finding the next to expire and counting them among
+    // the pending stay cheap. `announce_wait` marks a wait still to be announced, and only
+    // marked jobs are in `jobs_wait_unannounced`. A job awaiting approval with `notify` is not an
+    // end to announce, so it leaves `jobs_unannounced`.
+    "
+    ALTER TABLE jobs DROP CONSTRAINT jobs_status_check;
+    ALTER TABLE jobs ADD CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'running',
+        'succeeded', 'failed', 'timed_out', 'cancelled', 'superseded', 'interrupted',
+        'awaiting_approval', 'rejected', 'expired'));
+    ALTER TABLE jobs ADD COLUMN approval_until_ms BIGINT;
+    ALTER TABLE jobs ADD COLUMN announce_wait BOOLEAN NOT NULL DEFAULT false;
+    CREATE INDEX jobs_awaiting ON jobs (approval_until_ms) WHERE status = 'awaiting_approval';
+    CREATE INDEX jobs_wait_unannounced ON jobs (seq) WHERE announce_wait;
+    DROP INDEX jobs_unannounced;
+    CREATE INDEX jobs_unannounced ON jobs (finished_ms)
+        WHERE notify AND status NOT IN ('queued', 'running', 'awaiting_approval');
 ",
 ];
 

@@ -2,7 +2,8 @@
 //! `{state_dir}/logs/`, for one instance.
 //!
 //! One instance owns the file, so scheduling lives in its memory: `lanes` decides which waiting
-//! job starts next, and the duplicate index maps each kept key to its job. Both sit behind one
+//! job starts next, the jobs awaiting approval wait outside the lanes until approved, and the
+//! duplicate index maps each kept key to its job. All sit behind one
 //! mutex, never held across an await, that also serialises admissions and claims, which gives the
 //! boundary's atomicity. `rows` is the database itself, written by one thread (`writer`).
 //!
@@ -10,6 +11,7 @@
 //! `files.rs` keeps the state directory private and checks, before and after every commit that
 //! fsyncs, that the database's paths still name the files the connection writes to.
 
+mod approvals;
 mod files;
 mod lanes;
 mod notifications;
@@ -65,8 +67,11 @@ struct Line {
     lanes: Lanes,
     /// Queued jobs, with their commands.
     waiting: HashMap<JobId, (Job, JobCommand)>,
+    /// Jobs awaiting approval, with their commands: not in `lanes` until approved.
+    awaiting: HashMap<JobId, (Job, JobCommand)>,
     running: HashSet<JobId>,
-    /// (hook, dedupe key) → the job that holds it while it is queued, running or succeeded.
+    /// (hook, dedupe key) → the job that holds it while it awaits approval, is queued, running
+    /// or succeeded.
     dedupe: HashMap<(String, String), JobId>,
 }
 
@@ -97,10 +102,11 @@ impl SqliteStore {
 
     pub async fn admit(&self, new: NewJob, max_pending: usize) -> Result<Admission, StoreError> {
         let NewJob {
-            job,
+            mut job,
             command,
             concurrency,
             notify,
+            approval_until_ms,
             ..
         } = new;
         let mut line = self.line();
@@ -108,13 +114,20 @@ impl SqliteStore {
         if let Some(first) = key.as_ref().and_then(|key| line.dedupe.get(key)) {
             return Ok(Admission::Duplicate(first.clone()));
         }
-        let pending = line.lanes.waiting();
+        let pending = line.pending();
         if pending >= max_pending {
             return Ok(Admission::ServerFull { pending });
         }
-        let (superseded, cancel) = match line.lanes.admit(&job.hook, concurrency, job.id.clone()) {
-            lanes::Admission::QueueFull { waiting } => return Ok(Admission::QueueFull { waiting }),
-            lanes::Admission::Accepted { superseded, cancel } => (superseded, cancel),
+        // A job awaiting approval waits outside its lane: the lane's rules apply at `approve`.
+        let (superseded, cancel) = match approval_until_ms {
+            Some(until_ms) => {
+                job.state = JobState::Awaiting { until_ms };
+                (Vec::new(), Vec::new())
+            }
+            None => match self.enter_lane(&mut line, &job.hook, concurrency, &job.id) {
+                Ok(decided) => decided,
+                Err(waiting) => return Ok(Admission::QueueFull { waiting }),
+            },
         };
         // An `async` job's 202 waits for this commit, and it must survive a power loss; the
         // others are never re-run, and a crash of the server alone does not lose their record.
@@ -126,14 +139,12 @@ impl SqliteStore {
         if let Some(key) = key {
             line.dedupe.insert(key, job.id.clone());
         }
-        line.waiting.insert(job.id.clone(), (job, command));
-        for old in &superseded {
-            self.end_waiting(&mut line, old, Status::Superseded);
-        }
-        let cancel = cancel
-            .into_iter()
-            .map(|id| (id, self.instance.to_string()))
-            .collect();
+        let place = match job.state {
+            JobState::Awaiting { .. } => &mut line.awaiting,
+            _ => &mut line.waiting,
+        };
+        place.insert(job.id.clone(), (job, command));
+        self.supersede(&mut line, &superseded);
         // `start_here` is declined: this store's claim is decided in memory, so a claim right
         // after the admission costs nothing.
         Ok(Admission::Accepted {
@@ -179,6 +190,8 @@ impl SqliteStore {
             line.lanes.finished(&job.hook, &job.id);
         } else if line.lanes.remove_waiting(&job.id) {
             line.waiting.remove(&job.id);
+        } else {
+            line.awaiting.remove(&job.id);
         }
         if job.status() != Status::Succeeded {
             forget_key(&mut line, job);
@@ -239,7 +252,7 @@ impl SqliteStore {
     pub async fn cancel(&self, id: &JobId) -> Result<CancelResult, StoreError> {
         {
             let mut line = self.line();
-            if line.lanes.remove_waiting(id) {
+            if line.awaiting.contains_key(id) || line.lanes.remove_waiting(id) {
                 let ended = self.end_waiting(&mut line, id, Status::Cancelled);
                 if let Some(job) = ended {
                     return Ok(CancelResult::Dequeued(Box::new(job)));
@@ -315,6 +328,15 @@ impl SqliteStore {
                 }
             };
             let job = record.into_job();
+            if let Some(key) = &job.dedupe_key {
+                line.dedupe
+                    .insert((job.hook.clone(), key.clone()), job.id.clone());
+            }
+            if let JobState::Awaiting { .. } = job.state {
+                // It waits on for its approval, outside its lane.
+                line.awaiting.insert(job.id.clone(), (job, command));
+                continue;
+            }
             // Recovered jobs were accepted once; queue limits do not refuse them now.
             let mode = match concurrency_of(&job.hook) {
                 Concurrency::Queue { .. } => Concurrency::Queue { queue: usize::MAX },
@@ -323,10 +345,6 @@ impl SqliteStore {
             let _ = line
                 .lanes
                 .admit_due(&job.hook, mode, job.id.clone(), job.next_attempt_ms);
-            if let Some(key) = &job.dedupe_key {
-                line.dedupe
-                    .insert((job.hook.clone(), key.clone()), job.id.clone());
-            }
             recovered.push(job.clone());
             line.waiting.insert(job.id.clone(), (job, command));
         }
@@ -390,11 +408,14 @@ impl SqliteStore {
             let mut line = self.line();
             let Line {
                 waiting,
+                awaiting,
                 running,
                 dedupe,
                 ..
             } = &mut *line;
-            dedupe.retain(|_, id| waiting.contains_key(id) || running.contains(id));
+            dedupe.retain(|_, id| {
+                waiting.contains_key(id) || awaiting.contains_key(id) || running.contains(id)
+            });
             for (hook, key, id) in succeeded {
                 dedupe.insert((hook, key), id);
             }
@@ -421,17 +442,51 @@ impl SqliteStore {
     }
 
     pub fn waiting(&self) -> usize {
-        self.line().lanes.waiting()
+        self.line().pending()
     }
 
     pub fn stats(&self) -> StoreStats {
         self.rows.stats()
     }
 
-    /// Ends a job that never started (superseded or cancelled while waiting), already out of
-    /// the lanes, and returns it.
+    /// Puts the job `id` of `hook` in its lane under `concurrency`, as an admission does (and an
+    /// approval, for a job that awaited it): returns the lane's waiting jobs it supersedes, out
+    /// of the lane (the caller ends them with [`SqliteStore::supersede`] once the job's own
+    /// write is enqueued, so that a crash between the two never leaves the lane's jobs
+    /// superseded by nothing), and its running jobs to stop. `Err(waiting)` when a full `queue`
+    /// refuses it.
+    fn enter_lane(
+        &self,
+        line: &mut Line,
+        hook: &str,
+        concurrency: Concurrency,
+        id: &JobId,
+    ) -> Result<(Vec<JobId>, Vec<(JobId, String)>), usize> {
+        let (superseded, cancel) = match line.lanes.admit(hook, concurrency, id.clone()) {
+            lanes::Admission::QueueFull { waiting } => return Err(waiting),
+            lanes::Admission::Accepted { superseded, cancel } => (superseded, cancel),
+        };
+        let cancel = cancel
+            .into_iter()
+            .map(|id| (id, self.instance.to_string()))
+            .collect();
+        Ok((superseded, cancel))
+    }
+
+    /// Ends the waiting jobs [`SqliteStore::enter_lane`] superseded.
+    fn supersede(&self, line: &mut Line, superseded: &[JobId]) {
+        for old in superseded {
+            self.end_waiting(line, old, Status::Superseded);
+        }
+    }
+
+    /// Ends a job that never started (superseded or cancelled while waiting, or rejected or
+    /// expired awaiting approval), already out of the lanes, and returns it.
     fn end_waiting(&self, line: &mut Line, id: &JobId, status: Status) -> Option<Job> {
-        let (mut job, _) = line.waiting.remove(id)?;
+        let (mut job, _) = line
+            .waiting
+            .remove(id)
+            .or_else(|| line.awaiting.remove(id))?;
         job.finish(Outcome::unrun(status, None), now_ms()).ok()?;
         forget_key(line, &job);
         // On the disk, so that a job cancelled or superseded before it started never runs after
@@ -441,6 +496,13 @@ impl SqliteStore {
         }
         tracing::info!(job_id = %id, status = status.as_str(), "job ended before it started");
         Some(job)
+    }
+}
+
+impl Line {
+    /// Jobs waiting: queued, or awaiting approval (which `max_pending` bounds too).
+    fn pending(&self) -> usize {
+        self.lanes.waiting() + self.awaiting.len()
     }
 }
 
@@ -502,6 +564,8 @@ impl JobRecord {
             stdout: outcome.and_then(|outcome| outcome.stdout.clone()),
             stderr: outcome.and_then(|outcome| outcome.stderr.clone()),
             notify,
+            approval_until_ms: job.approval_until_ms(),
+            announce_wait: notify && job.approval_until_ms().is_some(),
         }
     }
 
@@ -513,6 +577,9 @@ impl JobRecord {
             started_ms,
         });
         let state = match (self.status, run) {
+            (Status::AwaitingApproval, _) => JobState::Awaiting {
+                until_ms: self.approval_until_ms.unwrap_or(self.created_ms),
+            },
             (Status::Queued, _) | (Status::Running, None) => JobState::Queued,
             (Status::Running, Some(run)) => JobState::Running { run },
             (status, run) => JobState::Finished {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::rows::Rows;
 use super::writer::{Command, Read, Write};
 use super::{JobRecord, SqliteStore};
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, Status};
 use crate::store::{DueNotification, NewNotification, NotificationState, StoreError, Tried};
 
 impl SqliteStore {
@@ -18,10 +18,11 @@ impl SqliteStore {
 
     pub async fn announce(
         &self,
-        job: &JobId,
+        job: &Job,
         notifications: Vec<NewNotification>,
     ) -> Result<(), StoreError> {
-        self.rows.announce(job, notifications).await
+        let wait = job.status() == Status::AwaitingApproval;
+        self.rows.announce(&job.id, notifications, wait).await
     }
 
     pub async fn due_notifications(
@@ -58,24 +59,28 @@ impl SqliteStore {
 }
 
 impl Rows {
-    /// The ended jobs still marked to be announced, oldest end first, at most `limit`.
+    /// The ended jobs still marked to be announced and the jobs awaiting approval whose wait is,
+    /// oldest first, at most `limit`.
     pub async fn unannounced(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         self.ask(|reply| Command::Read(Read::Unannounced { limit, reply }))
             .await
     }
 
-    /// Keeps the job's notifications (but for the positions it has already) and clears its mark,
-    /// in one write on the disk. [`StoreError::UnknownJob`] if the job is not kept.
+    /// Keeps the job's notifications (but for the positions it has already) and clears its
+    /// marks (with `wait`, only the mark of its wait), in one write on the disk.
+    /// [`StoreError::UnknownJob`] if the job is not kept.
     pub async fn announce(
         &self,
         job: &JobId,
         notifications: Vec<NewNotification>,
+        wait: bool,
     ) -> Result<(), StoreError> {
         let job = job.clone();
         self.ask(|reply| {
             Command::Write(Write::Announce {
                 job,
                 notifications,
+                wait,
                 reply,
             })
         })

@@ -19,7 +19,7 @@ macro_rules! job_columns {
     () => {
         "id, hook, request_id, status, dedupe_key, created_ms, started_ms, finished_ms, \
          exit_code, signal, error, duration_ms, command, stdout, stderr, instance, attempt, \
-         attempts, next_attempt_ms, notify"
+         attempts, next_attempt_ms, notify, approval_until_ms, announce_wait"
     };
 }
 
@@ -27,7 +27,7 @@ pub(super) fn insert(connection: &Connection, record: &JobRecord) -> rusqlite::R
     let mut statement = connection.prepare_cached(concat!(
         "INSERT INTO jobs (",
         job_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
     ))?;
     statement.execute(params![
         record.id.as_str(),
@@ -50,6 +50,8 @@ pub(super) fn insert(connection: &Connection, record: &JobRecord) -> rusqlite::R
         record.attempts,
         record.next_attempt_ms,
         record.notify,
+        record.approval_until_ms,
+        record.announce_wait,
     ])?;
     Ok(())
 }
@@ -86,6 +88,9 @@ pub(super) fn update(
                 attempt,
                 next_attempt_ms
             ])?,
+        JobUpdate::Approved => connection
+            .prepare_cached("UPDATE jobs SET status = ?2, announce_wait = 0 WHERE id = ?1")?
+            .execute(params![id.as_str(), Status::Queued.as_str()])?,
         JobUpdate::Finished {
             status,
             at_ms,
@@ -98,7 +103,8 @@ pub(super) fn update(
         } => connection
             .prepare_cached(
                 "UPDATE jobs SET status = ?2, finished_ms = ?3, exit_code = ?4, signal = ?5, \
-                 error = ?6, duration_ms = ?7, stdout = ?8, stderr = ?9 WHERE id = ?1",
+                 error = ?6, duration_ms = ?7, stdout = ?8, stderr = ?9, announce_wait = 0 \
+                 WHERE id = ?1",
             )?
             .execute(params![
                 id.as_str(),
@@ -165,7 +171,8 @@ pub(super) fn as_one<T>(
 }
 
 /// Marks every running job interrupted at `now_ms`, lets go of every notification held for a
-/// try (the process that held them is gone), and returns the queued jobs, oldest first.
+/// try (the process that held them is gone), and returns the queued jobs and those awaiting
+/// approval (which wait on), oldest first.
 pub(super) fn recover(connection: &Connection, now_ms: i64) -> rusqlite::Result<Vec<JobRecord>> {
     connection
         .prepare_cached(
@@ -188,14 +195,18 @@ pub(super) fn recover(connection: &Connection, now_ms: i64) -> rusqlite::Result<
     let mut statement = connection.prepare_cached(concat!(
         "SELECT ",
         job_columns!(),
-        " FROM jobs WHERE status = ?1 ORDER BY seq"
+        " FROM jobs WHERE status IN (?1, ?2) ORDER BY seq"
     ))?;
-    let queued = statement.query_map([Status::Queued.as_str()], record_from_row)?;
+    let queued = statement.query_map(
+        [Status::Queued.as_str(), Status::AwaitingApproval.as_str()],
+        record_from_row,
+    )?;
     queued.collect()
 }
 
-/// Deletes the finished jobs (whose end is announced, if it is to be) created before `created_before_ms` or not among the newest
-/// `max_jobs` jobs, and returns their ids; then the delivered and failed notifications whose job
+/// Deletes the finished jobs (whose end is announced, if it is to be; never one awaiting
+/// approval) created before `created_before_ms` or not among the newest `max_jobs` jobs, and
+/// returns their ids; then the delivered and failed notifications whose job
 /// is gone, now or at an earlier prune (a pending one stays until it is settled).
 pub(super) fn prune(
     connection: &Connection,
@@ -206,7 +217,7 @@ pub(super) fn prune(
     // matches nothing.
     let mut statement = connection.prepare_cached(
         "DELETE FROM jobs \
-         WHERE status NOT IN (?1, ?2) AND notify = 0 \
+         WHERE status NOT IN (?1, ?2, ?5) AND notify = 0 \
            AND (created_ms < ?3 \
                 OR seq <= (SELECT seq FROM jobs ORDER BY seq DESC LIMIT 1 OFFSET ?4)) \
          RETURNING id",
@@ -217,6 +228,7 @@ pub(super) fn prune(
             Status::Running.as_str(),
             created_before_ms,
             i64::try_from(max_jobs).unwrap_or(i64::MAX),
+            Status::AwaitingApproval.as_str(),
         ],
         |row| job_id_at(row, 0),
     )?;
@@ -311,6 +323,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         attempts: row.get(17)?,
         next_attempt_ms: row.get(18)?,
         notify: row.get(19)?,
+        approval_until_ms: row.get(20)?,
+        announce_wait: row.get(21)?,
     })
 }
 
@@ -334,8 +348,16 @@ fn corrupt(index: usize, message: String) -> rusqlite::Error {
 pub(super) const UNANNOUNCED: &str = concat!(
     "SELECT ",
     job_columns!(),
-    " FROM jobs WHERE notify = 1 AND status NOT IN ('queued', 'running') \
+    " FROM jobs WHERE notify = 1 AND status NOT IN ('queued', 'running', 'awaiting_approval') \
      ORDER BY finished_ms, id LIMIT ?1"
+);
+
+/// The jobs awaiting approval whose wait is still to be announced, oldest first, through
+/// `jobs_wait_to_announce` (the mark is cleared when the wait ends).
+pub(super) const UNANNOUNCED_WAITS: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE announce_wait = 1 ORDER BY seq LIMIT ?1"
 );
 
 /// The pending notifications due at `?1`, oldest due first, at most `?2`. The due time and
@@ -349,23 +371,34 @@ pub(super) const DUE: &str = "SELECT rowid, job, hook, position, target, attempt
 pub(super) const NEXT_DUE: &str = "SELECT min(coalesce(held_until_ms, next_at_ms)) \
      FROM notifications WHERE status = 'pending'";
 
+/// The jobs with an end or a wait still to be announced, at most `limit`, oldest first (an end
+/// by when it came, a wait by when it began).
 pub(super) fn unannounced(
     connection: &Connection,
     limit: usize,
 ) -> rusqlite::Result<Vec<JobRecord>> {
-    let mut statement = connection.prepare_cached(UNANNOUNCED)?;
-    let records =
-        statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], record_from_row)?;
-    records.collect()
+    let limit_value = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut records = Vec::new();
+    for sql in [UNANNOUNCED, UNANNOUNCED_WAITS] {
+        let mut statement = connection.prepare_cached(sql)?;
+        let found = statement.query_map([limit_value], record_from_row)?;
+        records.extend(found.collect::<rusqlite::Result<Vec<_>>>()?);
+    }
+    // Both lists are sorted already; a stable sort keeps each one's order among equal times.
+    records.sort_by_key(|record| record.finished_ms.unwrap_or(record.created_ms));
+    records.truncate(limit);
+    Ok(records)
 }
 
-/// Keeps `notifications` for the job's end, pending and due at their `created_ms`, except those
-/// whose position it already has, and clears its `notify` mark; `false` if there is no such job.
-/// Run in [`as_one`].
+/// Keeps `notifications` for the job's end (or, with `wait`, its wait for approval), pending and
+/// due at their `created_ms`, except those whose position it already has, and clears its
+/// `notify` and `announce_wait` marks (with `wait`, only the latter); `false` if there is no
+/// such job. Run in [`as_one`].
 pub(super) fn announce(
     connection: &Connection,
     job: &JobId,
     notifications: &[NewNotification],
+    wait: bool,
 ) -> rusqlite::Result<bool> {
     // `WHERE` before `ON CONFLICT` also tells SQLite's parser the upsert from a join's `ON`.
     let mut insert = connection.prepare_cached(
@@ -389,9 +422,12 @@ pub(super) fn announce(
             notification.route,
         ])?;
     }
-    let marked = connection
-        .prepare_cached("UPDATE jobs SET notify = 0 WHERE id = ?1")?
-        .execute([job.as_str()])?;
+    let clear = if wait {
+        "UPDATE jobs SET announce_wait = 0 WHERE id = ?1"
+    } else {
+        "UPDATE jobs SET notify = 0, announce_wait = 0 WHERE id = ?1"
+    };
+    let marked = connection.prepare_cached(clear)?.execute([job.as_str()])?;
     Ok(marked > 0)
 }
 

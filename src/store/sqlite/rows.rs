@@ -61,6 +61,12 @@ pub struct JobRecord {
     /// The job's end is still to be announced ([`NewJob::notify`](crate::store::NewJob)): set at
     /// the insert, kept by every update, cleared only by `announce`.
     pub notify: bool,
+    /// Until when a job awaiting approval waits (unix ms); kept after it leaves the wait.
+    pub approval_until_ms: Option<i64>,
+    /// The job's wait for approval is still to be announced: set at the insert of a job
+    /// admitted awaiting approval with `notify`, cleared by `announce` of the wait, by its
+    /// approval and by any end.
+    pub announce_wait: bool,
 }
 
 /// A change to a stored job.
@@ -70,6 +76,9 @@ pub enum JobUpdate {
     Started { at_ms: i64, instance: String },
     /// The command ended and the job is queued again for `attempt`, due at `next_attempt_ms`.
     Retried { attempt: u32, next_attempt_ms: i64 },
+    /// An admin approved the job awaiting approval: the status becomes `queued`, and its wait
+    /// is no longer to be announced.
+    Approved,
     /// The job ended with `status`, which should be final.
     Finished {
         status: Status,
@@ -103,6 +112,10 @@ impl JobUpdate {
                 record.started_ms = None;
                 record.instance = None;
             }
+            JobUpdate::Approved => {
+                record.status = Status::Queued;
+                record.announce_wait = false;
+            }
             JobUpdate::Finished {
                 status,
                 at_ms,
@@ -121,6 +134,7 @@ impl JobUpdate {
                 record.duration_ms = duration_ms;
                 record.stdout = stdout;
                 record.stderr = stderr;
+                record.announce_wait = false;
             }
         }
     }
@@ -260,7 +274,7 @@ impl Rows {
 
     /// For start-up, in one transaction: every `running` job becomes `interrupted` (finished now,
     /// with an error saying why), and every notification held for a try is let go; returns the
-    /// `queued` jobs in insertion order.
+    /// `queued` jobs and those awaiting approval, in insertion order.
     pub async fn recover(&self) -> Result<Vec<JobRecord>, StoreError> {
         let now_ms = now_ms();
         self.ask(|reply| Command::Write(Write::Recover { now_ms, reply }))
@@ -275,8 +289,8 @@ impl Rows {
 
     /// Deletes the jobs in a final status that were created more than `max_age` ago or are not
     /// among the newest `max_jobs` jobs overall, with their log files, and the delivered or
-    /// failed notifications of every job no longer kept. Queued and running jobs, and pending
-    /// notifications, always stay. Returns how many jobs were deleted.
+    /// failed notifications of every job no longer kept. Queued and running jobs, jobs
+    /// awaiting approval, and pending notifications, always stay. Returns how many jobs were deleted.
     pub async fn prune(&self, max_age: Duration, max_jobs: usize) -> Result<usize, StoreError> {
         let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
         let created_before_ms = now_ms().saturating_sub(max_age_ms);

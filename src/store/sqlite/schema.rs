@@ -23,7 +23,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 /// `seq` keeps insertion order, which `list` and `recover` sort by; ids are random. The status
 /// strings are those of [`Status::as_str`](crate::job::Status::as_str), and a notification's those
 /// of [`NotificationStatus::as_str`](crate::store::NotificationStatus::as_str).
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "
     CREATE TABLE jobs (
         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -89,6 +89,58 @@ const MIGRATIONS: [&str; 4] = [
     CREATE INDEX notifications_due
         ON notifications (coalesce(held_until_ms, next_at_ms), job, position)
         WHERE status = 'pending';
+    ",
+    // Version 5: approvals (SPEC §15). Three statuses join the `status` check, which SQLite
+    // cannot alter: the table is rebuilt with it (its rows, `seq` and indexes kept).
+    // `approval_until_ms` is when a job awaiting approval expires; `announce_wait` marks a wait
+    // still to be announced (`store::notification`), and only marked jobs are in
+    // `jobs_wait_to_announce`. A job awaiting approval with `notify` is not an end to announce.
+    "
+    CREATE TABLE jobs_new (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT UNIQUE NOT NULL,
+        hook        TEXT NOT NULL,
+        request_id  TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed',
+                        'timed_out', 'cancelled', 'superseded', 'interrupted',
+                        'awaiting_approval', 'rejected', 'expired')),
+        dedupe_key  TEXT,
+        created_ms  INTEGER NOT NULL,
+        started_ms  INTEGER,
+        finished_ms INTEGER,
+        exit_code   INTEGER,
+        signal      INTEGER,
+        error       TEXT,
+        duration_ms INTEGER,
+        command     TEXT NOT NULL,
+        stdout      TEXT,
+        stderr      TEXT,
+        instance    TEXT,
+        attempt     INTEGER NOT NULL DEFAULT 1,
+        attempts    INTEGER NOT NULL DEFAULT 1,
+        next_attempt_ms INTEGER,
+        notify      INTEGER NOT NULL DEFAULT 0,
+        approval_until_ms INTEGER,
+        announce_wait INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO jobs_new (seq, id, hook, request_id, status, dedupe_key, created_ms, started_ms,
+        finished_ms, exit_code, signal, error, duration_ms, command, stdout, stderr, instance,
+        attempt, attempts, next_attempt_ms, notify)
+    SELECT seq, id, hook, request_id, status, dedupe_key, created_ms, started_ms, finished_ms,
+        exit_code, signal, error, duration_ms, command, stdout, stderr, instance, attempt,
+        attempts, next_attempt_ms, notify
+    FROM jobs;
+    UPDATE sqlite_sequence
+        SET seq = max(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'jobs'))
+        WHERE name = 'jobs_new';
+    DROP TABLE jobs;
+    ALTER TABLE jobs_new RENAME TO jobs;
+    CREATE INDEX jobs_by_hook ON jobs (hook, seq);
+    CREATE INDEX jobs_by_status ON jobs (status);
+    CREATE INDEX jobs_by_dedupe_key ON jobs (hook, dedupe_key) WHERE dedupe_key IS NOT NULL;
+    CREATE INDEX jobs_to_announce ON jobs (seq)
+        WHERE notify = 1 AND status NOT IN ('queued', 'running', 'awaiting_approval');
+    CREATE INDEX jobs_wait_to_announce ON jobs (seq) WHERE announce_wait = 1;
     ",
 ];
 

@@ -44,6 +44,8 @@ fn job(hook: &str, status: Status) -> JobRecord {
         stdout: None,
         stderr: None,
         notify: false,
+        approval_until_ms: None,
+        announce_wait: false,
     }
 }
 
@@ -931,7 +933,7 @@ async fn a_database_made_by_schema_version_3_migrates_and_keeps_its_jobs() {
         "a job from before notifications has none to announce"
     );
     store
-        .announce(&finished.id, vec![notification(0)])
+        .announce(&finished.id, vec![notification(0)], false)
         .await
         .unwrap();
     assert_eq!(
@@ -1014,6 +1016,7 @@ async fn an_announcement_that_fails_half_way_keeps_nothing_and_leaves_the_mark()
     store.send(Command::Write(Write::Announce {
         job: record.id.clone(),
         notifications: vec![notification(0), notification(1)],
+        wait: false,
         reply,
     }));
     drop(resume);
@@ -1037,7 +1040,7 @@ async fn announcing_a_job_the_store_does_not_have_is_an_error() {
     let (_dir, store) = open_store();
     let id = JobId::generate();
     assert!(matches!(
-        store.announce(&id, vec![notification(0)]).await,
+        store.announce(&id, vec![notification(0)], false).await,
         Err(StoreError::UnknownJob(unknown)) if unknown == id
     ));
     assert_eq!(store.next_notification_due().await.unwrap(), None);
@@ -1071,4 +1074,86 @@ async fn the_outbox_reads_only_its_indexes() {
         assert!(plan.contains(&format!("USING INDEX {index}")), "{plan}");
         assert_eq!(plan.contains("TEMP B-TREE"), sorts, "{plan}");
     }
+}
+
+#[tokio::test]
+async fn version_5_keeps_the_jobs_their_order_and_their_sequence_and_checks_the_new_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATABASE_FILE);
+    let first = JobRecord {
+        notify: true,
+        finished_ms: Some(1_000),
+        ..job("deploy", Status::Failed)
+    };
+    let second = job("deploy", Status::Queued);
+    {
+        let mut old = rusqlite::Connection::open(&path).unwrap();
+        schema::migrate(&mut old, 4).unwrap();
+        for record in [&first, &second] {
+            insert_at_version_4(&old, record);
+        }
+        // A third job, since pruned: the sequence goes on after it.
+        old.execute("DELETE FROM jobs WHERE seq = 2", []).unwrap();
+        insert_at_version_4(&old, &second);
+        old.execute("DELETE FROM jobs WHERE seq = 3", []).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.get(&first.id).await.unwrap(), Some(first.clone()));
+    let ended: Vec<JobId> = store
+        .unannounced(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| record.id)
+        .collect();
+    assert_eq!(ended, std::slice::from_ref(&first.id), "its mark is kept");
+    let awaiting = JobRecord {
+        approval_until_ms: Some(5_000),
+        announce_wait: true,
+        ..job("deploy", Status::AwaitingApproval)
+    };
+    store
+        .insert(awaiting.clone(), Durability::Disk)
+        .await
+        .unwrap();
+    drop(store);
+
+    // Checked as someone editing the file by hand would be (the store's connection skips it).
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let seq: i64 = connection
+        .query_row(
+            "SELECT seq FROM jobs WHERE id = ?1",
+            [awaiting.id.as_str()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(seq, 4, "no seq is given twice");
+    for (status, allowed) in [("rejected", true), ("expired", true), ("waiting", false)] {
+        let changed = connection.execute(
+            "UPDATE jobs SET status = ?1 WHERE id = ?2",
+            [status, awaiting.id.as_str()],
+        );
+        assert_eq!(changed.is_ok(), allowed, "{status}: {changed:?}");
+    }
+}
+
+/// Inserts `record` into a database at schema version 4.
+fn insert_at_version_4(connection: &rusqlite::Connection, record: &JobRecord) {
+    connection
+        .execute(
+            "INSERT INTO jobs (id, hook, request_id, status, created_ms, finished_ms, command, \
+                 notify) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            rusqlite::params![
+                record.id.as_str(),
+                record.hook,
+                record.request_id,
+                record.status.as_str(),
+                record.created_ms,
+                record.finished_ms,
+                record.command,
+                record.notify,
+            ],
+        )
+        .unwrap();
 }

@@ -69,10 +69,12 @@ pub(super) enum Write {
         max_jobs: usize,
         reply: Reply<usize>,
     },
-    /// Keeps a job's notifications and clears its `notify` mark, as one; on the disk.
+    /// Keeps a job's notifications and clears its marks (with `wait`, only its wait's), as one;
+    /// on the disk.
     Announce {
         job: JobId,
         notifications: Vec<NewNotification>,
+        wait: bool,
         reply: Reply<()>,
     },
     /// Hands out the pending notifications due at `now_ms`, holding each until `held_until_ms`.
@@ -438,9 +440,10 @@ fn apply(connection: &Connection, write: Write) -> Result<Pending, (rusqlite::Er
         Write::Announce {
             job,
             notifications,
+            wait,
             reply,
         } => match queries::as_one(connection, |connection| {
-            queries::announce(connection, &job, &notifications)
+            queries::announce(connection, &job, &notifications, wait)
         }) {
             Ok(true) => Ok(Pending::Written(reply)),
             Ok(false) => Ok(Pending::Missing(reply, job)),
