@@ -4,10 +4,10 @@
 mod client;
 mod error;
 mod jobs;
-mod log;
+pub(crate) mod log;
 mod rerun;
 pub use rerun::rerun;
-mod stream;
+pub(crate) mod stream;
 mod trigger;
 
 use std::sync::{Arc, PoisonError, RwLock};

@@ -1,0 +1,224 @@
+//! What keeps the page current while jobs run, as server-sent events: a running job's log as it
+//! grows (`/ui/jobs/{id}/log/events`), and a nudge to the jobs list and the hooks page when jobs
+//! change (`/ui/events`). Both need a session, like every page.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use tokio::time::{timeout, Instant};
+
+use super::guard::signed_in;
+use super::handlers::{job_not_found, unavailable};
+use super::log_text::LogText;
+use crate::http::log::{self, Source};
+use crate::http::stream::event;
+use crate::http::AppState;
+use crate::job::{JobId, Status};
+use crate::store::{ListQuery, Store};
+
+/// How long a stream stays silent before it sends a comment, so that proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How often `/ui/events` looks at the store for a change, per client (so at most one `changed`
+/// event per this interval). No signal reaches every instance when a job changes, so it polls.
+const CHANGE_POLL: Duration = Duration::from_secs(2);
+
+/// How many of the queued and of the running jobs the change check compares.
+const CHANGE_WINDOW: usize = 100;
+
+const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+type Body = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>>>>;
+
+fn events(body: Body) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body)
+}
+
+#[derive(Deserialize)]
+pub struct LogEventsQuery {
+    offset: Option<u64>,
+}
+
+/// `GET /ui/jobs/{id}/log/events?offset=N`: the job's log from byte `offset` until the job ends,
+/// as `log` events of page text (each event's `id` is the byte offset it reaches, so a browser
+/// that reconnects resumes there), then an `end` event with the job's status.
+pub async fn log_events(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    query: web::Query<LogEventsQuery>,
+) -> HttpResponse {
+    if let Err(refusal) = signed_in(&state, &request) {
+        return refusal.answer();
+    }
+    let Some(id) = JobId::parse(&id) else {
+        return job_not_found();
+    };
+    let source = match state.engine.watch(&id) {
+        Some((job, sink)) => Source::Local { job, sink },
+        None => match state.engine.get(&id).await {
+            Ok(Some(_)) => Source::Store,
+            Ok(None) => return job_not_found(),
+            Err(error) => return unavailable(error),
+        },
+    };
+    let offset = last_event_id(&request).or(query.offset).unwrap_or_default();
+    let engine = state.engine.clone();
+    let bytes = log::read(engine.store().clone(), id.clone(), offset, Some(source));
+    let follower = LogFollower {
+        bytes: Box::pin(bytes),
+        text: LogText::default(),
+        offset,
+        done: false,
+    };
+    let body = stream::unfold(follower, move |mut follower| {
+        let engine = engine.clone();
+        let id = id.clone();
+        async move {
+            if follower.done {
+                return None;
+            }
+            let out = match follower.next().await {
+                Some(out) => out,
+                None => {
+                    follower.done = true;
+                    let status = match engine.get(&id).await {
+                        Ok(Some(job)) => job.status().as_str(),
+                        Ok(None) | Err(_) => "unknown",
+                    };
+                    let rest = follower.text.finish();
+                    let mut out = follower.log_event(rest);
+                    out.extend_from_slice(event("end", status).as_bytes());
+                    out
+                }
+            };
+            Some((Ok(Bytes::from(out)), follower))
+        }
+    });
+    events(Box::pin(body))
+}
+
+/// The offset a reconnecting browser had reached, from the `id` of the last event it had.
+fn last_event_id(request: &HttpRequest) -> Option<u64> {
+    request
+        .headers()
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+struct LogFollower {
+    bytes: Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>>>>,
+    text: LogText,
+    /// The byte offset read up to, held bytes included.
+    offset: u64,
+    done: bool,
+}
+
+impl LogFollower {
+    /// What to send next: text, or a keep-alive comment after a silence; `None` once the log
+    /// has ended. A read error ends the stream without an `end` event, so that the browser
+    /// reconnects from where it was.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match timeout(KEEP_ALIVE, self.bytes.next()).await {
+                Err(_) => return Some(KEEP_ALIVE_COMMENT.to_vec()),
+                Ok(Some(Ok(piece))) => {
+                    self.offset += piece.len() as u64;
+                    let text = self.text.push(&piece);
+                    if !text.is_empty() {
+                        return Some(self.log_event(text));
+                    }
+                }
+                Ok(Some(Err(error))) => {
+                    tracing::warn!(%error, "cannot read a job's log for the page");
+                    self.done = true;
+                    return Some(Vec::new());
+                }
+                Ok(None) => return None,
+            }
+        }
+    }
+
+    /// A `log` event of `text` (nothing for no text), with the offset it reaches as its id.
+    fn log_event(&self, text: String) -> Vec<u8> {
+        if text.is_empty() {
+            return Vec::new();
+        }
+        let reached = self.offset - self.text.held() as u64;
+        // `event` drops one line end from the text it is given, so the text goes with one more:
+        // the browser then gets the text exactly, its last line end included.
+        format!("id: {reached}\n{}", event("log", &(text + "\n"))).into_bytes()
+    }
+}
+
+/// `GET /ui/events`: a `changed` event whenever a job has been admitted or has changed state
+/// since the last look (the store is polled every [`CHANGE_POLL`]), and a comment every
+/// [`KEEP_ALIVE`] otherwise.
+pub async fn changes(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
+    if let Err(refusal) = signed_in(&state, &request) {
+        return refusal.answer();
+    }
+    let store = state.engine.store().clone();
+    let first = fingerprint(&store).await;
+    let watcher = ChangeWatcher {
+        store,
+        last: first,
+        sent: Instant::now(),
+    };
+    let body = stream::unfold(watcher, |mut watcher| async move {
+        loop {
+            tokio::time::sleep(CHANGE_POLL).await;
+            let now = fingerprint(&watcher.store).await;
+            if now.is_some() && now != watcher.last {
+                watcher.last = now;
+                watcher.sent = Instant::now();
+                let changed = Bytes::from(event("changed", "jobs"));
+                return Some((Ok(changed), watcher));
+            }
+            if watcher.sent.elapsed() >= KEEP_ALIVE {
+                watcher.sent = Instant::now();
+                return Some((Ok(Bytes::from_static(KEEP_ALIVE_COMMENT)), watcher));
+            }
+        }
+    });
+    events(Box::pin(body))
+}
+
+struct ChangeWatcher {
+    store: Store,
+    last: Option<Vec<(JobId, Status)>>,
+    sent: Instant,
+}
+
+/// What the jobs look like, as far as the page cares: the newest job and the queued and running
+/// ones, each with its status. Any admission or change of state changes it. `None` when the
+/// store cannot be read.
+async fn fingerprint(store: &Store) -> Option<Vec<(JobId, Status)>> {
+    let mut seen = Vec::new();
+    for (status, limit) in [
+        (None, 1),
+        (Some(Status::Queued), CHANGE_WINDOW),
+        (Some(Status::Running), CHANGE_WINDOW),
+    ] {
+        let query = ListQuery {
+            hook: None,
+            status,
+            before: None,
+            limit,
+        };
+        let page = store.list(query).await.ok()?;
+        seen.extend(page.jobs.iter().map(|job| (job.id.clone(), job.status())));
+    }
+    Some(seen)
+}
