@@ -20,11 +20,17 @@ document.addEventListener("submit", function (event) {
     return;
   }
   var source = new EventSource(url);
+  var page = document.documentElement;
   source.addEventListener("log", function (event) {
-    var atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    // The log scrolls in its own box, and the page around it: each stays at the bottom if it was.
+    var logAtBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    var pageAtBottom = window.innerHeight + window.scrollY >= page.scrollHeight - 4;
     log.appendChild(document.createTextNode(event.data));
-    if (atBottom) {
+    if (logAtBottom) {
       log.scrollTop = log.scrollHeight;
+    }
+    if (pageAtBottom) {
+      window.scrollTo(0, page.scrollHeight);
     }
   });
   source.addEventListener("end", function () {

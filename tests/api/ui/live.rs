@@ -61,6 +61,25 @@ impl Events {
         }
     }
 
+    /// Checks that no event comes for `time` (comments may).
+    async fn quiet_for(&mut self, time: Duration) {
+        let deadline = Instant::now() + time;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(chunk) = tokio::time::timeout(left, self.response.chunk()).await else {
+                break;
+            };
+            let chunk = chunk
+                .expect("the stream reads")
+                .expect("the stream goes on");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        let events: Vec<_> = self.buffer.split("\n\n").filter_map(parse).collect();
+        assert!(
+            events.is_empty(),
+            "events while nothing changed: {events:?}"
+        );
+    }
+
     /// The events up to and including the first named `last`, within `limit`.
     async fn until(&mut self, last: &str, limit: Duration) -> Vec<Event> {
         let deadline = Instant::now() + limit;
@@ -125,31 +144,60 @@ fn log_text(events: &[Event]) -> String {
         .collect()
 }
 
+/// The text of the page's log, as a browser shows it.
+fn shown_log(page: &str) -> String {
+    let (_, after) = page
+        .split_once(r#"id="log""#)
+        .expect("the page has the log");
+    let (_, text) = after.split_once('>').unwrap();
+    let (text, _) = text.split_once("</pre>").unwrap();
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+/// Where the page's script follows the log from, if it does.
+fn follow_url(page: &str) -> Option<String> {
+    let (_, after) = page.split_once(r#"data-follow=""#)?;
+    Some(after.split('"').next()?.replace("&amp;", "&"))
+}
+
 #[tokio::test]
 async fn a_running_jobs_log_comes_as_events_in_order_then_its_end() {
     let app = TestApp::spawn(&config()).await;
     let job = start_job(&app, "drip").await;
     let browser = Browser::new(&app);
     let cookie = browser.sign_in().await;
-    app.wait_for_job(&job, |body| body["status"] == "running")
-        .await;
-    let page = browser.get(&format!("/ui/jobs/{job}"), Some(&cookie)).await;
-    let follow = page
-        .text
-        .split_once(r#"data-follow=""#)
-        .and_then(|(_, after)| after.split('"').next())
-        .expect("a running job's log is followed")
-        .replace("&amp;", "&");
-    assert!(page.text.contains(r#"id="log""#), "{}", page.text);
-    let path = format!("/ui/jobs/{job}/log/events?offset=0");
+    let expected = "one\n<script>x()</script> two\nthree\n";
+    // The page while the job runs, once it shows the first line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = browser.get(&format!("/ui/jobs/{job}"), Some(&cookie)).await;
+        if shown_log(&page.text).contains("one") {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log never showed: {}",
+            page.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let shown = shown_log(&page.text);
+    let follow = follow_url(&page.text).expect("a running job's log is followed");
     assert!(
         follow.starts_with(&format!("/ui/jobs/{job}/log/events?offset=")),
         "{follow}"
     );
-    let mut events = Events::open(&browser, &path, &cookie, &[]).await;
+    // What the page showed and what the script is sent make the whole log, once each.
+    let mut events = Events::open(&browser, &follow, &cookie, &[]).await;
     let events = events.until("end", Duration::from_secs(20)).await;
-    let expected = "one\n<script>x()</script> two\nthree\n";
-    assert_eq!(log_text(&events), expected, "{events:?}");
+    assert_eq!(
+        format!("{shown}{}", log_text(&events)),
+        expected,
+        "{events:?}"
+    );
     assert!(
         events.iter().filter(|event| event.name == "log").count() >= 2,
         "the log came in one piece: {events:?}"
@@ -161,9 +209,14 @@ async fn a_running_jobs_log_comes_as_events_in_order_then_its_end() {
     let log_bytes = "one\n<script>x()</script> \x1b[1;31mtwo\x1b[0m\nthree\n".len();
     assert_eq!(reached, Some(log_bytes.to_string()));
 
-    // A finished job's page follows nothing.
+    // From the start, the whole log; a finished job's page follows nothing.
+    let path = format!("/ui/jobs/{job}/log/events?offset=0");
+    let mut events = Events::open(&browser, &path, &cookie, &[]).await;
+    let events = events.until("end", Duration::from_secs(10)).await;
+    assert_eq!(log_text(&events), expected);
     let ended = browser.get(&format!("/ui/jobs/{job}"), Some(&cookie)).await;
-    assert!(!ended.text.contains("data-follow"), "{}", ended.text);
+    assert_eq!(follow_url(&ended.text), None, "{}", ended.text);
+    assert_eq!(shown_log(&ended.text), expected);
 }
 
 #[tokio::test]
@@ -217,6 +270,7 @@ async fn the_lists_hear_when_a_job_is_admitted() {
     let browser = Browser::new(&app);
     let cookie = browser.sign_in().await;
     let mut events = Events::open(&browser, "/ui/events", &cookie, &[]).await;
+    events.quiet_for(Duration::from_secs(3)).await;
     start_job(&app, "shout").await;
     let events = events.until("changed", Duration::from_secs(10)).await;
     assert_eq!(events.last().unwrap().name, "changed");
