@@ -34,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// What one `exec` may carry, read once at start; a command over it is refused at submit.
     pub exec_limits: crate::exec_limits::ExecLimits,
+    /// When jobs change, for the web page's lists while one is open.
+    pub page_changes: crate::ui::Changes,
 }
 
 impl AppState {

@@ -10,7 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
 use super::guard::signed_in;
 use super::handlers::{job_not_found, unavailable};
@@ -18,18 +18,10 @@ use super::log_text::LogText;
 use crate::http::log::{self, Source};
 use crate::http::stream::event;
 use crate::http::AppState;
-use crate::job::{JobId, Status};
-use crate::store::{ListQuery, Store};
+use crate::job::JobId;
 
 /// How long a stream stays silent before it sends a comment, so that proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// How often `/ui/events` looks at the store for a change, per client (so at most one `changed`
-/// event per this interval). No signal reaches every instance when a job changes, so it polls.
-const CHANGE_POLL: Duration = Duration::from_secs(2);
-
-/// How many of the queued and of the running jobs the change check compares.
-const CHANGE_WINDOW: usize = 100;
 
 const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
@@ -163,62 +155,23 @@ impl LogFollower {
 }
 
 /// `GET /ui/events`: a `changed` event whenever a job has been admitted or has changed state
-/// since the last look (the store is polled every [`CHANGE_POLL`]), and a comment every
-/// [`KEEP_ALIVE`] otherwise.
+/// (as [`Changes`](super::Changes) sees it, within a few seconds), and a comment after
+/// [`KEEP_ALIVE`] of silence.
 pub async fn changes(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
     if let Err(refusal) = signed_in(&state, &request) {
         return refusal.answer();
     }
-    let store = state.engine.store().clone();
-    let first = fingerprint(&store).await;
-    let watcher = ChangeWatcher {
-        store,
-        last: first,
-        sent: Instant::now(),
-    };
-    let body = stream::unfold(watcher, |mut watcher| async move {
-        loop {
-            tokio::time::sleep(CHANGE_POLL).await;
-            let now = fingerprint(&watcher.store).await;
-            if now.is_some() && now != watcher.last {
-                watcher.last = now;
-                watcher.sent = Instant::now();
-                let changed = Bytes::from(event("changed", "jobs"));
-                return Some((Ok(changed), watcher));
+    let receiver = state.page_changes.listen(state.engine.store());
+    let body = stream::unfold(receiver, |mut receiver| async move {
+        let out = match timeout(KEEP_ALIVE, receiver.changed()).await {
+            Ok(Ok(())) => {
+                receiver.borrow_and_update();
+                Bytes::from(event("changed", "jobs"))
             }
-            if watcher.sent.elapsed() >= KEEP_ALIVE {
-                watcher.sent = Instant::now();
-                return Some((Ok(Bytes::from_static(KEEP_ALIVE_COMMENT)), watcher));
-            }
-        }
+            Ok(Err(_)) => return None,
+            Err(_) => Bytes::from_static(KEEP_ALIVE_COMMENT),
+        };
+        Some((Ok(out), receiver))
     });
     events(Box::pin(body))
-}
-
-struct ChangeWatcher {
-    store: Store,
-    last: Option<Vec<(JobId, Status)>>,
-    sent: Instant,
-}
-
-/// What the jobs look like, as far as the page cares: the newest job and the queued and running
-/// ones, each with its status. Any admission or change of state changes it. `None` when the
-/// store cannot be read.
-async fn fingerprint(store: &Store) -> Option<Vec<(JobId, Status)>> {
-    let mut seen = Vec::new();
-    for (status, limit) in [
-        (None, 1),
-        (Some(Status::Queued), CHANGE_WINDOW),
-        (Some(Status::Running), CHANGE_WINDOW),
-    ] {
-        let query = ListQuery {
-            hook: None,
-            status,
-            before: None,
-            limit,
-        };
-        let page = store.list(query).await.ok()?;
-        seen.extend(page.jobs.iter().map(|job| (job.id.clone(), job.status())));
-    }
-    Some(seen)
 }

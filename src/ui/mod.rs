@@ -8,6 +8,7 @@
 //! reload turns it on or off).
 
 mod assets;
+mod changes;
 mod guard;
 mod handlers;
 mod live;
@@ -22,6 +23,8 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::http::AppState;
+
+pub use self::changes::Changes;
 
 /// The policy on every answer under `/ui/`: nothing from other hosts, no inline script or style.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
