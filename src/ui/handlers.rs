@@ -235,7 +235,7 @@ pub async fn jobs(
     page(StatusCode::OK, pages::jobs(&jobs_page, &signed_in.csrf))
 }
 
-fn bad_request(text: &str) -> HttpResponse {
+pub(super) fn bad_request(text: &str) -> HttpResponse {
     page(StatusCode::BAD_REQUEST, pages::message("Bad request", text))
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::time::timeout;
 
 use super::guard::signed_in;
-use super::handlers::{job_not_found, unavailable};
+use super::handlers::{bad_request, job_not_found, unavailable};
 use super::log_text::LogText;
 use crate::http::log::{self, Source};
 use crate::http::stream::event;
@@ -36,7 +36,7 @@ fn events(body: Body) -> HttpResponse {
 
 #[derive(Deserialize)]
 pub struct LogEventsQuery {
-    offset: Option<u64>,
+    offset: Option<String>,
 }
 
 /// `GET /ui/jobs/{id}/log/events?offset=N`: the job's log from byte `offset` until the job ends,
@@ -62,7 +62,14 @@ pub async fn log_events(
             Err(error) => return unavailable(error),
         },
     };
-    let offset = last_event_id(&request).or(query.offset).unwrap_or_default();
+    let offset = match last_event_id(&request) {
+        Some(offset) => offset,
+        None => match query.offset.as_deref().map(str::parse) {
+            None => 0,
+            Some(Ok(offset)) => offset,
+            Some(Err(_)) => return bad_request("`offset` takes a number of bytes."),
+        },
+    };
     let engine = state.engine.clone();
     let bytes = log::read(engine.store().clone(), id.clone(), offset, Some(source));
     let follower = LogFollower {

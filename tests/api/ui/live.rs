@@ -241,6 +241,14 @@ async fn the_offset_and_a_reconnects_last_event_id_skip_what_was_shown() {
     .await;
     let events = events.until("end", Duration::from_secs(10)).await;
     assert_eq!(log_text(&events), "two\nthree\n");
+    let bad = browser
+        .get(&format!("{base}?offset=-1"), Some(&cookie))
+        .await;
+    assert_eq!(bad.status, 400);
+    // Past the end: nothing more to show, and the end.
+    let mut events = Events::open(&browser, &format!("{base}?offset=999"), &cookie, &[]).await;
+    let events = events.until("end", Duration::from_secs(10)).await;
+    assert_eq!(log_text(&events), "");
 }
 
 #[tokio::test]
