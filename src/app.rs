@@ -167,6 +167,7 @@ impl Application {
             engine,
             metrics,
             exec_limits: crate::runner::exec_limits(),
+            page_changes: Default::default(),
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

@@ -122,7 +122,7 @@ pub async fn get_log(
         }
     };
     let store = state.engine.store().clone();
-    let body = log::read(store, id, follow.then_some(source));
+    let body = log::read(store, id, 0, follow.then_some(source));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header(("X-Accel-Buffering", "no"))

@@ -45,10 +45,11 @@ struct Follow {
     finished: bool,
 }
 
-/// The log as it is now; with `follow`, then what comes until the job ends.
+/// The log from byte `offset` as it is now; with `follow`, then what comes until the job ends.
 pub fn read(
     store: Store,
     id: JobId,
+    offset: u64,
     follow: Option<Source>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
     let follow = follow.map(|source| Follow {
@@ -62,7 +63,7 @@ pub fn read(
     let reader = Reader {
         store,
         id,
-        offset: 0,
+        offset,
         follow,
         done: false,
     };

@@ -5,12 +5,12 @@ mod approvals;
 mod client;
 mod error;
 mod jobs;
-mod log;
+pub(crate) mod log;
 mod rerun;
 pub use self::approvals::{approve, reject};
 pub use self::jobs::may_have_notifications;
 pub use rerun::rerun;
-mod stream;
+pub(crate) mod stream;
 mod trigger;
 
 use std::sync::{Arc, PoisonError, RwLock};
@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// What one `exec` may carry, read once at start; a command over it is refused at submit.
     pub exec_limits: crate::exec_limits::ExecLimits,
+    /// When jobs change, for the web page's lists while one is open.
+    pub page_changes: crate::ui::Changes,
 }
 
 impl AppState {

@@ -128,7 +128,7 @@ fn skipped_note(bytes: u64, events: bool) -> Bytes {
 /// One SSE event; each line of the text becomes a `data:` line. Lines end at CR, LF or CRLF, as
 /// they do for the client's parser, so no output can end a `data:` line and start a field or an
 /// event of its own.
-fn event(name: &str, text: &str) -> String {
+pub(crate) fn event(name: &str, text: &str) -> String {
     let text = text
         .strip_suffix("\r\n")
         .or_else(|| text.strip_suffix(['\n', '\r']))

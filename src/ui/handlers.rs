@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::guard::{
     action, forbidden, form_field, key, now_secs, off, page, same_origin, see_other, signed_in,
 };
-use super::origin::strip_ansi;
-use super::pages::{self, HookRow, JobPage, JobRow, JobsPage};
+use super::log_text::LogText;
+use super::pages::{self, HookRow, InstanceRow, JobPage, JobRow, JobsPage};
 use super::set_cookie;
 use crate::config::{Concurrency, Hook, ResponseMode};
 use crate::engine::Cancelled;
@@ -29,7 +29,7 @@ const FAILED_SIGN_IN_DELAY: Duration = Duration::from_secs(1);
 const PAGE_SIZE: usize = 50;
 const RECENT_JOBS: usize = 5;
 
-fn unavailable(error: StoreError) -> HttpResponse {
+pub(super) fn unavailable(error: StoreError) -> HttpResponse {
     tracing::error!(%error, "job store read failed");
     page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -126,7 +126,25 @@ pub async fn hooks(state: web::Data<AppState>, request: HttpRequest) -> HttpResp
         };
         rows.push(hook_row(hook, recent));
     }
-    page(StatusCode::OK, pages::hooks(&rows, &signed_in.csrf))
+    let instances = match state.engine.store().instances().await {
+        Ok(instances) => instances,
+        Err(error) => return unavailable(error),
+    };
+    let now = now_ms();
+    let instances: Vec<_> = instances
+        .into_iter()
+        .map(|instance| InstanceRow {
+            started_at: crate::job::rfc3339(instance.started_ms),
+            heartbeat_age_secs: (now - instance.heartbeat_ms).max(0) / 1000,
+            name: instance.name,
+            version: instance.version,
+            running: instance.running,
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        pages::hooks(&rows, &instances, &signed_in.csrf),
+    )
 }
 
 fn hook_row(hook: &Hook, recent: Vec<(String, &'static str)>) -> HookRow {
@@ -217,11 +235,11 @@ pub async fn jobs(
     page(StatusCode::OK, pages::jobs(&jobs_page, &signed_in.csrf))
 }
 
-fn bad_request(text: &str) -> HttpResponse {
+pub(super) fn bad_request(text: &str) -> HttpResponse {
     page(StatusCode::BAD_REQUEST, pages::message("Bad request", text))
 }
 
-fn job_not_found() -> HttpResponse {
+pub(super) fn job_not_found() -> HttpResponse {
     page(
         StatusCode::NOT_FOUND,
         pages::message(
@@ -261,9 +279,18 @@ pub async fn job(
     let view = JobView::of(&job, false, now_ms())
         .with_notifications(notifications)
         .to_value();
-    let (log, log_omitted) = match store.read_log_tail(&id, LOG_SHOWN).await {
+    let (tail, log_omitted) = match store.read_log_tail(&id, LOG_SHOWN).await {
         Ok(tail) => tail,
         Err(error) => return unavailable(error),
+    };
+    // A running job's log is shown up to where its text is whole; the script follows from there.
+    let mut text = LogText::default();
+    let mut log = text.push(&tail);
+    let log_follow_from = if job.status().is_final() {
+        log += &text.finish();
+        None
+    } else {
+        Some(log_omitted + (tail.len() - text.held()) as u64)
     };
     let job_page = JobPage {
         id: id.to_string(),
@@ -272,8 +299,9 @@ pub async fn job(
             .as_array()
             .map(|listed| listed.iter().map(|entry| fields(entry, &[])).collect())
             .unwrap_or_default(),
-        log: strip_ansi(&String::from_utf8_lossy(&log)),
+        log,
         log_omitted,
+        log_follow_from,
         can_cancel: !job.status().is_final(),
     };
     page(StatusCode::OK, pages::job(&job_page, &signed_in.csrf))

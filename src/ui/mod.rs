@@ -1,14 +1,18 @@
 //! The web page at `/ui/` (SPEC §14): sign-in with the admin token, the hooks, the jobs and one
 //! job, and cancel. HTML is rendered on the server (`pages`), the session is a stateless signed
 //! cookie (`session`), and every form post passes a same-origin check and a CSRF token (`origin`).
+//! Server-sent events keep the pages current while jobs run (`live`).
 //!
 //! Like the job routes, the page sits at the fixed path `/ui/` whatever `base_path` says, and it is
 //! served only while `server.ui` is on and `server.admin_token` is set (read per request, so a
 //! reload turns it on or off).
 
 mod assets;
+mod changes;
 mod guard;
 mod handlers;
+mod live;
+mod log_text;
 mod origin;
 mod pages;
 mod session;
@@ -19,6 +23,8 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::http::AppState;
+
+pub use self::changes::Changes;
 
 /// The policy on every answer under `/ui/`: nothing from other hosts, no inline script or style.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -43,7 +49,9 @@ pub fn scope() -> impl HttpServiceFactory {
         .route("/sign-in", web::post().to(handlers::sign_in))
         .route("/sign-out", web::post().to(handlers::sign_out))
         .route("/jobs", web::get().to(handlers::jobs))
+        .route("/events", web::get().to(live::changes))
         .route("/jobs/{id}", web::get().to(handlers::job))
+        .route("/jobs/{id}/log/events", web::get().to(live::log_events))
         .route("/jobs/{id}/cancel", web::post().to(handlers::cancel))
         .route("/jobs/{id}/rerun", web::post().to(handlers::rerun))
         .route("/assets/{name}", web::get().to(asset))

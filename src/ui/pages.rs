@@ -16,6 +16,16 @@ pub struct HookRow {
     pub recent: Vec<(String, &'static str)>,
 }
 
+/// One instance sharing the store, on the overview when there are several.
+pub struct InstanceRow {
+    pub name: String,
+    pub version: String,
+    pub started_at: String,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_secs: i64,
+    pub running: usize,
+}
+
 /// One job in the list.
 pub struct JobRow {
     pub id: String,
@@ -43,6 +53,9 @@ pub struct JobPage {
     pub log: String,
     /// Bytes of the log before `log`, not shown.
     pub log_omitted: u64,
+    /// While the job runs: the byte offset of the log that `log` reaches, from which the page's
+    /// script follows the rest.
+    pub log_follow_from: Option<u64>,
     pub can_cancel: bool,
 }
 
@@ -100,7 +113,8 @@ pub fn sign_in(wrong_token: bool) -> Markup {
     )
 }
 
-pub fn hooks(rows: &[HookRow], csrf: &str) -> Markup {
+/// The hooks, and the instances when there is more than one.
+pub fn hooks(rows: &[HookRow], instances: &[InstanceRow], csrf: &str) -> Markup {
     layout(
         "Hooks",
         Some(csrf),
@@ -109,7 +123,7 @@ pub fn hooks(rows: &[HookRow], csrf: &str) -> Markup {
             @if rows.is_empty() {
                 p.muted { "No hooks are configured." }
             }
-            div.table { table {
+            div.table { table #hooks {
                 thead { tr { th { "Hook" } th { "Provider" } th { "Mode" } th { "Concurrency" } th { "Last jobs" } } }
                 tbody {
                     @for row in rows {
@@ -133,6 +147,23 @@ pub fn hooks(rows: &[HookRow], csrf: &str) -> Markup {
                     }
                 }
             } }
+            @if instances.len() > 1 {
+                h2 { "Instances" }
+                div.table { table #instances {
+                    thead { tr { th { "Instance" } th { "Version" } th { "Started" } th { "Last heartbeat" } th { "Running jobs" } } }
+                    tbody {
+                        @for instance in instances {
+                            tr {
+                                td { code { (instance.name) } }
+                                td { (instance.version) }
+                                td { (instance.started_at) }
+                                td { (instance.heartbeat_age_secs) " s ago" }
+                                td { (instance.running) }
+                            }
+                        }
+                    }
+                } }
+            }
         },
     )
 }
@@ -160,11 +191,11 @@ pub fn jobs(page: &JobsPage, csrf: &str) -> Markup {
                 button type="submit" { "Filter" }
             }
             @if page.rows.is_empty() { p.muted { "No jobs." } }
-            div.table { table {
+            div.table { table #jobs {
                 thead { tr { th { "Job" } th { "Hook" } th { "Status" } th { "Created" } th { "Duration" } } }
                 tbody {
                     @for row in &page.rows {
-                        tr {
+                        tr data-status=(row.status) {
                             td { a href={ "/ui/jobs/" (urlencode(&row.id)) } { code { (row.id) } } }
                             td { (row.hook) }
                             td { (status(row.status)) }
@@ -214,7 +245,11 @@ pub fn job(page: &JobPage, csrf: &str) -> Markup {
                 p { "The first " (page.log_omitted) " bytes of the log are not shown; "
                     a href={ "/jobs/" (page.id) "/log" } { "the whole log" } " is plain text." }
             }
-            pre.log { (page.log) }
+            @if let Some(offset) = page.log_follow_from {
+                pre #log .log data-follow={ "/ui/jobs/" (urlencode(&page.id)) "/log/events?offset=" (offset) } { (page.log) }
+            } @else {
+                pre #log .log { (page.log) }
+            }
         },
     )
 }

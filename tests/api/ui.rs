@@ -7,6 +7,8 @@ use reqwest::header::HeaderMap;
 
 use crate::helpers::TestApp;
 
+mod live;
+
 const TOKEN: &str = "admin-s3cret";
 
 const CONFIG: &str = r#"

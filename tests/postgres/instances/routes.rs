@@ -294,3 +294,83 @@ async fn a_queued_job_is_followed_and_cancelled_from_any_instance() {
     }
     assert!(starts(&cluster.trace(), &dropped).is_empty());
 }
+
+/// Signs in to `node`'s web page; the `Cookie` header value to send.
+async fn sign_in_to_the_page(node: &Node) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = client
+        .post(format!("{}/ui/sign-in", node.address))
+        .header("Origin", &node.address)
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_instances_and_follows_a_log_another_instance_writes() {
+    let url = fresh_database().await;
+    let hooks = hook("f", ASYNC, &format!("echo one; {UNTIL_RELEASED}; echo two"));
+    let cluster = Cluster::start_instances(&url, 2, "3s", "", &hooks).await;
+    let id = cluster.node("web-1").accepted("f", "{}").await;
+    let running = cluster.job_until(&id, |job| status(job) == "running").await;
+    let other = cluster.other_than(running["instance"].as_str().unwrap());
+    let cookie = sign_in_to_the_page(other).await;
+    let client = reqwest::Client::new();
+
+    let hooks_page = client
+        .get(format!("{}/ui/", other.address))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, instances) = hooks_page
+        .split_once(r#"<table id="instances">"#)
+        .unwrap_or_else(|| panic!("no instances table: {hooks_page}"));
+    for name in ["web-1", "web-2"] {
+        assert!(
+            instances.contains(&format!("<code>{name}</code>")),
+            "{instances}"
+        );
+    }
+
+    let mut response = client
+        .get(format!(
+            "{}/ui/jobs/{id}/log/events?offset=0",
+            other.address
+        ))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut followed = String::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !followed.contains("data: one\n") {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("the first line arrives while the job runs")
+            .unwrap()
+            .expect("the stream goes on");
+        followed.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    cluster.release();
+    while let Some(chunk) = tokio::time::timeout_at(deadline, response.chunk())
+        .await
+        .expect("the stream ends with the job")
+        .unwrap()
+    {
+        followed.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let expected = "id: 4\nevent: log\ndata: one\ndata: \n\nid: 8\nevent: log\ndata: two\ndata: \n\nevent: end\ndata: succeeded\n\n";
+    assert_eq!(followed, expected);
+}
