@@ -161,7 +161,7 @@ fn decode_entry(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Op
         Some((value, path)) => StatusKey {
             key: "on",
             allowed: ANNOUNCED,
-            refusal: &|_| "is not how a job ends; a notification is sent when a job ends, or when it begins to wait for approval (`awaiting_approval`)",
+            refusal: &|_| "is not how a job ends; a notification is sent when a job ends, or when it begins to wait for approval",
         }
         .decode(decoder, value, &path),
     };

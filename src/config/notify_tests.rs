@@ -205,7 +205,7 @@ fn check_refuses_bad_notifications_and_says_why() {
             &format!("    notify:\n      - on: [failed]\n        {target}\n"),
         )
     };
-    let endings = "`on` takes `succeeded`, `failed`, `timed_out`, `cancelled`, `superseded` and `interrupted`";
+    let endings = "`on` takes `succeeded`, `failed`, `timed_out`, `cancelled`, `superseded`, `interrupted`, `rejected`, `expired` and `awaiting_approval`";
     let url_form = "write it as `https://host/path`";
     let whsec = "a notification `secret` is a Standard Webhooks key: `whsec_` followed by base64";
     let cases: Vec<(String, String)> = vec![
@@ -214,7 +214,7 @@ fn check_refuses_bad_notifications_and_says_why() {
         (entry("slack: {url: env:SLACK_URL}\n        command: [x]"), "hooks.yaml:10:9: the `notify` entry has both `slack` and `command`; an entry has one target, so split it into two entries with the same `on`".into()),
         (entry("slak: {url: env:SLACK_URL}"), "hooks.yaml:9:9: unknown key `slak` in a `notify` entry, did you mean `slack`?".into()),
         (config("", "    notify: [{command: [x]}]\n"), "hooks.yaml:7:14: the `notify` entry has no `on`; list the endings to announce, such as `on: [failed, timed_out, interrupted]`".into()),
-        (config("", "    notify: [{on: [failed, running], command: [x]}]\n"), format!("hooks.yaml:7:28: `running` is not how a job ends; a notification is sent when a job ends; {endings}")),
+        (config("", "    notify: [{on: [failed, running], command: [x]}]\n"), format!("hooks.yaml:7:28: `running` is not how a job ends; a notification is sent when a job ends, or when it begins to wait for approval; {endings}")),
         (config("", "    notify: [{on: [fialed], command: [x]}]\n"), "hooks.yaml:7:20: `fialed` is not a job status, did you mean `failed`?".into()),
         (config("", "    notify: [{on: [], command: [x]}]\n"), "hooks.yaml:7:19: `on` is empty; list the statuses it takes: `succeeded`".into()),
         (config("", "    notify: [{on: [failed], max_age: 0s, command: [x]}]\n"), "hooks.yaml:7:38: `max_age` must be longer than zero, such as `24h`".into()),

@@ -17,8 +17,9 @@ use super::pages::{self, HookRow, InstanceRow, JobPage, JobRow, JobsPage};
 use super::set_cookie;
 use crate::config::{Concurrency, Hook, ResponseMode};
 use crate::engine::Cancelled;
-use crate::http::{came_over_https, AppState};
-use crate::job::{now_ms, JobId, JobView, Status};
+use crate::http::{came_over_https, ApiError, AppState};
+use crate::job::{now_ms, Job, JobId, JobView, Status};
+use crate::runner::Program;
 use crate::signature::tokens_equal;
 use crate::store::{ListQuery, StoreError};
 
@@ -152,10 +153,14 @@ fn hook_row(hook: &Hook, recent: Vec<(String, &'static str)>) -> HookRow {
         id: hook.id.clone(),
         description: hook.description.clone(),
         provider: hook.signature.name(),
-        mode: match hook.response.mode {
-            ResponseMode::Wait => "wait",
-            ResponseMode::Async => "async",
-            ResponseMode::Stream => "stream",
+        mode: match (hook.response.mode, hook.approval) {
+            (ResponseMode::Wait, _) => "wait".to_string(),
+            (ResponseMode::Async, None) => "async".to_string(),
+            (ResponseMode::Async, Some(approval)) => format!(
+                "async, after approval (within {})",
+                humantime::format_duration(approval.timeout)
+            ),
+            (ResponseMode::Stream, _) => "stream".to_string(),
         },
         concurrency: match hook.concurrency {
             Concurrency::Parallel { limit: None } => "parallel".to_string(),
@@ -279,6 +284,16 @@ pub async fn job(
     let view = JobView::of(&job, false, now_ms())
         .with_notifications(notifications)
         .to_value();
+    let command = match store.command(&id).await {
+        Ok(command) => command.map(|command| {
+            let argv = match command.program {
+                Program::Shell(text) => vec!["/bin/sh".to_string(), "-c".to_string(), text],
+                Program::Argv(argv) => argv,
+            };
+            (argv, command.workdir.display().to_string())
+        }),
+        Err(error) => return unavailable(error),
+    };
     let (tail, log_omitted) = match store.read_log_tail(&id, LOG_SHOWN).await {
         Ok(tail) => tail,
         Err(error) => return unavailable(error),
@@ -303,6 +318,8 @@ pub async fn job(
         log_omitted,
         log_follow_from,
         can_cancel: !job.status().is_final(),
+        awaiting: job.status() == Status::AwaitingApproval,
+        command,
     };
     page(StatusCode::OK, pages::job(&job_page, &signed_in.csrf))
 }
@@ -344,15 +361,46 @@ pub async fn rerun(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let id = match job_action(&state, &request, &body, &id) {
-        Ok(id) => id,
-        Err(refused) => return *refused,
-    };
-    match crate::http::rerun(&state, &id).await {
+    match job_action(&state, &request, &body, &id) {
+        Ok(id) => shown(crate::http::rerun(&state, &id).await, "re-run"),
+        Err(refused) => *refused,
+    }
+}
+
+/// Approves a job that waits for approval, as `POST /jobs/{id}/approve` does, then shows it.
+pub async fn approve(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    match job_action(&state, &request, &body, &id) {
+        Ok(id) => shown(crate::http::approve(&state, &id).await, "approved"),
+        Err(refused) => *refused,
+    }
+}
+
+/// Rejects a job that waits for approval, as `POST /jobs/{id}/reject` does, then shows it.
+pub async fn reject(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    match job_action(&state, &request, &body, &id) {
+        Ok(id) => shown(crate::http::reject(&state, &id).await, "rejected"),
+        Err(refused) => *refused,
+    }
+}
+
+/// After an action the API's path answered: the job it gives (a re-run's new one), or why the
+/// job cannot be `done`, in the API's words.
+fn shown(result: Result<Job, ApiError>, done: &str) -> HttpResponse {
+    match result {
         Ok(job) => see_other(&format!("/ui/jobs/{}", job.id)),
         Err(error) => page(
             error.status,
-            pages::message("This job cannot be re-run", &error.message),
+            pages::message(&format!("This job cannot be {done}"), &error.message),
         ),
     }
 }

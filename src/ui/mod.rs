@@ -54,6 +54,8 @@ pub fn scope() -> impl HttpServiceFactory {
         .route("/jobs/{id}/log/events", web::get().to(live::log_events))
         .route("/jobs/{id}/cancel", web::post().to(handlers::cancel))
         .route("/jobs/{id}/rerun", web::post().to(handlers::rerun))
+        .route("/jobs/{id}/approve", web::post().to(handlers::approve))
+        .route("/jobs/{id}/reject", web::post().to(handlers::reject))
         .route("/assets/{name}", web::get().to(asset))
         .default_service(web::to(handlers::not_found))
 }

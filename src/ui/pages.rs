@@ -10,7 +10,7 @@ pub struct HookRow {
     pub id: String,
     pub description: Option<String>,
     pub provider: &'static str,
-    pub mode: &'static str,
+    pub mode: String,
     pub concurrency: String,
     /// Its newest jobs, newest first: id and status.
     pub recent: Vec<(String, &'static str)>,
@@ -57,6 +57,11 @@ pub struct JobPage {
     /// script follows the rest.
     pub log_follow_from: Option<u64>,
     pub can_cancel: bool,
+    /// It waits for approval: the page offers Approve and Reject.
+    pub awaiting: bool,
+    /// The command's arguments as they were rendered (a shell command as `/bin/sh -c <text>`)
+    /// and its directory; `None` for a `wait` or `stream` job, whose command is not kept.
+    pub command: Option<(Vec<String>, String)>,
 }
 
 /// The frame around every page; `csrf` is `None` on the sign-in page (no session yet).
@@ -87,6 +92,18 @@ fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
             }
         }
     }
+}
+
+/// The start of a job id, enough to tell the jobs of a list apart (the link and its title
+/// carry the whole).
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// An RFC 3339 time shown as `2026-12-02 14:31:22` (UTC), the whole in the element's `datetime`.
+fn when(rfc3339: &str) -> Markup {
+    let shown = rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ");
+    html! { time datetime=(rfc3339) title=(rfc3339) { (shown) } }
 }
 
 fn status(status: &str) -> Markup {
@@ -123,21 +140,21 @@ pub fn hooks(rows: &[HookRow], instances: &[InstanceRow], csrf: &str) -> Markup 
             @if rows.is_empty() {
                 p.muted { "No hooks are configured." }
             }
-            div.table { table #hooks {
+            div.table { table #hooks .rows {
                 thead { tr { th { "Hook" } th { "Provider" } th { "Mode" } th { "Concurrency" } th { "Last jobs" } } }
                 tbody {
                     @for row in rows {
                         tr {
-                            td {
+                            td data-label="Hook" {
                                 a href={ "/ui/jobs?hook=" (urlencode(&row.id)) } { code { (row.id) } }
                                 @if let Some(description) = &row.description {
                                     br; span.muted { (description) }
                                 }
                             }
-                            td { (row.provider) }
-                            td { (row.mode) }
-                            td { (row.concurrency) }
-                            td {
+                            td data-label="Provider" { (row.provider) }
+                            td data-label="Mode" { (row.mode) }
+                            td data-label="Concurrency" { (row.concurrency) }
+                            td data-label="Last jobs" {
                                 @for (id, state) in &row.recent {
                                     a href={ "/ui/jobs/" (urlencode(id)) } title=(id) { (status(state)) } " "
                                 }
@@ -149,16 +166,16 @@ pub fn hooks(rows: &[HookRow], instances: &[InstanceRow], csrf: &str) -> Markup 
             } }
             @if instances.len() > 1 {
                 h2 { "Instances" }
-                div.table { table #instances {
+                div.table { table #instances .rows {
                     thead { tr { th { "Instance" } th { "Version" } th { "Started" } th { "Last heartbeat" } th { "Running jobs" } } }
                     tbody {
                         @for instance in instances {
                             tr {
-                                td { code { (instance.name) } }
-                                td { (instance.version) }
-                                td { (instance.started_at) }
-                                td { (instance.heartbeat_age_secs) " s ago" }
-                                td { (instance.running) }
+                                td data-label="Instance" { code { (instance.name) } }
+                                td data-label="Version" { (instance.version) }
+                                td data-label="Started" { (when(&instance.started_at)) }
+                                td data-label="Heartbeat" { (instance.heartbeat_age_secs) " s ago" }
+                                td data-label="Running" { (instance.running) }
                             }
                         }
                     }
@@ -191,16 +208,16 @@ pub fn jobs(page: &JobsPage, csrf: &str) -> Markup {
                 button type="submit" { "Filter" }
             }
             @if page.rows.is_empty() { p.muted { "No jobs." } }
-            div.table { table #jobs {
+            div.table { table #jobs .rows {
                 thead { tr { th { "Job" } th { "Hook" } th { "Status" } th { "Created" } th { "Duration" } } }
                 tbody {
                     @for row in &page.rows {
                         tr data-status=(row.status) {
-                            td { a href={ "/ui/jobs/" (urlencode(&row.id)) } { code { (row.id) } } }
-                            td { (row.hook) }
-                            td { (status(row.status)) }
-                            td { (row.created_at) }
-                            td { @if let Some(ms) = row.duration_ms { (ms) " ms" } }
+                            td data-label="Job" { a href={ "/ui/jobs/" (urlencode(&row.id)) } title=(row.id) { code { (short_id(&row.id)) } } }
+                            td data-label="Hook" { (row.hook) }
+                            td data-label="Status" { (status(row.status)) }
+                            td data-label="Created" { (when(&row.created_at)) }
+                            td data-label="Duration" { @if let Some(ms) = row.duration_ms { (ms) " ms" } }
                         }
                     }
                 }
@@ -218,21 +235,29 @@ pub fn job(page: &JobPage, csrf: &str) -> Markup {
         Some(csrf),
         html! {
             h1 { "Job " code { (page.id) } }
-            @if page.can_cancel {
-                form method="post" action={ "/ui/jobs/" (urlencode(&page.id)) "/cancel" } data-confirm="Cancel this job?" {
-                    input type="hidden" name="csrf" value=(csrf);
-                    button.danger type="submit" { "Cancel job" }
+            div.actions {
+                @if page.awaiting {
+                    (action(&page.id, "approve", csrf, "Run this job now?", "Approve", "primary"))
+                    (action(&page.id, "reject", csrf, "Reject this job? It will never run.", "Reject", "danger"))
                 }
-            }
-            form method="post" action={ "/ui/jobs/" (urlencode(&page.id)) "/rerun" } data-confirm="Run this job's command again, as a new job?" {
-                input type="hidden" name="csrf" value=(csrf);
-                button type="submit" { "Re-run" }
+                @if page.can_cancel {
+                    (action(&page.id, "cancel", csrf, "Cancel this job?", "Cancel job", "danger"))
+                }
+                (action(&page.id, "rerun", csrf, "Run this job's command again, as a new job?", "Re-run", ""))
             }
             div.table { table { tbody {
                 @for (name, value) in &page.fields {
                     tr { th { (name) } td { @if name == "status" { (status(value)) } @else { (value) } } }
                 }
             } } }
+            h2 { "Command" }
+            @match &page.command {
+                Some((argv, workdir)) => {
+                    ol.argv { @for argument in argv { li { code { (argument) } } } }
+                    p.muted { "in " code { (workdir) } }
+                }
+                None => p.muted { "Not kept: the command of a job answered in `wait` or `stream` mode is not written to the store." },
+            }
             h2 { "Notifications" }
             @if page.notifications.is_empty() { p.muted { "None." } }
             @for notification in &page.notifications {
@@ -252,6 +277,16 @@ pub fn job(page: &JobPage, csrf: &str) -> Markup {
             }
         },
     )
+}
+
+/// A button that posts `/ui/jobs/{id}/{verb}` with the CSRF token, once `question` is confirmed.
+fn action(id: &str, verb: &str, csrf: &str, question: &str, label: &str, class: &str) -> Markup {
+    html! {
+        form method="post" action={ "/ui/jobs/" (urlencode(id)) "/" (verb) } data-confirm=(question) {
+            input type="hidden" name="csrf" value=(csrf);
+            button class=[(!class.is_empty()).then_some(class)] type="submit" { (label) }
+        }
+    }
 }
 
 /// A short page for an answer that is not a page of its own (a 403 or a 404).

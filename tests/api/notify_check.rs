@@ -21,7 +21,7 @@ fn check_accepts_retries_and_notifications_and_refuses_each_mistake_at_its_place
         "hooks.yaml:4:20: warning: the secret `server.notify[0].slack.url` is written in the file",
         "hooks.yaml:5:7: the `notify` entry has both `slack` and `command`; an entry has one target, so split it into two entries with the same `on`\n5 |       command: [page-someone]\n  |       ^",
         "hooks.yaml:10:5: `retry` needs `response: {mode: async}`: a `wait` or `stream` answer reports the first run to a client that is gone before the next one; make the hook `async` or remove `retry`\n10 |     retry: {attempts: 3}\n   |     ^",
-        "hooks.yaml:12:22: `exploded` is not a job status; `on` takes `succeeded`, `failed`, `timed_out`, `cancelled`, `superseded` and `interrupted`",
+        "hooks.yaml:12:22: `exploded` is not a job status; `on` takes `succeeded`, `failed`, `timed_out`, `cancelled`, `superseded`, `interrupted`, `rejected`, `expired` and `awaiting_approval`",
         "hooks.yaml:14:16: `url` is not a URL (invalid international domain name); write it as `https://host/path`",
         "hooks.yaml:15:19: a notification `secret` is a Standard Webhooks key: `whsec_` followed by base64",
     ];

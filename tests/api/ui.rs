@@ -23,6 +23,11 @@ hooks:
     signature: none
     run: {shell: 'sleep 30', kill_after: 1s}
     response: {mode: async}
+  - id: gated
+    signature: none
+    run: {shell: 'echo approved'}
+    response: {mode: async}
+    approval: {timeout: 1h}
 "#;
 
 /// A page's answer, with redirects left unfollowed.
@@ -339,6 +344,12 @@ async fn job_output_and_hook_descriptions_are_shown_as_text() {
     let page = browser.get(&format!("/ui/jobs/{job}"), Some(&cookie)).await;
     assert!(page.text.contains("red done"), "{}", page.text);
     assert!(!page.text.contains('\u{1b}'), "ANSI codes reached the page");
+    // The command as it was rendered, each argument as text.
+    assert!(
+        page.text.contains(r#"<ol class="argv"><li><code>/bin/sh</code></li><li><code>-c</code></li><li><code>printf &quot;&lt;script&gt;"#),
+        "{}",
+        page.text
+    );
 }
 
 #[tokio::test]
@@ -456,4 +467,79 @@ async fn rerun_from_the_page_needs_the_csrf_token_and_shows_the_new_job() {
         )
         .await;
     assert_eq!(unknown.status, 404);
+}
+
+#[tokio::test]
+async fn approve_and_reject_from_the_page_need_the_csrf_token_and_a_waiting_job() {
+    let app = TestApp::spawn(CONFIG).await;
+    let browser = Browser::new(&app);
+    let cookie = browser.sign_in().await;
+    let here = browser.origin.clone();
+    let (first, second) = (
+        start_job(&app, "gated").await,
+        start_job(&app, "gated").await,
+    );
+    let page = browser
+        .get(&format!("/ui/jobs/{first}"), Some(&cookie))
+        .await;
+    for shown in [
+        "Approve",
+        "Reject",
+        "awaiting_approval",
+        "approval_expires_at",
+    ] {
+        assert!(page.text.contains(shown), "{shown}: {}", page.text);
+    }
+    let token = csrf(&page);
+    for (verb, job, status) in [
+        ("approve", &first, "succeeded"),
+        ("reject", &second, "rejected"),
+    ] {
+        let path = format!("/ui/jobs/{job}/{verb}");
+        let refused = browser
+            .post(
+                &path,
+                &[("csrf", "0123")],
+                &[("Origin", &here), ("Cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(refused.status, 403, "{verb}");
+        let elsewhere = browser
+            .post(
+                &path,
+                &[("csrf", &token)],
+                &[("Origin", "http://evil.example"), ("Cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(elsewhere.status, 403, "{verb}");
+        assert_eq!(app.get_job(job).await.body["status"], "awaiting_approval");
+        let answer = browser
+            .post(
+                &path,
+                &[("csrf", &token)],
+                &[("Origin", &here), ("Cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(answer.status, 303, "{verb}: {}", answer.text);
+        assert_eq!(location(&answer), format!("/ui/jobs/{job}"));
+        app.wait_for_job(job, |body| body["status"] == status).await;
+        // Decided once: the second time says why, as a page.
+        let again = browser
+            .post(
+                &path,
+                &[("csrf", &token)],
+                &[("Origin", &here), ("Cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(again.status, 409, "{verb}");
+        assert!(
+            again.text.contains("not `awaiting_approval`"),
+            "{}",
+            again.text
+        );
+    }
+    let decided = browser
+        .get(&format!("/ui/jobs/{second}"), Some(&cookie))
+        .await;
+    assert!(!decided.text.contains(">Approve<"), "{}", decided.text);
 }

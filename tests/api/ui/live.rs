@@ -283,7 +283,11 @@ async fn the_lists_hear_when_a_job_is_admitted() {
     let events = events.until("changed", Duration::from_secs(10)).await;
     assert_eq!(events.last().unwrap().name, "changed");
     let jobs = browser.get("/ui/jobs", Some(&cookie)).await;
-    assert!(jobs.text.contains(r#"<table id="jobs""#), "{}", jobs.text);
+    assert!(
+        jobs.text.contains(r#"<table class="rows" id="jobs">"#),
+        "{}",
+        jobs.text
+    );
     assert!(jobs.text.contains("data-status="), "{}", jobs.text);
     let hooks = browser.get("/ui/", Some(&cookie)).await;
     assert!(

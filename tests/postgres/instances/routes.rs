@@ -334,7 +334,7 @@ async fn the_page_shows_the_instances_and_follows_a_log_another_instance_writes(
         .await
         .unwrap();
     let (_, instances) = hooks_page
-        .split_once(r#"<table id="instances">"#)
+        .split_once(r#"<table class="rows" id="instances">"#)
         .unwrap_or_else(|| panic!("no instances table: {hooks_page}"));
     for name in ["web-1", "web-2"] {
         assert!(
