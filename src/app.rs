@@ -168,6 +168,7 @@ impl Application {
             metrics,
             exec_limits: crate::runner::exec_limits(),
             page_changes: Default::default(),
+            sign_ins: Default::default(),
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

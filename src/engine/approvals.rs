@@ -19,13 +19,19 @@ const LOOK_EVERY: Duration = Duration::from_secs(10);
 
 impl Engine {
     /// Approves a waiting job under its hook's `concurrency` (the store applies the lane's rules
-    /// as at an admission); the jobs it supersedes or asks to stop learn of it here.
+    /// as at an admission); the jobs it supersedes or asks to stop learn of it here. A job whose
+    /// wait is over is expired instead.
     pub async fn approve(
         &self,
         id: &JobId,
         concurrency: Concurrency,
     ) -> Result<Approval, StoreError> {
         let inner = &self.inner;
+        // A wait whose time is up ends `expired` first, even if the timer has not come to it
+        // yet (it may be another instance's, up to `LOOK_EVERY` late): it is never approved.
+        for job in inner.store.expire_approvals(now_ms()).await?.expired {
+            inner.ended_unrun(&job);
+        }
         let approval = inner.store.approve(id, concurrency).await?;
         if let Approval::Approved {
             job,

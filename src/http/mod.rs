@@ -39,6 +39,8 @@ pub struct AppState {
     pub exec_limits: crate::exec_limits::ExecLimits,
     /// When jobs change, for the web page's lists while one is open.
     pub page_changes: crate::ui::Changes,
+    /// How fast the web page's sign-in may be tried.
+    pub sign_ins: crate::ui::SignInThrottle,
 }
 
 impl AppState {

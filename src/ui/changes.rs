@@ -70,8 +70,8 @@ async fn poll(store: Store, count: watch::Sender<u64>, polling: Arc<Mutex<bool>>
     }
 }
 
-/// What the jobs look like, as far as the lists care: the newest job and the queued and running
-/// ones, each with its status. An admission or a change of state changes it. `None` when the
+/// What the jobs look like, as far as the lists care: the newest job and the queued, running and
+/// awaiting ones, each with its status (one that ends leaves its list). An admission or a change of state changes it. `None` when the
 /// store cannot be read.
 async fn fingerprint(store: &Store) -> Option<Vec<(JobId, Status)>> {
     let mut seen = Vec::new();
@@ -79,6 +79,7 @@ async fn fingerprint(store: &Store) -> Option<Vec<(JobId, Status)>> {
         (None, 1),
         (Some(Status::Queued), WINDOW),
         (Some(Status::Running), WINDOW),
+        (Some(Status::AwaitingApproval), WINDOW),
     ] {
         let query = ListQuery {
             hook: None,

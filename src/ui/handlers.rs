@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -17,7 +17,7 @@ use super::pages::{self, HookRow, InstanceRow, JobPage, JobRow, JobsPage};
 use super::set_cookie;
 use crate::config::{Concurrency, Hook, ResponseMode};
 use crate::engine::Cancelled;
-use crate::http::{came_over_https, ApiError, AppState};
+use crate::http::{came_over_https, ApiError, AppState, ClientInfo};
 use crate::job::{now_ms, Job, JobId, JobView, Status};
 use crate::runner::Program;
 use crate::signature::tokens_equal;
@@ -64,6 +64,24 @@ pub async fn sign_in(
     };
     if !same_origin(&request) {
         return forbidden("The request did not come from this page.");
+    }
+    let client = request
+        .extensions()
+        .get::<ClientInfo>()
+        .and_then(|client| client.remote_ip);
+    if let Err(wait) = state.sign_ins.try_sign_in(client) {
+        let seconds = wait.as_secs() + 1;
+        let mut response = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::message(
+                "Too many sign-ins",
+                &format!("Sign-ins are tried too often; try again in {seconds} seconds."),
+            ),
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
     }
     let given = form_field(&body, "token").unwrap_or_default();
     let right = state
@@ -301,7 +319,8 @@ pub async fn job(
     // A running job's log is shown up to where its text is whole; the script follows from there.
     let mut text = LogText::default();
     let mut log = text.push(&tail);
-    let log_follow_from = if job.status().is_final() {
+    // A job that waits for approval has no log yet; its page is loaded again once approved.
+    let log_follow_from = if !matches!(job.status(), Status::Queued | Status::Running) {
         log += &text.finish();
         None
     } else {

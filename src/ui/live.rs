@@ -27,7 +27,10 @@ const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
 type Body = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>>>>;
 
-fn events(body: Body) -> HttpResponse {
+/// The answer of an event stream that ends at its first event (or keep-alive) after the session
+/// stops being valid: its 12 hours are over, the admin token changed, or the page was turned off.
+fn events(state: web::Data<AppState>, request: HttpRequest, body: Body) -> HttpResponse {
+    let body = body.take_while(move |_| std::future::ready(signed_in(&state, &request).is_ok()));
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("X-Accel-Buffering", "no"))
@@ -89,9 +92,13 @@ pub async fn log_events(
                 Some(out) => out,
                 None => {
                     follower.done = true;
+                    // `end` only for a job that has ended (or is gone): when the store could
+                    // not say, the stream just closes, and the browser reconnects from where it
+                    // was.
                     let status = match engine.get(&id).await {
-                        Ok(Some(job)) => job.status().as_str(),
-                        Ok(None) | Err(_) => "unknown",
+                        Ok(Some(job)) if job.status().is_final() => job.status().as_str(),
+                        Ok(None) => "gone",
+                        Ok(Some(_)) | Err(_) => return None,
                     };
                     let rest = follower.text.finish();
                     let mut out = follower.log_event(rest);
@@ -102,7 +109,7 @@ pub async fn log_events(
             Some((Ok(Bytes::from(out)), follower))
         }
     });
-    events(Box::pin(body))
+    events(state, request, Box::pin(body))
 }
 
 /// The offset a reconnecting browser had reached, from the `id` of the last event it had.
@@ -180,5 +187,5 @@ pub async fn changes(state: web::Data<AppState>, request: HttpRequest) -> HttpRe
         };
         Some((Ok(out), receiver))
     });
-    events(Box::pin(body))
+    events(state, request, Box::pin(body))
 }

@@ -16,6 +16,7 @@ mod log_text;
 mod origin;
 mod pages;
 mod session;
+mod throttle;
 
 use actix_web::dev::HttpServiceFactory;
 use actix_web::http::header::{self, HeaderName};
@@ -25,6 +26,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::http::AppState;
 
 pub use self::changes::Changes;
+pub use self::throttle::SignInThrottle;
 
 /// The policy on every answer under `/ui/`: nothing from other hosts, no inline script or style.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";

@@ -169,6 +169,35 @@ async fn a_wrong_token_is_slowed_and_gets_no_cookie() {
 }
 
 #[tokio::test]
+async fn guessing_from_many_connections_is_held_to_ten_tries_a_minute() {
+    let app = TestApp::spawn(CONFIG).await;
+    let browser = Browser::new(&app);
+    // All at once, so the delay of each wrong answer does not space them out.
+    let guesses = (0..10).map(|n| {
+        let browser = &browser;
+        async move {
+            browser
+                .sign_in_with(&format!("guess-{n}"), &[])
+                .await
+                .status
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    assert_eq!(statuses, [401; 10]);
+    // Past the allowance even the right token waits: the limit stops guessing, not typing.
+    let page = browser.sign_in_with(TOKEN, &[]).await;
+    assert_eq!(page.status, 429, "{}", page.text);
+    assert!(page.headers.get("set-cookie").is_none());
+    let retry: u64 = page.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&retry), "{retry}");
+    assert!(page.text.contains("try again in"), "{}", page.text);
+}
+
+#[tokio::test]
 async fn the_right_token_sets_a_strict_http_only_cookie_secure_over_https() {
     let app = TestApp::spawn(CONFIG).await;
     let browser = Browser::new(&app);

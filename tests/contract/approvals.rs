@@ -350,7 +350,51 @@ pub async fn a_wait_and_an_end_are_announced_apart(database: &impl Database) {
         .unwrap();
     assert!(unannounced(&store)
         .await
-        .contains(&(raced, Status::Rejected)));
+        .contains(&(raced.clone(), Status::Rejected)));
+    // …and keeps none of the wait's notifications: they would say it still waits.
+    let kept = store
+        .notifications(std::slice::from_ref(&raced))
+        .await
+        .unwrap()
+        .remove(&raced)
+        .unwrap_or_default();
+    assert!(kept.is_empty(), "{kept:?}");
+}
+
+pub async fn an_approved_job_joins_the_back_of_its_line_also_after_a_restart(
+    database: &impl Database,
+) {
+    let queue = Concurrency::Queue { queue: 10 };
+    let store = database.open("web-1").await;
+    let mut gated_job = new_job("q", None, queue);
+    gated_job.approval_until_ms = Some(now_ms() + DAY_MS);
+    let late = admit(&store, gated_job).await;
+    let first = admit(&store, new_job("q", None, queue)).await;
+    let second = admit(&store, new_job("q", None, queue)).await;
+    approved(store.approve(&late, queue).await.unwrap());
+    store.flush().await.unwrap();
+    store.close().await;
+    drop(store);
+
+    let store = database.open("web-1").await;
+    store.recover(&|_| queue).await.unwrap();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let claimed = claim_ids(&store, 8).await;
+        assert_eq!(claimed.len(), 1, "one at a time: {claimed:?}");
+        finish(&store, &claimed[0], Status::Succeeded).await;
+        order.extend(claimed);
+    }
+    assert_eq!(order, [first, second, late.clone()]);
+    // The newest in line is the newest in the list too.
+    let page = store
+        .list(ListQuery {
+            limit: 1,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.jobs[0].id, late);
 }
 
 pub async fn an_awaiting_job_survives_a_restart_and_is_seen_by_another_instance(

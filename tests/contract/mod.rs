@@ -87,6 +87,7 @@ macro_rules! store_contract {
             a_wait_and_an_end_are_announced_apart,
             an_awaiting_job_survives_a_restart_and_is_seen_by_another_instance,
             prune_never_deletes_an_awaiting_job,
+            an_approved_job_joins_the_back_of_its_line_also_after_a_restart,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {

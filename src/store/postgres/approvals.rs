@@ -73,7 +73,9 @@ impl PgStore {
         let approved = Cached(&transaction)
             .query_one(
                 concat!(
-                    "UPDATE jobs SET status = 'queued', announce_wait = false \
+                    // At the end of the line (`seq`), as a trigger at this moment would be.
+                    "UPDATE jobs SET status = 'queued', announce_wait = false, \
+                         seq = nextval(pg_get_serial_sequence('jobs', 'seq')) \
                      WHERE id = $1 RETURNING ",
                     job_columns!()
                 ),

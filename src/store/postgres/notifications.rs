@@ -146,7 +146,7 @@ impl PgStore {
                      FROM jobs j, unnest($2::int[], $3::text[], $4::bigint[], $5::bigint[], \
                                          $6::bytea[], $7::text[], $8::text[]) \
                          AS n(position, target, created_ms, expires_ms, body, env, route) \
-                     WHERE j.id = $1 \
+                     WHERE j.id = $1 AND (NOT $9 OR j.announce_wait) \
                      ON CONFLICT (job, position) DO NOTHING",
                     &[
                         &job.as_str(),
@@ -157,6 +157,10 @@ impl PgStore {
                         &bodies,
                         &envs,
                         &routes,
+                        // A wait announced after it ended (approved, or the job ended since
+                        // the announcer read it) keeps nothing: its message would be out of
+                        // date.
+                        &wait,
                     ],
                 )
                 .await

@@ -88,9 +88,24 @@ pub(super) fn update(
                 attempt,
                 next_attempt_ms
             ])?,
-        JobUpdate::Approved => connection
-            .prepare_cached("UPDATE jobs SET status = ?2, announce_wait = 0 WHERE id = ?1")?
-            .execute(params![id.as_str(), Status::Queued.as_str()])?,
+        // At the end of the line (`seq`, which `recover` queues by), as a trigger at this moment
+        // would be; the sequence is moved along so that no later insert takes the same `seq`.
+        JobUpdate::Approved => {
+            let changed = connection
+                .prepare_cached(
+                    "UPDATE jobs SET status = ?2, announce_wait = 0, \
+                         seq = 1 + max((SELECT max(seq) FROM jobs), \
+                                       coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0)) \
+                     WHERE id = ?1",
+                )?
+                .execute(params![id.as_str(), Status::Queued.as_str()])?;
+            connection
+                .prepare_cached(
+                    "UPDATE sqlite_sequence SET seq = (SELECT max(seq) FROM jobs) WHERE name = 'jobs'",
+                )?
+                .execute([])?;
+            changed
+        }
         JobUpdate::Finished {
             status,
             at_ms,
@@ -404,7 +419,8 @@ pub(super) fn announce(
     let mut insert = connection.prepare_cached(
         "INSERT INTO notifications (job, position, hook, target, status, attempts, created_ms, \
              expires_ms, next_at_ms, body, env, route) \
-         SELECT id, ?2, hook, ?3, ?4, 0, ?5, ?6, ?5, ?7, ?8, ?9 FROM jobs WHERE id = ?1 \
+         SELECT id, ?2, hook, ?3, ?4, 0, ?5, ?6, ?5, ?7, ?8, ?9 FROM jobs \
+         WHERE id = ?1 AND (?10 = 0 OR announce_wait = 1) \
          ON CONFLICT (job, position) DO NOTHING",
     )?;
     for notification in notifications {
@@ -420,6 +436,9 @@ pub(super) fn announce(
             notification.body,
             env,
             notification.route,
+            // A wait announced after it ended (approved, or the job ended since the
+            // announcer read it) keeps nothing: its message would be out of date.
+            wait,
         ])?;
     }
     let clear = if wait {

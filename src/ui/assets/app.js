@@ -35,14 +35,17 @@ document.addEventListener("submit", function (event) {
   });
   source.addEventListener("end", function () {
     source.close();
+    // The server says `end` only once the job has ended, so the page loaded again follows
+    // nothing; should it still follow (a store that lags), it reloads at most every 10 s.
     var key = "hookrunner-reloaded:" + url.split("?")[0];
     try {
-      if (window.sessionStorage.getItem(key)) {
+      var last = Number(window.sessionStorage.getItem(key));
+      if (last && Date.now() - last < 10000) {
         return;
       }
-      window.sessionStorage.setItem(key, "1");
+      window.sessionStorage.setItem(key, String(Date.now()));
     } catch (error) {
-      // No session storage: reload all the same; the ended job's page follows nothing.
+      // No session storage: reload all the same.
     }
     window.location.reload();
   });

@@ -295,3 +295,53 @@ async fn the_lists_hear_when_a_job_is_admitted() {
         "one instance shows no instances table"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_stream_ends_once_a_new_admin_token_signs_everyone_out() {
+    use crate::helpers::serve_binary;
+    use nix::sys::signal::Signal;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hooks.yaml");
+    let config = |token: &str| format!("server: {{admin_token: {token}}}\nhooks: []\n");
+    std::fs::write(&file, config("first-t0ken")).unwrap();
+    let (server, address) = serve_binary(&file, &[], &[], |_| {}).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = client
+        .post(format!("{address}/ui/sign-in"))
+        .header("Origin", &address)
+        .form(&[("token", "first-t0ken")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let mut events = client
+        .get(format!("{address}/ui/events"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+
+    std::fs::write(&file, config("second-t0ken")).unwrap();
+    server.signal(Signal::SIGHUP);
+    // The stream ends at its next keep-alive, at most 15 s later.
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(25), async {
+        while let Some(_chunk) = events.chunk().await.unwrap() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "still open after {:?}", started.elapsed());
+    let page = client
+        .get(format!("{address}/ui/"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 303, "the old session is over");
+}
