@@ -299,6 +299,26 @@ mod tests {
     }
 
     #[test]
+    fn json_sent_as_form_data_is_told_apart() {
+        let form = "application/x-www-form-urlencoded; charset=utf-8";
+        let cases = [
+            (form, "{\"a\": 1}", true),
+            (form, " \n [1]", true),
+            (form, "a=1&b={", false),
+            (form, "", false),
+            ("application/json", "{\"a\": 1}", false),
+            ("", "{\"a\": 1}", false),
+        ];
+        for (content_type, body, expected) in cases {
+            assert_eq!(
+                context(content_type, body).form_looks_like_json(),
+                expected,
+                "{content_type} {body:?}"
+            );
+        }
+    }
+
+    #[test]
     fn an_unknown_client_address_is_an_error_not_a_missing_value() {
         let mut request = context("", "");
         check(&request, "request.remote_ip", Err("address is unknown"));

@@ -414,3 +414,33 @@ fn no_problem_quotes_a_line_that_holds_a_secret() {
         "{rendered}"
     );
 }
+
+#[test]
+fn concurrency_is_said_in_words() {
+    let cases = [
+        (
+            Concurrency::Queue { queue: 100 },
+            "queue (100 waiting at most)",
+        ),
+        (
+            Concurrency::Queue { queue: 0 },
+            "queue (none waiting: busy while one runs)",
+        ),
+        (Concurrency::Parallel { limit: None }, "parallel (no limit)"),
+        (
+            Concurrency::Parallel { limit: Some(4) },
+            "parallel (up to 4 at once)",
+        ),
+        (
+            Concurrency::Latest,
+            "latest (a newer trigger supersedes the waiting job)",
+        ),
+        (
+            Concurrency::Replace,
+            "replace (a newer trigger cancels the running job)",
+        ),
+    ];
+    for (concurrency, expected) in cases {
+        assert_eq!(concurrency.to_string(), expected);
+    }
+}
