@@ -14,6 +14,7 @@ use super::source_map::Part;
 /// `workdir`. A relative program is looked for in `workdir`, a bare name on the `PATH` the
 /// command will get (the server's own, unless `run.env` sets one).
 pub(super) fn warn_about_run(decoder: &mut Decoder<'_>, fields: &Fields<'_>, workdir: &Path) {
+    let mut workdir_found = true;
     if let Some((_, path)) = fields.get("workdir") {
         let problem = match std::fs::metadata(workdir) {
             Ok(metadata) if metadata.is_dir() => None,
@@ -23,7 +24,7 @@ pub(super) fn warn_about_run(decoder: &mut Decoder<'_>, fields: &Fields<'_>, wor
         if let Some(problem) = problem {
             let message = format!("`workdir` `{}` {problem}", workdir.display());
             decoder.warning(&path, Part::Value, message);
-            return;
+            workdir_found = false;
         }
     }
     let Some((Value::Sequence(items), command_path)) = fields.get("command") else {
@@ -38,6 +39,10 @@ pub(super) fn warn_about_run(decoder: &mut Decoder<'_>, fields: &Fields<'_>, wor
     }
     let path = command_path.index(0);
     if program.contains('/') {
+        // A relative program in a missing `workdir` was warned about with it.
+        if !workdir_found && Path::new(&program).is_relative() {
+            return;
+        }
         let full = workdir.join(&program);
         let problem = match std::fs::metadata(&full) {
             Err(_) => format!("does not exist on this machine (looked for `{}`); fix the path: a relative one is read from `workdir`", full.display()),

@@ -10,40 +10,41 @@ use super::source_map::{Position, SourceMap};
 /// The problems of `source`, which serde_yaml refused with `error`.
 pub(super) fn problems(source: &str, source_map: &SourceMap, error: &Error) -> Vec<Diagnostic> {
     // serde_yaml stops at the first key written twice; the source map saw them all.
-    let duplicates = source_map.duplicate_keys();
-    if !duplicates.is_empty() {
-        return duplicates
-            .iter()
-            .map(|duplicate| Diagnostic {
-                severity: Severity::Error,
-                position: Some(duplicate.second),
-                message: format!(
-                    "`{}` appears twice in this mapping (first at line {}); YAML keeps only one: remove one",
-                    duplicate.key, duplicate.first.line
-                ),
-            })
-            .collect();
+    let mut diagnostics: Vec<Diagnostic> = source_map
+        .duplicate_keys()
+        .iter()
+        .map(|duplicate| Diagnostic {
+            severity: Severity::Error,
+            position: Some(duplicate.second),
+            message: format!(
+                "`{}` appears twice in this mapping (first at line {}); YAML keeps only one: remove one",
+                duplicate.key, duplicate.first.line
+            ),
+        })
+        .collect();
+    // A text that does not parse is refused before its keys are compared, so the error is then
+    // about something else, said below.
+    if !diagnostics.is_empty() && error.to_string().contains("duplicate entry") {
+        return diagnostics;
     }
     let position = error.location().map(|location| Position {
         line: location.line(),
         column: location.column(),
     });
     // One problem either way: a tab is named first, at the tab, with the parser's own words after.
-    let diagnostic = match position.and_then(|position| tab_before(source, position.line)) {
+    diagnostics.push(match position.and_then(|position| tab_before(source, position.line)) {
         Some(tab) => Diagnostic {
             severity: Severity::Error,
             position: Some(tab),
-            message: format!(
-                "tabs are not allowed for indentation in YAML; use spaces (invalid YAML: {error})"
-            ),
+            message: format!("tabs are not allowed for indentation in YAML; use spaces (invalid YAML: {error})"),
         },
         None => Diagnostic {
             severity: Severity::Error,
             position,
             message: format!("invalid YAML: {error}"),
         },
-    };
-    vec![diagnostic]
+    });
+    diagnostics
 }
 
 /// A tab in the indentation of `line` or of the line before, the likely cause of an error there:
