@@ -22,8 +22,8 @@ pub(super) fn problems(source: &str, source_map: &SourceMap, error: &Error) -> V
             ),
         })
         .collect();
-    // A text that does not parse is refused before its keys are compared, so the error is then
-    // about something else, said below.
+    // serde_yaml's error is the first key written twice, or text that does not parse (before
+    // any duplicate, or the source map would have stopped there too): that is said as well.
     if !diagnostics.is_empty() && error.to_string().contains("duplicate entry") {
         return diagnostics;
     }
