@@ -22,8 +22,7 @@ pub(super) fn problems(source: &str, source_map: &SourceMap, error: &Error) -> V
             ),
         })
         .collect();
-    // serde_yaml's error is the first key written twice, or text that does not parse (before
-    // any duplicate, or the source map would have stopped there too): that is said as well.
+    // When serde_yaml stopped at something else (text that does not parse), that is said too.
     if !diagnostics.is_empty() && error.to_string().contains("duplicate entry") {
         return diagnostics;
     }
