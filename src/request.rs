@@ -98,6 +98,18 @@ impl RequestContext {
             .map_err(Clone::clone)
     }
 
+    /// Whether the body was read as form data, as its content type says, but looks like JSON (its
+    /// first non-space byte is `{` or `[`): what `curl -d` sends without
+    /// `-H 'Content-Type: application/json'`.
+    pub fn form_looks_like_json(&self) -> bool {
+        media_type(self.headers.get("content-type")) == FORM
+            && self
+                .body
+                .iter()
+                .find(|byte| !byte.is_ascii_whitespace())
+                .is_some_and(|byte| matches!(byte, b'{' | b'['))
+    }
+
     /// Every value a reference names, rendered as text. Empty when the value is missing; an error
     /// when the body it needs does not parse or the client address is unknown.
     pub fn values(&self, reference: &Reference) -> Result<Vec<String>, ValueError> {
@@ -166,6 +178,10 @@ impl RequestContext {
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Told to a sender whose body [looks like JSON but was read as form
+/// data](RequestContext::form_looks_like_json).
+pub const FORM_LOOKS_LIKE_JSON: &str = "the body was read as form data but looks like JSON; send it with `Content-Type: application/json`";
 
 /// The media type of a `Content-Type` value, lower-cased, without its parameters.
 fn media_type(content_type: Option<&str>) -> String {
@@ -279,6 +295,26 @@ mod tests {
                 check(&empty, "delivery", Ok(&[]));
                 check(&empty, "body", Ok(&[blank]));
             }
+        }
+    }
+
+    #[test]
+    fn json_sent_as_form_data_is_told_apart() {
+        let form = "application/x-www-form-urlencoded; charset=utf-8";
+        let cases = [
+            (form, "{\"a\": 1}", true),
+            (form, " \n [1]", true),
+            (form, "a=1&b={", false),
+            (form, "", false),
+            ("application/json", "{\"a\": 1}", false),
+            ("", "{\"a\": 1}", false),
+        ];
+        for (content_type, body, expected) in cases {
+            assert_eq!(
+                context(content_type, body).form_looks_like_json(),
+                expected,
+                "{content_type} {body:?}"
+            );
         }
     }
 

@@ -130,12 +130,16 @@ fn summary(config: &Config, hook: &config::Hook) -> String {
         ProgramTemplate::Command(_) => "command",
     };
     format!(
-        "{id}: {methods} {base}/{id} signature={signature} when={when} run={program} concurrency={concurrency:?}",
+        "{id}: {methods} {base}/{id}, signature: {signature}, when: {when}, run: {program}, concurrency: {concurrency}",
         id = hook.id,
         methods = hook.methods.join(","),
         base = config.server.base_path,
         signature = hook.signature.name(),
-        when = if hook.when.is_some() { "rules" } else { "always" },
+        when = if hook.when.is_some() {
+            "its rules match"
+        } else {
+            "always"
+        },
         concurrency = hook.concurrency,
     )
 }

@@ -9,8 +9,8 @@ use serde_yaml::Value;
 use super::decode::{scalar_text, Decoder, Fields};
 use super::source_map::{Part, YamlPath};
 use super::{
-    approval, notify, retry, signature, when, Concurrency, Hook, Notifications, ProgramTemplate,
-    ResponseMode, ResponseSettings, Run, RunOn, ServerSettings, StdinMode,
+    approval, host, notify, retry, signature, when, Concurrency, Hook, Notifications,
+    ProgramTemplate, ResponseMode, ResponseSettings, Run, RunOn, ServerSettings, StdinMode,
 };
 use crate::template::Template;
 
@@ -75,6 +75,23 @@ pub fn decode_all(
     let mut complete = true;
     for (index, item) in items.iter().enumerate() {
         let hook_path = path.index(index);
+        // Read from the raw entry, so a duplicate is reported even when either hook has other
+        // problems: one pass shows them all.
+        let written_id = item
+            .as_mapping()
+            .and_then(|fields| fields.get("id"))
+            .and_then(scalar_text);
+        if let Some(id) = written_id {
+            if let Some(first) = first_seen.get(&id) {
+                decoder.error(
+                    &hook_path.key("id"),
+                    Part::Value,
+                    format!("duplicate hook id `{id}`: hooks[{first}] has it too; ids must be unique, so rename one"),
+                );
+            } else {
+                first_seen.insert(id, index);
+            }
+        }
         let hook = decode_one(decoder, item, &hook_path, default_max_body, &default_notify);
         if let Some(hook) = &hook {
             if hook.approval.is_some() && server.is_some_and(|server| server.admin_token.is_none())
@@ -83,16 +100,6 @@ pub fn decode_all(
                     &hook_path.key("approval"),
                     Part::Key,
                     "`approval` needs `server.admin_token`: approving a job takes the admin token (the API or the web page); set one, or remove `approval`",
-                );
-            }
-            if let Some(first) = first_seen.insert(hook.id.clone(), index) {
-                decoder.error(
-                    &hook_path.key("id"),
-                    Part::Value,
-                    format!(
-                        "duplicate hook id `{}`: hooks[{first}] has it too; ids must be unique",
-                        hook.id
-                    ),
                 );
             }
         }
@@ -337,6 +344,9 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         None => Some(false),
         Some((value, path)) => decoder.bool(value, &path),
     };
+    if let (Some(_), Some(workdir)) = (&program, &workdir) {
+        host::warn_about_run(decoder, &fields, workdir);
+    }
     Some(Run {
         program: program?,
         workdir: workdir?,

@@ -6,6 +6,7 @@ mod cluster;
 pub mod decode;
 pub mod diagnostic;
 mod hook;
+mod host;
 mod notify;
 mod overrides;
 mod retry;
@@ -14,6 +15,7 @@ mod server;
 mod signature;
 pub mod source_map;
 mod statuses;
+mod syntax;
 pub mod units;
 mod when;
 
@@ -26,7 +28,7 @@ use serde_yaml::Value;
 
 use self::decode::Decoder;
 use self::diagnostic::{ConfigErrors, Diagnostic, Listing, Severity};
-use self::source_map::{Part, Position, SourceMap, YamlPath, MAX_DEPTH};
+use self::source_map::{Part, SourceMap, YamlPath, MAX_DEPTH};
 use crate::rules::Rule;
 use crate::secret::Secret;
 use crate::signature::Signature;
@@ -191,6 +193,28 @@ pub enum Concurrency {
     Replace,
 }
 
+/// In words, for people: `queue (100 waiting at most)`.
+impl std::fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Concurrency::Parallel { limit: None } => f.write_str("parallel (no limit)"),
+            Concurrency::Parallel { limit: Some(limit) } => {
+                write!(f, "parallel (up to {limit} at once)")
+            }
+            Concurrency::Queue { queue: 0 } => {
+                f.write_str("queue (none waiting: busy while one runs)")
+            }
+            Concurrency::Queue { queue } => write!(f, "queue ({queue} waiting at most)"),
+            Concurrency::Latest => {
+                f.write_str("latest (a newer trigger supersedes the waiting job)")
+            }
+            Concurrency::Replace => {
+                f.write_str("replace (a newer trigger cancels the running job)")
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseSettings {
     pub mode: ResponseMode,
@@ -256,18 +280,7 @@ pub fn load_str(
     let document: Value = match serde_yaml::from_str(source) {
         Ok(document) => document,
         Err(error) => {
-            let position = error.location().map(|location| Position {
-                line: location.line(),
-                column: location.column(),
-            });
-            return Err(errors(
-                vec![Diagnostic {
-                    severity: Severity::Error,
-                    position,
-                    message: format!("invalid YAML: {error}"),
-                }],
-                &[],
-            ));
+            return Err(errors(syntax::problems(source, &source_map, &error), &[]));
         }
     };
     let mut document = document;

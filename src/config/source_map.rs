@@ -3,7 +3,8 @@
 //! serde_yaml parses the document; this pass reads the same text through yaml-rust2's marked events
 //! and records a line and column for every mapping key and every value, by path. It also notes the
 //! lines that hold a secret (the value of any `secret`, `admin_token` or `store` key), which
-//! diagnostics never quote, and stops at collections nested deeper than [`MAX_DEPTH`].
+//! diagnostics never quote, notes every key written twice in one mapping (which serde_yaml refuses
+//! at the first it meets), and stops at collections nested deeper than [`MAX_DEPTH`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -77,11 +78,20 @@ pub const MAX_DEPTH: usize = 128;
 /// since a PostgreSQL URL can hold a password.
 const SECRET_KEYS: &[&str] = &["secret", "admin_token", "store"];
 
+/// A key written a second time in the same mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateKey {
+    pub key: String,
+    pub first: Position,
+    pub second: Position,
+}
+
 #[derive(Default)]
 pub struct SourceMap {
     keys: HashMap<YamlPath, Position>,
     values: HashMap<YamlPath, Position>,
     secret_lines: Vec<usize>,
+    duplicates: Vec<DuplicateKey>,
     too_deep: Option<Position>,
 }
 
@@ -128,6 +138,11 @@ impl SourceMap {
         &self.secret_lines
     }
 
+    /// Every key written again in a mapping that already has it, in file order.
+    pub fn duplicate_keys(&self) -> &[DuplicateKey] {
+        &self.duplicates
+    }
+
     /// Where a collection first nests deeper than [`MAX_DEPTH`]; the map stops there.
     pub fn too_deep(&self) -> Option<Position> {
         self.too_deep
@@ -152,6 +167,8 @@ enum Frame {
         pending_key: Option<String>,
         /// Inside the value of a secret key: every value below is a secret too.
         secret: bool,
+        /// Where each scalar key of this mapping was first written.
+        seen: HashMap<String, Position>,
     },
     Sequence {
         path: YamlPath,
@@ -237,6 +254,7 @@ impl<'t> Recorder<'t> {
                 path,
                 pending_key,
                 secret,
+                seen,
             }) => match pending_key.take() {
                 Some(key) => {
                     let is_secret = *secret || is_secret_key(&key);
@@ -245,6 +263,17 @@ impl<'t> Recorder<'t> {
                 None => {
                     // This node is a key. Complex (non-scalar) keys are not located.
                     let key = scalar.unwrap_or("?").to_string();
+                    if scalar.is_some() {
+                        if let Some(first) = seen.get(&key) {
+                            self.map.duplicates.push(DuplicateKey {
+                                key: key.clone(),
+                                first: *first,
+                                second: position,
+                            });
+                        } else {
+                            seen.insert(key.clone(), position);
+                        }
+                    }
                     self.map.keys.insert(path.key(&key), position);
                     *pending_key = Some(key);
                     None
@@ -357,6 +386,7 @@ impl<'t> Recorder<'t> {
                         path,
                         pending_key: None,
                         secret,
+                        seen: HashMap::new(),
                     }
                 } else {
                     Frame::Sequence {
@@ -422,5 +452,42 @@ hooks:
             root.key("hooks").index(0).key("run").to_string(),
             "hooks[0].run"
         );
+    }
+
+    /// A key, where it was first written and where again, as (line, column).
+    type Twice = (&'static str, (usize, usize), (usize, usize));
+
+    #[test]
+    fn notes_keys_written_twice_in_one_mapping() {
+        let cases: &[(&str, &[Twice])] = &[
+            ("a: 1\nb: 2\n", &[]),
+            ("a: 1\na: 2\n", &[("a", (1, 1), (2, 1))]),
+            // The same key in two different mappings is no duplicate.
+            ("x: {a: 1}\ny: {a: 2}\n", &[]),
+            ("x: {a: 1, b: 2, a: 3}\n", &[("a", (1, 5), (1, 17))]),
+            (
+                "hooks:\n  - id: a\n    run: {command: [x]}\n    run: {shell: y}\n  - id: a\n",
+                &[("run", (3, 5), (4, 5))],
+            ),
+            (
+                "a: 1\na: 2\na: 3\n",
+                &[("a", (1, 1), (2, 1)), ("a", (1, 1), (3, 1))],
+            ),
+        ];
+        for (text, expected) in cases {
+            let map = SourceMap::new(text);
+            let found: Vec<_> = map
+                .duplicate_keys()
+                .iter()
+                .map(|d| {
+                    (
+                        d.key.as_str(),
+                        (d.first.line, d.first.column),
+                        (d.second.line, d.second.column),
+                    )
+                })
+                .collect();
+            assert_eq!(found, *expected, "{text}");
+        }
     }
 }

@@ -91,7 +91,11 @@ fn a_full_config_loads_with_every_setting() {
     assert_eq!(open.concurrency, Concurrency::Queue { queue: 100 });
     assert_eq!(open.run.workdir, Path::new("/etc/hookrunner"));
     assert!(!open.run.keep_background, "leftovers are ended by default");
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(
+        config.warnings,
+        ["/etc/hookrunner/hooks.yaml:23:16: warning: `workdir` `/etc/hookrunner/site` does not exist on this machine; create it, or fix the path (a relative one is read from the config file's folder)\n23 |       workdir: site\n   |                ^\n"],
+        "the only warning: this machine has no such folder"
+    );
 }
 
 #[test]
@@ -171,6 +175,31 @@ fn each_problem_is_reported_at_its_line_and_column() {
             "hooks:\n  - id: a\n    signature: none\n    run: {command: [x], env: {HOOK_ATTEMPT: '9'}}\n",
             "hooks.yaml:4:31: `HOOK_ATTEMPT` is set by hookrunner itself; choose another name",
         ),
+        (
+            "hooks:\n  - id: a\n    signature: none\n    run: {command: [x]}\n    run: {shell: y}\n",
+            "hooks.yaml:5:5: `run` appears twice in this mapping (first at line 4); YAML keeps only one: remove one\n5 |     run: {shell: y}\n  |     ^\n",
+        ),
+        (
+            "server: {max_jobs: 1}\nserver: {max_jobs: 2}\nhooks: []\n",
+            "hooks.yaml:2:1: `server` appears twice in this mapping (first at line 1); YAML keeps only one: remove one",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: {github: {secret: x, secret: y}}\n    run: {command: [x]}\n",
+            "hooks.yaml:3:37: `secret` appears twice in this mapping (first at line 3)",
+        ),
+        (
+            "hooks:\n  - id: a\n\tsignature: none\n    run: {command: [x]}\n",
+            "hooks.yaml:3:1: tabs are not allowed for indentation in YAML; use spaces (invalid YAML: found a tab character that violates indentation at line 3 column 1, while scanning a plain scalar at line 2 column 9)\n3 |     signature: none\n  | ^\n",
+        ),
+        (
+            "hooks:\n  - id: a\n    signature: none\n    run:\n    \t command: [x]\n",
+            "hooks.yaml:5:5: tabs are not allowed for indentation in YAML; use spaces",
+        ),
+        // A tab inside a block of text is no mistake, and no hint for a later error.
+        (
+            "hooks:\n  - id: a\n    signature: none\n    description: |\n      one\n      \ttwo\n\n    run: {command: [x]\n",
+            "hooks.yaml:9:1: invalid YAML: did not find expected ',' or '}'",
+        ),
     ];
     for (text, expected) in cases {
         let rendered = errors(text);
@@ -186,6 +215,147 @@ fn every_problem_is_reported_in_one_pass() {
     let text = "hooks:\n  - id: a\n    run: {comand: [x]}\n  - id: b\n    signature: none\n    run: {shell: \"{{ body }}\"}\n";
     let rendered = errors(text);
     assert_eq!(rendered.matches("hooks.yaml:").count(), 4, "{rendered}");
+}
+
+#[test]
+fn duplicate_ids_are_reported_with_the_other_problems_of_either_hook() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "hooks:\n  - {id: a, signature: none, run: {command: [x]}}\n  - {id: a, run: {command: [x]}}\n",
+            &["hooks.yaml:3:5: the hook has no `signature`", "hooks.yaml:3:10: duplicate hook id `a`: hooks[0] has it too; ids must be unique, so rename one"],
+        ),
+        (
+            "hooks:\n  - {id: a, run: {comand: [x]}}\n  - {id: a, signature: none, run: {command: [x]}}\n",
+            &[
+                "hooks.yaml:2:5: the hook has no `signature`",
+                "hooks.yaml:2:13: `run` needs `command",
+                "hooks.yaml:2:19: unknown key `comand`",
+                "hooks.yaml:3:10: duplicate hook id `a`: hooks[0]",
+            ],
+        ),
+        (
+            "hooks:\n  - {id: a, signature: none, run: {command: [x]}}\n  - {id: b, signature: none, run: {command: [x]}}\n  - {id: a, signature: none, run: {shell: \"{{ body }}\"}}\n  - {id: b, signature: none, run: {command: [x]}}\n",
+            &["hooks.yaml:4:10: duplicate hook id `a`: hooks[0]", "hooks.yaml:4:43: `{{ }}` is not allowed in `shell`", "hooks.yaml:5:10: duplicate hook id `b`: hooks[1]"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let rendered = errors(text);
+        for fragment in *expected {
+            assert!(
+                rendered.contains(fragment),
+                "expected {fragment:?} in:\n{rendered}"
+            );
+        }
+        assert_eq!(
+            rendered.matches("hooks.yaml:").count(),
+            expected.len(),
+            "{rendered}"
+        );
+    }
+}
+
+#[test]
+fn every_key_written_twice_is_reported_in_one_pass() {
+    let rendered = errors("server: {max_jobs: 1, max_jobs: 2}\nhooks:\n  - id: a\n    signature: none\n    signature: none\n    run: {command: [x]}\n");
+    assert!(
+        rendered.contains(
+            "hooks.yaml:1:23: `max_jobs` appears twice in this mapping (first at line 1)"
+        ),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(
+            "hooks.yaml:5:5: `signature` appears twice in this mapping (first at line 4)"
+        ),
+        "{rendered}"
+    );
+    assert_eq!(rendered.matches("hooks.yaml:").count(), 2, "{rendered}");
+}
+
+/// A folder with `bin/tool` (executable), `site/deploy.sh` (executable), `site/notes.txt` (not
+/// executable) and `plain` (a file), and a config file's path in it.
+fn machine() -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("site")).unwrap();
+    for (file, mode) in [
+        ("bin/tool", 0o755),
+        ("site/deploy.sh", 0o755),
+        ("site/notes.txt", 0o644),
+        ("plain", 0o644),
+    ] {
+        std::fs::write(root.join(file), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(root.join(file), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let file = root.join("hooks.yaml");
+    (dir, file)
+}
+
+#[test]
+fn a_workdir_or_program_missing_on_this_machine_is_a_warning_not_an_error() {
+    let (dir, file) = machine();
+    let root = dir.path().display().to_string();
+    let search_path = format!("{root}/nowhere:{root}/bin");
+    let lookup = |name: &str| (name == "PATH").then(|| search_path.clone());
+    // `run:` of a hook at line 4, and the warnings expected, with `$ROOT` for the folder.
+    let cases: &[(&str, &[&str])] = &[
+        ("{command: [tool]}", &[]),
+        ("{command: [./deploy.sh], workdir: site}", &[]),
+        ("{command: [site/deploy.sh]}", &[]),
+        ("{command: [\"$ROOT/site/deploy.sh\"], workdir: /}", &[]),
+        ("{shell: nothing-like-it}", &[]),
+        ("{command: [\"{{ payload.program }}\"]}", &[]),
+        ("{command: [tool], workdir: site}", &[]),
+        ("{command: [nothing-like-it], env: {PATH: /opt/bin}}", &[]),
+        (
+            "{command: [nothing-like-it]}",
+            &["hooks.yaml:4:21: warning: `nothing-like-it` is not found on this machine's `PATH`; install it, or write its path (such as `/usr/local/bin/nothing-like-it`, or `./nothing-like-it` for one in `workdir`)"],
+        ),
+        (
+            "{command: [./deploy.sh]}",
+            &["hooks.yaml:4:21: warning: `./deploy.sh` does not exist on this machine (looked for `$ROOT/./deploy.sh`); fix the path: a relative one is read from `workdir`"],
+        ),
+        (
+            "{command: [./notes.txt], workdir: site}",
+            &["hooks.yaml:4:21: warning: `./notes.txt` is not executable; allow it to run with `chmod +x $ROOT/site/./notes.txt`"],
+        ),
+        (
+            "{command: [../site], workdir: bin}",
+            &["hooks.yaml:4:21: warning: `../site` is a directory (`$ROOT/bin/../site`), not a program; name the file to run"],
+        ),
+        (
+            "{command: [./deploy.sh], workdir: sites}",
+            &["hooks.yaml:4:44: warning: `workdir` `$ROOT/sites` does not exist on this machine; create it, or fix the path (a relative one is read from the config file's folder)"],
+        ),
+        (
+            "{command: [nothing-like-it], workdir: plain}",
+            &[
+                "hooks.yaml:4:21: warning: `nothing-like-it` is not found on this machine's `PATH`",
+                "hooks.yaml:4:48: warning: `workdir` `$ROOT/plain` is not a directory",
+            ],
+        ),
+        (
+            "{command: [tool], workdir: plain}",
+            &["hooks.yaml:4:37: warning: `workdir` `$ROOT/plain` is not a directory; point it at the folder the command should run in"],
+        ),
+    ];
+    for (run, expected) in cases {
+        let text = format!(
+            "hooks:\n  - id: a\n    signature: none\n    run: {}\n",
+            run.replace("$ROOT", &root)
+        );
+        let config = load_str(&text, &file, &lookup).unwrap_or_else(|e| panic!("{}", e.render()));
+        let warnings = config.warnings.concat().replace(&root, "$ROOT");
+        for fragment in *expected {
+            assert!(
+                warnings.contains(fragment),
+                "{run}: expected {fragment:?} in:\n{warnings}"
+            );
+        }
+        assert_eq!(config.warnings.len(), expected.len(), "{run}: {warnings}");
+    }
 }
 
 #[test]
@@ -247,4 +417,34 @@ fn no_problem_quotes_a_line_that_holds_a_secret() {
         rendered.contains("2 |   admin_token: env:MISSING_TOKEN"),
         "{rendered}"
     );
+}
+
+#[test]
+fn concurrency_is_said_in_words() {
+    let cases = [
+        (
+            Concurrency::Queue { queue: 100 },
+            "queue (100 waiting at most)",
+        ),
+        (
+            Concurrency::Queue { queue: 0 },
+            "queue (none waiting: busy while one runs)",
+        ),
+        (Concurrency::Parallel { limit: None }, "parallel (no limit)"),
+        (
+            Concurrency::Parallel { limit: Some(4) },
+            "parallel (up to 4 at once)",
+        ),
+        (
+            Concurrency::Latest,
+            "latest (a newer trigger supersedes the waiting job)",
+        ),
+        (
+            Concurrency::Replace,
+            "replace (a newer trigger cancels the running job)",
+        ),
+    ];
+    for (concurrency, expected) in cases {
+        assert_eq!(concurrency.to_string(), expected);
+    }
 }

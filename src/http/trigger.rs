@@ -18,7 +18,7 @@ use crate::config::{Hook, ResponseMode};
 use crate::engine::{JobHandle, Submission, SubmitError, Submitted};
 use crate::exec_limits;
 use crate::job::{now_ms, JobId, JobView, Status};
-use crate::request::{Headers, RequestContext, ValueError};
+use crate::request::{Headers, RequestContext, ValueError, FORM_LOOKS_LIKE_JSON};
 use crate::signature::SignedRequest;
 use crate::template::RenderError;
 
@@ -129,21 +129,27 @@ async fn handle(
     if let Some(rule) = &hook.when {
         if let Some(mismatch) = rule.evaluate(&context).map_err(bad_body)? {
             let status = StatusCode::from_u16(hook.on_mismatch).unwrap_or(StatusCode::OK);
-            let body = json!({"status": "skipped", "reason": mismatch.0});
+            let reason = match context.form_looks_like_json() {
+                true => format!("{}; {FORM_LOOKS_LIKE_JSON}", mismatch.0),
+                false => mismatch.0,
+            };
+            let body = json!({"status": "skipped", "reason": reason});
             return Ok((HttpResponse::build(status).json(body), "skipped"));
         }
     }
 
     let command = command::build(hook, &context).map_err(|error| match error {
         BuildError::Render(RenderError::Value(error)) => bad_body(error),
-        BuildError::Render(RenderError::Missing(reference)) => (
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+        BuildError::Render(RenderError::Missing(reference)) => {
+            let mut message = format!("the request has no value for `{reference}`, which the command needs; send it, or give the template a fallback: `{{{{ {reference} | \"default\" }}}}`");
+            if reference.starts_with("payload") && context.form_looks_like_json() {
+                message = format!("{message}; {FORM_LOOKS_LIKE_JSON}");
+            }
+            (
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_value", message),
                 "missing_value",
-                format!("the request has no value for `{reference}`, which the command needs; send it, or give the template a fallback: `{{{{ {reference} | \"default\" }}}}`"),
-            ),
-            "missing_value",
-        ),
+            )
+        }
         BuildError::NulByte(_) => (
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", error.to_string()),
             "invalid_value",

@@ -212,3 +212,34 @@ async fn every_answer_has_a_request_id_and_health_is_served() {
     assert_ne!(second, "chosen");
     assert_eq!(app.get_job("not-a-job").await.status, 404);
 }
+
+#[tokio::test]
+async fn json_sent_as_form_data_is_named_in_the_missing_value_and_skipped_answers() {
+    let app = TestApp::spawn(CONFIG).await;
+    let hint = "the body was read as form data but looks like JSON; send it with `Content-Type: application/json`";
+    // What `curl -d '{...}'` sends without `-H 'Content-Type: application/json'`.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let json = [("Content-Type", "application/json")];
+    let cases: &[(&str, &str, &[(&str, &str)], u16, bool)] = &[
+        ("picky", r#"{"action": "opened"}"#, &form, 202, true),
+        ("picky", "  [1, 2]", &form, 202, true),
+        ("picky", "action=closed", &form, 202, false),
+        ("picky", r#"{"action": "closed"}"#, &json, 202, false),
+        // A header makes the rule hold; the command's payload value is then missing.
+        ("deploy", r#"{"after": "abc"}"#, &form, 422, true),
+        ("deploy", "after2=abc", &form, 422, false),
+    ];
+    for (hook, body, headers, status, hinted) in cases {
+        let mut headers = headers.to_vec();
+        headers.push(("X-Force", "yes"));
+        let answer = app.post_hook(hook, *body, &headers).await;
+        assert_eq!(answer.status, *status, "{body}: {:?}", answer.body);
+        let text = match *status {
+            422 => &answer.body["message"],
+            _ => &answer.body["reason"],
+        };
+        let text = text.as_str().expect("a message or reason");
+        assert_eq!(text.contains(hint), *hinted, "{hook} {body}: {text}");
+    }
+    assert!(!app.path("ran").exists());
+}

@@ -38,7 +38,11 @@ fn check_summarises_a_valid_file_and_the_example_passes() {
     let (code, stdout, stderr) = check(&example);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("deploy-site: POST /hooks/deploy-site signature=github"),
+        stdout.contains("deploy-site: POST /hooks/deploy-site, signature: github, when: its rules match, run: shell, concurrency: queue (100 waiting at most)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hello: POST /hooks/hello, signature: token, when: always, run: command, concurrency: queue (100 waiting at most)\n"),
         "{stdout}"
     );
     assert!(stdout.contains("hooks.yaml: ok, 3 hooks"), "{stdout}");
@@ -46,6 +50,46 @@ fn check_summarises_a_valid_file_and_the_example_passes() {
         stderr.contains(
             "warning: the secret `hooks[0].signature.github.secret` is written in the file"
         ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_warns_about_what_this_machine_lacks_and_still_exits_0() {
+    let (code, stdout, stderr) = check(
+        "hooks:\n  - id: a\n    signature: none\n    run: {command: [no-such-program-here]}\n  - id: b\n    signature: none\n    run: {command: [./deploy.sh], workdir: /no/such/folder}\n  - id: c\n    signature: none\n    run: {command: [./deploy.sh]}\n  - id: d\n    signature: none\n    run: {command: [sh, -c, 'true']}\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    for expected in [
+        "hooks.yaml:4:21: warning: `no-such-program-here` is not found on this machine's `PATH`",
+        "hooks.yaml:7:44: warning: `workdir` `/no/such/folder` does not exist on this machine",
+        "hooks.yaml:10:21: warning: `./deploy.sh` does not exist on this machine (looked for `",
+    ] {
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
+    }
+    assert_eq!(stderr.matches("warning:").count(), 3, "{stderr}");
+    assert!(stdout.contains("hooks.yaml: ok, 4 hooks"), "{stdout}");
+}
+
+#[test]
+fn check_reports_keys_written_twice_and_tabs_in_indentation() {
+    let (code, _, stderr) = check(
+        "hooks:\n  - id: a\n    signature: none\n    run: {command: [\"true\"]}\n    run: {shell: \"true\"}\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("hooks.yaml:5:5: `run` appears twice in this mapping (first at line 4); YAML keeps only one: remove one\n5 |     run: {shell: \"true\"}\n  |     ^\n"),
+        "{stderr}"
+    );
+    let (code, _, stderr) =
+        check("hooks:\n  - id: a\n\tsignature: none\n    run: {command: [\"true\"]}\n");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("hooks.yaml:3:1: tabs are not allowed for indentation in YAML; use spaces (invalid YAML: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\n3 |     signature: none\n  | ^\nhooks.yaml: 1 problem\n"),
         "{stderr}"
     );
 }
