@@ -17,7 +17,7 @@ pub(super) fn problems(source: &str, source_map: &SourceMap, error: &Error) -> V
             severity: Severity::Error,
             position: Some(duplicate.second),
             message: format!(
-                "`{}` appears twice in this mapping (first at line {}); YAML keeps only one: remove one",
+                "`{}` appears twice in this mapping (first at line {}); a key may appear only once in a mapping: keep one and remove the other",
                 duplicate.key, duplicate.first.line
             ),
         })

@@ -177,11 +177,11 @@ fn each_problem_is_reported_at_its_line_and_column() {
         ),
         (
             "hooks:\n  - id: a\n    signature: none\n    run: {command: [x]}\n    run: {shell: y}\n",
-            "hooks.yaml:5:5: `run` appears twice in this mapping (first at line 4); YAML keeps only one: remove one\n5 |     run: {shell: y}\n  |     ^\n",
+            "hooks.yaml:5:5: `run` appears twice in this mapping (first at line 4); a key may appear only once in a mapping: keep one and remove the other\n5 |     run: {shell: y}\n  |     ^\n",
         ),
         (
             "server: {max_jobs: 1}\nserver: {max_jobs: 2}\nhooks: []\n",
-            "hooks.yaml:2:1: `server` appears twice in this mapping (first at line 1); YAML keeps only one: remove one",
+            "hooks.yaml:2:1: `server` appears twice in this mapping (first at line 1); a key may appear only once in a mapping: keep one and remove the other",
         ),
         (
             "hooks:\n  - id: a\n    signature: {github: {secret: x, secret: y}}\n    run: {command: [x]}\n",

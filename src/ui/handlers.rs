@@ -15,7 +15,7 @@ use super::guard::{
 use super::log_text::LogText;
 use super::pages::{self, HookRow, InstanceRow, JobPage, JobRow, JobsPage};
 use super::set_cookie;
-use crate::config::{Concurrency, Hook, ResponseMode};
+use crate::config::{Hook, ResponseMode};
 use crate::engine::Cancelled;
 use crate::http::{came_over_https, ApiError, AppState, ClientInfo};
 use crate::job::{now_ms, Job, JobId, JobView, Status};
@@ -180,13 +180,7 @@ fn hook_row(hook: &Hook, recent: Vec<(String, &'static str)>) -> HookRow {
             ),
             (ResponseMode::Stream, _) => "stream".to_string(),
         },
-        concurrency: match hook.concurrency {
-            Concurrency::Parallel { limit: None } => "parallel".to_string(),
-            Concurrency::Parallel { limit: Some(limit) } => format!("parallel, up to {limit}"),
-            Concurrency::Queue { queue } => format!("queue of {queue}"),
-            Concurrency::Latest => "latest".to_string(),
-            Concurrency::Replace => "replace".to_string(),
-        },
+        concurrency: hook.concurrency.to_string(),
         recent,
     }
 }

@@ -78,7 +78,7 @@ fn check_reports_keys_written_twice_and_tabs_in_indentation() {
     );
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("hooks.yaml:5:5: `run` appears twice in this mapping (first at line 4); YAML keeps only one: remove one\n5 |     run: {shell: \"true\"}\n  |     ^\n"),
+        stderr.contains("hooks.yaml:5:5: `run` appears twice in this mapping (first at line 4); a key may appear only once in a mapping: keep one and remove the other\n5 |     run: {shell: \"true\"}\n  |     ^\n"),
         "{stderr}"
     );
     let (code, _, stderr) =
