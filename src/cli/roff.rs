@@ -1,8 +1,8 @@
 //! Markdown to roff for `hookrunner man 5`: the config reference (docs/CONFIG.md, built into the
 //! binary) as a man page. It knows the Markdown that file uses: headings, paragraphs, `-` lists,
-//! fenced code blocks, tables (rendered as tagged lists, a row per entry), `code`, **bold** and
-//! links. Text never starts a line with `.` or `'` and a backslash is always `\e`, so nothing in
-//! the Markdown can become a roff request.
+//! fenced code blocks, tables (rendered as tagged lists, a row per entry), `code`, **bold**,
+//! *emphasis* and links. Text never starts a line with `.` or `'`, a backslash is always `\e` and characters
+//! beyond ASCII are written as `\[uXXXX]`, so nothing in the Markdown can become a roff request.
 
 /// The config reference, as the binary was built with it.
 pub const CONFIG_MD: &str = include_str!("../../docs/CONFIG.md");
@@ -156,8 +156,8 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Inline Markdown to roff: `code` and **bold** in bold, [text](url) as its text (with the URL
-/// when it leads off the page), everything escaped.
+/// Inline Markdown to roff: `code` and **bold** in bold, *emphasis* in italics, [text](url) as
+/// its text (with the URL when it leads off the page), everything escaped.
 fn inline(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
@@ -173,6 +173,16 @@ fn inline(text: &str) -> String {
             if let Some(end) = after.find("**") {
                 out.push_str(&format!("\\fB{}\\fR", inline(&after[..end])));
                 rest = &after[end + 2..];
+                continue;
+            }
+        }
+        if let Some(after) = rest
+            .strip_prefix('*')
+            .filter(|after| !after.starts_with(' '))
+        {
+            if let Some(end) = after.find('*').filter(|end| *end > 0) {
+                out.push_str(&format!("\\fI{}\\fR", inline(&after[..end])));
+                rest = &after[end + 1..];
                 continue;
             }
         }
@@ -200,9 +210,18 @@ fn link(text: &str) -> Option<(&str, &str, &str)> {
     Some((label, &tail[..end], &tail[end + 1..]))
 }
 
-/// Escapes roff's escape character.
+/// Escapes roff's escape character, and writes characters beyond ASCII as `\[uXXXX]`, which
+/// groff and mandoc read whatever the input encoding is taken to be.
 fn escape(text: &str) -> String {
-    text.replace('\\', "\\e")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\e"),
+            c if c.is_ascii() => out.push(c),
+            c => out.push_str(&format!("\\[u{:04X}]", u32::from(c))),
+        }
+    }
+    out
 }
 
 /// A line of text that roff cannot take for a request: a leading `.` or `'` is guarded by `\&`.
@@ -240,12 +259,19 @@ mod tests {
                 "use `env:NAME`, **not** [this](#secrets) or [that](https://x.example/a)\n",
                 ".PP\nuse \\fBenv:NAME\\fR, \\fBnot\\fR this or that <https://x.example/a>\n",
             ),
+            // Emphasis; a lone `*` stays as it is.
+            (
+                "a *list*, 2 * 3 and `*x*`\n",
+                ".PP\na \\fIlist\\fR, 2 * 3 and \\fB*x*\\fR\n",
+            ),
             // Backslashes and leading dots cannot become requests.
             (
                 ".hidden and a \\ backslash\n",
                 ".PP\n\\&.hidden and a \\e backslash\n",
             ),
             ("'quote\n", ".PP\n\\&'quote\n"),
+            // Beyond ASCII, by code point.
+            ("a \u{2014} b \u{2192} c\n", ".PP\na \\[u2014] b \\[u2192] c\n"),
             // Code blocks are kept as they are, escaped the same way.
             (
                 "```yaml\nserver:\n  listen: [\"a\\b\"]\n.x\n```\n",

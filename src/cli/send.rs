@@ -17,6 +17,11 @@ use crate::config::units::parse_duration;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Exit codes: 0 a 2xx answer and something ran (or was accepted to run); 3 a 2xx answer saying \
+nothing ran: `{\"status\": \"skipped\"}` (the hook's `when` does not hold) or \
+`{\"status\": \"duplicate\"}` (a redelivery), named on stderr; 1 any other answer, no answer, \
+or another error; 2 the command line does not parse.")]
 pub struct SendArgs {
     /// Where to POST, such as http://127.0.0.1:9000/hooks/deploy-site
     #[arg(value_parser = parse_url)]
