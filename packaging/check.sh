@@ -281,7 +281,12 @@ check_deb() {
         echo "cargo install cargo-deb@$CARGO_DEB_VERSION --locked"
         cargo install "cargo-deb@$CARGO_DEB_VERSION" --locked --quiet
     fi
-    say "cargo deb --locked ($(cargo deb --version)): release build and package"
+    # The man pages and completions are printed by the release binary, so it is built first; the
+    # build inside `cargo deb` then has nothing left to do.
+    say "cargo build --release --locked, then packaging/debian/gen-assets.sh: man pages and completions"
+    cargo build --release --locked >"$WORK/cargo-build.log" 2>&1 || { tail -30 "$WORK/cargo-build.log"; fail "the release build failed"; }
+    bash packaging/debian/gen-assets.sh "$RELEASE_BINARY"
+    say "cargo deb --locked ($(cargo deb --version)): package"
     cargo deb --locked --output "$WORK/" >"$WORK/cargo-deb.log" 2>&1 || { tail -30 "$WORK/cargo-deb.log"; fail "cargo deb failed"; }
     local deb
     deb=$(ls "$WORK"/hookrunner_*.deb)
@@ -289,7 +294,7 @@ check_deb() {
     mkdir -p "$TARGET_DIR/debian" && cp "$deb" "$TARGET_DIR/debian/"
     echo "  built $(basename "$deb") ($(du -h "$deb" | cut -f1))"
 
-    say "dpkg-deb -c: the package holds the binary, the units, the config and the docs"
+    say "dpkg-deb -c: the package holds the binary, the units, the config, the docs, the man pages and the completions"
     dpkg-deb -c "$deb" | awk '{print $1, $6}' > "$WORK/contents.txt"
     sed 's/^/    /' "$WORK/contents.txt"
     local entry
@@ -298,11 +303,18 @@ check_deb() {
         '-rw-r--r-- ./usr/lib/systemd/system/hookrunner.socket' \
         '-rw-r--r-- ./etc/hookrunner/hooks.yaml' \
         '-rw-r--r-- ./usr/share/doc/hookrunner/README.md' \
-        '-rw-r--r-- ./usr/share/doc/hookrunner/copyright'; do
+        '-rw-r--r-- ./usr/share/doc/hookrunner/copyright' \
+        '-rw-r--r-- ./usr/share/man/man1/hookrunner.1.gz' \
+        '-rw-r--r-- ./usr/share/man/man5/hookrunner.5.gz' \
+        '-rw-r--r-- ./usr/share/bash-completion/completions/hookrunner' \
+        '-rw-r--r-- ./usr/share/zsh/vendor-completions/_hookrunner' \
+        '-rw-r--r-- ./usr/share/fish/vendor_completions.d/hookrunner.fish'; do
         grep -qxF -- "$entry" "$WORK/contents.txt" || fail "the package lacks \`$entry\`"
     done
     cmp -s <(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/lib/systemd/system/hookrunner.service) packaging/systemd/hookrunner.service \
         || fail "the packaged hookrunner.service differs from packaging/systemd/hookrunner.service"
+    cmp -s <(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/man/man5/hookrunner.5.gz | gzip -d) <("$RELEASE_BINARY" man 5) \
+        || fail "the packaged hookrunner.5 differs from \`hookrunner man 5\`"
 
     say "control: conffiles, dependencies, and maintainer scripts that make the user and leave the units disabled"
     local control=$WORK/control

@@ -1,5 +1,6 @@
-//! `hookrunner completions SHELL` and `hookrunner man`: the shell completion script and the roff
-//! man page, generated from the `Cli` definition so that they never drift from the real flags.
+//! `hookrunner completions SHELL` and `hookrunner man [1|5]`: the shell completion script and the
+//! roff man pages, section 1 generated from the `Cli` definition so that it never drifts from the
+//! real flags, section 5 from the config reference built into the binary.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -19,8 +20,12 @@ pub fn completions(shell: Shell) -> ExitCode {
     print(&script, "completion script")
 }
 
-/// Prints the man page as roff, e.g. `hookrunner man | man -l -`.
-pub fn man() -> ExitCode {
+/// Prints a man page as roff, e.g. `hookrunner man | man -l -`: section 1, the command line, or
+/// section 5, the config file.
+pub fn man(section: &str) -> ExitCode {
+    if section == "5" {
+        return print(crate::cli::roff::config_page().as_bytes(), "man page");
+    }
     match man_page() {
         Ok(page) => print(&page, "man page"),
         Err(error) => {

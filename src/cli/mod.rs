@@ -1,8 +1,11 @@
-//! The command line: `serve`, `check`, `sign` and `send`. Exit codes: 0 ok, 1 a failure the user
-//! can fix, 2 usage.
+//! The command line: `serve`, `check`, `sign`, `send` and `jobs`. Exit codes: 0 ok, 1 a failure
+//! the user can fix, 2 usage; `send` adds 3 (nothing ran), `send` and `jobs` 4 (no server).
 
 mod completions;
+mod jobs;
+mod roff;
 mod send;
+mod server;
 mod sign;
 
 use std::path::{Path, PathBuf};
@@ -32,8 +35,11 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the headers a provider would send for a body, one `Name: value` per line.
     Sign(sign::SignArgs),
-    /// Sign a body as a provider would and POST it, retrying if asked; exits 0 on a 2xx answer, 1 otherwise.
+    /// Sign a body as a provider would and POST it, retrying if asked; exits 0 when a job was
+    /// accepted, 3 when the 2xx answer says nothing ran (`skipped`, `duplicate`), 1 otherwise.
     Send(send::SendArgs),
+    /// Look at and act on the server's jobs: list, show, log, cancel, rerun, approve, reject.
+    Jobs(jobs::JobsArgs),
     /// Convert an adnanh/webhook `hooks.json` or `hooks.yaml` to this format and print it.
     #[command(name = "import-webhook")]
     ImportWebhook(crate::import::ImportArgs),
@@ -43,8 +49,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff); read it with `hookrunner man | man -l -`.
-    Man,
+    /// Print a man page (roff): section 1, the command line (the default), or 5, the config
+    /// file; read it with `hookrunner man | man -l -`.
+    Man {
+        /// The section: 1 or 5.
+        #[arg(default_value = "1", value_parser = ["1", "5"])]
+        section: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -87,9 +98,10 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Sign(args) => sign::sign(&args),
         Command::Send(args) => send::send(&args),
+        Command::Jobs(args) => jobs::jobs(&args),
         Command::ImportWebhook(args) => crate::import::main(&args),
         Command::Completions { shell } => completions::completions(shell),
-        Command::Man => completions::man(),
+        Command::Man { section } => completions::man(&section),
     }
 }
 

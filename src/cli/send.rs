@@ -1,11 +1,14 @@
 //! `hookrunner send`: sign a body as a provider would and POST it, trying again (`--retry`) on
 //! connection errors, 408, 429 and 5xx with exponential backoff that honours `Retry-After`.
+//! Exit codes: 0 a 2xx that ran something, 3 a 2xx saying nothing ran (`skipped`, `duplicate`),
+//! 1 any other answer or none at all.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 
+use super::server::{describe_error, exit, root_cause};
 use super::sign::{fail, SignArgs, Signer};
 use crate::backoff::{self, Backoff, Next};
 use crate::config::units::parse_duration;
@@ -14,6 +17,11 @@ use crate::config::units::parse_duration;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Exit codes: 0 a 2xx answer and something ran (or was accepted to run); 3 a 2xx answer saying \
+nothing ran: `{\"status\": \"skipped\"}` (the hook's `when` does not hold) or \
+`{\"status\": \"duplicate\"}` (a redelivery), named on stderr; 1 any other answer, no answer, \
+or another error; 2 the command line does not parse.")]
 pub struct SendArgs {
     /// Where to POST, such as http://127.0.0.1:9000/hooks/deploy-site
     #[arg(value_parser = parse_url)]
@@ -38,6 +46,9 @@ pub struct SendArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_max_time: Option<Duration>,
 }
+
+/// The exit code of a 2xx answer that says nothing ran.
+const NOTHING_RAN: u8 = 3;
 
 /// What one try came to.
 enum Reply {
@@ -127,17 +138,36 @@ pub fn send(args: &SendArgs) -> ExitCode {
             if let Some(cause) = cut_short {
                 eprintln!("hookrunner: the body of the answer was cut short: {cause}");
             }
-            if status.is_success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            if !status.is_success() {
+                return ExitCode::from(exit::REFUSED);
+            }
+            match nothing_ran(&text) {
+                Some(why) => {
+                    eprintln!("hookrunner: nothing ran: {why}");
+                    ExitCode::from(NOTHING_RAN)
+                }
+                None => ExitCode::SUCCESS,
             }
         }
         Reply::Failed(error) => fail(&format!(
             "cannot send to `{}`: {}",
-            args.url,
+            super::server::redact(&args.url),
             describe_error(&error)
         )),
+    }
+}
+
+/// Why a 2xx answer ran nothing, when its body says so: `{"status": "skipped"}` (the hook's
+/// `when` did not hold) or `{"status": "duplicate"}` (a redelivery of an earlier job).
+fn nothing_ran(body: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    match body.get("status")?.as_str()? {
+        "skipped" => Some("`skipped`: the hook's `when` does not hold for this request".into()),
+        "duplicate" => Some(match body.get("job_id").and_then(|id| id.as_str()) {
+            Some(id) => format!("`duplicate`: a redelivery of job {id}"),
+            None => "`duplicate`: a redelivery of an earlier job".into(),
+        }),
+        _ => None,
     }
 }
 
@@ -243,26 +273,6 @@ async fn try_once(
     }
 }
 
-/// What went wrong with the connection, down to its first cause (without the URL, said once).
-fn describe_error(error: &reqwest::Error) -> String {
-    let kind = if error.is_connect() {
-        "cannot connect"
-    } else if error.is_timeout() {
-        "timed out"
-    } else {
-        "the request failed"
-    };
-    format!("{kind}: {}", root_cause(error))
-}
-
-fn root_cause(error: &reqwest::Error) -> &dyn std::error::Error {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause
-}
-
 /// A wait as `1s 250ms`, to the millisecond.
 fn human(wait: Duration) -> String {
     let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
@@ -284,6 +294,31 @@ fn guess_content_type(body: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skipped_or_duplicate_answer_means_nothing_ran() {
+        let cases = [
+            (
+                r#"{"status": "skipped", "reason": "when"}"#,
+                Some("`skipped`"),
+            ),
+            (r#"{"status": "duplicate", "job_id": "a1"}"#, Some("job a1")),
+            (r#"{"status": "queued", "job_id": "a1"}"#, None),
+            (r#"{"status": "succeeded"}"#, None),
+            ("ok", None),
+            ("[]", None),
+        ];
+        for (body, expected) in cases {
+            let why = nothing_ran(body);
+            match expected {
+                Some(part) => assert!(
+                    why.as_deref().unwrap_or("").contains(part),
+                    "{body}: {why:?}"
+                ),
+                None => assert_eq!(why, None, "{body}"),
+            }
+        }
+    }
 
     #[test]
     fn only_answers_that_may_pass_later_are_worth_retrying() {

@@ -13,6 +13,7 @@ mod helpers;
 mod job_bodies;
 mod job_routes;
 mod jobs;
+mod jobs_cli;
 mod lifecycle;
 mod log_flood;
 mod notify;
