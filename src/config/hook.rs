@@ -9,7 +9,7 @@ use serde_yaml::Value;
 use super::decode::{scalar_text, Decoder, Fields};
 use super::source_map::{Part, YamlPath};
 use super::{
-    approval, host, notify, retry, signature, when, Concurrency, Hook, Notifications,
+    approval, host, notify, response, retry, signature, when, Concurrency, Hook, Notifications,
     ProgramTemplate, ResponseMode, ResponseSettings, Run, RunOn, ServerSettings, StdinMode,
 };
 use crate::template::Template;
@@ -185,8 +185,8 @@ fn decode_one(
         Some((value, path)) => decode_concurrency(decoder, value, &path),
     };
     let response = match fields.get("response") {
-        None => Some(default_response()),
-        Some((value, path)) => decode_response(decoder, value, &path),
+        None => Some(response::default()),
+        Some((value, path)) => response::decode(decoder, value, &path),
     };
     let on_mismatch = match fields.get("on_mismatch") {
         None => Some(200),
@@ -554,58 +554,4 @@ fn decode_concurrency(
             })
         }
     }
-}
-
-pub fn default_response() -> ResponseSettings {
-    ResponseSettings {
-        mode: ResponseMode::Wait,
-        wait_timeout: Duration::from_secs(25),
-        include_output: false,
-        failure_status: 500,
-    }
-}
-
-fn decode_response(
-    decoder: &mut Decoder<'_>,
-    value: &Value,
-    path: &YamlPath,
-) -> Option<ResponseSettings> {
-    let fields = decoder.mapping(
-        value,
-        path,
-        "`response`",
-        &["mode", "wait_timeout", "include_output", "failure_status"],
-    )?;
-    let mut response = default_response();
-    let mut valid = true;
-    if let Some((value, path)) = fields.get("mode") {
-        let modes = [
-            ("wait", ResponseMode::Wait),
-            ("async", ResponseMode::Async),
-            ("stream", ResponseMode::Stream),
-        ];
-        match decoder.choice(value, &path, &modes) {
-            Some(mode) => response.mode = mode,
-            None => valid = false,
-        }
-    }
-    if let Some((value, path)) = fields.get("wait_timeout") {
-        match decoder.duration(value, &path) {
-            Some(timeout) => response.wait_timeout = timeout,
-            None => valid = false,
-        }
-    }
-    if let Some((value, path)) = fields.get("include_output") {
-        match decoder.bool(value, &path) {
-            Some(include) => response.include_output = include,
-            None => valid = false,
-        }
-    }
-    if let Some((value, path)) = fields.get("failure_status") {
-        match decoder.status(value, &path) {
-            Some(status) => response.failure_status = status,
-            None => valid = false,
-        }
-    }
-    valid.then_some(response)
 }

@@ -9,6 +9,7 @@ mod hook;
 mod host;
 mod notify;
 mod overrides;
+mod response;
 mod retry;
 pub mod secret;
 mod server;
@@ -215,12 +216,32 @@ impl std::fmt::Display for Concurrency {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a hook answers the request that triggered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseSettings {
     pub mode: ResponseMode,
     pub wait_timeout: Duration,
+    /// The job body shows `stdout` and `stderr` (`include_output: true`).
     pub include_output: bool,
+    /// A `wait` answer for a job that did not succeed shows the output (`include_output: true`
+    /// or `on_error`).
+    pub output_on_error: bool,
     pub failure_status: u16,
+    /// The status of a success answer (a `wait` job that succeeded, an `async` job accepted)
+    /// instead of 200 or 202.
+    pub success_status: Option<u16>,
+    /// A fixed body, sent instead of the job body by every answer that accepted or ran a job.
+    pub message: Option<Message>,
+    /// Added to every answer of the hook; valid names and values, never hop-by-hop ones,
+    /// `Content-Length` or `Content-Type`.
+    pub headers: Vec<(String, String)>,
+}
+
+/// `response.message`: its text and the `Content-Type` it is sent with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub text: String,
+    pub content_type: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,6 +10,7 @@ mod commands;
 mod config_file;
 mod empty_body;
 mod helpers;
+mod hook_answers;
 mod job_bodies;
 mod job_routes;
 mod jobs;
