@@ -40,6 +40,7 @@ pub use self::cluster::{default_instance, parse_store, valid_instance};
 pub use self::hook::RESERVED_ENV;
 pub use self::notify::{signing_key, Endpoint, Notification, Notifications, Target};
 pub use self::overrides::ServerOverrides;
+pub use self::response::{header_name_problem, header_value_problem};
 pub use self::retry::Retry;
 pub use self::server::TrustedProxies;
 pub use self::statuses::StatusSet;

@@ -165,24 +165,12 @@ fn decode_headers(
         let name = key_text(key);
         let value_path = path.key(&name);
         let lower = name.to_ascii_lowercase();
-        let problem = if !header_name_ok(&name) {
-            Some(format!(
-                "`{name}` is not a valid header name (letters, digits and `!#$%&'*+-.^_|~`)"
-            ))
-        } else if MANAGED_HEADERS.contains(&lower.as_str()) {
-            Some(format!(
-                "`{name}` is managed by the server for each answer; remove it"
-            ))
-        } else if headers
-            .iter()
-            .any(|(existing, _)| existing.eq_ignore_ascii_case(&name))
-        {
-            Some(format!(
-                "`{name}` is given twice (header names ignore case); keep one"
-            ))
-        } else {
-            None
-        };
+        let problem = header_name_problem(&name).or_else(|| {
+            headers
+                .iter()
+                .any(|(existing, _)| existing.eq_ignore_ascii_case(&name))
+                .then(|| format!("`{name}` is given twice (header names ignore case); keep one"))
+        });
         if let Some(problem) = problem {
             decoder.error(&value_path, Part::Key, problem);
             valid = false;
@@ -211,17 +199,26 @@ fn decode_headers(
     valid.then_some((headers, content_type))
 }
 
-/// A header name as HTTP defines it: a token.
-fn header_name_ok(name: &str) -> bool {
-    !name.is_empty()
+/// Why `name` cannot be one of `response.headers`: not an HTTP token, or a header the server
+/// manages itself.
+pub fn header_name_problem(name: &str) -> Option<String> {
+    let token = !name.is_empty()
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_|~`".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_|~`".contains(&b));
+    if !token {
+        return Some(format!(
+            "`{name}` is not a valid header name (letters, digits and `!#$%&'*+-.^_|~`)"
+        ));
+    }
+    MANAGED_HEADERS
+        .contains(&name.to_ascii_lowercase().as_str())
+        .then(|| format!("`{name}` is managed by the server for each answer; remove it"))
 }
 
 /// Why a header value cannot be sent as given: templates are not rendered here, and control
 /// characters (a line break above all) would split the answer.
-fn header_value_problem(value: &str) -> Option<&'static str> {
+pub fn header_value_problem(value: &str) -> Option<&'static str> {
     if value.contains("{{") {
         return Some("`{{ }}` is not allowed in a header value: answers' headers are fixed text");
     }

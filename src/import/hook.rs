@@ -38,14 +38,6 @@ const HOOK_KEYS: &[&str] = &[
 /// Keys that change what adnanh does and that hookrunner cannot express, with the reason.
 const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "response-message",
-        "hookrunner answers with the job as JSON, not a fixed message",
-    ),
-    (
-        "response-headers",
-        "hookrunner adds no headers of your choosing to its answers",
-    ),
-    (
         "incoming-payload-content-type",
         "hookrunner parses the body by the request's own `Content-Type`",
     ),
@@ -402,7 +394,8 @@ fn env_name_ok(name: &str) -> bool {
 }
 
 /// adnanh answers at once and runs the command in the background, unless it is told to include
-/// the command's output, when it waits; hookrunner's `async` and `wait` modes.
+/// the command's output, when it waits; hookrunner's `async` and `wait` modes. The message,
+/// headers and success code carry over as they are.
 fn response(root: &Located<'_>, report: &mut Report) -> Option<Yaml> {
     let flag = |key: &str, report: &mut Report| match root.child(key) {
         None => Some(false),
@@ -411,8 +404,13 @@ fn response(root: &Located<'_>, report: &mut Report) -> Option<Yaml> {
     };
     let include_output = flag("include-command-output-in-response", report)?;
     let output_on_error = flag("include-command-output-in-response-on-error", report)?;
+    let message = match root.child("response-message") {
+        None => None,
+        Some(node) if node.value.is_null() => None,
+        Some(node) => Some(node.text(report)?).filter(|text| !text.is_empty()),
+    };
     let mut response = Mapping::new();
-    let status = if include_output {
+    let default_status = if include_output {
         insert(&mut response, "mode", Yaml::String("wait".into()));
         insert(&mut response, "include_output", Yaml::Bool(true));
         if !output_on_error {
@@ -427,16 +425,72 @@ fn response(root: &Located<'_>, report: &mut Report) -> Option<Yaml> {
     };
     if let Some(code) = root.child("success-http-response-code") {
         let at = code.path().to_string();
-        if let Some(Some(code)) = code.status(report) {
-            if code != status {
-                report.error(format!(
-                    "`{at}` has no hookrunner equivalent: hookrunner answers {status} when this hook's command is {}",
-                    if include_output { "done" } else { "accepted" }
-                ));
+        match code.status(report)? {
+            Some(code) if !(200..=299).contains(&code) => report.error(format!(
+                "`{at}`: hookrunner's `response.success_status` is a 2xx status, not {code}"
+            )),
+            Some(code) if code != default_status => {
+                insert(&mut response, "success_status", Yaml::Number(code.into()));
             }
+            _ => {}
         }
     }
+    if let Some(message) = &message {
+        insert(&mut response, "message", Yaml::String(message.clone()));
+    }
+    let headers = response_headers(root, message.is_some(), report)?;
+    if !headers.is_empty() {
+        insert(&mut response, "headers", Yaml::Mapping(headers));
+    }
     Some(Yaml::Mapping(response))
+}
+
+/// `response-headers: [{name, value}]` as `response.headers`. A `Content-Type` is the message's
+/// type in hookrunner, so without a message it is left out (the answers are JSON then).
+fn response_headers(root: &Located<'_>, has_message: bool, report: &mut Report) -> Option<Mapping> {
+    let mut headers = Mapping::new();
+    let Some(list) = root.child("response-headers") else {
+        return Some(headers);
+    };
+    if list.value.is_null() {
+        return Some(headers);
+    }
+    let mut valid = true;
+    for item in list.items(report, "headers")? {
+        if item
+            .object(report, "a header", &["name", "value"])
+            .is_none()
+        {
+            valid = false;
+            continue;
+        }
+        let name = item.child("name").and_then(|name| name.text(report));
+        let value = match item.child("value") {
+            None => Some(String::new()),
+            Some(value) => value.text(report),
+        };
+        let (Some(name), Some(value)) = (name, value) else {
+            if item.child("name").is_none() {
+                report.error(format!("`{}` has no `name`", item.path()));
+            }
+            valid = false;
+            continue;
+        };
+        let problem = crate::config::header_name_problem(&name)
+            .or_else(|| crate::config::header_value_problem(&value).map(str::to_string));
+        if let Some(problem) = problem {
+            report.error(format!("`{}`: {problem}", item.path()));
+            valid = false;
+        } else if name.eq_ignore_ascii_case("content-type") && !has_message {
+            report.warn(format!(
+                "`{}`: the `Content-Type` is left out: hookrunner's answers without a `response-message` are its job as JSON",
+                item.path()
+            ));
+        } else {
+            insert(&mut headers, &name, Yaml::String(value));
+        }
+    }
+    valid.then_some(headers)
 }
 
 fn methods(root: &Located<'_>, report: &mut Report) -> Option<Option<Vec<String>>> {
