@@ -416,7 +416,7 @@ response: {mode: async}
 "#,
         ),
         (
-            "request, body and whole-payload sources",
+            "request, body, and whole-payload, -headers and -query sources",
             r#"
 - id: sources
   execute-command: /bin/true
@@ -425,6 +425,8 @@ response: {mode: async}
     - {source: request, name: Remote-Addr}
     - {source: raw-request-body}
     - {source: entire-payload}
+    - {source: entire-headers}
+    - {source: entire-query}
     - {source: header, name: X-Request-Id}
     - {source: query, name: q}
 "#,
@@ -438,6 +440,8 @@ run:
     - "{{ request.remote_ip }}"
     - "{{ body }}"
     - "{{ payload }}"
+    - "{{ headers }}"
+    - "{{ query }}"
     - "{{ header.X-Request-Id }}"
     - "{{ query.q }}"
 response: {mode: async}
@@ -529,8 +533,6 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  pre-hook-command: /bin/true\n"), "hook `h`: `pre-hook-command` has no hookrunner equivalent"),
         (hook("  trigger-rule-mismatch-http-response-code: 100\n"), "`trigger-rule-mismatch-http-response-code` must be an HTTP status from 200 to 599"),
         (hook("  parse-parameters-as-json: [{source: header, name: X-Data}]\n"), "`parse-parameters-as-json[0]`: parsing `source: header` as JSON has no hookrunner equivalent"),
-        (hook("  pass-arguments-to-command: [{source: entire-headers}]\n"), "`pass-arguments-to-command[0]`: `source: entire-headers` has no hookrunner equivalent"),
-        (hook("  pass-arguments-to-command: [{source: entire-query}]\n"), "`source: entire-query` has no hookrunner equivalent"),
         (hook("  pass-arguments-to-command: [{source: template, name: '{{ .Method }}'}]\n"), "`source: template` has no hookrunner equivalent"),
         (hook("  pass-arguments-to-command: [{source: cookie, name: a}]\n"), "unknown `source: cookie`"),
         (hook("  pass-arguments-to-command: [{name: a}]\n"), "`pass-arguments-to-command[0]` has no `source`"),

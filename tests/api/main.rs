@@ -23,6 +23,7 @@ mod providers;
 mod readme;
 mod receiver;
 mod replays;
+mod request_objects;
 mod rerun;
 mod retries;
 mod running;
