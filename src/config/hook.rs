@@ -9,8 +9,9 @@ use serde_yaml::Value;
 use super::decode::{scalar_text, Decoder, Fields};
 use super::source_map::{Part, YamlPath};
 use super::{
-    approval, host, notify, response, retry, signature, when, Concurrency, Hook, Notifications,
-    ProgramTemplate, ResponseMode, ResponseSettings, Run, RunOn, ServerSettings, StdinMode,
+    approval, files, host, notify, response, retry, signature, when, Concurrency, Hook,
+    Notifications, ProgramTemplate, ResponseMode, ResponseSettings, Run, RunOn, ServerSettings,
+    StdinMode,
 };
 use crate::template::Template;
 
@@ -43,6 +44,7 @@ const RUN_KEYS: &[&str] = &[
     "kill_after",
     "max_output",
     "keep_background",
+    "files",
 ];
 /// Variables hookrunner sets itself; `run.env` may not override them.
 pub const RESERVED_ENV: &[&str] = &[
@@ -344,6 +346,10 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         None => Some(false),
         Some((value, path)) => decoder.bool(value, &path),
     };
+    let files = match fields.get("files") {
+        None => Some(Vec::new()),
+        Some((value, path)) => files::decode(decoder, value, &path, env.as_deref()),
+    };
     if let (Some(_), Some(workdir)) = (&program, &workdir) {
         host::warn_about_run(decoder, &fields, workdir);
     }
@@ -357,6 +363,7 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         kill_after: kill_after?,
         max_output: max_output?,
         keep_background: keep_background?,
+        files: files?,
     })
 }
 
@@ -475,7 +482,7 @@ fn decode_env(
     valid.then_some(env)
 }
 
-fn env_name_ok(decoder: &mut Decoder<'_>, name: &str, path: &YamlPath) -> bool {
+pub(super) fn env_name_ok(decoder: &mut Decoder<'_>, name: &str, path: &YamlPath) -> bool {
     let valid = name
         .bytes()
         .next()

@@ -5,6 +5,7 @@ mod approval;
 mod cluster;
 pub mod decode;
 pub mod diagnostic;
+mod files;
 mod hook;
 mod host;
 mod notify;
@@ -171,6 +172,17 @@ pub struct Run {
     pub max_output: u64,
     /// Whether what the command leaves running in its process group may outlive it.
     pub keep_background: bool,
+    /// `run.files`: values written to private files whose paths the command gets in variables.
+    pub files: Vec<FileTemplate>,
+}
+
+/// One entry of `run.files`: the variable that names the file, and what the file holds.
+#[derive(Debug)]
+pub struct FileTemplate {
+    pub name: String,
+    pub value: Template,
+    /// The rendered value is base64, and the file holds the bytes it decodes to.
+    pub base64_decode: bool,
 }
 
 #[derive(Debug)]

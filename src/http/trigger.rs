@@ -187,7 +187,7 @@ async fn handle(
                 "missing_value",
             )
         }
-        BuildError::NulByte(_) => (
+        BuildError::NulByte(_) | BuildError::NotBase64(_) => (
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", error.to_string()),
             "invalid_value",
         ),

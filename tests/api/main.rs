@@ -12,6 +12,7 @@ mod empty_body;
 mod helpers;
 mod hook_answers;
 mod job_bodies;
+mod job_files;
 mod job_routes;
 mod jobs;
 mod lifecycle;
