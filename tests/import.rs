@@ -110,6 +110,12 @@ const CONVERTED: &[(&str, &str, &[&str])] = &[
         &["REDEPLOY_WEBHOOK_WEBHOOK_TOKEN"],
     ),
     ("slack.json", "Slack slash command", &[]),
+    // The docs' "Pass File-to-command sample" with its `//` comments removed.
+    (
+        "pass-file-uncommented.json",
+        "Pass File-to-command sample",
+        &[],
+    ),
     (
         "simple-one.json",
         "A simple webhook with a secret key in GET query",
@@ -129,12 +135,6 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "pass-file.json",
         "Pass File-to-command sample",
         "invalid JSON: key must be a string at line 11 column 35",
-    ),
-    (
-        // The same example with its `//` comments removed.
-        "pass-file-uncommented.json",
-        "Pass File-to-command sample",
-        "hook `test-file-webhook`: `pass-file-to-command` has no hookrunner equivalent",
     ),
     (
         "scalr.json",

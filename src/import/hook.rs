@@ -42,14 +42,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "hookrunner parses the body by the request's own `Content-Type`",
     ),
     (
-        "pass-file-to-command",
-        "hookrunner writes no request values to files; pass them in `run.env`, or the whole body on stdin (`run.stdin: payload`)",
-    ),
-    (
-        "keep-file-environment",
-        "hookrunner writes no request values to files",
-    ),
-    (
         "pre-hook-command",
         "hookrunner runs no command before a hook's rules",
     ),
@@ -118,6 +110,7 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
 
     let command = run_command(&root, &mut report);
     let env = run_env(&root, &mut report);
+    let files = run_files(&root, env.as_deref(), &mut report);
     let response = response(&root, &mut report);
     let methods = methods(&root, &mut report);
     parse_parameters_as_json(&root, &mut report);
@@ -146,8 +139,15 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
             report,
         };
     }
-    let (Some(id), Some(command), Some(env), Some(response), Some(methods), Some(trigger)) =
-        (id, command, env, response, methods, trigger)
+    let (
+        Some(id),
+        Some(command),
+        Some(env),
+        Some(files),
+        Some(response),
+        Some(methods),
+        Some(trigger),
+    ) = (id, command, env, files, response, methods, trigger)
     else {
         // Each part reports why it is missing; this keeps a hook from vanishing if one did not.
         report.error("the hook could not be converted");
@@ -202,6 +202,9 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
             .map(|(name, value)| (Yaml::String(name), Yaml::String(value)))
             .collect();
         insert(&mut run, "env", Yaml::Mapping(env));
+    }
+    if !files.is_empty() {
+        insert(&mut run, "files", Yaml::Mapping(files));
     }
     insert(&mut hook, "run", Yaml::Mapping(run));
     insert(&mut hook, "response", response);
@@ -384,6 +387,82 @@ fn run_env(root: &Located<'_>, report: &mut Report) -> Option<Vec<(String, Strin
         }
     }
     valid.then_some(env)
+}
+
+/// `pass-file-to-command` as `run.files`: the same variable names as `run_env` gives, each value
+/// written to a file whose path the command gets. adnanh removed the files after the command
+/// unless `keep-file-environment`; hookrunner always does.
+fn run_files(
+    root: &Located<'_>,
+    env: Option<&[(String, String)]>,
+    report: &mut Report,
+) -> Option<Mapping> {
+    let mut files = Mapping::new();
+    let Some(list) = root.child("pass-file-to-command") else {
+        return Some(files);
+    };
+    if list.value.is_null() {
+        return Some(files);
+    }
+    if root
+        .child("keep-file-environment")
+        .is_some_and(|keep| is_set(keep.value))
+    {
+        report.warn(
+            "`keep-file-environment`: hookrunner removes a job's files when the job ends, always; a command that leaves something running which reads them must copy them first",
+        );
+    }
+    let mut valid = true;
+    for item in list.items(report, "request values")? {
+        let value = source::source(&item, report)
+            .and_then(|value| value.template(&format!("{}.name", item.path()), report));
+        let name = match item.child("envname").and_then(|name| name.text(report)) {
+            Some(name) if !name.is_empty() => name,
+            _ => format!(
+                "HOOK_{}",
+                item.value
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            ),
+        };
+        let base64_decode = match item.child("base64decode") {
+            None => Some(false),
+            Some(flag) => flag.bool(report),
+        };
+        let problem = if !env_name_ok(&name) {
+            Some(format!("`{name}` is not a valid environment variable name in hookrunner; add an `envname` (letters, digits and `_`) and use that name in the command"))
+        } else if RESERVED_ENV.contains(&name.as_str()) {
+            Some(format!(
+                "`{name}` is set by hookrunner itself; add an `envname` with another name"
+            ))
+        } else if files.contains_key(name.as_str())
+            || env.is_some_and(|env| env.iter().any(|(set, _)| *set == name))
+        {
+            Some(format!("`{name}` is passed twice; keep one"))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            report.error(format!("`{}`: {problem}", item.path()));
+            valid = false;
+            continue;
+        }
+        let (Some(value), Some(base64_decode)) = (value, base64_decode) else {
+            valid = false;
+            continue;
+        };
+        let entry = if base64_decode {
+            let mut entry = Mapping::new();
+            insert(&mut entry, "value", Yaml::String(value));
+            insert(&mut entry, "base64_decode", Yaml::Bool(true));
+            Yaml::Mapping(entry)
+        } else {
+            Yaml::String(value)
+        };
+        files.insert(Yaml::String(name), entry);
+    }
+    valid.then_some(files)
 }
 
 fn env_name_ok(name: &str) -> bool {

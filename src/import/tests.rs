@@ -401,6 +401,28 @@ response: {mode: wait, include_output: true, success_status: 201}
 "#,
         ),
         (
+            "files passed to the command become run.files, named as adnanh names them",
+            r#"
+- id: files
+  execute-command: /bin/true
+  pass-file-to-command:
+    - {source: payload, name: binary, envname: BINARY, base64decode: true}
+    - {source: entire-headers}
+    - {source: payload, name: note}
+"#,
+            r#"
+id: files
+signature: none
+run:
+  command: [/bin/true]
+  files:
+    BINARY: {value: "{{ payload.binary }}", base64_decode: true}
+    HOOK_: "{{ headers }}"
+    HOOK_note: "{{ payload.note }}"
+response: {mode: async}
+"#,
+        ),
+        (
             "a success code equal to hookrunner's 202 for an async hook converts",
             r#"
 - id: accepted
@@ -529,7 +551,10 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  response-headers: [{name: X-A, vaule: b}]\n"), "`response-headers[0].vaule` is not a key adnanh/webhook reads in a header, did you mean `value`?"),
         (hook("  success-http-response-code: 302\n"), "`success-http-response-code`: hookrunner's `response.success_status` is a 2xx status, not 302"),
         (hook("  incoming-payload-content-type: application/json\n"), "hook `h`: `incoming-payload-content-type` has no hookrunner equivalent"),
-        (hook("  pass-file-to-command: [{source: payload, name: binary}]\n"), "hook `h`: `pass-file-to-command` has no hookrunner equivalent"),
+        (hook("  pass-file-to-command: [{source: payload, name: binary.data}]\n"), "hook `h`: `pass-file-to-command[0]`: `HOOK_binary.data` is not a valid environment variable name in hookrunner"),
+        (hook("  pass-file-to-command: [{source: payload, name: a, envname: HOOK_ID}]\n"), "`pass-file-to-command[0]`: `HOOK_ID` is set by hookrunner itself"),
+        (hook("  pass-environment-to-command: [{source: payload, name: a}]\n  pass-file-to-command: [{source: payload, name: a}]\n"), "`pass-file-to-command[0]`: `HOOK_a` is passed twice"),
+        (hook("  pass-file-to-command: [{source: payload, name: a, base64decode: maybe}]\n"), "`pass-file-to-command[0].base64decode` must be `true` or `false`"),
         (hook("  pre-hook-command: /bin/true\n"), "hook `h`: `pre-hook-command` has no hookrunner equivalent"),
         (hook("  trigger-rule-mismatch-http-response-code: 100\n"), "`trigger-rule-mismatch-http-response-code` must be an HTTP status from 200 to 599"),
         (hook("  parse-parameters-as-json: [{source: header, name: X-Data}]\n"), "`parse-parameters-as-json[0]`: parsing `source: header` as JSON has no hookrunner equivalent"),
@@ -586,14 +611,14 @@ fn each_error_names_the_hook_and_the_key() {
 
 #[test]
 fn every_error_of_a_file_is_reported_at_once() {
-    let source = "- id: a\n  execute-command: /bin/true\n  pre-hook-command: /bin/true\n  pass-file-to-command: [{source: payload, name: f}]\n- id: b\n  execute-command: /bin/true\n  response-headers: [{name: Content-Length, value: '1'}]\n";
+    let source = "- id: a\n  execute-command: /bin/true\n  pre-hook-command: /bin/true\n  pass-file-to-command: [{source: payload, name: f.g}]\n- id: b\n  execute-command: /bin/true\n  response-headers: [{name: Content-Length, value: '1'}]\n";
     let errors = convert(source, Format::Yaml).expect_err("errors");
     let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(
         rendered,
         [
-            "hook `a`: `pass-file-to-command` has no hookrunner equivalent: hookrunner writes no request values to files; pass them in `run.env`, or the whole body on stdin (`run.stdin: payload`)",
             "hook `a`: `pre-hook-command` has no hookrunner equivalent: hookrunner runs no command before a hook's rules",
+            "hook `a`: `pass-file-to-command[0]`: `HOOK_f.g` is not a valid environment variable name in hookrunner; add an `envname` (letters, digits and `_`) and use that name in the command",
             "hook `b`: `response-headers[0]`: `Content-Length` is managed by the server for each answer; remove it",
         ]
     );
@@ -637,6 +662,10 @@ fn warnings_and_notes_say_what_changed() {
         (
             "- id: h\n  execute-command: /bin/true\n  response-headers: [{name: Content-Type, value: text/html}]\n",
             "`response-headers[0]`: the `Content-Type` is left out",
+        ),
+        (
+            "- id: h\n  execute-command: /bin/true\n  pass-file-to-command: [{source: payload, name: a}]\n  keep-file-environment: true\n",
+            "`keep-file-environment`: hookrunner removes a job's files when the job ends",
         ),
         (
             "- id: h\n  execute-command: /bin/echo hello\n",
