@@ -93,6 +93,9 @@ pub struct RequestContext {
     pub job_id: String,
     pub event_sources: &'static [IdSource],
     pub delivery_sources: &'static [IdSource],
+    /// The hook's `body_type`, as a content type: the body is parsed as this, whatever the
+    /// request's own `Content-Type` says.
+    pub body_type: Option<&'static str>,
     pub(crate) payload: OnceLock<Result<Option<Value>, ValueError>>,
 }
 
@@ -105,7 +108,10 @@ impl RequestContext {
     /// body is empty (or blank).
     pub fn payload(&self) -> Result<Option<&Value>, ValueError> {
         self.payload
-            .get_or_init(|| parse_body(self.headers.get("content-type"), &self.body))
+            .get_or_init(|| {
+                let content_type = self.body_type.or(self.headers.get("content-type"));
+                parse_body(content_type, &self.body)
+            })
             .as_ref()
             .map(Option::as_ref)
             .map_err(Clone::clone)
@@ -115,7 +121,7 @@ impl RequestContext {
     /// first non-space byte is `{` or `[`): what `curl -d` sends without
     /// `-H 'Content-Type: application/json'`.
     pub fn form_looks_like_json(&self) -> bool {
-        media_type(self.headers.get("content-type")) == FORM
+        media_type(self.body_type.or(self.headers.get("content-type"))) == FORM
             && self
                 .body
                 .iter()

@@ -25,6 +25,7 @@ const HOOK_KEYS: &[&str] = &[
     "run",
     "concurrency",
     "response",
+    "body_type",
     "on_mismatch",
     "dedupe",
     "dedupe_key",
@@ -190,6 +191,20 @@ fn decode_one(
         None => Some(response::default()),
         Some((value, path)) => response::decode(decoder, value, &path),
     };
+    // Each name maps to the content type the request parser knows it by.
+    let body_type = match fields.get("body_type") {
+        None => Some(None),
+        Some((value, path)) => decoder
+            .choice(
+                value,
+                &path,
+                &[
+                    ("json", "application/json"),
+                    ("form", "application/x-www-form-urlencoded"),
+                ],
+            )
+            .map(Some),
+    };
     let on_mismatch = match fields.get("on_mismatch") {
         None => Some(200),
         Some((value, path)) => decoder.status(value, &path),
@@ -216,6 +231,7 @@ fn decode_one(
         run: run?,
         concurrency: concurrency?,
         response: response?,
+        body_type: body_type?,
         on_mismatch: on_mismatch?,
         dedupe: dedupe?,
         dedupe_key: dedupe_key?,

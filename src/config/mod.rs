@@ -140,6 +140,8 @@ pub struct Hook {
     pub run: Run,
     pub concurrency: Concurrency,
     pub response: ResponseSettings,
+    /// `body_type`: the content type the body is parsed as, whatever the request says.
+    pub body_type: Option<&'static str>,
     pub on_mismatch: u16,
     pub dedupe: bool,
     pub dedupe_key: Option<Template>,

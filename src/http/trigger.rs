@@ -160,6 +160,7 @@ async fn handle(
         job_id: job_id.to_string(),
         event_sources: hook.signature.event_sources(),
         delivery_sources: hook.signature.delivery_sources(),
+        body_type: hook.body_type,
         ..RequestContext::default()
     };
 

@@ -36,16 +36,10 @@ const HOOK_KEYS: &[&str] = &[
 ];
 
 /// Keys that change what adnanh does and that hookrunner cannot express, with the reason.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "incoming-payload-content-type",
-        "hookrunner parses the body by the request's own `Content-Type`",
-    ),
-    (
-        "pre-hook-command",
-        "hookrunner runs no command before a hook's rules",
-    ),
-];
+const UNSUPPORTED: &[(&str, &str)] = &[(
+    "pre-hook-command",
+    "hookrunner runs no command before a hook's rules",
+)];
 
 /// The environment variable names given to secrets so far, so two hooks never share one by accident.
 #[derive(Default)]
@@ -113,6 +107,7 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
     let files = run_files(&root, env.as_deref(), &mut report);
     let response = response(&root, &mut report);
     let methods = methods(&root, &mut report);
+    let body_type = body_type(&root, &mut report);
     parse_parameters_as_json(&root, &mut report);
     let trigger = match root.child("trigger-rule") {
         Some(rule) if !rule.value.is_null() => trigger::convert(&rule, &mut report),
@@ -144,10 +139,13 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
         Some(command),
         Some(env),
         Some(files),
+        Some(body_type),
         Some(response),
         Some(methods),
         Some(trigger),
-    ) = (id, command, env, files, response, methods, trigger)
+    ) = (
+        id, command, env, files, body_type, response, methods, trigger,
+    )
     else {
         // Each part reports why it is missing; this keeps a hook from vanishing if one did not.
         report.error("the hook could not be converted");
@@ -208,6 +206,9 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
     }
     insert(&mut hook, "run", Yaml::Mapping(run));
     insert(&mut hook, "response", response);
+    if let Some(body_type) = body_type {
+        insert(&mut hook, "body_type", Yaml::String(body_type.into()));
+    }
     if let Some(status) = on_mismatch {
         insert(&mut hook, "on_mismatch", Yaml::Number(status.into()));
     }
@@ -570,6 +571,36 @@ fn response_headers(root: &Located<'_>, has_message: bool, report: &mut Report) 
         }
     }
     valid.then_some(headers)
+}
+
+/// `incoming-payload-content-type` as `body_type`: the content type adnanh parsed every body
+/// as, whatever the request said.
+fn body_type(root: &Located<'_>, report: &mut Report) -> Option<Option<&'static str>> {
+    let Some(node) = root.child("incoming-payload-content-type") else {
+        return Some(None);
+    };
+    if node.value.is_null() {
+        return Some(None);
+    }
+    let at = node.path().to_string();
+    let content_type = node.text(report)?;
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match media_type.as_str() {
+        "" => Some(None),
+        "application/x-www-form-urlencoded" => Some(Some("form")),
+        json if json == "application/json" || json.ends_with("+json") => Some(Some("json")),
+        other => {
+            report.error(format!(
+                "`{at}`: hookrunner's `body_type` is `json` or `form`, so it cannot force `{other}`"
+            ));
+            None
+        }
+    }
 }
 
 fn methods(root: &Located<'_>, report: &mut Report) -> Option<Option<Vec<String>>> {

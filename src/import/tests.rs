@@ -423,6 +423,21 @@ response: {mode: async}
 "#,
         ),
         (
+            "the content type adnanh forced is body_type",
+            r#"
+- id: typed
+  execute-command: /bin/true
+  incoming-payload-content-type: "application/x-www-form-urlencoded; charset=utf-8"
+"#,
+            r#"
+id: typed
+signature: none
+run: {command: [/bin/true]}
+response: {mode: async}
+body_type: form
+"#,
+        ),
+        (
             "a success code equal to hookrunner's 202 for an async hook converts",
             r#"
 - id: accepted
@@ -550,7 +565,7 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  response-headers: [{value: b}]\n"), "`response-headers[0]` has no `name`"),
         (hook("  response-headers: [{name: X-A, vaule: b}]\n"), "`response-headers[0].vaule` is not a key adnanh/webhook reads in a header, did you mean `value`?"),
         (hook("  success-http-response-code: 302\n"), "`success-http-response-code`: hookrunner's `response.success_status` is a 2xx status, not 302"),
-        (hook("  incoming-payload-content-type: application/json\n"), "hook `h`: `incoming-payload-content-type` has no hookrunner equivalent"),
+        (hook("  incoming-payload-content-type: text/csv\n"), "hook `h`: `incoming-payload-content-type`: hookrunner's `body_type` is `json` or `form`, so it cannot force `text/csv`"),
         (hook("  pass-file-to-command: [{source: payload, name: binary.data}]\n"), "hook `h`: `pass-file-to-command[0]`: `HOOK_binary.data` is not a valid environment variable name in hookrunner"),
         (hook("  pass-file-to-command: [{source: payload, name: a, envname: HOOK_ID}]\n"), "`pass-file-to-command[0]`: `HOOK_ID` is set by hookrunner itself"),
         (hook("  pass-environment-to-command: [{source: payload, name: a}]\n  pass-file-to-command: [{source: payload, name: a}]\n"), "`pass-file-to-command[0]`: `HOOK_a` is passed twice"),

@@ -34,3 +34,32 @@ async fn the_command_gets_all_headers_and_query_parameters_as_json() {
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(lines[2], r#"{"a":{"b":1}}"#);
 }
+
+const BODY_TYPES: &str = r#"
+hooks:
+  - id: as-json
+    signature: none
+    body_type: json
+    run: {command: [echo, "{{ payload.a }}"], workdir: $DIR}
+    response: {include_output: true}
+  - id: as-form
+    signature: none
+    body_type: form
+    run: {command: [echo, "{{ payload.a }}"], workdir: $DIR}
+    response: {include_output: true}
+"#;
+
+#[tokio::test]
+async fn body_type_parses_the_body_whatever_its_content_type_says() {
+    let app = TestApp::spawn(BODY_TYPES).await;
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let json = app
+        .post_hook("as-json", r#"{"a": "from json"}"#, &form)
+        .await;
+    assert_eq!(json.status, 200, "{:?}", json.body);
+    assert_eq!(json.body["stdout"], "from json\n");
+    let plain = [("Content-Type", "application/json")];
+    let form = app.post_hook("as-form", "a=from+form", &plain).await;
+    assert_eq!(form.status, 200, "{:?}", form.body);
+    assert_eq!(form.body["stdout"], "from form\n");
+}
