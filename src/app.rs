@@ -136,11 +136,17 @@ impl Application {
         let settings = &config.server;
         let store = open_store(settings).await?;
         let metrics = Arc::new(Metrics::new());
+        // A crash leaves the files of the runs it cut short; nothing of this instance runs yet,
+        // so all of its folder goes (other instances sharing the state dir have their own).
+        let files_dir = settings.state_dir.join("files").join(&settings.instance);
+        crate::runner::remove_leftovers(&files_dir)
+            .with_context(|| format!("cannot remove old job files in {}", files_dir.display()))?;
         let engine = Engine::new(
             store,
             Arc::clone(&metrics),
             settings.max_jobs,
             settings.max_pending,
+            files_dir,
         );
         let recovered = engine
             .recover(|hook| {

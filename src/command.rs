@@ -32,6 +32,8 @@ pub enum BuildError {
     Render(#[from] RenderError),
     #[error("the value for {0} contains a NUL byte, which cannot be passed to a command")]
     NulByte(String),
+    #[error("the value for {0} is not base64, which its `base64_decode` asks for")]
+    NotBase64(String),
 }
 
 /// The rendered command of one job, as stored.
@@ -45,6 +47,9 @@ pub struct JobCommand {
     pub passthrough: Vec<String>,
     /// The raw body, base64, when `stdin: payload`.
     pub stdin: Option<String>,
+    /// `run.files` rendered: each variable's name and its file's content, base64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<(String, String)>,
     pub timeout_ms: u64,
     pub kill_after_ms: u64,
     pub max_output: u64,
@@ -176,6 +181,10 @@ impl fmt::Debug for JobCommand {
             .field("env", &names)
             .field("passthrough", &self.passthrough)
             .field("stdin", &self.stdin.as_ref().map(String::len))
+            .field(
+                "files",
+                &self.files.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -212,11 +221,23 @@ impl JobCommand {
                 .unwrap_or_default()
                 .into()
         });
+        let files = self
+            .files
+            .iter()
+            .map(|(name, encoded)| {
+                let content = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .unwrap_or_default();
+                (name.clone(), content.into())
+            })
+            .collect();
         CommandSpec {
             program: self.program.clone(),
             workdir: self.workdir.clone(),
             env,
             stdin,
+            files,
+            files_dir: std::env::temp_dir(),
             timeout: Duration::from_millis(self.timeout_ms),
             kill_after: Duration::from_millis(self.kill_after_ms),
             keep_background: self.keep_background,
@@ -247,6 +268,19 @@ pub fn build(hook: &Hook, request: &RequestContext) -> Result<JobCommand, BuildE
         reject_nul(&value, || format!("`run.env.{name}`"))?;
         set(name, value);
     }
+    let mut files = Vec::with_capacity(run.files.len());
+    for file in &run.files {
+        let value = file.value.render(request)?;
+        let content = if file.base64_decode {
+            base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .map_err(|_| BuildError::NotBase64(format!("`run.files.{}`", file.name)))?
+        } else {
+            value.into_bytes()
+        };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+        files.push((file.name.clone(), encoded));
+    }
     set("HOOK_ID", hook.id.clone());
     set("HOOK_JOB_ID", request.job_id.clone());
     set("HOOK_REQUEST_ID", request.request_id.clone());
@@ -257,6 +291,7 @@ pub fn build(hook: &Hook, request: &RequestContext) -> Result<JobCommand, BuildE
         program,
         workdir: run.workdir.clone(),
         env,
+        files,
         passthrough: run.env_passthrough.clone(),
         stdin: match run.stdin {
             StdinMode::None => None,

@@ -14,8 +14,12 @@ pub enum Reference {
     Body,
     /// `header.<Name>`, stored lowercase.
     Header(String),
+    /// `headers`: every header as a JSON object of lowercase names.
+    Headers,
     /// `query.<name>`.
     Query(String),
+    /// `query`: every query-string parameter as a JSON object.
+    AllQuery,
     RequestMethod,
     RequestPath,
     RemoteIp,
@@ -55,6 +59,8 @@ impl Reference {
             "payload" => Reference::Payload(parse_path(rest).map_err(|e| format!("`{text}`: {e}"))?),
             "body" if rest.is_empty() => Reference::Body,
             "header" => Reference::Header(name_after_dot("header")?.to_ascii_lowercase()),
+            "headers" if rest.is_empty() => Reference::Headers,
+            "query" if rest.is_empty() => Reference::AllQuery,
             "query" => Reference::Query(name_after_dot("query parameter")?),
             "request" => match rest {
                 ".method" => Reference::RequestMethod,
@@ -71,7 +77,7 @@ impl Reference {
             "delivery" if rest.is_empty() => Reference::Delivery,
             _ => {
                 return Err(format!(
-                    "unknown reference `{text}`; references start with `payload`, `body`, `header.`, `query.`, `request.`, `hook.id`, `job.id`, `event` or `delivery`"
+                    "unknown reference `{text}`; references start with `payload`, `body`, `header.`, `headers`, `query`, `request.`, `hook.id`, `job.id`, `event` or `delivery`"
                 ))
             }
         };
@@ -104,7 +110,9 @@ impl fmt::Display for Reference {
             }
             Reference::Body => f.write_str("body"),
             Reference::Header(name) => write!(f, "header.{name}"),
+            Reference::Headers => f.write_str("headers"),
             Reference::Query(name) => write!(f, "query.{name}"),
+            Reference::AllQuery => f.write_str("query"),
             Reference::RequestMethod => f.write_str("request.method"),
             Reference::RequestPath => f.write_str("request.path"),
             Reference::RemoteIp => f.write_str("request.remote_ip"),
@@ -243,6 +251,8 @@ mod tests {
             "body",
             "header.x-github-event",
             "query.token",
+            "headers",
+            "query",
             "request.method",
             "request.path",
             "request.remote_ip",
@@ -268,6 +278,7 @@ mod tests {
             ("payloads.x", "unknown reference"),
             ("header", "needs a header name"),
             ("header.", "needs a header name"),
+            ("headers.x", "unknown reference"),
             ("request.host", "`request` has"),
             ("payload..a", "empty path segment"),
             ("payload.a b", "need quoting"),

@@ -32,6 +32,19 @@ impl Headers {
             .map(|(_, value)| value.as_str())
     }
 
+    /// Every header as a JSON object: lowercase names in arrival order, several values of one
+    /// name joined by `, ` (as `header.<Name>` gives them).
+    pub fn as_json(&self) -> Value {
+        let mut object = Map::new();
+        for (name, _) in &self.0 {
+            if !object.contains_key(name) {
+                let joined = self.joined(name).unwrap_or_default();
+                object.insert(name.clone(), Value::String(joined));
+            }
+        }
+        Value::Object(object)
+    }
+
     /// Every value of a header joined by `, `, if present.
     pub fn joined(&self, name: &str) -> Option<String> {
         let values: Vec<&str> = self
@@ -80,6 +93,9 @@ pub struct RequestContext {
     pub job_id: String,
     pub event_sources: &'static [IdSource],
     pub delivery_sources: &'static [IdSource],
+    /// The hook's `body_type`, as a content type: the body is parsed as this, whatever the
+    /// request's own `Content-Type` says.
+    pub body_type: Option<&'static str>,
     pub(crate) payload: OnceLock<Result<Option<Value>, ValueError>>,
 }
 
@@ -92,7 +108,10 @@ impl RequestContext {
     /// body is empty (or blank).
     pub fn payload(&self) -> Result<Option<&Value>, ValueError> {
         self.payload
-            .get_or_init(|| parse_body(self.headers.get("content-type"), &self.body))
+            .get_or_init(|| {
+                let content_type = self.body_type.or(self.headers.get("content-type"));
+                parse_body(content_type, &self.body)
+            })
             .as_ref()
             .map(Option::as_ref)
             .map_err(Clone::clone)
@@ -102,7 +121,7 @@ impl RequestContext {
     /// first non-space byte is `{` or `[`): what `curl -d` sends without
     /// `-H 'Content-Type: application/json'`.
     pub fn form_looks_like_json(&self) -> bool {
-        media_type(self.headers.get("content-type")) == FORM
+        media_type(self.body_type.or(self.headers.get("content-type"))) == FORM
             && self
                 .body
                 .iter()
@@ -130,6 +149,10 @@ impl RequestContext {
                     .find(|(key, _)| key == name)
                     .map(|(_, value)| value.clone()),
             ),
+            Reference::Headers => single(Some(self.headers.as_json().to_string())),
+            Reference::AllQuery => {
+                single(Some(fields_object(self.query.iter().cloned()).to_string()))
+            }
             Reference::RequestMethod => single(Some(self.method.clone())),
             Reference::RequestPath => single(Some(self.path.clone())),
             Reference::RemoteIp => match self.remote_ip {
@@ -213,14 +236,22 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, 
     })
 }
 
-/// Form data as an object: a key given once maps to a string, a repeated key to an array of strings.
+/// Form data as an object (see [`fields_object`]).
 fn parse_form(body: &[u8]) -> Value {
+    fields_object(
+        form_urlencoded::parse(body).map(|(key, value)| (key.into_owned(), value.into_owned())),
+    )
+}
+
+/// Named fields (a form body, a query string) as an object: a name given once maps to a string,
+/// a repeated name to an array of its strings in order.
+fn fields_object(fields: impl Iterator<Item = (String, String)>) -> Value {
     let mut map = Map::new();
-    for (key, value) in form_urlencoded::parse(body) {
-        let value = Value::String(value.into_owned());
-        match map.get_mut(key.as_ref()) {
+    for (key, value) in fields {
+        let value = Value::String(value);
+        match map.get_mut(&key) {
             None => {
-                map.insert(key.into_owned(), value);
+                map.insert(key, value);
             }
             Some(Value::Array(items)) => items.push(value),
             Some(existing) => *existing = Value::Array(vec![existing.take(), value]),
@@ -271,6 +302,24 @@ mod tests {
         check(&json, "header.x-multi", Ok(&["a, b"]));
         check(&json, "header.X-Missing", Ok(&[]));
         check(&json, "query.token", Ok(&["abc"]));
+        check(
+            &json,
+            "headers",
+            Ok(&[
+                r#"{"content-type":"application/json; charset=utf-8","x-multi":"a, b","x-github-event":"push"}"#,
+            ]),
+        );
+        check(&json, "query", Ok(&[r#"{"token":"abc"}"#]));
+        let repeated = RequestContext {
+            query: vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+                ("a".into(), "3".into()),
+            ],
+            ..RequestContext::default()
+        };
+        check(&repeated, "query", Ok(&[r#"{"a":["1","3"],"b":"2"}"#]));
+        check(&RequestContext::default(), "headers", Ok(&["{}"]));
         check(&json, "event", Ok(&["push"]));
         check(&json, "delivery", Ok(&["evt_1"]));
 

@@ -104,36 +104,37 @@ const CONVERTED: &[(&str, &str, &[&str])] = &[
         "Incoming Azure Container Registry (ACR) webhook",
         &["ACR_PUSH_EVENT_WEBHOOK_TOKEN"],
     ),
+    (
+        "gitlab.json",
+        "Incoming Gitlab Webhook",
+        &["REDEPLOY_WEBHOOK_WEBHOOK_TOKEN"],
+    ),
+    ("slack.json", "Slack slash command", &[]),
+    // The docs' "Pass File-to-command sample" with its `//` comments removed.
+    (
+        "pass-file-uncommented.json",
+        "Pass File-to-command sample",
+        &[],
+    ),
+    (
+        "simple-one.json",
+        "A simple webhook with a secret key in GET query",
+        &["SIMPLE_ONE_WEBHOOK_TOKEN"],
+    ),
+    (
+        "synology.json",
+        "Receive Synology DSM notifications",
+        &["SYNOLOGY_WEBHOOK_TOKEN"],
+    ),
 ];
 
 /// Examples that use what hookrunner cannot express: (fixture, section, the error expected).
 const REFUSED: &[(&str, &str, &str)] = &[
     (
-        "gitlab.json",
-        "Incoming Gitlab Webhook",
-        "hook `redeploy-webhook`: `response-message` has no hookrunner equivalent",
-    ),
-    (
-        "slack.json",
-        "Slack slash command",
-        "hook `redeploy-webhook`: `response-message` has no hookrunner equivalent",
-    ),
-    (
-        "simple-one.json",
-        "A simple webhook with a secret key in GET query",
-        "hook `simple-one`: `response-message` has no hookrunner equivalent",
-    ),
-    (
         // The docs' version has `//` comments, which no JSON or YAML parser (adnanh's included) reads.
         "pass-file.json",
         "Pass File-to-command sample",
         "invalid JSON: key must be a string at line 11 column 35",
-    ),
-    (
-        // The same example with its `//` comments removed.
-        "pass-file-uncommented.json",
-        "Pass File-to-command sample",
-        "hook `test-file-webhook`: `pass-file-to-command` has no hookrunner equivalent",
     ),
     (
         "scalr.json",
@@ -144,11 +145,6 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "xml.json",
         "XML Payload",
         "hook `deploy`: `trigger-rule.and[1].match.parameter.name`: `#text` names the text of an XML element",
-    ),
-    (
-        "synology.json",
-        "Receive Synology DSM notifications",
-        "hook `synology`: `response-message` has no hookrunner equivalent",
     ),
 ];
 

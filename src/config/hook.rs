@@ -9,8 +9,9 @@ use serde_yaml::Value;
 use super::decode::{scalar_text, Decoder, Fields};
 use super::source_map::{Part, YamlPath};
 use super::{
-    approval, host, notify, retry, signature, when, Concurrency, Hook, Notifications,
-    ProgramTemplate, ResponseMode, ResponseSettings, Run, RunOn, ServerSettings, StdinMode,
+    approval, files, host, notify, response, retry, signature, when, Concurrency, Hook,
+    Notifications, ProgramTemplate, ResponseMode, ResponseSettings, Run, RunOn, ServerSettings,
+    StdinMode,
 };
 use crate::template::Template;
 
@@ -24,6 +25,7 @@ const HOOK_KEYS: &[&str] = &[
     "run",
     "concurrency",
     "response",
+    "body_type",
     "on_mismatch",
     "dedupe",
     "dedupe_key",
@@ -43,6 +45,7 @@ const RUN_KEYS: &[&str] = &[
     "kill_after",
     "max_output",
     "keep_background",
+    "files",
 ];
 /// Variables hookrunner sets itself; `run.env` may not override them.
 pub const RESERVED_ENV: &[&str] = &[
@@ -185,8 +188,22 @@ fn decode_one(
         Some((value, path)) => decode_concurrency(decoder, value, &path),
     };
     let response = match fields.get("response") {
-        None => Some(default_response()),
-        Some((value, path)) => decode_response(decoder, value, &path),
+        None => Some(response::default()),
+        Some((value, path)) => response::decode(decoder, value, &path),
+    };
+    // Each name maps to the content type the request parser knows it by.
+    let body_type = match fields.get("body_type") {
+        None => Some(None),
+        Some((value, path)) => decoder
+            .choice(
+                value,
+                &path,
+                &[
+                    ("json", "application/json"),
+                    ("form", "application/x-www-form-urlencoded"),
+                ],
+            )
+            .map(Some),
     };
     let on_mismatch = match fields.get("on_mismatch") {
         None => Some(200),
@@ -214,6 +231,7 @@ fn decode_one(
         run: run?,
         concurrency: concurrency?,
         response: response?,
+        body_type: body_type?,
         on_mismatch: on_mismatch?,
         dedupe: dedupe?,
         dedupe_key: dedupe_key?,
@@ -344,6 +362,10 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         None => Some(false),
         Some((value, path)) => decoder.bool(value, &path),
     };
+    let files = match fields.get("files") {
+        None => Some(Vec::new()),
+        Some((value, path)) => files::decode(decoder, value, &path, env.as_deref()),
+    };
     if let (Some(_), Some(workdir)) = (&program, &workdir) {
         host::warn_about_run(decoder, &fields, workdir);
     }
@@ -357,6 +379,7 @@ fn decode_run(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         kill_after: kill_after?,
         max_output: max_output?,
         keep_background: keep_background?,
+        files: files?,
     })
 }
 
@@ -475,7 +498,7 @@ fn decode_env(
     valid.then_some(env)
 }
 
-fn env_name_ok(decoder: &mut Decoder<'_>, name: &str, path: &YamlPath) -> bool {
+pub(super) fn env_name_ok(decoder: &mut Decoder<'_>, name: &str, path: &YamlPath) -> bool {
     let valid = name
         .bytes()
         .next()
@@ -554,58 +577,4 @@ fn decode_concurrency(
             })
         }
     }
-}
-
-pub fn default_response() -> ResponseSettings {
-    ResponseSettings {
-        mode: ResponseMode::Wait,
-        wait_timeout: Duration::from_secs(25),
-        include_output: false,
-        failure_status: 500,
-    }
-}
-
-fn decode_response(
-    decoder: &mut Decoder<'_>,
-    value: &Value,
-    path: &YamlPath,
-) -> Option<ResponseSettings> {
-    let fields = decoder.mapping(
-        value,
-        path,
-        "`response`",
-        &["mode", "wait_timeout", "include_output", "failure_status"],
-    )?;
-    let mut response = default_response();
-    let mut valid = true;
-    if let Some((value, path)) = fields.get("mode") {
-        let modes = [
-            ("wait", ResponseMode::Wait),
-            ("async", ResponseMode::Async),
-            ("stream", ResponseMode::Stream),
-        ];
-        match decoder.choice(value, &path, &modes) {
-            Some(mode) => response.mode = mode,
-            None => valid = false,
-        }
-    }
-    if let Some((value, path)) = fields.get("wait_timeout") {
-        match decoder.duration(value, &path) {
-            Some(timeout) => response.wait_timeout = timeout,
-            None => valid = false,
-        }
-    }
-    if let Some((value, path)) = fields.get("include_output") {
-        match decoder.bool(value, &path) {
-            Some(include) => response.include_output = include,
-            None => valid = false,
-        }
-    }
-    if let Some((value, path)) = fields.get("failure_status") {
-        match decoder.status(value, &path) {
-            Some(status) => response.failure_status = status,
-            None => valid = false,
-        }
-    }
-    valid.then_some(response)
 }

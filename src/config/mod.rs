@@ -5,10 +5,12 @@ mod approval;
 mod cluster;
 pub mod decode;
 pub mod diagnostic;
+mod files;
 mod hook;
 mod host;
 mod notify;
 mod overrides;
+mod response;
 mod retry;
 pub mod secret;
 mod server;
@@ -39,6 +41,7 @@ pub use self::cluster::{default_instance, parse_store, valid_instance};
 pub use self::hook::RESERVED_ENV;
 pub use self::notify::{signing_key, Endpoint, Notification, Notifications, Target};
 pub use self::overrides::ServerOverrides;
+pub use self::response::{header_name_problem, header_value_problem};
 pub use self::retry::Retry;
 pub use self::server::TrustedProxies;
 pub use self::statuses::StatusSet;
@@ -137,6 +140,8 @@ pub struct Hook {
     pub run: Run,
     pub concurrency: Concurrency,
     pub response: ResponseSettings,
+    /// `body_type`: the content type the body is parsed as, whatever the request says.
+    pub body_type: Option<&'static str>,
     pub on_mismatch: u16,
     pub dedupe: bool,
     pub dedupe_key: Option<Template>,
@@ -169,6 +174,17 @@ pub struct Run {
     pub max_output: u64,
     /// Whether what the command leaves running in its process group may outlive it.
     pub keep_background: bool,
+    /// `run.files`: values written to private files whose paths the command gets in variables.
+    pub files: Vec<FileTemplate>,
+}
+
+/// One entry of `run.files`: the variable that names the file, and what the file holds.
+#[derive(Debug)]
+pub struct FileTemplate {
+    pub name: String,
+    pub value: Template,
+    /// The rendered value is base64, and the file holds the bytes it decodes to.
+    pub base64_decode: bool,
 }
 
 #[derive(Debug)]
@@ -215,12 +231,32 @@ impl std::fmt::Display for Concurrency {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a hook answers the request that triggered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseSettings {
     pub mode: ResponseMode,
     pub wait_timeout: Duration,
+    /// The job body shows `stdout` and `stderr` (`include_output: true`).
     pub include_output: bool,
+    /// A `wait` answer for a job that did not succeed shows the output (`include_output: true`
+    /// or `on_error`).
+    pub output_on_error: bool,
     pub failure_status: u16,
+    /// The status of a success answer (a `wait` job that succeeded, an `async` job accepted)
+    /// instead of 200 or 202.
+    pub success_status: Option<u16>,
+    /// A fixed body, sent instead of the job body by every answer that accepted or ran a job.
+    pub message: Option<Message>,
+    /// Added to every answer of the hook; valid names and values, never hop-by-hop ones,
+    /// `Content-Length` or `Content-Type`.
+    pub headers: Vec<(String, String)>,
+}
+
+/// `response.message`: its text and the `Content-Type` it is sent with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub text: String,
+    pub content_type: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -111,6 +111,10 @@ fn each_problem_is_reported_at_its_line_and_column() {
         ),
         ("hooks:\n  - id: a\n    run: {command: [x]}\n", "hooks.yaml:2:7: the hook has no `signature`"),
         (
+            "hooks:\n  - id: a\n    signature: none\n    body_type: yaml\n    run: {command: [x]}\n",
+            "hooks.yaml:4:16: `yaml` is not one of `json`, `form`",
+        ),
+        (
             "hooks:\n  - {id: a, signature: none, run: {command: [x]}}\n  - {id: a, signature: none, run: {command: [x]}}\n",
             "hooks.yaml:3:10: duplicate hook id `a`: hooks[0] has it too",
         ),

@@ -20,6 +20,7 @@ mod sink;
 mod tests;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{watch, Notify};
@@ -69,6 +70,8 @@ pub struct Engine {
 
 struct Inner {
     store: Store,
+    /// Where each run's `run.files` get their private folder.
+    files_dir: PathBuf,
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
     max_jobs: usize,
@@ -107,12 +110,19 @@ struct Live {
 
 impl Engine {
     /// Builds an engine whose jobs run on the current tokio runtime.
-    pub fn new(store: Store, metrics: Arc<Metrics>, max_jobs: usize, max_pending: usize) -> Engine {
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        max_jobs: usize,
+        max_pending: usize,
+        files_dir: PathBuf,
+    ) -> Engine {
         let (retry_due, due) = watch::channel(None);
         let approval_admitted = Arc::new(Notify::new());
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
+                files_dir,
                 metrics,
                 runtime: tokio::runtime::Handle::current(),
                 max_jobs,

@@ -44,7 +44,8 @@ impl Inner {
         if job.attempts > 1 {
             sink.mark(format!("--- attempt {} ---\n", job.attempt).as_bytes());
         }
-        let spec = command.to_spec(&|name| std::env::var(name).ok(), job.attempt);
+        let mut spec = command.to_spec(&|name| std::env::var(name).ok(), job.attempt);
+        spec.files_dir.clone_from(&self.files_dir);
         let inner = Arc::clone(self);
         self.runtime.spawn(async move {
             // A job that runs after a restart is on disk as `running` before its command

@@ -17,6 +17,7 @@ fn command(shell: &str, durable: bool) -> JobCommand {
         env: Vec::new(),
         passthrough: vec!["PATH".into()],
         stdin: None,
+        files: Vec::new(),
         timeout_ms: 30_000,
         kill_after_ms: 500,
         max_output: 1 << 20,
@@ -43,7 +44,14 @@ fn submission(hook: &str, shell: &str, concurrency: Concurrency) -> Submission {
 
 fn engine(dir: &TempDir, max_jobs: usize, max_pending: usize) -> Engine {
     let store = Store::sqlite(dir.path(), "test").unwrap();
-    Engine::new(store, Arc::new(Metrics::new()), max_jobs, max_pending)
+    let files_dir = dir.path().join("files");
+    Engine::new(
+        store,
+        Arc::new(Metrics::new()),
+        max_jobs,
+        max_pending,
+        files_dir,
+    )
 }
 
 async fn accepted(engine: &Engine, submission: Submission) -> JobHandle {

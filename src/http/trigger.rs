@@ -50,14 +50,51 @@ pub async fn trigger(
         );
     };
     let body_timeout = config.server.body_timeout;
-    match handle(&request, payload, hook, body_timeout, &state).await {
+    let response = match handle(&request, payload, hook, body_timeout, &state).await {
         Ok((response, outcome)) => with_outcome(response, &hook.id, outcome),
         Err((error, outcome)) => with_outcome(
             actix_web::ResponseError::error_response(&error),
             &hook.id,
             outcome,
         ),
+    };
+    with_hook_headers(response, hook)
+}
+
+/// `response.headers`, on every answer of the hook, errors included (as adnanh does).
+fn with_hook_headers(mut response: HttpResponse, hook: &Hook) -> HttpResponse {
+    for (name, value) in &hook.response.headers {
+        // Both were checked at load; a pair that still does not convert is skipped, not a panic.
+        let name = header::HeaderName::from_bytes(name.as_bytes());
+        let value = header::HeaderValue::from_str(value);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            response.headers_mut().insert(name, value);
+        }
     }
+    response
+}
+
+/// An answer about a job: `response.message` when the hook has one and the answer shows no
+/// output (output wins, as in adnanh), else the job body.
+fn job_answer(
+    hook: &Hook,
+    status: StatusCode,
+    body: impl serde::Serialize,
+    shows_output: bool,
+) -> HttpResponse {
+    match &hook.response.message {
+        Some(message) if !shows_output => HttpResponse::build(status)
+            .content_type(message.content_type.as_str())
+            .body(message.text.clone()),
+        _ => HttpResponse::build(status).json(body),
+    }
+}
+
+fn success_status(hook: &Hook, default: StatusCode) -> StatusCode {
+    hook.response
+        .success_status
+        .and_then(|status| StatusCode::from_u16(status).ok())
+        .unwrap_or(default)
 }
 
 type Answer = Result<(HttpResponse, &'static str), (ApiError, &'static str)>;
@@ -123,6 +160,7 @@ async fn handle(
         job_id: job_id.to_string(),
         event_sources: hook.signature.event_sources(),
         delivery_sources: hook.signature.delivery_sources(),
+        body_type: hook.body_type,
         ..RequestContext::default()
     };
 
@@ -150,7 +188,7 @@ async fn handle(
                 "missing_value",
             )
         }
-        BuildError::NulByte(_) => (
+        BuildError::NulByte(_) | BuildError::NotBase64(_) => (
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", error.to_string()),
             "invalid_value",
         ),
@@ -183,7 +221,7 @@ async fn handle(
         Ok(Submitted::FannedOut(jobs)) => return fanned_out(hook, jobs).await,
         Ok(Submitted::Duplicate(first)) => {
             let body = json!({"status": "duplicate", "job_id": first.as_str(), "links": {"job": format!("/jobs/{first}")}});
-            return Ok((HttpResponse::Ok().json(body), "duplicate"));
+            return Ok((job_answer(hook, StatusCode::OK, body, false), "duplicate"));
         }
         Err(SubmitError::Store(error)) => {
             tracing::error!(%error, "cannot admit a job");
@@ -214,10 +252,9 @@ async fn handle(
                 tracing::error!(job_id = %job.job.id, %error, "cannot commit an accepted job");
                 return Err(store_unavailable());
             }
-            Ok((
-                HttpResponse::Accepted().json(JobView::of(&job.job, false, now_ms())),
-                "accepted",
-            ))
+            let status = success_status(hook, StatusCode::ACCEPTED);
+            let body = JobView::of(&job.job, false, now_ms());
+            Ok((job_answer(hook, status, body, false), "accepted"))
         }
         ResponseMode::Stream => match (job.output, job.watch) {
             (Some(output), Some(watch)) => {
@@ -249,16 +286,21 @@ async fn handle(
                 // Not reached: a wait job runs here and is watched.
                 None => job.job,
             };
-            let status = match job.status() {
-                Status::Succeeded => StatusCode::OK,
-                Status::TimedOut => StatusCode::GATEWAY_TIMEOUT,
-                Status::Queued | Status::Running => StatusCode::ACCEPTED,
-                _ => StatusCode::from_u16(hook.response.failure_status)
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            let (status, failed) = match job.status() {
+                Status::Succeeded => (success_status(hook, StatusCode::OK), false),
+                Status::TimedOut => (StatusCode::GATEWAY_TIMEOUT, true),
+                Status::Queued | Status::Running => (StatusCode::ACCEPTED, false),
+                _ => (
+                    StatusCode::from_u16(hook.response.failure_status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    true,
+                ),
             };
-            let body = JobView::of(&job, hook.response.include_output, now_ms());
+            let shows_output =
+                hook.response.include_output || (failed && hook.response.output_on_error);
+            let body = JobView::of(&job, shows_output, now_ms());
             Ok((
-                HttpResponse::build(status).json(body),
+                job_answer(hook, status, body, shows_output),
                 job.status().as_str(),
             ))
         }
@@ -283,7 +325,8 @@ async fn fanned_out(
         listed.push(json!({"job_id": id.as_str(), "instance": instance, "links": {"job": format!("/jobs/{id}")}}));
     }
     let body = json!({"status": "accepted", "hook": hook.id, "jobs": listed});
-    Ok((HttpResponse::Accepted().json(body), "accepted"))
+    let status = success_status(hook, StatusCode::ACCEPTED);
+    Ok((job_answer(hook, status, body, false), "accepted"))
 }
 
 fn store_unavailable() -> (ApiError, &'static str) {

@@ -36,32 +36,10 @@ const HOOK_KEYS: &[&str] = &[
 ];
 
 /// Keys that change what adnanh does and that hookrunner cannot express, with the reason.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "response-message",
-        "hookrunner answers with the job as JSON, not a fixed message",
-    ),
-    (
-        "response-headers",
-        "hookrunner adds no headers of your choosing to its answers",
-    ),
-    (
-        "incoming-payload-content-type",
-        "hookrunner parses the body by the request's own `Content-Type`",
-    ),
-    (
-        "pass-file-to-command",
-        "hookrunner writes no request values to files; pass them in `run.env`, or the whole body on stdin (`run.stdin: payload`)",
-    ),
-    (
-        "keep-file-environment",
-        "hookrunner writes no request values to files",
-    ),
-    (
-        "pre-hook-command",
-        "hookrunner runs no command before a hook's rules",
-    ),
-];
+const UNSUPPORTED: &[(&str, &str)] = &[(
+    "pre-hook-command",
+    "hookrunner runs no command before a hook's rules",
+)];
 
 /// The environment variable names given to secrets so far, so two hooks never share one by accident.
 #[derive(Default)]
@@ -126,8 +104,10 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
 
     let command = run_command(&root, &mut report);
     let env = run_env(&root, &mut report);
+    let files = run_files(&root, env.as_deref(), &mut report);
     let response = response(&root, &mut report);
     let methods = methods(&root, &mut report);
+    let body_type = body_type(&root, &mut report);
     parse_parameters_as_json(&root, &mut report);
     let trigger = match root.child("trigger-rule") {
         Some(rule) if !rule.value.is_null() => trigger::convert(&rule, &mut report),
@@ -154,8 +134,18 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
             report,
         };
     }
-    let (Some(id), Some(command), Some(env), Some(response), Some(methods), Some(trigger)) =
-        (id, command, env, response, methods, trigger)
+    let (
+        Some(id),
+        Some(command),
+        Some(env),
+        Some(files),
+        Some(body_type),
+        Some(response),
+        Some(methods),
+        Some(trigger),
+    ) = (
+        id, command, env, files, body_type, response, methods, trigger,
+    )
     else {
         // Each part reports why it is missing; this keeps a hook from vanishing if one did not.
         report.error("the hook could not be converted");
@@ -211,8 +201,14 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
             .collect();
         insert(&mut run, "env", Yaml::Mapping(env));
     }
+    if !files.is_empty() {
+        insert(&mut run, "files", Yaml::Mapping(files));
+    }
     insert(&mut hook, "run", Yaml::Mapping(run));
     insert(&mut hook, "response", response);
+    if let Some(body_type) = body_type {
+        insert(&mut hook, "body_type", Yaml::String(body_type.into()));
+    }
     if let Some(status) = on_mismatch {
         insert(&mut hook, "on_mismatch", Yaml::Number(status.into()));
     }
@@ -394,6 +390,82 @@ fn run_env(root: &Located<'_>, report: &mut Report) -> Option<Vec<(String, Strin
     valid.then_some(env)
 }
 
+/// `pass-file-to-command` as `run.files`: the same variable names as `run_env` gives, each value
+/// written to a file whose path the command gets. adnanh removed the files after the command
+/// unless `keep-file-environment`; hookrunner always does.
+fn run_files(
+    root: &Located<'_>,
+    env: Option<&[(String, String)]>,
+    report: &mut Report,
+) -> Option<Mapping> {
+    let mut files = Mapping::new();
+    let Some(list) = root.child("pass-file-to-command") else {
+        return Some(files);
+    };
+    if list.value.is_null() {
+        return Some(files);
+    }
+    if root
+        .child("keep-file-environment")
+        .is_some_and(|keep| is_set(keep.value))
+    {
+        report.warn(
+            "`keep-file-environment`: hookrunner removes a job's files when the job ends, always; a command that leaves something running which reads them must copy them first",
+        );
+    }
+    let mut valid = true;
+    for item in list.items(report, "request values")? {
+        let value = source::source(&item, report)
+            .and_then(|value| value.template(&format!("{}.name", item.path()), report));
+        let name = match item.child("envname").and_then(|name| name.text(report)) {
+            Some(name) if !name.is_empty() => name,
+            _ => format!(
+                "HOOK_{}",
+                item.value
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            ),
+        };
+        let base64_decode = match item.child("base64decode") {
+            None => Some(false),
+            Some(flag) => flag.bool(report),
+        };
+        let problem = if !env_name_ok(&name) {
+            Some(format!("`{name}` is not a valid environment variable name in hookrunner; add an `envname` (letters, digits and `_`) and use that name in the command"))
+        } else if RESERVED_ENV.contains(&name.as_str()) {
+            Some(format!(
+                "`{name}` is set by hookrunner itself; add an `envname` with another name"
+            ))
+        } else if files.contains_key(name.as_str())
+            || env.is_some_and(|env| env.iter().any(|(set, _)| *set == name))
+        {
+            Some(format!("`{name}` is passed twice; keep one"))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            report.error(format!("`{}`: {problem}", item.path()));
+            valid = false;
+            continue;
+        }
+        let (Some(value), Some(base64_decode)) = (value, base64_decode) else {
+            valid = false;
+            continue;
+        };
+        let entry = if base64_decode {
+            let mut entry = Mapping::new();
+            insert(&mut entry, "value", Yaml::String(value));
+            insert(&mut entry, "base64_decode", Yaml::Bool(true));
+            Yaml::Mapping(entry)
+        } else {
+            Yaml::String(value)
+        };
+        files.insert(Yaml::String(name), entry);
+    }
+    valid.then_some(files)
+}
+
 fn env_name_ok(name: &str) -> bool {
     name.bytes()
         .next()
@@ -402,7 +474,8 @@ fn env_name_ok(name: &str) -> bool {
 }
 
 /// adnanh answers at once and runs the command in the background, unless it is told to include
-/// the command's output, when it waits; hookrunner's `async` and `wait` modes.
+/// the command's output, when it waits; hookrunner's `async` and `wait` modes. The message,
+/// headers and success code carry over as they are.
 fn response(root: &Located<'_>, report: &mut Report) -> Option<Yaml> {
     let flag = |key: &str, report: &mut Report| match root.child(key) {
         None => Some(false),
@@ -411,8 +484,13 @@ fn response(root: &Located<'_>, report: &mut Report) -> Option<Yaml> {
     };
     let include_output = flag("include-command-output-in-response", report)?;
     let output_on_error = flag("include-command-output-in-response-on-error", report)?;
+    let message = match root.child("response-message") {
+        None => None,
+        Some(node) if node.value.is_null() => None,
+        Some(node) => Some(node.text(report)?).filter(|text| !text.is_empty()),
+    };
     let mut response = Mapping::new();
-    let status = if include_output {
+    let default_status = if include_output {
         insert(&mut response, "mode", Yaml::String("wait".into()));
         insert(&mut response, "include_output", Yaml::Bool(true));
         if !output_on_error {
@@ -427,16 +505,102 @@ fn response(root: &Located<'_>, report: &mut Report) -> Option<Yaml> {
     };
     if let Some(code) = root.child("success-http-response-code") {
         let at = code.path().to_string();
-        if let Some(Some(code)) = code.status(report) {
-            if code != status {
-                report.error(format!(
-                    "`{at}` has no hookrunner equivalent: hookrunner answers {status} when this hook's command is {}",
-                    if include_output { "done" } else { "accepted" }
-                ));
+        match code.status(report)? {
+            Some(code) if !(200..=299).contains(&code) => report.error(format!(
+                "`{at}`: hookrunner's `response.success_status` is a 2xx status, not {code}"
+            )),
+            Some(code) if code != default_status => {
+                insert(&mut response, "success_status", Yaml::Number(code.into()));
             }
+            _ => {}
         }
     }
+    if let Some(message) = &message {
+        insert(&mut response, "message", Yaml::String(message.clone()));
+    }
+    let headers = response_headers(root, message.is_some(), report)?;
+    if !headers.is_empty() {
+        insert(&mut response, "headers", Yaml::Mapping(headers));
+    }
     Some(Yaml::Mapping(response))
+}
+
+/// `response-headers: [{name, value}]` as `response.headers`. A `Content-Type` is the message's
+/// type in hookrunner, so without a message it is left out (the answers are JSON then).
+fn response_headers(root: &Located<'_>, has_message: bool, report: &mut Report) -> Option<Mapping> {
+    let mut headers = Mapping::new();
+    let Some(list) = root.child("response-headers") else {
+        return Some(headers);
+    };
+    if list.value.is_null() {
+        return Some(headers);
+    }
+    let mut valid = true;
+    for item in list.items(report, "headers")? {
+        if item
+            .object(report, "a header", &["name", "value"])
+            .is_none()
+        {
+            valid = false;
+            continue;
+        }
+        let name = item.child("name").and_then(|name| name.text(report));
+        let value = match item.child("value") {
+            None => Some(String::new()),
+            Some(value) => value.text(report),
+        };
+        let (Some(name), Some(value)) = (name, value) else {
+            if item.child("name").is_none() {
+                report.error(format!("`{}` has no `name`", item.path()));
+            }
+            valid = false;
+            continue;
+        };
+        let problem = crate::config::header_name_problem(&name)
+            .or_else(|| crate::config::header_value_problem(&value).map(str::to_string));
+        if let Some(problem) = problem {
+            report.error(format!("`{}`: {problem}", item.path()));
+            valid = false;
+        } else if name.eq_ignore_ascii_case("content-type") && !has_message {
+            report.warn(format!(
+                "`{}`: the `Content-Type` is left out: hookrunner's answers without a `response-message` are its job as JSON",
+                item.path()
+            ));
+        } else {
+            insert(&mut headers, &name, Yaml::String(value));
+        }
+    }
+    valid.then_some(headers)
+}
+
+/// `incoming-payload-content-type` as `body_type`: the content type adnanh parsed every body
+/// as, whatever the request said.
+fn body_type(root: &Located<'_>, report: &mut Report) -> Option<Option<&'static str>> {
+    let Some(node) = root.child("incoming-payload-content-type") else {
+        return Some(None);
+    };
+    if node.value.is_null() {
+        return Some(None);
+    }
+    let at = node.path().to_string();
+    let content_type = node.text(report)?;
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match media_type.as_str() {
+        "" => Some(None),
+        "application/x-www-form-urlencoded" => Some(Some("form")),
+        json if json == "application/json" || json.ends_with("+json") => Some(Some("json")),
+        other => {
+            report.error(format!(
+                "`{at}`: hookrunner's `body_type` is `json` or `form`, so it cannot force `{other}`"
+            ));
+            None
+        }
+    }
 }
 
 fn methods(root: &Located<'_>, report: &mut Report) -> Option<Option<Vec<String>>> {

@@ -273,13 +273,10 @@ pub fn source(argument: &Located<'_>, report: &mut Report) -> Option<Source> {
         }
         "raw-request-body" => "body".to_string(),
         "entire-payload" => "payload".to_string(),
-        "entire-headers" | "entire-query" => {
-            report.error(format!(
-                "`{}`: `source: {source}` has no hookrunner equivalent: hookrunner passes single {} by name, not all of them as JSON",
-                argument.path(),
-                if source == "entire-headers" { "headers" } else { "query parameters" }
-            ));
-            return None;
+        "entire-headers" => "headers".to_string(),
+        "entire-query" => {
+            report.reads_query = true;
+            "query".to_string()
         }
         "template" => {
             report.error(format!(

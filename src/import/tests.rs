@@ -363,6 +363,81 @@ on_mismatch: 400
 "#,
         ),
         (
+            "the message, headers and success code of an answer carry over",
+            r#"
+- id: answers
+  execute-command: /bin/true
+  response-message: Deploying
+  success-http-response-code: 200
+  response-headers:
+    - {name: Access-Control-Allow-Origin, value: "*"}
+    - {name: Content-Type, value: application/json}
+"#,
+            r#"
+id: answers
+signature: none
+run: {command: [/bin/true]}
+response:
+  mode: async
+  success_status: 200
+  message: Deploying
+  headers: {Access-Control-Allow-Origin: "*", Content-Type: application/json}
+"#,
+        ),
+        (
+            "output on error only matters when the output is included; both give include_output",
+            r#"
+- id: waits
+  execute-command: /bin/true
+  include-command-output-in-response: true
+  include-command-output-in-response-on-error: true
+  success-http-response-code: 201
+"#,
+            r#"
+id: waits
+signature: none
+run: {command: [/bin/true]}
+response: {mode: wait, include_output: true, success_status: 201}
+"#,
+        ),
+        (
+            "files passed to the command become run.files, named as adnanh names them",
+            r#"
+- id: files
+  execute-command: /bin/true
+  pass-file-to-command:
+    - {source: payload, name: binary, envname: BINARY, base64decode: true}
+    - {source: entire-headers}
+    - {source: payload, name: note}
+"#,
+            r#"
+id: files
+signature: none
+run:
+  command: [/bin/true]
+  files:
+    BINARY: {value: "{{ payload.binary }}", base64_decode: true}
+    HOOK_: "{{ headers }}"
+    HOOK_note: "{{ payload.note }}"
+response: {mode: async}
+"#,
+        ),
+        (
+            "the content type adnanh forced is body_type",
+            r#"
+- id: typed
+  execute-command: /bin/true
+  incoming-payload-content-type: "application/x-www-form-urlencoded; charset=utf-8"
+"#,
+            r#"
+id: typed
+signature: none
+run: {command: [/bin/true]}
+response: {mode: async}
+body_type: form
+"#,
+        ),
+        (
             "a success code equal to hookrunner's 202 for an async hook converts",
             r#"
 - id: accepted
@@ -378,7 +453,7 @@ response: {mode: async}
 "#,
         ),
         (
-            "request, body and whole-payload sources",
+            "request, body, and whole-payload, -headers and -query sources",
             r#"
 - id: sources
   execute-command: /bin/true
@@ -387,6 +462,8 @@ response: {mode: async}
     - {source: request, name: Remote-Addr}
     - {source: raw-request-body}
     - {source: entire-payload}
+    - {source: entire-headers}
+    - {source: entire-query}
     - {source: header, name: X-Request-Id}
     - {source: query, name: q}
 "#,
@@ -400,6 +477,8 @@ run:
     - "{{ request.remote_ip }}"
     - "{{ body }}"
     - "{{ payload }}"
+    - "{{ headers }}"
+    - "{{ query }}"
     - "{{ header.X-Request-Id }}"
     - "{{ query.q }}"
 response: {mode: async}
@@ -480,16 +559,20 @@ fn each_error_names_the_hook_and_the_key() {
     let hook = |body: &str| format!("- id: h\n  execute-command: /bin/true\n{body}");
     let rule = |rule: &str| hook(&format!("  trigger-rule:\n    {rule}\n"));
     let cases: Vec<(String, &str)> = vec![
-        (hook("  response-message: Deploying\n"), "hook `h`: `response-message` has no hookrunner equivalent"),
-        (hook("  response-headers: [{name: X-A, value: b}]\n"), "hook `h`: `response-headers` has no hookrunner equivalent"),
-        (hook("  incoming-payload-content-type: application/json\n"), "hook `h`: `incoming-payload-content-type` has no hookrunner equivalent"),
-        (hook("  pass-file-to-command: [{source: payload, name: binary}]\n"), "hook `h`: `pass-file-to-command` has no hookrunner equivalent"),
+        (hook("  response-headers: [{name: Connection, value: close}]\n"), "hook `h`: `response-headers[0]`: `Connection` is managed by the server"),
+        (hook("  response-headers: [{name: X Bad, value: b}]\n"), "`response-headers[0]`: `X Bad` is not a valid header name"),
+        (hook("  response-headers: [{name: X-A, value: \"a\\nb\"}]\n"), "`response-headers[0]`: a header value may hold printable ASCII only"),
+        (hook("  response-headers: [{value: b}]\n"), "`response-headers[0]` has no `name`"),
+        (hook("  response-headers: [{name: X-A, vaule: b}]\n"), "`response-headers[0].vaule` is not a key adnanh/webhook reads in a header, did you mean `value`?"),
+        (hook("  success-http-response-code: 302\n"), "`success-http-response-code`: hookrunner's `response.success_status` is a 2xx status, not 302"),
+        (hook("  incoming-payload-content-type: text/csv\n"), "hook `h`: `incoming-payload-content-type`: hookrunner's `body_type` is `json` or `form`, so it cannot force `text/csv`"),
+        (hook("  pass-file-to-command: [{source: payload, name: binary.data}]\n"), "hook `h`: `pass-file-to-command[0]`: `HOOK_binary.data` is not a valid environment variable name in hookrunner"),
+        (hook("  pass-file-to-command: [{source: payload, name: a, envname: HOOK_ID}]\n"), "`pass-file-to-command[0]`: `HOOK_ID` is set by hookrunner itself"),
+        (hook("  pass-environment-to-command: [{source: payload, name: a}]\n  pass-file-to-command: [{source: payload, name: a}]\n"), "`pass-file-to-command[0]`: `HOOK_a` is passed twice"),
+        (hook("  pass-file-to-command: [{source: payload, name: a, base64decode: maybe}]\n"), "`pass-file-to-command[0].base64decode` must be `true` or `false`"),
         (hook("  pre-hook-command: /bin/true\n"), "hook `h`: `pre-hook-command` has no hookrunner equivalent"),
-        (hook("  success-http-response-code: 200\n"), "hook `h`: `success-http-response-code` has no hookrunner equivalent: hookrunner answers 202"),
         (hook("  trigger-rule-mismatch-http-response-code: 100\n"), "`trigger-rule-mismatch-http-response-code` must be an HTTP status from 200 to 599"),
         (hook("  parse-parameters-as-json: [{source: header, name: X-Data}]\n"), "`parse-parameters-as-json[0]`: parsing `source: header` as JSON has no hookrunner equivalent"),
-        (hook("  pass-arguments-to-command: [{source: entire-headers}]\n"), "`pass-arguments-to-command[0]`: `source: entire-headers` has no hookrunner equivalent"),
-        (hook("  pass-arguments-to-command: [{source: entire-query}]\n"), "`source: entire-query` has no hookrunner equivalent"),
         (hook("  pass-arguments-to-command: [{source: template, name: '{{ .Method }}'}]\n"), "`source: template` has no hookrunner equivalent"),
         (hook("  pass-arguments-to-command: [{source: cookie, name: a}]\n"), "unknown `source: cookie`"),
         (hook("  pass-arguments-to-command: [{name: a}]\n"), "`pass-arguments-to-command[0]` has no `source`"),
@@ -543,15 +626,15 @@ fn each_error_names_the_hook_and_the_key() {
 
 #[test]
 fn every_error_of_a_file_is_reported_at_once() {
-    let source = "- id: a\n  execute-command: /bin/true\n  response-message: hi\n  pass-file-to-command: [{source: payload, name: f}]\n- id: b\n  execute-command: /bin/true\n  response-headers: [{name: a, value: b}]\n";
+    let source = "- id: a\n  execute-command: /bin/true\n  pre-hook-command: /bin/true\n  pass-file-to-command: [{source: payload, name: f.g}]\n- id: b\n  execute-command: /bin/true\n  response-headers: [{name: Content-Length, value: '1'}]\n";
     let errors = convert(source, Format::Yaml).expect_err("errors");
     let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(
         rendered,
         [
-            "hook `a`: `response-message` has no hookrunner equivalent: hookrunner answers with the job as JSON, not a fixed message",
-            "hook `a`: `pass-file-to-command` has no hookrunner equivalent: hookrunner writes no request values to files; pass them in `run.env`, or the whole body on stdin (`run.stdin: payload`)",
-            "hook `b`: `response-headers` has no hookrunner equivalent: hookrunner adds no headers of your choosing to its answers",
+            "hook `a`: `pre-hook-command` has no hookrunner equivalent: hookrunner runs no command before a hook's rules",
+            "hook `a`: `pass-file-to-command[0]`: `HOOK_f.g` is not a valid environment variable name in hookrunner; add an `envname` (letters, digits and `_`) and use that name in the command",
+            "hook `b`: `response-headers[0]`: `Content-Length` is managed by the server for each answer; remove it",
         ]
     );
 }
@@ -590,6 +673,14 @@ fn warnings_and_notes_say_what_changed() {
         (
             "- id: h\n  execute-command: /bin/true\n  pass-arguments-to-command: [{source: url, name: q}]\n",
             "if its sender uses GET add `methods: [GET, POST]`",
+        ),
+        (
+            "- id: h\n  execute-command: /bin/true\n  response-headers: [{name: Content-Type, value: text/html}]\n",
+            "`response-headers[0]`: the `Content-Type` is left out",
+        ),
+        (
+            "- id: h\n  execute-command: /bin/true\n  pass-file-to-command: [{source: payload, name: a}]\n  keep-file-environment: true\n",
+            "`keep-file-environment`: hookrunner removes a job's files when the job ends",
         ),
         (
             "- id: h\n  execute-command: /bin/echo hello\n",

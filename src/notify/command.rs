@@ -62,6 +62,7 @@ pub fn build(
         env: env.to_vec(),
         passthrough: Vec::new(),
         stdin: Some(base64::engine::general_purpose::STANDARD.encode(stdin)),
+        files: Vec::new(),
         timeout_ms: TIMEOUT_MS,
         kill_after_ms: KILL_AFTER_MS,
         max_output: MAX_OUTPUT,

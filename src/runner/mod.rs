@@ -5,6 +5,7 @@
 //! The runner knows nothing of HTTP, hooks or templates: it takes a fully rendered [`CommandSpec`]
 //! and returns a [`Finished`] record. A command that cannot start is an outcome, never an error.
 
+mod files;
 mod kill;
 mod output;
 #[cfg(test)]
@@ -29,6 +30,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::exec_limits::ExecLimits;
+pub use files::remove_leftovers;
+use files::JobFiles;
 
 /// The shell that runs [`Program::Shell`] text.
 pub(crate) const SHELL: &str = "/bin/sh";
@@ -60,6 +63,12 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     /// `None`: stdin is `/dev/null`. `Some`: written to the command's stdin, which is then closed.
     pub stdin: Option<Bytes>,
+    /// Files written before the command starts (mode 0600, in a private folder of their own
+    /// under `files_dir`), each path given in the variable of its name; all removed when the run
+    /// ends, however it ends.
+    pub files: Vec<(String, Bytes)>,
+    /// Where the private folder of `files` is made.
+    pub files_dir: PathBuf,
     /// How long the command may run before its process group is terminated.
     pub timeout: Duration,
     /// How long to wait after SIGTERM before sending SIGKILL.
@@ -78,6 +87,10 @@ impl fmt::Debug for CommandSpec {
             .field("workdir", &self.workdir)
             .field("env_names", &env_names)
             .field("stdin_len", &self.stdin.as_ref().map(Bytes::len))
+            .field(
+                "files",
+                &self.files.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
             .field("timeout", &self.timeout)
             .field("kill_after", &self.kill_after)
             .field("keep_background", &self.keep_background)
@@ -151,12 +164,41 @@ async fn execute(
     let CommandSpec {
         program,
         workdir,
-        env,
+        mut env,
         stdin,
+        files,
+        files_dir,
         timeout,
         kill_after,
         keep_background,
     } = spec;
+    if cancel.is_cancelled() {
+        return Outcome::Cancelled;
+    }
+    // Declared before the child, so the files outlive it and are removed once the run is over.
+    let written = tokio::task::spawn_blocking(move || {
+        JobFiles::write(&files_dir, &files).map_err(|error| (error, files_dir))
+    })
+    .await;
+    let _job_files = match written {
+        Err(error) => {
+            return Outcome::CouldNotStart {
+                reason: format!("cannot write the command's `run.files`: {error}"),
+            }
+        }
+        Ok(Ok(written)) => {
+            env.extend(written.variables());
+            written
+        }
+        Ok(Err((error, files_dir))) => {
+            return Outcome::CouldNotStart {
+                reason: format!(
+                    "cannot write the command's `run.files` under {}: {error}",
+                    files_dir.display()
+                ),
+            }
+        }
+    };
     let (mut command, name) = match build_command(&program) {
         Ok(built) => built,
         Err(reason) => return Outcome::CouldNotStart { reason },

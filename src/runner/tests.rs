@@ -17,6 +17,8 @@ fn spec(program: Program, workdir: &Path) -> CommandSpec {
         workdir: workdir.to_path_buf(),
         env: vec![("PATH".to_owned(), PATH.to_owned())],
         stdin: None,
+        files: Vec::new(),
+        files_dir: workdir.join("files"),
         timeout: Duration::from_secs(20),
         kill_after: Duration::from_secs(2),
         keep_background: false,

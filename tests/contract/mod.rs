@@ -109,6 +109,7 @@ pub fn command(durable: bool) -> JobCommand {
         env: Vec::new(),
         passthrough: Vec::new(),
         stdin: None,
+        files: Vec::new(),
         timeout_ms: 10_000,
         kill_after_ms: 1_000,
         max_output: 1 << 20,
