@@ -36,7 +36,7 @@ use crate::template::Template;
 
 pub use self::approval::Approval;
 pub use self::cluster::{default_instance, parse_store, valid_instance};
-pub use self::hook::RESERVED_ENV;
+pub use self::hook::{env_name_valid, hook_id_valid, shell_env_name, RESERVED_ENV};
 pub use self::notify::{signing_key, Endpoint, Notification, Notifications, Target};
 pub use self::overrides::ServerOverrides;
 pub use self::retry::Retry;

@@ -143,6 +143,13 @@ fn each_problem_is_reported_at_its_line_and_column() {
             "unknown signature provider `githb`, did you mean `github`?",
         ),
         ("hooks:\n  - id: a b\n    signature: none\n    run: {command: [x]}\n", "hooks.yaml:2:9: hook id `a b` may only use"),
+        ("hooks:\n  - id: /a\n    signature: none\n    run: {command: [x]}\n", "hooks.yaml:2:9: hook id `/a` may only use letters, digits, `.`, `_` and `-`, with `/` between parts"),
+        ("hooks:\n  - id: a/\n    signature: none\n    run: {command: [x]}\n", "hook id `a/` may only use"),
+        ("hooks:\n  - id: a//b\n    signature: none\n    run: {command: [x]}\n", "hook id `a//b` may only use"),
+        ("hooks:\n  - id: a/../b\n    signature: none\n    run: {command: [x]}\n", "hook id `a/../b` may only use"),
+        ("hooks:\n  - id: ./a\n    signature: none\n    run: {command: [x]}\n", "hook id `./a` may only use"),
+        ("hooks:\n  - id: a\n    signature: none\n    run: {command: [x], env: {\"A=B\": x}}\n", "hooks.yaml:4:40: `A=B` cannot be an environment variable name"),
+        ("hooks:\n  - id: a\n    signature: none\n    run: {command: [x], env: {\"\": x}}\n", "`` cannot be an environment variable name"),
         ("hooks:\n  - id: a\n    signature: none\n    run: {command: [\"{{ payload.x\"]}\n", "has no closing `}}`"),
         ("hooks: [\n", "hooks.yaml:2:1: invalid YAML"),
         ("", "the file is empty"),
@@ -447,4 +454,20 @@ fn concurrency_is_said_in_words() {
     for (concurrency, expected) in cases {
         assert_eq!(concurrency.to_string(), expected);
     }
+}
+
+#[test]
+fn ids_with_slashes_and_webhook_style_env_names_load() {
+    let config = load(
+        "hooks:\n  - id: sendgrid/dir.v1\n    signature: none\n    run:\n      command: [x]\n      env: {HOOK_head_commit.timestamp: \"{{ payload.head_commit.timestamp }}\", 9LIVES: x, OK_NAME: y}\n",
+    )
+    .unwrap();
+    assert!(config.hook("sendgrid/dir.v1").is_some());
+    let warnings = config.warnings.concat();
+    assert!(
+        warnings.contains("6:16: warning: a shell cannot read `HOOK_head_commit.timestamp` as `$HOOK_head_commit.timestamp` (only letters, digits and `_`, not starting with a digit); a program can, or name it `HOOK_head_commit_timestamp`"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("or name it `_9LIVES`"), "{warnings}");
+    assert_eq!(config.warnings.len(), 2, "{warnings}");
 }

@@ -30,7 +30,7 @@ pub async fn trigger(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    // What follows `{base_path}/` is the hook id; ids never contain `/`.
+    // All that follows `{base_path}/` is the hook id, `/` included (`sendgrid/dir`).
     let id = request
         .match_info()
         .unprocessed()

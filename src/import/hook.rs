@@ -10,7 +10,7 @@ use serde_yaml::{Mapping, Value as Yaml};
 
 use super::source::{self, literal_template, Located, Report, ARGUMENT_KEYS};
 use super::trigger::{self, Signature};
-use crate::config::RESERVED_ENV;
+use crate::config::{env_name_valid, hook_id_valid, RESERVED_ENV};
 
 /// Every key of an adnanh hook (its `Hook` struct and its docs).
 const HOOK_KEYS: &[&str] = &[
@@ -243,13 +243,9 @@ fn hook_id(root: &Located<'_>, report: &mut Report) -> Option<String> {
         return None;
     };
     let id = id.text(report)?;
-    let valid = !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !valid {
+    if !hook_id_valid(&id) {
         report.error(format!(
-            "hook id `{id}` may only use letters, digits, `.`, `_` and `-` in hookrunner; rename it (its URL changes with it)"
+            "hook id `{id}` may only use letters, digits, `.`, `_` and `-`, with `/` between parts, in hookrunner; rename it (its URL changes with it)"
         ));
         return None;
     }
@@ -359,17 +355,17 @@ fn run_env(root: &Located<'_>, report: &mut Report) -> Option<Vec<(String, Strin
                 (format!("HOOK_{name}"), false)
             }
         };
-        let name_ok = env_name_ok(&name);
+        let name_ok = env_name_valid(&name);
         if !name_ok {
             valid = false;
             report.error(if explicit {
                 format!(
-                    "`{}.envname`: `{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)",
+                    "`{}.envname`: `{name}` cannot be an environment variable name (empty, or holds `=`)",
                     item.path()
                 )
             } else {
                 format!(
-                    "`{}`: adnanh names this variable `{name}`, which is not a valid environment variable name in hookrunner; add an `envname` (letters, digits and `_`) and use that name in the command",
+                    "`{}`: adnanh names this variable `{name}`, which cannot be an environment variable name (it holds `=`); add an `envname` and use that name in the command",
                     item.path()
                 )
             });
@@ -392,13 +388,6 @@ fn run_env(root: &Located<'_>, report: &mut Report) -> Option<Vec<(String, Strin
         }
     }
     valid.then_some(env)
-}
-
-fn env_name_ok(name: &str) -> bool {
-    name.bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// adnanh answers at once and runs the command in the background, unless it is told to include

@@ -333,6 +333,8 @@ response: {mode: async}
   pass-environment-to-command:
     - {source: payload, name: action, envname: ACTION}
     - {source: payload, name: ref}
+    - {source: payload, name: head_commit.timestamp}
+    - {source: header, name: X-Request-Id}
     - {source: string, name: production, envname: MODE}
 "#,
             r#"
@@ -340,7 +342,7 @@ id: env
 signature: none
 run:
   command: [/bin/true]
-  env: {ACTION: "{{ payload.action }}", HOOK_ref: "{{ payload.ref }}", MODE: production}
+  env: {ACTION: "{{ payload.action }}", HOOK_ref: "{{ payload.ref }}", HOOK_head_commit.timestamp: "{{ payload.head_commit.timestamp }}", HOOK_X-Request-Id: "{{ header.X-Request-Id }}", MODE: production}
 response: {mode: async}
 "#,
         ),
@@ -498,8 +500,8 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  pass-arguments-to-command: [{source: header, name: X Bad}]\n"), "hookrunner cannot reference the header `X Bad`"),
         (hook("  pass-arguments-to-command: [{source: string, name: '{{ x }}'}]\n"), "`pass-arguments-to-command[0].name` contains `{{` or `}}`"),
         (hook("  pass-arguments-to-command: [{source: payload, name: app.message.#text}]\n"), "`#text` names the text of an XML element"),
-        (hook("  pass-environment-to-command: [{source: payload, name: head_commit.id}]\n"), "`pass-environment-to-command[0]`: adnanh names this variable `HOOK_head_commit.id`, which is not a valid environment variable name in hookrunner; add an `envname`"),
-        (hook("  pass-environment-to-command: [{source: payload, name: a, envname: 1A}]\n"), "`pass-environment-to-command[0].envname`: `1A` is not a valid environment variable name"),
+        (hook("  pass-environment-to-command: [{source: payload, name: a=b}]\n"), "`pass-environment-to-command[0]`: adnanh names this variable `HOOK_a=b`, which cannot be an environment variable name (it holds `=`)"),
+        (hook("  pass-environment-to-command: [{source: payload, name: a, envname: A=B}]\n"), "`pass-environment-to-command[0].envname`: `A=B` cannot be an environment variable name"),
         (hook("  pass-environment-to-command: [{source: payload, name: ID}]\n"), "`HOOK_ID` is set by hookrunner itself"),
         (hook("  pass-environment-to-command: [{source: payload, name: a, envname: A}, {source: payload, name: b, envname: A}]\n"), "`pass-environment-to-command[1]`: `A` is passed twice"),
         (hook("  http-methods: [\"P OST\"]\n"), "`http-methods[0]`: `P OST` is not an HTTP method"),
@@ -525,7 +527,7 @@ fn each_error_names_the_hook_and_the_key() {
         (rule("{}"), "`trigger-rule` is an empty rule"),
         ("- execute-command: /bin/true\n".into(), "hook `hooks[0]`: the hook has no `id`"),
         ("- id: h\n".into(), "hook `h`: the hook has no `execute-command`"),
-        ("- id: a/b\n  execute-command: /bin/true\n".into(), "hook id `a/b` may only use letters"),
+        ("- id: a/../b\n  execute-command: /bin/true\n".into(), "hook id `a/../b` may only use letters"),
         ("- id: h\n  execute-command: /bin/a\n- id: h\n  execute-command: /bin/b\n".into(), "hook `h`: the id is used twice (by `hooks[0]` and `hooks[1]`)"),
         ("- just a string\n".into(), "hook `hooks[0]`: the hook must be an object of keys and values"),
         ("id: h\n".into(), "the file must be a list of hooks"),
