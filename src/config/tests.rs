@@ -143,6 +143,9 @@ fn each_problem_is_reported_at_its_line_and_column() {
             "unknown signature provider `githb`, did you mean `github`?",
         ),
         ("hooks:\n  - id: a b\n    signature: none\n    run: {command: [x]}\n", "hooks.yaml:2:9: hook id `a b` may only use"),
+        ("hooks:\n  - id: a\n    signature: {any: []}\n    run: {command: [x]}\n", "hooks.yaml:3:23: `any` takes a list of providers"),
+        ("hooks:\n  - id: a\n    signature: {any: [none]}\n    run: {command: [x]}\n", "hooks.yaml:3:24: each entry of `any` is one provider, not `none` or another `any`"),
+        ("hooks:\n  - id: a\n    signature: {any: [{gihub: {secret: x}}]}\n    run: {command: [x]}\n", "hooks.yaml:3:25: unknown signature provider `gihub`, did you mean `github`?"),
         ("hooks:\n  - id: /a\n    signature: none\n    run: {command: [x]}\n", "hooks.yaml:2:9: hook id `/a` may only use letters, digits, `.`, `_` and `-`, with `/` between parts"),
         ("hooks:\n  - id: a/\n    signature: none\n    run: {command: [x]}\n", "hook id `a/` may only use"),
         ("hooks:\n  - id: a//b\n    signature: none\n    run: {command: [x]}\n", "hook id `a//b` may only use"),
@@ -470,4 +473,13 @@ fn ids_with_slashes_and_webhook_style_env_names_load() {
     );
     assert!(warnings.contains("or name it `_9LIVES`"), "{warnings}");
     assert_eq!(config.warnings.len(), 2, "{warnings}");
+}
+
+#[test]
+fn a_signature_may_accept_any_of_several_providers() {
+    let config = load(
+        "hooks:\n  - id: a\n    signature: {any: [{github: {secret: env:GITHUB_WEBHOOK_SECRET}}, {hmac: {secret: env:GITHUB_WEBHOOK_SECRET, header: X-Sig}}]}\n    run: {command: [x]}\n",
+    )
+    .unwrap();
+    assert_eq!(config.hook("a").unwrap().signature.name(), "any");
 }

@@ -102,12 +102,15 @@ async fn handle(
         body: &body,
         now,
     };
-    if let Err(error) = hook.signature.verify(&signed) {
-        return Err((
-            ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()),
-            error.code(),
-        ));
-    }
+    let verified_by = match hook.signature.verify(&signed) {
+        Ok(provider) => provider,
+        Err(error) => {
+            return Err((
+                ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()),
+                error.code(),
+            ))
+        }
+    };
 
     let client = request.extensions().get::<ClientInfo>().cloned();
     let job_id = JobId::generate();
@@ -121,8 +124,8 @@ async fn handle(
         request_id: client.map(|client| client.request_id).unwrap_or_default(),
         hook_id: hook.id.clone(),
         job_id: job_id.to_string(),
-        event_sources: hook.signature.event_sources(),
-        delivery_sources: hook.signature.delivery_sources(),
+        event_sources: verified_by.map_or(&[], |provider| provider.event_sources()),
+        delivery_sources: verified_by.map_or(&[], |provider| provider.delivery_sources()),
         ..RequestContext::default()
     };
 
