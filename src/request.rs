@@ -1,5 +1,5 @@
 //! One request as plain data: headers, query, raw body, and the values references read from it.
-//! The body is parsed (JSON or form) only when a reference needs it, and at most once. An empty
+//! The body is parsed (JSON, form, multipart or XML) only when a reference needs it, and at most once. An empty
 //! body is no payload: every `payload` reference is missing, as on a request without one.
 
 use std::net::IpAddr;
@@ -75,6 +75,9 @@ pub struct RequestContext {
     pub body: Bytes,
     /// `None` when the address is unknown (see [`ValueError::AddressUnknown`]).
     pub remote_ip: Option<IpAddr>,
+    /// The client's port when the connection is the client's own; `None` when a trusted proxy
+    /// named the client (its port is not forwarded) or the address is unknown.
+    pub remote_port: Option<u16>,
     pub request_id: String,
     pub hook_id: String,
     pub job_id: String,
@@ -88,7 +91,8 @@ impl RequestContext {
         RequestContext::default()
     }
 
-    /// The parsed body: form data when the content type says so, JSON otherwise; `None` when the
+    /// The parsed body: form data, multipart or XML when the content type says so, JSON otherwise;
+    /// `None` when the
     /// body is empty (or blank).
     pub fn payload(&self) -> Result<Option<&Value>, ValueError> {
         self.payload
@@ -134,6 +138,13 @@ impl RequestContext {
             Reference::RequestPath => single(Some(self.path.clone())),
             Reference::RemoteIp => match self.remote_ip {
                 Some(ip) => single(Some(ip.to_string())),
+                None => Err(ValueError::AddressUnknown),
+            },
+            // adnanh/webhook's `remote-addr`; behind a trusted proxy the port is `0`.
+            Reference::RemoteAddr => match self.remote_ip {
+                Some(ip) => single(Some(
+                    std::net::SocketAddr::new(ip, self.remote_port.unwrap_or(0)).to_string(),
+                )),
                 None => Err(ValueError::AddressUnknown),
             },
             Reference::RequestId => single(Some(self.request_id.clone())),
@@ -191,7 +202,7 @@ fn media_type(content_type: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, ValueError> {
+fn parse_body(content_type: Option<&str>, body: &Bytes) -> Result<Option<Value>, ValueError> {
     // A sender with nothing to say sends no body, whatever its content type says.
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -199,6 +210,16 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, 
     let media_type = media_type(content_type);
     if media_type == FORM {
         return Ok(Some(parse_form(body)));
+    }
+    if media_type == "application/xml" || media_type == "text/xml" {
+        return crate::body::xml::parse(body)
+            .map(Some)
+            .map_err(ValueError::BodyUnparsable);
+    }
+    if media_type == "multipart/form-data" {
+        return crate::body::multipart::parse(content_type.unwrap_or_default(), body)
+            .map(Some)
+            .map_err(ValueError::BodyUnparsable);
     }
     // JSON is the default: many senders omit the content type or send `text/plain`.
     serde_json::from_slice(body).map(Some).map_err(|error| {
@@ -208,7 +229,7 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, 
             format!("content type `{media_type}`")
         };
         ValueError::BodyUnparsable(format!(
-            "the body ({kind}) is not valid JSON: {error}; send JSON or `application/x-www-form-urlencoded`"
+            "the body ({kind}) is not valid JSON: {error}; send JSON, `application/x-www-form-urlencoded`, `multipart/form-data` or XML"
         ))
     })
 }
@@ -324,5 +345,10 @@ mod tests {
         check(&request, "request.remote_ip", Err("address is unknown"));
         request.remote_ip = Some("192.0.2.1".parse().unwrap());
         check(&request, "request.remote_ip", Ok(&["192.0.2.1"]));
+        check(&request, "request.remote_addr", Ok(&["192.0.2.1:0"]));
+        request.remote_port = Some(41234);
+        check(&request, "request.remote_addr", Ok(&["192.0.2.1:41234"]));
+        request.remote_ip = Some("::1".parse().unwrap());
+        check(&request, "request.remote_addr", Ok(&["[::1]:41234"]));
     }
 }

@@ -4,7 +4,9 @@ use serde_yaml::Value;
 
 use super::decode::{did_you_mean, key_text, Decoder};
 use super::source_map::{Part, YamlPath};
-use crate::signature::{self, Algorithm, Encoding, Provider, ProviderSettings, Signature, PROVIDERS};
+use crate::signature::{
+    self, Algorithm, Encoding, Provider, ProviderSettings, Signature, PROVIDERS,
+};
 
 pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Signature> {
     if value.as_str() == Some("none") {
@@ -32,7 +34,11 @@ pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         let nested = item.as_str() == Some("none")
             || item.as_mapping().is_some_and(|map| map.contains_key("any"));
         if nested {
-            decoder.error(&item_path, Part::Value, "each entry of `any` is one provider, not `none` or another `any`");
+            decoder.error(
+                &item_path,
+                Part::Value,
+                "each entry of `any` is one provider, not `none` or another `any`",
+            );
             complete = false;
             continue;
         }

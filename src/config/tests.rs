@@ -143,15 +143,15 @@ fn each_problem_is_reported_at_its_line_and_column() {
             "unknown signature provider `githb`, did you mean `github`?",
         ),
         ("hooks:\n  - id: a b\n    signature: none\n    run: {command: [x]}\n", "hooks.yaml:2:9: hook id `a b` may only use"),
-        ("hooks:\n  - id: a\n    signature: {any: []}\n    run: {command: [x]}\n", "hooks.yaml:3:23: `any` takes a list of providers"),
-        ("hooks:\n  - id: a\n    signature: {any: [none]}\n    run: {command: [x]}\n", "hooks.yaml:3:24: each entry of `any` is one provider, not `none` or another `any`"),
-        ("hooks:\n  - id: a\n    signature: {any: [{gihub: {secret: x}}]}\n    run: {command: [x]}\n", "hooks.yaml:3:25: unknown signature provider `gihub`, did you mean `github`?"),
+        ("hooks:\n  - id: a\n    signature: {any: []}\n    run: {command: [x]}\n", "hooks.yaml:3:22: `any` takes a list of providers"),
+        ("hooks:\n  - id: a\n    signature: {any: [none]}\n    run: {command: [x]}\n", "hooks.yaml:3:23: each entry of `any` is one provider, not `none` or another `any`"),
+        ("hooks:\n  - id: a\n    signature: {any: [{gihub: {secret: x}}]}\n    run: {command: [x]}\n", "hooks.yaml:3:24: unknown signature provider `gihub`, did you mean `github`?"),
         ("hooks:\n  - id: /a\n    signature: none\n    run: {command: [x]}\n", "hooks.yaml:2:9: hook id `/a` may only use letters, digits, `.`, `_` and `-`, with `/` between parts"),
         ("hooks:\n  - id: a/\n    signature: none\n    run: {command: [x]}\n", "hook id `a/` may only use"),
         ("hooks:\n  - id: a//b\n    signature: none\n    run: {command: [x]}\n", "hook id `a//b` may only use"),
         ("hooks:\n  - id: a/../b\n    signature: none\n    run: {command: [x]}\n", "hook id `a/../b` may only use"),
         ("hooks:\n  - id: ./a\n    signature: none\n    run: {command: [x]}\n", "hook id `./a` may only use"),
-        ("hooks:\n  - id: a\n    signature: none\n    run: {command: [x], env: {\"A=B\": x}}\n", "hooks.yaml:4:40: `A=B` cannot be an environment variable name"),
+        ("hooks:\n  - id: a\n    signature: none\n    run: {command: [x], env: {\"A=B\": x}}\n", "hooks.yaml:4:31: `A=B` cannot be an environment variable name"),
         ("hooks:\n  - id: a\n    signature: none\n    run: {command: [x], env: {\"\": x}}\n", "`` cannot be an environment variable name"),
         ("hooks:\n  - id: a\n    signature: none\n    run: {command: [\"{{ payload.x\"]}\n", "has no closing `}}`"),
         ("hooks: [\n", "hooks.yaml:2:1: invalid YAML"),
@@ -468,7 +468,7 @@ fn ids_with_slashes_and_webhook_style_env_names_load() {
     assert!(config.hook("sendgrid/dir.v1").is_some());
     let warnings = config.warnings.concat();
     assert!(
-        warnings.contains("6:16: warning: a shell cannot read `HOOK_head_commit.timestamp` as `$HOOK_head_commit.timestamp` (only letters, digits and `_`, not starting with a digit); a program can, or name it `HOOK_head_commit_timestamp`"),
+        warnings.contains("6:13: warning: a shell cannot read `HOOK_head_commit.timestamp` as `$HOOK_head_commit.timestamp` (only letters, digits and `_`, not starting with a digit); a program can, or name it `HOOK_head_commit_timestamp`"),
         "{warnings}"
     );
     assert!(warnings.contains("or name it `_9LIVES`"), "{warnings}");

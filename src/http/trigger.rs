@@ -121,6 +121,7 @@ async fn handle(
         headers,
         body,
         remote_ip: client.as_ref().and_then(|client| client.remote_ip),
+        remote_port: client.as_ref().and_then(|client| client.remote_port),
         request_id: client.map(|client| client.request_id).unwrap_or_default(),
         hook_id: hook.id.clone(),
         job_id: job_id.to_string(),

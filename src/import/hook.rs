@@ -132,7 +132,7 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
     let trigger = match root.child("trigger-rule") {
         Some(rule) if !rule.value.is_null() => trigger::convert(&rule, &mut report),
         _ => Some(trigger::Trigger {
-            signature: None,
+            signatures: Vec::new(),
             when: None,
         }),
     };
@@ -172,13 +172,22 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
             "adnanh accepted every HTTP method for this hook, hookrunner only POST; it reads the query string, so if its sender uses GET add `methods: [GET, POST]`",
         );
     }
-    let signature = match &trigger.signature {
-        Some(signature) => signature_yaml(signature, &id, names, &mut report),
-        None => {
+    let signature = match trigger.signatures.as_slice() {
+        [signature] => signature_yaml(signature, &id, names, &mut report),
+        [] => {
             report.warn(
                 "it checks no signature, so it is `signature: none`: anyone who can reach it can trigger it (its `when` rules still apply)",
             );
             Yaml::String("none".into())
+        }
+        several => {
+            let entries = several
+                .iter()
+                .map(|signature| signature_yaml(signature, &id, names, &mut report))
+                .collect();
+            let mut any = Mapping::new();
+            insert(&mut any, "any", Yaml::Sequence(entries));
+            Yaml::Mapping(any)
         }
     };
 

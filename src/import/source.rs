@@ -257,12 +257,7 @@ pub fn source(argument: &Located<'_>, report: &mut Report) -> Option<Source> {
             let name = needs_name(report)?;
             match name.to_ascii_lowercase().as_str() {
                 "method" => "request.method".to_string(),
-                "remote-addr" => {
-                    report.warn(format!(
-                        "`{name_at}`: adnanh gave the client's `IP:PORT`; hookrunner's `request.remote_ip` is the address alone, taken from a trusted proxy's header when `server.trusted_proxies` lists it"
-                    ));
-                    "request.remote_ip".to_string()
-                }
+                "remote-addr" => "request.remote_addr".to_string(),
                 _ => {
                     report.error(format!(
                         "`{name_at}`: adnanh's `request` source has `method` and `remote-addr`, not `{name}`"

@@ -326,6 +326,31 @@ response: {mode: async}
 "#,
         ),
         (
+            "signatures inside `or` are any one of them",
+            r#"
+- id: either
+  execute-command: /bin/true
+  trigger-rule:
+    and:
+      - or:
+          - match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Hub-Signature-256}}
+          - match: {type: payload-hmac-sha256, secret: t, parameter: {source: header, name: X-Gitea-Signature}}
+          - match: {type: payload-hmac-sha1, secret: u, parameter: {source: header, name: X-Sig}}
+      - match: {type: value, value: push, parameter: {source: header, name: X-Event}}
+"#,
+            r#"
+id: either
+signature:
+  any:
+    - {github: {secret: env:EITHER_WEBHOOK_SECRET}}
+    - {gitea: {secret: env:EITHER_WEBHOOK_SECRET_2}}
+    - {hmac: {secret: env:EITHER_WEBHOOK_SECRET_3, header: X-Sig, algorithm: sha1, encoding: hex, prefix: ""}}
+when: {header.X-Event: push}
+run: {command: [/bin/true]}
+response: {mode: async}
+"#,
+        ),
+        (
             "environment variables take `envname`, or adnanh's `HOOK_<name>`",
             r#"
 - id: env
@@ -399,7 +424,7 @@ run:
   command:
     - /bin/true
     - "{{ request.method }}"
-    - "{{ request.remote_ip }}"
+    - "{{ request.remote_addr }}"
     - "{{ body }}"
     - "{{ payload }}"
     - "{{ header.X-Request-Id }}"
@@ -514,8 +539,9 @@ fn each_error_names_the_hook_and_the_key() {
         (rule("match: {type: value, value: a, parameter: {source: string, name: a}}"), "compare two fixed strings"),
         (rule("match: {type: regex, regex: '(?=a)', parameter: {source: payload, name: a}}"), "`trigger-rule.match.regex`: hookrunner cannot compile the regex `(?=a)`"),
         (rule("match: {type: ip-whitelist, ip-range: not-an-ip}"), "`trigger-rule.match.ip-range`: `not-an-ip` is not an address or a CIDR range"),
-        (rule("or: [{match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Hub-Signature-256}}}]"), "`trigger-rule.or[0].match` checks a signature inside `or` or `not`"),
-        (rule("not: {match: {type: payload-hmac-sha1, secret: s, parameter: {source: header, name: X-Hub-Signature}}}"), "`trigger-rule.not.match` checks a signature inside `or` or `not`"),
+        (rule("or: [{match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Hub-Signature-256}}}, {match: {type: value, value: x, parameter: {source: header, name: X-A}}}]"), "`trigger-rule.or[0].match` checks a signature inside `not`, or inside an `or` that also holds other rules"),
+        (rule("not: {match: {type: payload-hmac-sha1, secret: s, parameter: {source: header, name: X-Hub-Signature}}}"), "`trigger-rule.not.match` checks a signature inside `not`"),
+        (rule("and: [{match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-A}}}, {or: [{match: {type: payload-hmac-sha256, secret: t, parameter: {source: header, name: X-B}}}]}]"), "`trigger-rule.and[1].or[0].match` is a second signature check (the first is `trigger-rule.and[0].match`)"),
         (rule("and: [{match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-A}}}, {match: {type: payload-hmac-sha256, secret: t, parameter: {source: header, name: X-B}}}]"), "`trigger-rule.and[1].match` is a second signature check (the first is `trigger-rule.and[0].match`)"),
         (rule("match: {type: payload-hmac-sha256, secret: s, parameter: {source: url, name: sig}}"), "`trigger-rule.match.parameter`: hookrunner reads a signature from a header only, not from `source: url`"),
         (rule("match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Sig, headers-to-add-to-signature-payload: [Date]}}"), "`trigger-rule.match.parameter.headers-to-add-to-signature-payload` has no hookrunner equivalent"),
@@ -568,14 +594,6 @@ fn warnings_and_notes_say_what_changed() {
         (
             "- id: h\n  execute-command: /bin/true\n  trigger-rule:\n    match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Hub-Signature-256}}\n",
             "note: hook `h`: set `H_WEBHOOK_SECRET` to the secret at `trigger-rule.match.secret` in the original file",
-        ),
-        (
-            "- id: h\n  execute-command: /bin/true\n  trigger-rule:\n    match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Signature}}\n",
-            "warning: hook `h`: `trigger-rule.match`: adnanh took the `X-Signature` signature with or without a `sha256=` prefix",
-        ),
-        (
-            "- id: h\n  execute-command: /bin/true\n  pass-arguments-to-command: [{source: request, name: remote-addr}]\n",
-            "`pass-arguments-to-command[0].name`: adnanh gave the client's `IP:PORT`",
         ),
         (
             "- id: h\n  execute-command: /bin/true\n  pass-arguments-to-command: [{source: payload, name: root.0.id}]\n",

@@ -2,8 +2,8 @@
 //! that sign the same way (Gitea, Bitbucket, Shopify) with their own header, encoding and prefix.
 
 use super::{
-    any_secret_signs_one_of, decode_base64, decode_hex, hmac_digest, malformed, mismatch, Algorithm,
-    Provider, SignatureError, SignedRequest,
+    any_secret_signs_one_of, decode_base64, decode_hex, hmac_digest, malformed, mismatch,
+    Algorithm, Provider, SignatureError, SignedRequest,
 };
 use crate::request::IdSource;
 use crate::secret::Secrets;

@@ -217,17 +217,25 @@ impl Signature {
     /// which one matched. When none does, the first entry's error that is not a missing header
     /// is returned (a header missing for one entry only means the request is not of that kind),
     /// or the first missing header when all are missing.
-    pub fn verify(&self, request: &SignedRequest<'_>) -> Result<Option<&dyn Provider>, SignatureError> {
+    pub fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+    ) -> Result<Option<&dyn Provider>, SignatureError> {
         match self {
             Signature::None => Ok(None),
-            Signature::Provider(provider) => provider.verify(request).map(|()| Some(provider.as_ref())),
+            Signature::Provider(provider) => {
+                provider.verify(request).map(|()| Some(provider.as_ref()))
+            }
             Signature::Any(providers) => {
-                let results: Vec<Result<(), SignatureError>> =
-                    providers.iter().map(|provider| provider.verify(request)).collect();
+                let results: Vec<Result<(), SignatureError>> = providers
+                    .iter()
+                    .map(|provider| provider.verify(request))
+                    .collect();
                 if let Some(at) = results.iter().position(Result::is_ok) {
                     return Ok(Some(providers[at].as_ref()));
                 }
-                let errors: Vec<SignatureError> = results.into_iter().filter_map(Result::err).collect();
+                let errors: Vec<SignatureError> =
+                    results.into_iter().filter_map(Result::err).collect();
                 let chosen = errors
                     .iter()
                     .find(|error| !matches!(error, SignatureError::Missing(_)))
@@ -507,13 +515,18 @@ mod any_tests {
 
     #[test]
     fn any_passes_when_one_entry_verifies_and_names_the_first_real_failure() {
-        let github = || Box::new(Github { secrets: secrets(&["gh"]), allow_sha1: false });
+        let github = || {
+            Box::new(Github {
+                secrets: secrets(&["gh"]),
+                allow_sha1: false,
+            })
+        };
         let gitea = || Box::new(gitea::gitea(secrets(&["gt"])));
         let any = Signature::Any(vec![github(), gitea()]);
         let body = "{}";
         let github_signed = github().sign(body.as_bytes(), "", 0);
         let gitea_signed = gitea().sign(body.as_bytes(), "", 0);
-        let wrong_gitea = Box::new(gitea::gitea(secrets(&["nope"]))).sign(body.as_bytes(), "", 0);
+        let wrong_gitea = gitea::gitea(secrets(&["nope"])).sign(body.as_bytes(), "", 0);
         let both: Vec<_> = github_signed.iter().chain(&wrong_gitea).cloned().collect();
         let cases: &[(&[(String, String)], &str)] = &[
             (&github_signed, "ok github"),
