@@ -282,6 +282,31 @@ mod tests {
     }
 
     #[test]
+    fn reads_values_from_array_xml_and_multipart_bodies() {
+        let array = context("application/json", r#"[{"event": "push"}, {"event": "tag"}]"#);
+        check(&array, "payload.0.event", Ok(&["push"]));
+        check(&array, "payload.1.event", Ok(&["tag"]));
+
+        let xml = context(
+            "text/xml; charset=utf-8",
+            r#"<app id="7"><message lang="en">hi</message><tag>a</tag><tag>b</tag></app>"#,
+        );
+        check(&xml, "payload.app.-id", Ok(&["7"]));
+        check(&xml, "payload.app.message[\"#text\"]", Ok(&["hi"]));
+        check(&xml, "payload.app.message.-lang", Ok(&["en"]));
+        check(&xml, "payload.app.tag.1", Ok(&["b"]));
+        let broken = context("application/xml", "<app>");
+        check(&broken, "payload.app", Err("the body could not be parsed: the body is not well-formed XML"));
+
+        let multipart = context(
+            "multipart/form-data; boundary=b",
+            "--b\r\nContent-Disposition: form-data; name=\"event\"\r\n\r\npush\r\n--b\r\nContent-Disposition: form-data; name=\"data\"; filename=\"d.json\"\r\nContent-Type: application/json\r\n\r\n{\"ref\": \"main\"}\r\n--b--\r\n",
+        );
+        check(&multipart, "payload.event", Ok(&["push"]));
+        check(&multipart, "payload.data.ref", Ok(&["main"]));
+    }
+
+    #[test]
     fn reads_values_from_json_and_form_bodies() {
         let json = context(
             "application/json; charset=utf-8",

@@ -491,7 +491,7 @@ fn parse_parameters_as_json(root: &Located<'_>, report: &mut Report) {
     }
     if converted {
         report.warn(
-            "`parse-parameters-as-json` needs nothing in hookrunner, which parses JSON held in a payload value when a reference reaches into it; note that hookrunner reads JSON and form bodies only, not multipart or XML",
+            "`parse-parameters-as-json` needs nothing in hookrunner, which parses JSON held in a payload value when a reference reaches into it",
         );
     }
 }

@@ -321,13 +321,8 @@ fn token_reference(kind: &str, name: &str, at: &str, report: &mut Report) -> Opt
 /// adnanh also looks a dotted name up as one literal key first; hookrunner reads the path only, as
 /// payloads with dots inside keys are rare (write `payload["a.b"]` by hand for one).
 pub fn payload_reference(name: &str, at: &str, report: &mut Report) -> Option<String> {
+    // XML bodies read the same in both: `-name` is an attribute, `#text` an element's text.
     let mut segments: Vec<&str> = name.split('.').collect();
-    if let Some(xml) = segments.iter().find(|segment| segment.starts_with('#')) {
-        report.error(format!(
-            "`{at}`: `{xml}` names the text of an XML element; hookrunner reads JSON and form bodies only, not XML"
-        ));
-        return None;
-    }
     // adnanh wraps a JSON array payload in an object under `root`; hookrunner reads the array itself.
     if segments.len() > 1 && segments[0] == "root" && segments[1].parse::<usize>().is_ok() {
         report.warn(format!(

@@ -441,14 +441,16 @@ response: {mode: async}
     - {source: payload, name: commits.0.id}
     - {source: payload, name: "labels.app name"}
     - {source: payload, name: root.1.event}
+    - {source: payload, name: app.message.#text}
+    - {source: payload, name: app.-id}
 "#,
-            r#"
+            r##"
 id: paths
 signature: none
 run:
-  command: [/bin/true, "{{ payload.commits.0.id }}", "{{ payload.labels[\"app name\"] }}", "{{ payload.1.event }}"]
+  command: [/bin/true, "{{ payload.commits.0.id }}", "{{ payload.labels[\"app name\"] }}", "{{ payload.1.event }}", "{{ payload.app.message[\"#text\"] }}", "{{ payload.app.-id }}"]
 response: {mode: async}
-"#,
+"##,
         ),
         (
             "a relative command is found in an absolute working directory, as adnanh does",
@@ -524,7 +526,6 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  pass-arguments-to-command: [{source: request, name: host}]\n"), "`pass-arguments-to-command[0].name`: adnanh's `request` source has `method` and `remote-addr`, not `host`"),
         (hook("  pass-arguments-to-command: [{source: header, name: X Bad}]\n"), "hookrunner cannot reference the header `X Bad`"),
         (hook("  pass-arguments-to-command: [{source: string, name: '{{ x }}'}]\n"), "`pass-arguments-to-command[0].name` contains `{{` or `}}`"),
-        (hook("  pass-arguments-to-command: [{source: payload, name: app.message.#text}]\n"), "`#text` names the text of an XML element"),
         (hook("  pass-environment-to-command: [{source: payload, name: a=b}]\n"), "`pass-environment-to-command[0]`: adnanh names this variable `HOOK_a=b`, which cannot be an environment variable name (it holds `=`)"),
         (hook("  pass-environment-to-command: [{source: payload, name: a, envname: A=B}]\n"), "`pass-environment-to-command[0].envname`: `A=B` cannot be an environment variable name"),
         (hook("  pass-environment-to-command: [{source: payload, name: ID}]\n"), "`HOOK_ID` is set by hookrunner itself"),
@@ -605,7 +606,7 @@ fn warnings_and_notes_say_what_changed() {
         ),
         (
             "- id: h\n  execute-command: /bin/true\n  parse-parameters-as-json: [{source: payload, name: payload}]\n",
-            "hookrunner reads JSON and form bodies only, not multipart or XML",
+            "hookrunner, which parses JSON held in a payload value when a reference reaches into it",
         ),
         (
             "- id: h\n  execute-command: /bin/true\n  pass-arguments-to-command: [{source: url, name: q}]\n",
