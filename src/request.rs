@@ -283,7 +283,10 @@ mod tests {
 
     #[test]
     fn reads_values_from_array_xml_and_multipart_bodies() {
-        let array = context("application/json", r#"[{"event": "push"}, {"event": "tag"}]"#);
+        let array = context(
+            "application/json",
+            r#"[{"event": "push"}, {"event": "tag"}]"#,
+        );
         check(&array, "payload.0.event", Ok(&["push"]));
         check(&array, "payload.1.event", Ok(&["tag"]));
 
@@ -296,7 +299,11 @@ mod tests {
         check(&xml, "payload.app.message.-lang", Ok(&["en"]));
         check(&xml, "payload.app.tag.1", Ok(&["b"]));
         let broken = context("application/xml", "<app>");
-        check(&broken, "payload.app", Err("the body could not be parsed: the body is not well-formed XML"));
+        check(
+            &broken,
+            "payload.app",
+            Err("the body could not be parsed: the body is not well-formed XML"),
+        );
 
         let multipart = context(
             "multipart/form-data; boundary=b",

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use regex::Regex;
 use serde_json::Value;
 use serde_yaml::{Mapping, Value as Yaml};
 
@@ -507,7 +506,7 @@ fn signature_yaml(
     names: &mut SecretNames,
     report: &mut Report,
 ) -> Yaml {
-    let secret = match getenv_template(&signature.secret) {
+    let secret = match super::template::getenv_secret(signature.secret.trim()) {
         Some(name) => format!("env:{name}"),
         None => {
             let name = names.claim(hook_id, signature.secret_kind);
@@ -531,14 +530,6 @@ fn signature_yaml(
     let mut block = Mapping::new();
     insert(&mut block, signature.provider, Yaml::Mapping(settings));
     Yaml::Mapping(block)
-}
-
-/// The variable of a secret written `{{ getenv "NAME" }}` for `webhook -template`.
-fn getenv_template(secret: &str) -> Option<String> {
-    let pattern = Regex::new(r#"^\{\{-?\s*getenv\s+"([A-Za-z_][A-Za-z0-9_]*)"\s*-?\}\}$"#).ok()?;
-    pattern
-        .captures(secret.trim())
-        .map(|captures| captures[1].to_string())
 }
 
 fn insert(map: &mut Mapping, key: &str, value: Yaml) {

@@ -758,3 +758,57 @@ fn yaml_merge_keys_are_applied() {
         Some("/srv")
     );
 }
+
+#[test]
+fn a_template_file_reads_getenv_as_env_secrets() {
+    let source = r#"[{"id": "t", "execute-command": "/bin/true", "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": "{{ getenv "T_SECRET" | js }}", "parameter": {"source": "header", "name": "X-Sig"}}}}]"#;
+    let conversion = convert(source, Format::Json).expect("converts");
+    assert!(
+        conversion.yaml.contains("secret: env:T_SECRET"),
+        "{}",
+        conversion.yaml
+    );
+    let elsewhere = r#"[{"id": "t", "execute-command": "{{ getenv "CMD" }}"}]"#;
+    let errors = render(&convert(elsewhere, Format::Json).expect_err("refused"));
+    assert!(
+        errors.contains("converts only as a whole secret"),
+        "{errors}"
+    );
+    let other = r#"[{"id": "t", "execute-command": "{{ cat "/etc/cmd" }}"}]"#;
+    let errors = render(&convert(other, Format::Json).expect_err("refused"));
+    assert!(errors.contains("uses `cat`"), "{errors}");
+}
+
+#[test]
+fn several_files_make_one_config_with_unique_ids() {
+    let first = "- id: a\n  execute-command: /bin/true\n";
+    let second = r#"[{"id": "b/c", "execute-command": "/bin/true"}]"#;
+    let conversion = convert_files(&[
+        ("one.yaml", first, Format::Yaml),
+        ("two.json", second, Format::Json),
+    ])
+    .expect("converts");
+    let document: Yaml = serde_yaml::from_str(&conversion.yaml).expect("YAML");
+    assert_eq!(document["hooks"][0]["id"], Yaml::from("a"));
+    assert_eq!(document["hooks"][1]["id"], Yaml::from("b/c"));
+
+    let errors = render(
+        &convert_files(&[
+            ("one.yaml", first, Format::Yaml),
+            ("two.yaml", first, Format::Yaml),
+        ])
+        .expect_err("a duplicate"),
+    );
+    assert!(
+        errors.contains("hook `a`: the id is used twice"),
+        "{errors}"
+    );
+    let errors = render(
+        &convert_files(&[
+            ("one.yaml", first, Format::Yaml),
+            ("two.json", "[", Format::Json),
+        ])
+        .expect_err("broken"),
+    );
+    assert!(errors.starts_with("two.json: invalid JSON"), "{errors}");
+}
