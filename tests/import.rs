@@ -94,6 +94,12 @@ const CONVERTED: &[(&str, &str, &[&str])] = &[
     // Plex posts multipart bodies, with the JSON as a file part.
     ("multipart.json", "Multipart Form Data", &[]),
     ("xml.json", "XML Payload", &[]),
+    // Not from the docs: adnanh's signatures inside `or`, which become `signature: {any: [...]}`.
+    (
+        "or-signatures.json",
+        "signatures inside `or`",
+        &["EITHER_WEBHOOK_SECRET", "EITHER_WEBHOOK_SECRET_2"],
+    ),
     (
         "string-arguments.json",
         "Pass string arguments to command",
