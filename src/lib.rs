@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod body;
 pub mod cli;
 pub mod command;
 pub mod config;

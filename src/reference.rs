@@ -23,6 +23,8 @@ pub enum Reference {
     RequestMethod,
     RequestPath,
     RemoteIp,
+    /// `IP:port`, adnanh/webhook's `remote-addr`.
+    RemoteAddr,
     RequestId,
     HookId,
     JobId,
@@ -66,9 +68,10 @@ impl Reference {
                 ".method" => Reference::RequestMethod,
                 ".path" => Reference::RequestPath,
                 ".remote_ip" => Reference::RemoteIp,
+                ".remote_addr" => Reference::RemoteAddr,
                 ".id" => Reference::RequestId,
                 _ => return Err(format!(
-                    "unknown reference `{text}`; `request` has `method`, `path`, `remote_ip` and `id`"
+                    "unknown reference `{text}`; `request` has `method`, `path`, `remote_ip`, `remote_addr` and `id`"
                 )),
             },
             "hook" if rest == ".id" => Reference::HookId,
@@ -116,6 +119,7 @@ impl fmt::Display for Reference {
             Reference::RequestMethod => f.write_str("request.method"),
             Reference::RequestPath => f.write_str("request.path"),
             Reference::RemoteIp => f.write_str("request.remote_ip"),
+            Reference::RemoteAddr => f.write_str("request.remote_addr"),
             Reference::RequestId => f.write_str("request.id"),
             Reference::HookId => f.write_str("hook.id"),
             Reference::JobId => f.write_str("job.id"),
@@ -256,6 +260,7 @@ mod tests {
             "request.method",
             "request.path",
             "request.remote_ip",
+            "request.remote_addr",
             "request.id",
             "hook.id",
             "job.id",

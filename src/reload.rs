@@ -1,5 +1,6 @@
-//! Config reload: on SIGHUP, and with `--watch` when the file changes — editors and `git pull` that
-//! replace the file included, since the folder is watched, not the file. A file that fails `check`
+//! Config reload: on SIGHUP, and with `--watch` when the file or a file it includes changes —
+//! editors and `git pull` that replace the file included, since folders are watched, not files.
+//! The folders of the `include` patterns are those of the config that started the server. A file that fails `check`
 //! is refused with its location logged, and the old config keeps serving. Jobs are never disturbed:
 //! they carry their own rendered commands.
 
@@ -27,7 +28,8 @@ pub fn spawn(
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let (changed_tx, mut changed) = mpsc::unbounded_channel::<()>();
     let watcher = if watch {
-        Some(watch_file(&state.config().file, changed_tx)?)
+        let config = state.config();
+        Some(watch_file(&config.file, &config.include, changed_tx)?)
     } else {
         None
     };
@@ -51,6 +53,7 @@ pub fn spawn(
 
 fn watch_file(
     file: &Path,
+    include: &[String],
     changed: mpsc::UnboundedSender<()>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     let folder = match file.parent() {
@@ -61,23 +64,55 @@ fn watch_file(
         .file_name()
         .map(|name| name.to_os_string())
         .context("the config path has no file name")?;
+    // Events name paths as the watched folder is written; a canonical folder lets the patterns
+    // compare with them.
+    let folder = std::fs::canonicalize(&folder).unwrap_or(folder);
+    let absolute = |relative: &str| folder.join(relative);
+    let patterns: Vec<glob::Pattern> = include
+        .iter()
+        .filter_map(|pattern| glob::Pattern::new(&absolute(pattern).to_string_lossy()).ok())
+        .collect();
+    // The folder of each pattern: its path up to the first part with a wildcard.
+    let mut folders = vec![folder.clone()];
+    for pattern in include {
+        let plain: PathBuf = absolute(pattern)
+            .components()
+            .take_while(|part| !part.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+            .collect();
+        let plain = if plain.is_dir() {
+            plain
+        } else {
+            plain.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        if plain.is_dir() && !folders.contains(&plain) {
+            folders.push(plain);
+        }
+    }
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
             return;
         }
-        if event
-            .paths
-            .iter()
-            .any(|path| path.file_name() == Some(name.as_os_str()))
-        {
+        let concerned = event.paths.iter().any(|path| {
+            path.file_name() == Some(name.as_os_str())
+                || patterns.iter().any(|pattern| pattern.matches_path(path))
+        });
+        if concerned {
             let _ = changed.send(());
         }
     })
     .context("cannot watch the config file")?;
-    watcher
-        .watch(&folder, notify::RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch `{}`", folder.display()))?;
+    for (index, folder) in folders.iter().enumerate() {
+        // Recursive for the include folders, whose patterns may reach into subfolders.
+        let mode = if index == 0 {
+            notify::RecursiveMode::NonRecursive
+        } else {
+            notify::RecursiveMode::Recursive
+        };
+        watcher
+            .watch(folder, mode)
+            .with_context(|| format!("cannot watch `{}`", folder.display()))?;
+    }
     Ok(watcher)
 }
 

@@ -1,5 +1,5 @@
 //! One request as plain data: headers, query, raw body, and the values references read from it.
-//! The body is parsed (JSON or form) only when a reference needs it, and at most once. An empty
+//! The body is parsed (JSON, form, multipart or XML) only when a reference needs it, and at most once. An empty
 //! body is no payload: every `payload` reference is missing, as on a request without one.
 
 use std::net::IpAddr;
@@ -88,6 +88,9 @@ pub struct RequestContext {
     pub body: Bytes,
     /// `None` when the address is unknown (see [`ValueError::AddressUnknown`]).
     pub remote_ip: Option<IpAddr>,
+    /// The client's port when the connection is the client's own; `None` when a trusted proxy
+    /// named the client (its port is not forwarded) or the address is unknown.
+    pub remote_port: Option<u16>,
     pub request_id: String,
     pub hook_id: String,
     pub job_id: String,
@@ -104,7 +107,8 @@ impl RequestContext {
         RequestContext::default()
     }
 
-    /// The parsed body: form data when the content type says so, JSON otherwise; `None` when the
+    /// The parsed body: form data, multipart or XML when the content type says so, JSON otherwise;
+    /// `None` when the
     /// body is empty (or blank).
     pub fn payload(&self) -> Result<Option<&Value>, ValueError> {
         self.payload
@@ -157,6 +161,13 @@ impl RequestContext {
             Reference::RequestPath => single(Some(self.path.clone())),
             Reference::RemoteIp => match self.remote_ip {
                 Some(ip) => single(Some(ip.to_string())),
+                None => Err(ValueError::AddressUnknown),
+            },
+            // adnanh/webhook's `remote-addr`; behind a trusted proxy the port is `0`.
+            Reference::RemoteAddr => match self.remote_ip {
+                Some(ip) => single(Some(
+                    std::net::SocketAddr::new(ip, self.remote_port.unwrap_or(0)).to_string(),
+                )),
                 None => Err(ValueError::AddressUnknown),
             },
             Reference::RequestId => single(Some(self.request_id.clone())),
@@ -214,7 +225,7 @@ fn media_type(content_type: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, ValueError> {
+fn parse_body(content_type: Option<&str>, body: &Bytes) -> Result<Option<Value>, ValueError> {
     // A sender with nothing to say sends no body, whatever its content type says.
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -222,6 +233,16 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, 
     let media_type = media_type(content_type);
     if media_type == FORM {
         return Ok(Some(parse_form(body)));
+    }
+    if media_type == "application/xml" || media_type == "text/xml" {
+        return crate::body::xml::parse(body)
+            .map(Some)
+            .map_err(ValueError::BodyUnparsable);
+    }
+    if media_type == "multipart/form-data" {
+        return crate::body::multipart::parse(content_type.unwrap_or_default(), body)
+            .map(Some)
+            .map_err(ValueError::BodyUnparsable);
     }
     // JSON is the default: many senders omit the content type or send `text/plain`.
     serde_json::from_slice(body).map(Some).map_err(|error| {
@@ -231,7 +252,7 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Option<Value>, 
             format!("content type `{media_type}`")
         };
         ValueError::BodyUnparsable(format!(
-            "the body ({kind}) is not valid JSON: {error}; send JSON or `application/x-www-form-urlencoded`"
+            "the body ({kind}) is not valid JSON: {error}; send JSON, `application/x-www-form-urlencoded`, `multipart/form-data` or XML"
         ))
     })
 }
@@ -289,6 +310,38 @@ mod tests {
             }
             (got, _) => panic!("{reference}: unexpected {got:?}"),
         }
+    }
+
+    #[test]
+    fn reads_values_from_array_xml_and_multipart_bodies() {
+        let array = context(
+            "application/json",
+            r#"[{"event": "push"}, {"event": "tag"}]"#,
+        );
+        check(&array, "payload.0.event", Ok(&["push"]));
+        check(&array, "payload.1.event", Ok(&["tag"]));
+
+        let xml = context(
+            "text/xml; charset=utf-8",
+            r#"<app id="7"><message lang="en">hi</message><tag>a</tag><tag>b</tag></app>"#,
+        );
+        check(&xml, "payload.app.-id", Ok(&["7"]));
+        check(&xml, "payload.app.message[\"#text\"]", Ok(&["hi"]));
+        check(&xml, "payload.app.message.-lang", Ok(&["en"]));
+        check(&xml, "payload.app.tag.1", Ok(&["b"]));
+        let broken = context("application/xml", "<app>");
+        check(
+            &broken,
+            "payload.app",
+            Err("the body could not be parsed: the body is not well-formed XML"),
+        );
+
+        let multipart = context(
+            "multipart/form-data; boundary=b",
+            "--b\r\nContent-Disposition: form-data; name=\"event\"\r\n\r\npush\r\n--b\r\nContent-Disposition: form-data; name=\"data\"; filename=\"d.json\"\r\nContent-Type: application/json\r\n\r\n{\"ref\": \"main\"}\r\n--b--\r\n",
+        );
+        check(&multipart, "payload.event", Ok(&["push"]));
+        check(&multipart, "payload.data.ref", Ok(&["main"]));
     }
 
     #[test]
@@ -373,5 +426,10 @@ mod tests {
         check(&request, "request.remote_ip", Err("address is unknown"));
         request.remote_ip = Some("192.0.2.1".parse().unwrap());
         check(&request, "request.remote_ip", Ok(&["192.0.2.1"]));
+        check(&request, "request.remote_addr", Ok(&["192.0.2.1:0"]));
+        request.remote_port = Some(41234);
+        check(&request, "request.remote_addr", Ok(&["192.0.2.1:41234"]));
+        request.remote_ip = Some("::1".parse().unwrap());
+        check(&request, "request.remote_addr", Ok(&["[::1]:41234"]));
     }
 }

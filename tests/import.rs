@@ -91,9 +91,15 @@ const CONVERTED: &[(&str, &str, &[&str])] = &[
     ),
     ("travis.json", "Travis CI webhook", &[]),
     ("json-array.json", "JSON Array Payload", &[]),
-    // It converts, but Plex posts multipart bodies, which hookrunner does not parse (the
-    // converter warns about it).
+    // Plex posts multipart bodies, with the JSON as a file part.
     ("multipart.json", "Multipart Form Data", &[]),
+    ("xml.json", "XML Payload", &[]),
+    // Not from the docs: adnanh's signatures inside `or`, which become `signature: {any: [...]}`.
+    (
+        "or-signatures.json",
+        "signatures inside `or`",
+        &["EITHER_WEBHOOK_SECRET", "EITHER_WEBHOOK_SECRET_2"],
+    ),
     (
         "string-arguments.json",
         "Pass string arguments to command",
@@ -140,11 +146,6 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "scalr.json",
         "Incoming Scalr Webhook",
         "hook `redeploy-webhook`: `trigger-rule.match.type`: `scalr-signature` has no hookrunner equivalent",
-    ),
-    (
-        "xml.json",
-        "XML Payload",
-        "hook `deploy`: `trigger-rule.and[1].match.parameter.name`: `#text` names the text of an XML element",
     ),
 ];
 
@@ -224,6 +225,46 @@ fn the_docs_examples_hookrunner_cannot_express_are_refused_naming_hook_and_key()
             refused.stderr
         );
     }
+}
+
+#[test]
+fn a_template_file_and_a_second_file_make_one_config_that_passes_check() {
+    let converted = finished(
+        hookrunner()
+            .arg("import-webhook")
+            .arg(fixture("template.json"))
+            .arg(fixture("second.yaml"))
+            .output()
+            .expect("the binary runs"),
+    );
+    assert_eq!(converted.code, 0, "{}", converted.stderr);
+    let stdout = &converted.stdout;
+    assert!(stdout.contains("secret: env:XXXTEST_SECRET"), "{stdout}");
+    // adnanh's variable names are kept, dots included; a shell cannot read that one.
+    assert!(
+        stdout.contains("HOOK_head_commit.id: '{{ payload.head_commit.id }}'"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("- id: sendgrid/dir"), "{stdout}");
+    assert!(stdout.contains("'{{ request.remote_addr }}'"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hooks.yaml");
+    std::fs::write(&config, stdout).unwrap();
+    let checked = check(&config, &[("XXXTEST_SECRET", "change-me")]);
+    assert_eq!(checked.code, 0, "{}\n{stdout}", checked.stderr);
+    assert!(checked.stdout.contains("ok, 2 hooks"), "{}", checked.stdout);
+    assert!(
+        checked
+            .stderr
+            .contains("a shell cannot read `HOOK_head_commit.id`")
+            || checked
+                .stdout
+                .contains("a shell cannot read `HOOK_head_commit.id`"),
+        "{}{}",
+        checked.stdout,
+        checked.stderr
+    );
 }
 
 #[test]

@@ -103,22 +103,34 @@ impl Diagnostic {
 #[derive(Debug)]
 pub struct ConfigErrors {
     pub file: String,
-    pub listing: Listing,
+    /// Boxed: every config function returns this as its error, which stays small so.
+    pub listing: Box<Listing>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The problems of the files the config includes, each at its own line and column.
+    pub included: Vec<ConfigErrors>,
 }
 
 impl ConfigErrors {
     pub fn render(&self) -> String {
-        self.diagnostics
+        let own: String = self
+            .diagnostics
             .iter()
             .map(|diagnostic| diagnostic.render(&self.file, &self.listing))
-            .collect()
+            .collect();
+        own + &self
+            .included
+            .iter()
+            .map(ConfigErrors::render)
+            .collect::<String>()
     }
 
-    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.diagnostics
-            .iter()
-            .filter(|diagnostic| diagnostic.severity == Severity::Error)
+    pub fn errors(&self) -> Box<dyn Iterator<Item = &Diagnostic> + '_> {
+        Box::new(
+            self.diagnostics
+                .iter()
+                .filter(|diagnostic| diagnostic.severity == Severity::Error)
+                .chain(self.included.iter().flat_map(ConfigErrors::errors)),
+        )
     }
 }
 

@@ -132,15 +132,12 @@ fn decode_one(
             None
         }
         Some((value, path)) => decoder.string(value, &path).filter(|id| {
-            let valid = !id.is_empty()
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            let valid = hook_id_valid(id);
             if !valid {
                 decoder.error(
                     &path,
                     Part::Value,
-                    format!("hook id `{id}` may only use letters, digits, `.`, `_` and `-`"),
+                    format!("hook id `{id}` may only use letters, digits, `.`, `_` and `-`, with `/` between parts (no `/` at either end, no `//`, no `.` or `..` part)"),
                 );
             }
             valid
@@ -499,15 +496,64 @@ fn decode_env(
 }
 
 pub(super) fn env_name_ok(decoder: &mut Decoder<'_>, name: &str, path: &YamlPath) -> bool {
-    let valid = name
+    if !env_name_valid(name) {
+        decoder.error(
+            path,
+            Part::Key,
+            format!("`{name}` cannot be an environment variable name: it is empty or holds `=` or a NUL byte"),
+        );
+        return false;
+    }
+    if let Some(suggestion) = shell_env_name(name) {
+        decoder.warning(
+            path,
+            Part::Key,
+            format!("a shell cannot read `{name}` as `${name}` (only letters, digits and `_`, not starting with a digit); a program can, or name it `{suggestion}`"),
+        );
+    }
+    true
+}
+
+/// Whether `id` can name a hook: parts of letters, digits, `.`, `_` and `-` joined by `/`, none
+/// empty, `.` or `..`. The hook is served at `{base_path}/{id}`, so `sendgrid/dir` (an
+/// adnanh/webhook id) is at `/hooks/sendgrid/dir`, and no id can climb out of the base path.
+pub fn hook_id_valid(id: &str) -> bool {
+    id.split('/').all(|part| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    })
+}
+
+/// Whether `name` can name an environment variable at all: not empty, no `=` and no NUL byte, the
+/// only limits `execve` and `getenv` have. adnanh/webhook's `HOOK_head_commit.id` is one.
+pub fn env_name_valid(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
+
+/// For a name a shell cannot read (`$NAME` needs letters, digits and `_`, not starting with a
+/// digit): the nearest name it can, with every other character turned into `_`. `None` when
+/// the shell can read `name` already.
+pub fn shell_env_name(name: &str) -> Option<String> {
+    let readable = name
         .bytes()
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !valid {
-        decoder.error(path, Part::Key, format!("`{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)"));
+    if readable {
+        return None;
     }
-    valid
+    let mut suggestion: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if suggestion.starts_with(|c: char| c.is_ascii_digit()) {
+        suggestion.insert(0, '_');
+    }
+    Some(suggestion)
 }
 
 const MODES: &[(&str, &str)] = &[

@@ -8,6 +8,7 @@ pub mod diagnostic;
 mod files;
 mod hook;
 mod host;
+mod include;
 mod notify;
 mod overrides;
 mod response;
@@ -38,7 +39,7 @@ use crate::template::Template;
 
 pub use self::approval::Approval;
 pub use self::cluster::{default_instance, parse_store, valid_instance};
-pub use self::hook::RESERVED_ENV;
+pub use self::hook::{env_name_valid, hook_id_valid, shell_env_name, RESERVED_ENV};
 pub use self::notify::{signing_key, Endpoint, Notification, Notifications, Target};
 pub use self::overrides::ServerOverrides;
 pub use self::response::{header_name_problem, header_value_problem};
@@ -53,6 +54,9 @@ pub struct Config {
     pub server: ServerSettings,
     pub hooks: Vec<Arc<Hook>>,
     by_id: HashMap<String, Arc<Hook>>,
+    /// The `include:` patterns, relative to the config file's folder, as written: `--watch`
+    /// reloads when a file they match changes.
+    pub include: Vec<String>,
     /// Problems that do not stop the config from loading, already rendered.
     pub warnings: Vec<String>,
     overrides: ServerOverrides,
@@ -271,7 +275,8 @@ pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
     let lookup = |name: &str| std::env::var(name).ok();
     let source = std::fs::read_to_string(file).map_err(|error| ConfigErrors {
         file: file.display().to_string(),
-        listing: Listing::default(),
+        listing: Box::default(),
+        included: Vec::new(),
         diagnostics: vec![Diagnostic {
             severity: Severity::Error,
             position: None,
@@ -282,25 +287,58 @@ pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Loads and validates config text; `file` names it in messages and anchors relative paths.
+/// The files it includes are read from disk, relative to `file`'s folder.
 pub fn load_str(
     source: &str,
     file: &Path,
     lookup_env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
+    let mut included = Included::default();
+    let loaded = decode_file(source, file, lookup_env, |decoder, document| {
+        decode_document(decoder, document, file, &mut included)
+    });
+    match loaded {
+        Ok((mut config, warnings)) if included.errors.is_empty() => {
+            config.warnings = warnings;
+            config.warnings.extend(included.warnings);
+            Ok(config)
+        }
+        Ok(_) => Err(ConfigErrors {
+            file: file.display().to_string(),
+            listing: Box::default(),
+            diagnostics: Vec::new(),
+            included: included.errors,
+        }),
+        Err(mut errors) => {
+            errors.included = included.errors;
+            Err(errors)
+        }
+    }
+}
+
+/// Parses one YAML file and decodes it with `decode`. Every problem is reported at its line and
+/// column; on success, the warnings come back rendered.
+fn decode_file<T>(
+    source: &str,
+    file: &Path,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+    decode: impl FnOnce(&mut Decoder<'_>, &Value) -> Option<T>,
+) -> Result<(T, Vec<String>), ConfigErrors> {
     // The source map comes first: it refuses nesting too deep for the parsers to be quick, and
     // knows which lines hold secrets before any of them could be quoted.
     let source_map = SourceMap::new(source);
     let errors = |diagnostics, secret_lines: &[usize]| ConfigErrors {
         file: file.display().to_string(),
-        listing: Listing::new(
+        listing: Box::new(Listing::new(
             source,
             source_map
                 .secret_lines()
                 .iter()
                 .chain(secret_lines)
                 .copied(),
-        ),
+        )),
         diagnostics,
+        included: Vec::new(),
     };
     if let Some(position) = source_map.too_deep() {
         let message = format!("the document nests more than {MAX_DEPTH} levels deep; no hookrunner setting needs that many");
@@ -328,27 +366,32 @@ pub fn load_str(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let mut decoder = Decoder::new(&source_map, base_dir, lookup_env);
-    let config = decode_document(&mut decoder, &document, file);
+    let decoded = decode(&mut decoder, &document);
 
     let mut diagnostics = decoder.diagnostics;
     diagnostics.sort_by_key(|d| d.position.map(|p| (p.line, p.column)));
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     let errors = errors(diagnostics, &decoder.secret_lines);
-    match config {
-        Some(mut config) if !has_errors => {
+    match decoded {
+        Some(decoded) if !has_errors => {
             let file = file.display().to_string();
-            config.warnings = errors
+            let warnings = errors
                 .diagnostics
                 .iter()
                 .map(|d| d.render(&file, &errors.listing))
                 .collect();
-            Ok(config)
+            Ok((decoded, warnings))
         }
         _ => Err(errors),
     }
 }
 
-fn decode_document(decoder: &mut Decoder<'_>, document: &Value, file: &Path) -> Option<Config> {
+fn decode_document(
+    decoder: &mut Decoder<'_>,
+    document: &Value,
+    file: &Path,
+    included: &mut Included,
+) -> Option<Config> {
     let root = YamlPath::default();
     if document.is_null() {
         decoder.error(
@@ -358,15 +401,52 @@ fn decode_document(decoder: &mut Decoder<'_>, document: &Value, file: &Path) -> 
         );
         return None;
     }
-    let fields = decoder.mapping(document, &root, "the config", &["server", "hooks"])?;
+    let fields = decoder.mapping(
+        document,
+        &root,
+        "the config",
+        &["server", "include", "hooks"],
+    )?;
     let server = server::decode(decoder, fields.get("server"));
-    let Some((hooks_value, hooks_path)) = fields.get("hooks") else {
-        decoder.error(&root, Part::Value, "the config has no `hooks:` list");
-        return None;
+    let include = fields.get("include");
+    let hooks = match fields.get("hooks") {
+        Some((hooks_value, hooks_path)) => {
+            hook::decode_all(decoder, hooks_value, &hooks_path, server.as_ref())
+        }
+        None if include.is_some() => Some(Vec::new()),
+        None => {
+            decoder.error(&root, Part::Value, "the config has no `hooks:` list");
+            return None;
+        }
     };
-    let hooks = hook::decode_all(decoder, hooks_value, &hooks_path, server.as_ref());
-    let (server, hooks) = (server?, hooks?);
-    when::warn_about_unseen_addresses(decoder, &server, &hooks, &hooks_path);
+    let server = server?;
+    if let Some(hooks) = &hooks {
+        when::warn_about_unseen_addresses(decoder, &server, hooks, &root.key("hooks"));
+    }
+    // The included files are read even when the main file has problems, so one pass shows all.
+    let mut more_hooks = Vec::new();
+    let mut patterns = Vec::new();
+    if let Some((value, path)) = include {
+        let file_name = file.display().to_string();
+        let mut seen: HashMap<String, String> = hooks
+            .iter()
+            .flatten()
+            .map(|hook| (hook.id.clone(), file_name.clone()))
+            .collect();
+        let (found, written) = include::expand(decoder, value, &path)?;
+        patterns = written;
+        for included_file in found {
+            match include::load(&included_file, &server, &mut seen, decoder.lookup_env) {
+                Ok((more, warnings)) => {
+                    more_hooks.extend(more);
+                    included.warnings.extend(warnings);
+                }
+                Err(errors) => included.errors.push(errors),
+            }
+        }
+    }
+    let mut hooks = hooks?;
+    hooks.extend(more_hooks);
     let by_id = hooks
         .iter()
         .map(|hook| (hook.id.clone(), Arc::clone(hook)))
@@ -376,9 +456,18 @@ fn decode_document(decoder: &mut Decoder<'_>, document: &Value, file: &Path) -> 
         server,
         hooks,
         by_id,
+        include: patterns,
         warnings: Vec::new(),
         overrides: ServerOverrides::default(),
     })
+}
+
+/// What the included files of a config gave: their warnings, and the problems of each file
+/// that has any.
+#[derive(Default)]
+struct Included {
+    warnings: Vec<String>,
+    errors: Vec<ConfigErrors>,
 }
 
 #[cfg(test)]

@@ -1,17 +1,63 @@
-//! The `signature:` block of a hook: `none`, or one provider with its settings.
+//! The `signature:` block of a hook: `none`, one provider with its settings, or `any:` of them.
 
 use serde_yaml::Value;
 
 use super::decode::{did_you_mean, key_text, Decoder};
 use super::source_map::{Part, YamlPath};
-use crate::signature::{self, Algorithm, Encoding, ProviderSettings, Signature, PROVIDERS};
+use crate::signature::{
+    self, Algorithm, Encoding, Provider, ProviderSettings, Signature, PROVIDERS,
+};
 
 pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Signature> {
     if value.as_str() == Some("none") {
         return Some(Signature::None);
     }
+    let any = value
+        .as_mapping()
+        .filter(|map| map.len() == 1)
+        .and_then(|map| map.get("any"));
+    let Some(entries) = any else {
+        return decode_provider(decoder, value, path).map(Signature::Provider);
+    };
+    let any_path = path.key("any");
+    let items = match entries {
+        Value::Sequence(items) if !items.is_empty() => items,
+        _ => {
+            decoder.error(&any_path, Part::Value, "`any` takes a list of providers, such as `[{github: {secret: env:GITHUB_WEBHOOK_SECRET}}, {gitea: {secret: env:GITEA_WEBHOOK_SECRET}}]`");
+            return None;
+        }
+    };
+    let mut providers = Vec::new();
+    let mut complete = true;
+    for (index, item) in items.iter().enumerate() {
+        let item_path = any_path.index(index);
+        let nested = item.as_str() == Some("none")
+            || item.as_mapping().is_some_and(|map| map.contains_key("any"));
+        if nested {
+            decoder.error(
+                &item_path,
+                Part::Value,
+                "each entry of `any` is one provider, not `none` or another `any`",
+            );
+            complete = false;
+            continue;
+        }
+        match decode_provider(decoder, item, &item_path) {
+            Some(provider) => providers.push(provider),
+            None => complete = false,
+        }
+    }
+    complete.then_some(Signature::Any(providers))
+}
+
+/// One provider with its settings, such as `{github: {secret: env:GITHUB_WEBHOOK_SECRET}}`.
+fn decode_provider(
+    decoder: &mut Decoder<'_>,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<Box<dyn Provider>> {
     let Value::Mapping(map) = value else {
-        decoder.error(path, Part::Value, "`signature` must be `none` or a provider, such as `{github: {secret: env:GITHUB_WEBHOOK_SECRET}}`");
+        decoder.error(path, Part::Value, "`signature` must be `none`, a provider such as `{github: {secret: env:GITHUB_WEBHOOK_SECRET}}`, or `{any: [...]}` of providers");
         return None;
     };
     if map.len() != 1 {
@@ -19,7 +65,7 @@ pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
             path,
             Part::Value,
             format!(
-                "`signature` names exactly one provider; found {}",
+                "`signature` names exactly one provider (or `any:` with a list); found {}",
                 map.len()
             ),
         );
@@ -106,7 +152,7 @@ pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
         return None;
     }
     match signature::build(settings) {
-        Ok(provider) => Some(Signature::Provider(provider)),
+        Ok(provider) => Some(provider),
         Err(message) => {
             let at = if name == "standard" {
                 &secret_path

@@ -147,6 +147,16 @@ fn each_problem_is_reported_at_its_line_and_column() {
             "unknown signature provider `githb`, did you mean `github`?",
         ),
         ("hooks:\n  - id: a b\n    signature: none\n    run: {command: [x]}\n", "hooks.yaml:2:9: hook id `a b` may only use"),
+        ("hooks:\n  - id: a\n    signature: {any: []}\n    run: {command: [x]}\n", "hooks.yaml:3:22: `any` takes a list of providers"),
+        ("hooks:\n  - id: a\n    signature: {any: [none]}\n    run: {command: [x]}\n", "hooks.yaml:3:23: each entry of `any` is one provider, not `none` or another `any`"),
+        ("hooks:\n  - id: a\n    signature: {any: [{gihub: {secret: x}}]}\n    run: {command: [x]}\n", "hooks.yaml:3:24: unknown signature provider `gihub`, did you mean `github`?"),
+        ("hooks:\n  - id: /a\n    signature: none\n    run: {command: [x]}\n", "hooks.yaml:2:9: hook id `/a` may only use letters, digits, `.`, `_` and `-`, with `/` between parts"),
+        ("hooks:\n  - id: a/\n    signature: none\n    run: {command: [x]}\n", "hook id `a/` may only use"),
+        ("hooks:\n  - id: a//b\n    signature: none\n    run: {command: [x]}\n", "hook id `a//b` may only use"),
+        ("hooks:\n  - id: a/../b\n    signature: none\n    run: {command: [x]}\n", "hook id `a/../b` may only use"),
+        ("hooks:\n  - id: ./a\n    signature: none\n    run: {command: [x]}\n", "hook id `./a` may only use"),
+        ("hooks:\n  - id: a\n    signature: none\n    run: {command: [x], env: {\"A=B\": x}}\n", "hooks.yaml:4:31: `A=B` cannot be an environment variable name"),
+        ("hooks:\n  - id: a\n    signature: none\n    run: {command: [x], env: {\"\": x}}\n", "`` cannot be an environment variable name"),
         ("hooks:\n  - id: a\n    signature: none\n    run: {command: [\"{{ payload.x\"]}\n", "has no closing `}}`"),
         ("hooks: [\n", "hooks.yaml:2:1: invalid YAML"),
         ("", "the file is empty"),
@@ -450,5 +460,135 @@ fn concurrency_is_said_in_words() {
     ];
     for (concurrency, expected) in cases {
         assert_eq!(concurrency.to_string(), expected);
+    }
+}
+
+#[test]
+fn ids_with_slashes_and_webhook_style_env_names_load() {
+    let config = load(
+        "hooks:\n  - id: sendgrid/dir.v1\n    signature: none\n    run:\n      command: [x]\n      env: {HOOK_head_commit.timestamp: \"{{ payload.head_commit.timestamp }}\", 9LIVES: x, OK_NAME: y}\n",
+    )
+    .unwrap();
+    assert!(config.hook("sendgrid/dir.v1").is_some());
+    let warnings = config.warnings.concat();
+    assert!(
+        warnings.contains("6:13: warning: a shell cannot read `HOOK_head_commit.timestamp` as `$HOOK_head_commit.timestamp` (only letters, digits and `_`, not starting with a digit); a program can, or name it `HOOK_head_commit_timestamp`"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("or name it `_9LIVES`"), "{warnings}");
+    assert_eq!(config.warnings.len(), 2, "{warnings}");
+}
+
+#[test]
+fn a_signature_may_accept_any_of_several_providers() {
+    let config = load(
+        "hooks:\n  - id: a\n    signature: {any: [{github: {secret: env:GITHUB_WEBHOOK_SECRET}}, {hmac: {secret: env:GITHUB_WEBHOOK_SECRET, header: X-Sig}}]}\n    run: {command: [x]}\n",
+    )
+    .unwrap();
+    assert_eq!(config.hook("a").unwrap().signature.name(), "any");
+}
+
+/// Writes `files` (name, text) into a fresh folder and loads its `hooks.yaml`.
+fn load_folder(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let main = dir.path().join("hooks.yaml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let loaded = load_str(&text, &main, &env);
+    (dir, loaded)
+}
+
+const ONE: &str = "    signature: none\n    run: {command: [x]}\n";
+
+#[test]
+fn included_files_add_their_hooks_in_sorted_order() {
+    let (_dir, loaded) = load_folder(&[
+        (
+            "hooks.yaml",
+            &format!("include: [\"hooks.d/*.yaml\"]\nhooks:\n  - id: main\n{ONE}"),
+        ),
+        ("hooks.d/b.yaml", &format!("hooks:\n  - id: b\n{ONE}")),
+        (
+            "hooks.d/a.yaml",
+            &format!("hooks:\n  - id: a/one\n{ONE}  - id: a/two\n{ONE}"),
+        ),
+        ("hooks.d/empty.yaml", ""),
+        ("hooks.d/notes.txt", "not yaml: ["),
+    ]);
+    let config = loaded.unwrap_or_else(|errors| panic!("{}", errors.render()));
+    let ids: Vec<&str> = config.hooks.iter().map(|hook| hook.id.as_str()).collect();
+    assert_eq!(ids, ["main", "a/one", "a/two", "b"]);
+    assert!(config.hook("a/two").is_some());
+    assert_eq!(config.include, ["hooks.d/*.yaml"]);
+
+    let (_dir, loaded) = load_folder(&[("hooks.yaml", "include: nothing/*.yaml\n")]);
+    let config = loaded.unwrap_or_else(|errors| panic!("{}", errors.render()));
+    assert!(config.hooks.is_empty());
+    assert!(
+        config
+            .warnings
+            .concat()
+            .contains("hooks.yaml:1:10: warning: `nothing/*.yaml` matches no file"),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn an_included_files_problems_point_at_its_own_lines() {
+    let cases: &[(&[(&str, &str)], &[&str])] = &[
+        (
+            &[
+                ("hooks.yaml", "include: [d/*.yaml]\nhooks:\n  - id: a\n    signature: none\n    run: {command: [x]}\n"),
+                ("d/x.yaml", "hooks:\n  - id: b\n    signature: none\n    run: {comand: [x]}\n"),
+            ],
+            &["d/x.yaml:4:11: unknown key `comand` in `run`, did you mean `command`?\n4 |     run: {comand: [x]}\n"],
+        ),
+        (
+            &[
+                ("hooks.yaml", "include: [d/*.yaml]\n"),
+                ("d/x.yaml", "server: {max_jobs: 2}\nhooks: []\n"),
+            ],
+            &["d/x.yaml:1:1: `server` belongs in the main config, not in the included file `", "d/x.yaml`, which holds `hooks:` only"],
+        ),
+        (
+            &[
+                ("hooks.yaml", "include: [d/*.yaml]\nhooks:\n  - id: a\n    signature: none\n    run: {command: [x]}\n"),
+                ("d/x.yaml", "hooks:\n  - id: b\n    signature: none\n    run: {command: [x]}\n"),
+                ("d/y.yaml", "\nhooks:\n  - id: a\n    signature: none\n    run: {command: [x]}\n  - id: b\n    signature: none\n    run: {command: [x]}\n"),
+            ],
+            &[
+                "d/y.yaml:3:9: duplicate hook id `a`: `", "hooks.yaml` has it too; ids must be unique across the config and the files it includes",
+                "d/y.yaml:6:9: duplicate hook id `b`: `", "d/x.yaml` has it too",
+            ],
+        ),
+        (
+            &[
+                ("hooks.yaml", "include: [d/*.yaml]\nhooks:\n  - id: a\n    signature: nne\n    run: {command: [x]}\n"),
+                ("d/x.yaml", "hooks: {id: b}\n"),
+            ],
+            &["hooks.yaml:4:16: `signature` must be `none`", "d/x.yaml:1:8: `hooks` must be a list"],
+        ),
+        (
+            &[("hooks.yaml", "include: [\"d/[\"]\n")],
+            &["hooks.yaml:1:11: `d/[` is not a valid file pattern"],
+        ),
+    ];
+    for (files, fragments) in cases {
+        let (_dir, loaded) = load_folder(files);
+        let rendered = match loaded {
+            Ok(_) => panic!("expected errors for {files:?}"),
+            Err(errors) => errors.render(),
+        };
+        for fragment in *fragments {
+            assert!(
+                rendered.contains(fragment),
+                "expected {fragment:?} in:\n{rendered}"
+            );
+        }
     }
 }

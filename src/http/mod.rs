@@ -54,6 +54,8 @@ impl AppState {
 pub struct ClientInfo {
     pub request_id: String,
     pub remote_ip: Option<std::net::IpAddr>,
+    /// The peer's port when `remote_ip` is the peer itself, not a client a proxy named.
+    pub remote_port: Option<u16>,
 }
 
 /// What a hook request came to, for the request log line.
@@ -169,9 +171,14 @@ pub async fn request_middleware(
             }),
     );
     let peer = client::Peer::from_socket(request.peer_addr());
+    let remote_ip = client::client_ip(peer, &forwarded, &trusted);
+    let peer_address = request.peer_addr();
     let info = ClientInfo {
         request_id: client::request_id(peer, &forwarded, &trusted),
-        remote_ip: client::client_ip(peer, &forwarded, &trusted),
+        remote_ip,
+        remote_port: peer_address
+            .filter(|address| Some(address.ip().to_canonical()) == remote_ip)
+            .map(|address| address.port()),
     };
     request.extensions_mut().insert(info.clone());
     let method = request.method().to_string();

@@ -30,7 +30,7 @@ pub async fn trigger(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    // What follows `{base_path}/` is the hook id; ids never contain `/`.
+    // All that follows `{base_path}/` is the hook id, `/` included (`sendgrid/dir`).
     let id = request
         .match_info()
         .unprocessed()
@@ -139,12 +139,15 @@ async fn handle(
         body: &body,
         now,
     };
-    if let Err(error) = hook.signature.verify(&signed) {
-        return Err((
-            ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()),
-            error.code(),
-        ));
-    }
+    let verified_by = match hook.signature.verify(&signed) {
+        Ok(provider) => provider,
+        Err(error) => {
+            return Err((
+                ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()),
+                error.code(),
+            ))
+        }
+    };
 
     let client = request.extensions().get::<ClientInfo>().cloned();
     let job_id = JobId::generate();
@@ -155,11 +158,12 @@ async fn handle(
         headers,
         body,
         remote_ip: client.as_ref().and_then(|client| client.remote_ip),
+        remote_port: client.as_ref().and_then(|client| client.remote_port),
         request_id: client.map(|client| client.request_id).unwrap_or_default(),
         hook_id: hook.id.clone(),
         job_id: job_id.to_string(),
-        event_sources: hook.signature.event_sources(),
-        delivery_sources: hook.signature.delivery_sources(),
+        event_sources: verified_by.map_or(&[], |provider| provider.event_sources()),
+        delivery_sources: verified_by.map_or(&[], |provider| provider.delivery_sources()),
         body_type: hook.body_type,
         ..RequestContext::default()
     };

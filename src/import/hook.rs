@@ -4,13 +4,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use regex::Regex;
 use serde_json::Value;
 use serde_yaml::{Mapping, Value as Yaml};
 
 use super::source::{self, literal_template, Located, Report, ARGUMENT_KEYS};
 use super::trigger::{self, Signature};
-use crate::config::RESERVED_ENV;
+use crate::config::{env_name_valid, hook_id_valid, RESERVED_ENV};
 
 /// Every key of an adnanh hook (its `Hook` struct and its docs).
 const HOOK_KEYS: &[&str] = &[
@@ -112,7 +111,7 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
     let trigger = match root.child("trigger-rule") {
         Some(rule) if !rule.value.is_null() => trigger::convert(&rule, &mut report),
         _ => Some(trigger::Trigger {
-            signature: None,
+            signatures: Vec::new(),
             when: None,
         }),
     };
@@ -162,13 +161,22 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
             "adnanh accepted every HTTP method for this hook, hookrunner only POST; it reads the query string, so if its sender uses GET add `methods: [GET, POST]`",
         );
     }
-    let signature = match &trigger.signature {
-        Some(signature) => signature_yaml(signature, &id, names, &mut report),
-        None => {
+    let signature = match trigger.signatures.as_slice() {
+        [signature] => signature_yaml(signature, &id, names, &mut report),
+        [] => {
             report.warn(
                 "it checks no signature, so it is `signature: none`: anyone who can reach it can trigger it (its `when` rules still apply)",
             );
             Yaml::String("none".into())
+        }
+        several => {
+            let entries = several
+                .iter()
+                .map(|signature| signature_yaml(signature, &id, names, &mut report))
+                .collect();
+            let mut any = Mapping::new();
+            insert(&mut any, "any", Yaml::Sequence(entries));
+            Yaml::Mapping(any)
         }
     };
 
@@ -239,13 +247,9 @@ fn hook_id(root: &Located<'_>, report: &mut Report) -> Option<String> {
         return None;
     };
     let id = id.text(report)?;
-    let valid = !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !valid {
+    if !hook_id_valid(&id) {
         report.error(format!(
-            "hook id `{id}` may only use letters, digits, `.`, `_` and `-` in hookrunner; rename it (its URL changes with it)"
+            "hook id `{id}` may only use letters, digits, `.`, `_` and `-`, with `/` between parts, in hookrunner; rename it (its URL changes with it)"
         ));
         return None;
     }
@@ -355,17 +359,17 @@ fn run_env(root: &Located<'_>, report: &mut Report) -> Option<Vec<(String, Strin
                 (format!("HOOK_{name}"), false)
             }
         };
-        let name_ok = env_name_ok(&name);
+        let name_ok = env_name_valid(&name);
         if !name_ok {
             valid = false;
             report.error(if explicit {
                 format!(
-                    "`{}.envname`: `{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)",
+                    "`{}.envname`: `{name}` cannot be an environment variable name (empty, or holds `=`)",
                     item.path()
                 )
             } else {
                 format!(
-                    "`{}`: adnanh names this variable `{name}`, which is not a valid environment variable name in hookrunner; add an `envname` (letters, digits and `_`) and use that name in the command",
+                    "`{}`: adnanh names this variable `{name}`, which cannot be an environment variable name (it holds `=`); add an `envname` and use that name in the command",
                     item.path()
                 )
             });
@@ -431,8 +435,8 @@ fn run_files(
             None => Some(false),
             Some(flag) => flag.bool(report),
         };
-        let problem = if !env_name_ok(&name) {
-            Some(format!("`{name}` is not a valid environment variable name in hookrunner; add an `envname` (letters, digits and `_`) and use that name in the command"))
+        let problem = if !env_name_valid(&name) {
+            Some(format!("`{name}` cannot be an environment variable name (it is empty or holds `=`); add an `envname` and use that name in the command"))
         } else if RESERVED_ENV.contains(&name.as_str()) {
             Some(format!(
                 "`{name}` is set by hookrunner itself; add an `envname` with another name"
@@ -464,13 +468,6 @@ fn run_files(
         files.insert(Yaml::String(name), entry);
     }
     valid.then_some(files)
-}
-
-fn env_name_ok(name: &str) -> bool {
-    name.bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// adnanh answers at once and runs the command in the background, unless it is told to include
@@ -657,7 +654,7 @@ fn parse_parameters_as_json(root: &Located<'_>, report: &mut Report) {
     }
     if converted {
         report.warn(
-            "`parse-parameters-as-json` needs nothing in hookrunner, which parses JSON held in a payload value when a reference reaches into it; note that hookrunner reads JSON and form bodies only, not multipart or XML",
+            "`parse-parameters-as-json` needs nothing in hookrunner, which parses JSON held in a payload value when a reference reaches into it",
         );
     }
 }
@@ -673,7 +670,7 @@ fn signature_yaml(
     names: &mut SecretNames,
     report: &mut Report,
 ) -> Yaml {
-    let secret = match getenv_template(&signature.secret) {
+    let secret = match super::template::getenv_secret(signature.secret.trim()) {
         Some(name) => format!("env:{name}"),
         None => {
             let name = names.claim(hook_id, signature.secret_kind);
@@ -697,14 +694,6 @@ fn signature_yaml(
     let mut block = Mapping::new();
     insert(&mut block, signature.provider, Yaml::Mapping(settings));
     Yaml::Mapping(block)
-}
-
-/// The variable of a secret written `{{ getenv "NAME" }}` for `webhook -template`.
-fn getenv_template(secret: &str) -> Option<String> {
-    let pattern = Regex::new(r#"^\{\{-?\s*getenv\s+"([A-Za-z_][A-Za-z0-9_]*)"\s*-?\}\}$"#).ok()?;
-    pattern
-        .captures(secret.trim())
-        .map(|captures| captures[1].to_string())
 }
 
 fn insert(map: &mut Mapping, key: &str, value: Yaml) {

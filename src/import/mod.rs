@@ -8,6 +8,7 @@
 
 mod hook;
 mod source;
+mod template;
 mod trigger;
 
 use std::fmt::{self, Write as _};
@@ -89,18 +90,34 @@ const DIFFERENCES: &str = "\
 
 /// Converts the text of an adnanh/webhook hooks file to hookrunner's config.
 pub fn convert(source: &str, format: Format) -> Result<Conversion, Vec<ImportError>> {
-    let document = parse(source, format).map_err(|message| {
-        vec![ImportError {
+    convert_files(&[("", source, format)])
+}
+
+/// Converts several hooks files (`webhook -hooks a.json -hooks b.json`) into one config holding
+/// all their hooks, in order; ids must be unique across them, as adnanh requires. Each entry is
+/// (the file's name for messages, its text, its format); a parse error names the file when there
+/// are several.
+pub fn convert_files(files: &[(&str, &str, Format)]) -> Result<Conversion, Vec<ImportError>> {
+    let mut items = Vec::new();
+    let mut errors = Vec::new();
+    for (name, source, format) in files {
+        let named = |message: String| ImportError {
             hook: None,
-            message,
-        }]
-    })?;
-    let Value::Array(items) = document else {
-        return Err(vec![ImportError {
-            hook: None,
-            message: "the file must be a list of hooks, as adnanh/webhook reads it (`[{\"id\": ...}, ...]` or `- id: ...`)".into(),
-        }]);
-    };
+            message: if files.len() > 1 {
+                format!("{name}: {message}")
+            } else {
+                message
+            },
+        };
+        match parse(source, *format) {
+            Ok(Value::Array(hooks)) => items.extend(hooks),
+            Ok(_) => errors.push(named("the file must be a list of hooks, as adnanh/webhook reads it (`[{\"id\": ...}, ...]` or `- id: ...`)".into())),
+            Err(message) => errors.push(named(message)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
 
     let mut names = hook::SecretNames::default();
     let mut errors = Vec::new();
@@ -161,12 +178,21 @@ pub fn convert(source: &str, format: Format) -> Result<Conversion, Vec<ImportErr
             }]
         })?);
     }
+    if yaml.contains(template::GETENV_MARKER) {
+        return Err(vec![ImportError {
+            hook: None,
+            message: "`{{ getenv \"NAME\" }}` converts only as a whole secret (to `env:NAME`); elsewhere render the file first with `webhook -template`, or pass the variable with `run.env_passthrough`".into(),
+        }]);
+    }
     Ok(Conversion { yaml, warnings })
 }
 
 /// Reads the file as adnanh does: JSON, which a YAML parser also reads (adnanh parses every hooks
-/// file as YAML, so a trailing comma it tolerates converts too), or YAML.
+/// file as YAML, so a trailing comma it tolerates converts too), or YAML. A file for
+/// `webhook -template` is read too: see [`template::replace_actions`].
 fn parse(source: &str, format: Format) -> Result<Value, String> {
+    let rendered = template::replace_actions(source)?;
+    let source = rendered.as_str();
     let hint = if source.contains("{{") {
         "; if it is a Go template for `webhook -template`, render it first"
     } else {
@@ -223,23 +249,39 @@ fn check_with_hookrunner(hook: &Yaml) -> Vec<String> {
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// The adnanh/webhook hooks file: `.json`, `.yaml` or `.yml` (others are tried as JSON, then YAML).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// The adnanh/webhook hooks files: `.json`, `.yaml` or `.yml` (others are tried as JSON, then
+    /// YAML). Several (what `webhook -hooks` was given several times) make one config with all
+    /// their hooks.
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
 }
 
-/// Reads the file, prints the converted config to stdout and the notices to stderr. Exits 1 when
-/// the file cannot be read or converted, after printing every error as `FILE: hook `id`: ...`.
+/// Reads the files, prints the converted config to stdout and the notices to stderr. Exits 1
+/// when a file cannot be read or converted, after printing every error as `FILE: hook `id`: ...`.
 pub fn main(args: &ImportArgs) -> ExitCode {
-    let file = args.file.display().to_string();
-    let source = match std::fs::read_to_string(&args.file) {
-        Ok(source) => source,
-        Err(error) => {
-            eprintln!("{file}: cannot read the file: {error}");
-            return ExitCode::from(1);
+    let file = args
+        .files
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sources = Vec::new();
+    for path in &args.files {
+        match std::fs::read_to_string(path) {
+            Ok(source) => {
+                sources.push((path.display().to_string(), source, Format::from_path(path)))
+            }
+            Err(error) => {
+                eprintln!("{}: cannot read the file: {error}", path.display());
+                return ExitCode::from(1);
+            }
         }
-    };
-    match convert(&source, Format::from_path(&args.file)) {
+    }
+    let files: Vec<(&str, &str, Format)> = sources
+        .iter()
+        .map(|(name, source, format)| (name.as_str(), source.as_str(), *format))
+        .collect();
+    match convert_files(&files) {
         Ok(conversion) => {
             let text = format!(
                 "# Converted from {file} by `hookrunner import-webhook`.\n{}",

@@ -257,12 +257,7 @@ pub fn source(argument: &Located<'_>, report: &mut Report) -> Option<Source> {
             let name = needs_name(report)?;
             match name.to_ascii_lowercase().as_str() {
                 "method" => "request.method".to_string(),
-                "remote-addr" => {
-                    report.warn(format!(
-                        "`{name_at}`: adnanh gave the client's `IP:PORT`; hookrunner's `request.remote_ip` is the address alone, taken from a trusted proxy's header when `server.trusted_proxies` lists it"
-                    ));
-                    "request.remote_ip".to_string()
-                }
+                "remote-addr" => "request.remote_addr".to_string(),
                 _ => {
                     report.error(format!(
                         "`{name_at}`: adnanh's `request` source has `method` and `remote-addr`, not `{name}`"
@@ -323,13 +318,8 @@ fn token_reference(kind: &str, name: &str, at: &str, report: &mut Report) -> Opt
 /// adnanh also looks a dotted name up as one literal key first; hookrunner reads the path only, as
 /// payloads with dots inside keys are rare (write `payload["a.b"]` by hand for one).
 pub fn payload_reference(name: &str, at: &str, report: &mut Report) -> Option<String> {
+    // XML bodies read the same in both: `-name` is an attribute, `#text` an element's text.
     let mut segments: Vec<&str> = name.split('.').collect();
-    if let Some(xml) = segments.iter().find(|segment| segment.starts_with('#')) {
-        report.error(format!(
-            "`{at}`: `{xml}` names the text of an XML element; hookrunner reads JSON and form bodies only, not XML"
-        ));
-        return None;
-    }
     // adnanh wraps a JSON array payload in an object under `root`; hookrunner reads the array itself.
     if segments.len() > 1 && segments[0] == "root" && segments[1].parse::<usize>().is_ok() {
         report.warn(format!(

@@ -326,6 +326,31 @@ response: {mode: async}
 "#,
         ),
         (
+            "signatures inside `or` are any one of them",
+            r#"
+- id: either
+  execute-command: /bin/true
+  trigger-rule:
+    and:
+      - or:
+          - match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Hub-Signature-256}}
+          - match: {type: payload-hmac-sha256, secret: t, parameter: {source: header, name: X-Gitea-Signature}}
+          - match: {type: payload-hmac-sha1, secret: u, parameter: {source: header, name: X-Sig}}
+      - match: {type: value, value: push, parameter: {source: header, name: X-Event}}
+"#,
+            r#"
+id: either
+signature:
+  any:
+    - {github: {secret: env:EITHER_WEBHOOK_SECRET}}
+    - {gitea: {secret: env:EITHER_WEBHOOK_SECRET_2}}
+    - {hmac: {secret: env:EITHER_WEBHOOK_SECRET_3, header: X-Sig, algorithm: sha1, encoding: hex, prefix: ""}}
+when: {header.X-Event: push}
+run: {command: [/bin/true]}
+response: {mode: async}
+"#,
+        ),
+        (
             "environment variables take `envname`, or adnanh's `HOOK_<name>`",
             r#"
 - id: env
@@ -333,6 +358,8 @@ response: {mode: async}
   pass-environment-to-command:
     - {source: payload, name: action, envname: ACTION}
     - {source: payload, name: ref}
+    - {source: payload, name: head_commit.timestamp}
+    - {source: header, name: X-Request-Id}
     - {source: string, name: production, envname: MODE}
 "#,
             r#"
@@ -340,7 +367,7 @@ id: env
 signature: none
 run:
   command: [/bin/true]
-  env: {ACTION: "{{ payload.action }}", HOOK_ref: "{{ payload.ref }}", MODE: production}
+  env: {ACTION: "{{ payload.action }}", HOOK_ref: "{{ payload.ref }}", HOOK_head_commit.timestamp: "{{ payload.head_commit.timestamp }}", HOOK_X-Request-Id: "{{ header.X-Request-Id }}", MODE: production}
 response: {mode: async}
 "#,
         ),
@@ -474,7 +501,7 @@ run:
   command:
     - /bin/true
     - "{{ request.method }}"
-    - "{{ request.remote_ip }}"
+    - "{{ request.remote_addr }}"
     - "{{ body }}"
     - "{{ payload }}"
     - "{{ headers }}"
@@ -493,14 +520,16 @@ response: {mode: async}
     - {source: payload, name: commits.0.id}
     - {source: payload, name: "labels.app name"}
     - {source: payload, name: root.1.event}
+    - {source: payload, name: app.message.#text}
+    - {source: payload, name: app.-id}
 "#,
-            r#"
+            r##"
 id: paths
 signature: none
 run:
-  command: [/bin/true, "{{ payload.commits.0.id }}", "{{ payload.labels[\"app name\"] }}", "{{ payload.1.event }}"]
+  command: [/bin/true, "{{ payload.commits.0.id }}", "{{ payload.labels[\"app name\"] }}", "{{ payload.1.event }}", "{{ payload.app.message[\"#text\"] }}", "{{ payload.app.-id }}"]
 response: {mode: async}
-"#,
+"##,
         ),
         (
             "a relative command is found in an absolute working directory, as adnanh does",
@@ -566,7 +595,7 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  response-headers: [{name: X-A, vaule: b}]\n"), "`response-headers[0].vaule` is not a key adnanh/webhook reads in a header, did you mean `value`?"),
         (hook("  success-http-response-code: 302\n"), "`success-http-response-code`: hookrunner's `response.success_status` is a 2xx status, not 302"),
         (hook("  incoming-payload-content-type: text/csv\n"), "hook `h`: `incoming-payload-content-type`: hookrunner's `body_type` is `json` or `form`, so it cannot force `text/csv`"),
-        (hook("  pass-file-to-command: [{source: payload, name: binary.data}]\n"), "hook `h`: `pass-file-to-command[0]`: `HOOK_binary.data` is not a valid environment variable name in hookrunner"),
+        (hook("  pass-file-to-command: [{source: payload, name: binary.data}, {source: payload, name: x, envname: \"A=B\"}]\n"), "hook `h`: `pass-file-to-command[1]`: `A=B` cannot be an environment variable name"),
         (hook("  pass-file-to-command: [{source: payload, name: a, envname: HOOK_ID}]\n"), "`pass-file-to-command[0]`: `HOOK_ID` is set by hookrunner itself"),
         (hook("  pass-environment-to-command: [{source: payload, name: a}]\n  pass-file-to-command: [{source: payload, name: a}]\n"), "`pass-file-to-command[0]`: `HOOK_a` is passed twice"),
         (hook("  pass-file-to-command: [{source: payload, name: a, base64decode: maybe}]\n"), "`pass-file-to-command[0].base64decode` must be `true` or `false`"),
@@ -580,9 +609,8 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  pass-arguments-to-command: [{source: request, name: host}]\n"), "`pass-arguments-to-command[0].name`: adnanh's `request` source has `method` and `remote-addr`, not `host`"),
         (hook("  pass-arguments-to-command: [{source: header, name: X Bad}]\n"), "hookrunner cannot reference the header `X Bad`"),
         (hook("  pass-arguments-to-command: [{source: string, name: '{{ x }}'}]\n"), "`pass-arguments-to-command[0].name` contains `{{` or `}}`"),
-        (hook("  pass-arguments-to-command: [{source: payload, name: app.message.#text}]\n"), "`#text` names the text of an XML element"),
-        (hook("  pass-environment-to-command: [{source: payload, name: head_commit.id}]\n"), "`pass-environment-to-command[0]`: adnanh names this variable `HOOK_head_commit.id`, which is not a valid environment variable name in hookrunner; add an `envname`"),
-        (hook("  pass-environment-to-command: [{source: payload, name: a, envname: 1A}]\n"), "`pass-environment-to-command[0].envname`: `1A` is not a valid environment variable name"),
+        (hook("  pass-environment-to-command: [{source: payload, name: a=b}]\n"), "`pass-environment-to-command[0]`: adnanh names this variable `HOOK_a=b`, which cannot be an environment variable name (it holds `=`)"),
+        (hook("  pass-environment-to-command: [{source: payload, name: a, envname: A=B}]\n"), "`pass-environment-to-command[0].envname`: `A=B` cannot be an environment variable name"),
         (hook("  pass-environment-to-command: [{source: payload, name: ID}]\n"), "`HOOK_ID` is set by hookrunner itself"),
         (hook("  pass-environment-to-command: [{source: payload, name: a, envname: A}, {source: payload, name: b, envname: A}]\n"), "`pass-environment-to-command[1]`: `A` is passed twice"),
         (hook("  http-methods: [\"P OST\"]\n"), "`http-methods[0]`: `P OST` is not an HTTP method"),
@@ -595,8 +623,9 @@ fn each_error_names_the_hook_and_the_key() {
         (rule("match: {type: value, value: a, parameter: {source: string, name: a}}"), "compare two fixed strings"),
         (rule("match: {type: regex, regex: '(?=a)', parameter: {source: payload, name: a}}"), "`trigger-rule.match.regex`: hookrunner cannot compile the regex `(?=a)`"),
         (rule("match: {type: ip-whitelist, ip-range: not-an-ip}"), "`trigger-rule.match.ip-range`: `not-an-ip` is not an address or a CIDR range"),
-        (rule("or: [{match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Hub-Signature-256}}}]"), "`trigger-rule.or[0].match` checks a signature inside `or` or `not`"),
-        (rule("not: {match: {type: payload-hmac-sha1, secret: s, parameter: {source: header, name: X-Hub-Signature}}}"), "`trigger-rule.not.match` checks a signature inside `or` or `not`"),
+        (rule("or: [{match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Hub-Signature-256}}}, {match: {type: value, value: x, parameter: {source: header, name: X-A}}}]"), "`trigger-rule.or[0].match` checks a signature inside `not`, or inside an `or` that also holds other rules"),
+        (rule("not: {match: {type: payload-hmac-sha1, secret: s, parameter: {source: header, name: X-Hub-Signature}}}"), "`trigger-rule.not.match` checks a signature inside `not`"),
+        (rule("and: [{match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-A}}}, {or: [{match: {type: payload-hmac-sha256, secret: t, parameter: {source: header, name: X-B}}}]}]"), "`trigger-rule.and[1].or[0].match` is a second signature check (the first is `trigger-rule.and[0].match`)"),
         (rule("and: [{match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-A}}}, {match: {type: payload-hmac-sha256, secret: t, parameter: {source: header, name: X-B}}}]"), "`trigger-rule.and[1].match` is a second signature check (the first is `trigger-rule.and[0].match`)"),
         (rule("match: {type: payload-hmac-sha256, secret: s, parameter: {source: url, name: sig}}"), "`trigger-rule.match.parameter`: hookrunner reads a signature from a header only, not from `source: url`"),
         (rule("match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Sig, headers-to-add-to-signature-payload: [Date]}}"), "`trigger-rule.match.parameter.headers-to-add-to-signature-payload` has no hookrunner equivalent"),
@@ -608,7 +637,7 @@ fn each_error_names_the_hook_and_the_key() {
         (rule("{}"), "`trigger-rule` is an empty rule"),
         ("- execute-command: /bin/true\n".into(), "hook `hooks[0]`: the hook has no `id`"),
         ("- id: h\n".into(), "hook `h`: the hook has no `execute-command`"),
-        ("- id: a/b\n  execute-command: /bin/true\n".into(), "hook id `a/b` may only use letters"),
+        ("- id: a/../b\n  execute-command: /bin/true\n".into(), "hook id `a/../b` may only use letters"),
         ("- id: h\n  execute-command: /bin/a\n- id: h\n  execute-command: /bin/b\n".into(), "hook `h`: the id is used twice (by `hooks[0]` and `hooks[1]`)"),
         ("- just a string\n".into(), "hook `hooks[0]`: the hook must be an object of keys and values"),
         ("id: h\n".into(), "the file must be a list of hooks"),
@@ -626,14 +655,14 @@ fn each_error_names_the_hook_and_the_key() {
 
 #[test]
 fn every_error_of_a_file_is_reported_at_once() {
-    let source = "- id: a\n  execute-command: /bin/true\n  pre-hook-command: /bin/true\n  pass-file-to-command: [{source: payload, name: f.g}]\n- id: b\n  execute-command: /bin/true\n  response-headers: [{name: Content-Length, value: '1'}]\n";
+    let source = "- id: a\n  execute-command: /bin/true\n  pre-hook-command: /bin/true\n  pass-file-to-command: [{source: payload, name: f.g, envname: \"F=G\"}]\n- id: b\n  execute-command: /bin/true\n  response-headers: [{name: Content-Length, value: '1'}]\n";
     let errors = convert(source, Format::Yaml).expect_err("errors");
     let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(
         rendered,
         [
             "hook `a`: `pre-hook-command` has no hookrunner equivalent: hookrunner runs no command before a hook's rules",
-            "hook `a`: `pass-file-to-command[0]`: `HOOK_f.g` is not a valid environment variable name in hookrunner; add an `envname` (letters, digits and `_`) and use that name in the command",
+            "hook `a`: `pass-file-to-command[0]`: `F=G` cannot be an environment variable name (it is empty or holds `=`); add an `envname` and use that name in the command",
             "hook `b`: `response-headers[0]`: `Content-Length` is managed by the server for each answer; remove it",
         ]
     );
@@ -651,14 +680,6 @@ fn warnings_and_notes_say_what_changed() {
             "note: hook `h`: set `H_WEBHOOK_SECRET` to the secret at `trigger-rule.match.secret` in the original file",
         ),
         (
-            "- id: h\n  execute-command: /bin/true\n  trigger-rule:\n    match: {type: payload-hmac-sha256, secret: s, parameter: {source: header, name: X-Signature}}\n",
-            "warning: hook `h`: `trigger-rule.match`: adnanh took the `X-Signature` signature with or without a `sha256=` prefix",
-        ),
-        (
-            "- id: h\n  execute-command: /bin/true\n  pass-arguments-to-command: [{source: request, name: remote-addr}]\n",
-            "`pass-arguments-to-command[0].name`: adnanh gave the client's `IP:PORT`",
-        ),
-        (
             "- id: h\n  execute-command: /bin/true\n  pass-arguments-to-command: [{source: payload, name: root.0.id}]\n",
             "`root.0.id` is read as `payload.0.id`",
         ),
@@ -668,7 +689,7 @@ fn warnings_and_notes_say_what_changed() {
         ),
         (
             "- id: h\n  execute-command: /bin/true\n  parse-parameters-as-json: [{source: payload, name: payload}]\n",
-            "hookrunner reads JSON and form bodies only, not multipart or XML",
+            "hookrunner, which parses JSON held in a payload value when a reference reaches into it",
         ),
         (
             "- id: h\n  execute-command: /bin/true\n  pass-arguments-to-command: [{source: url, name: q}]\n",
@@ -827,4 +848,58 @@ fn yaml_merge_keys_are_applied() {
         document["hooks"][1]["run"]["workdir"].as_str(),
         Some("/srv")
     );
+}
+
+#[test]
+fn a_template_file_reads_getenv_as_env_secrets() {
+    let source = r#"[{"id": "t", "execute-command": "/bin/true", "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": "{{ getenv "T_SECRET" | js }}", "parameter": {"source": "header", "name": "X-Sig"}}}}]"#;
+    let conversion = convert(source, Format::Json).expect("converts");
+    assert!(
+        conversion.yaml.contains("secret: env:T_SECRET"),
+        "{}",
+        conversion.yaml
+    );
+    let elsewhere = r#"[{"id": "t", "execute-command": "{{ getenv "CMD" }}"}]"#;
+    let errors = render(&convert(elsewhere, Format::Json).expect_err("refused"));
+    assert!(
+        errors.contains("converts only as a whole secret"),
+        "{errors}"
+    );
+    let other = r#"[{"id": "t", "execute-command": "{{ cat "/etc/cmd" }}"}]"#;
+    let errors = render(&convert(other, Format::Json).expect_err("refused"));
+    assert!(errors.contains("uses `cat`"), "{errors}");
+}
+
+#[test]
+fn several_files_make_one_config_with_unique_ids() {
+    let first = "- id: a\n  execute-command: /bin/true\n";
+    let second = r#"[{"id": "b/c", "execute-command": "/bin/true"}]"#;
+    let conversion = convert_files(&[
+        ("one.yaml", first, Format::Yaml),
+        ("two.json", second, Format::Json),
+    ])
+    .expect("converts");
+    let document: Yaml = serde_yaml::from_str(&conversion.yaml).expect("YAML");
+    assert_eq!(document["hooks"][0]["id"], Yaml::from("a"));
+    assert_eq!(document["hooks"][1]["id"], Yaml::from("b/c"));
+
+    let errors = render(
+        &convert_files(&[
+            ("one.yaml", first, Format::Yaml),
+            ("two.yaml", first, Format::Yaml),
+        ])
+        .expect_err("a duplicate"),
+    );
+    assert!(
+        errors.contains("hook `a`: the id is used twice"),
+        "{errors}"
+    );
+    let errors = render(
+        &convert_files(&[
+            ("one.yaml", first, Format::Yaml),
+            ("two.json", "[", Format::Json),
+        ])
+        .expect_err("broken"),
+    );
+    assert!(errors.starts_with("two.json: invalid JSON"), "{errors}");
 }

@@ -12,7 +12,8 @@ use super::source::{self, looks_secret, Located, Report, Source, ARGUMENT_KEYS};
 
 /// The hook's `signature` and `when`, as far as the trigger rule gives them.
 pub struct Trigger {
-    pub signature: Option<Signature>,
+    /// None, one, or several of which any one must verify (checks that were all of an `or`).
+    pub signatures: Vec<Signature>,
     pub when: Option<Yaml>,
 }
 
@@ -75,16 +76,39 @@ pub fn convert(rule: &Located<'_>, report: &mut Report) -> Option<Trigger> {
     let mut conjuncts = Vec::new();
     flatten_all(rule, &mut conjuncts);
 
-    let mut signature: Option<Signature> = None;
+    let mut signatures: Vec<Signature> = Vec::new();
     let mut rest = Vec::new();
     for rule in conjuncts {
+        // An `or` of signature checks only is hookrunner's `signature: {any: [...]}`.
+        let rule = match rule {
+            Rule::Any(rules)
+                if !rules.is_empty() && rules.iter().all(|rule| matches!(rule, Rule::Check(_))) =>
+            {
+                let checks: Vec<Signature> = rules
+                    .into_iter()
+                    .filter_map(|rule| match rule {
+                        Rule::Check(check) => Some(check),
+                        _ => None,
+                    })
+                    .collect();
+                match signatures.first() {
+                    Some(first) => report.error(format!(
+                        "`{}` is a second signature check (the first is `{}`); hookrunner verifies one signature per hook",
+                        checks[0].rule_at, first.rule_at
+                    )),
+                    None => signatures = checks,
+                }
+                continue;
+            }
+            other => other,
+        };
         match rule {
-            Rule::Check(check) => match &signature {
+            Rule::Check(check) => match signatures.first() {
                 Some(first) => report.error(format!(
                     "`{}` is a second signature check (the first is `{}`); hookrunner verifies one signature per hook",
                     check.rule_at, first.rule_at
                 )),
-                None => signature = Some(check),
+                None => signatures.push(check),
             },
             other => {
                 refuse_nested_checks(&other, report);
@@ -92,7 +116,7 @@ pub fn convert(rule: &Located<'_>, report: &mut Report) -> Option<Trigger> {
             }
         }
     }
-    if signature.is_none() {
+    if signatures.is_empty() {
         let token = rest.iter().position(|rule| {
             matches!(
                 rule,
@@ -104,7 +128,7 @@ pub fn convert(rule: &Located<'_>, report: &mut Report) -> Option<Trigger> {
             )
         });
         if let Some(Rule::Leaf(leaf)) = token.map(|at| rest.remove(at)) {
-            signature = token_signature(leaf);
+            signatures.extend(token_signature(leaf));
         }
     }
     warn_about_plain_secrets(&rest, report);
@@ -119,7 +143,7 @@ pub fn convert(rule: &Located<'_>, report: &mut Report) -> Option<Trigger> {
             Yaml::Sequence(rest.into_iter().map(to_yaml).collect()),
         )),
     };
-    Some(Trigger { signature, when })
+    Some(Trigger { signatures, when })
 }
 
 fn parse_rule(node: &Located<'_>, report: &mut Report) -> Option<Rule> {
@@ -401,15 +425,9 @@ fn parse_signature(
             ("gitea", Vec::new())
         }
         (_, "x-hub-signature" | "x-hub-signature-256") => ("hmac", hmac(format!("{algorithm}="))),
-        _ => {
-            // adnanh strips an `sha256=`-style prefix when there is one; hookrunner's `hmac` expects
-            // exactly its `prefix`. Bare hex is what the senders of custom headers mostly send.
-            report.warn(format!(
-                "`{}`: adnanh took the `{header}` signature with or without a `{algorithm}=` prefix; hookrunner expects exactly its `prefix` (none here), so set `prefix: \"{algorithm}=\"` if the sender adds one",
-                node.path()
-            ));
-            ("hmac", hmac(String::new()))
-        }
+        // Like adnanh, hookrunner's `hmac` takes the signature with or without the algorithm's
+        // `sha256=`-style prefix, and a comma-separated list of them.
+        _ => ("hmac", hmac(String::new())),
     };
     Some(Rule::Check(Signature {
         provider,
@@ -486,7 +504,7 @@ fn refuse_nested_checks(rule: &Rule, report: &mut Report) {
         }
         Rule::Not(rule) => refuse_nested_checks(rule, report),
         Rule::Check(check) => report.error(format!(
-            "`{}` checks a signature inside `or` or `not`; hookrunner verifies the signature before any rule, so it converts only a check that must always pass (at the top of `trigger-rule` or inside `and`)",
+            "`{}` checks a signature inside `not`, or inside an `or` that also holds other rules; hookrunner verifies the signature before any rule, so it converts a check that must always pass (at the top of `trigger-rule` or inside `and`), or an `or` of signature checks only (as `signature: {{any: [...]}}`)",
             check.rule_at
         )),
         Rule::Leaf(_) => {}

@@ -12,6 +12,7 @@ pub fn bitbucket(secrets: Secrets) -> HmacScheme {
         algorithm: Algorithm::Sha256,
         encoding: Encoding::Hex,
         prefix: "sha256=".into(),
+        lenient: false,
         secrets,
         event_sources: &[IdSource::Header("X-Event-Key")],
         delivery_sources: &[IdSource::Header("X-Request-UUID")],

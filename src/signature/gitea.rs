@@ -16,6 +16,7 @@ pub fn gitea(secrets: Secrets) -> HmacScheme {
         algorithm: Algorithm::Sha256,
         encoding: Encoding::Hex,
         prefix: String::new(),
+        lenient: false,
         secrets,
         event_sources: &[
             IdSource::Header("X-Gitea-Event"),

@@ -2,11 +2,15 @@
 //! that sign the same way (Gitea, Bitbucket, Shopify) with their own header, encoding and prefix.
 
 use super::{
-    any_secret_signs, decode_base64, decode_hex, hmac_digest, malformed, mismatch, Algorithm,
-    Provider, SignatureError, SignedRequest,
+    any_secret_signs_one_of, decode_base64, decode_hex, hmac_digest, malformed, mismatch,
+    Algorithm, Provider, SignatureError, SignedRequest,
 };
 use crate::request::IdSource;
 use crate::secret::Secrets;
+
+/// How many comma-separated signatures a lenient header may list; the rest are not looked at, so
+/// a long header costs no more than this many HMAC comparisons.
+const MAX_LISTED: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -22,6 +26,10 @@ pub struct HmacScheme {
     pub algorithm: Algorithm,
     pub encoding: Encoding,
     pub prefix: String,
+    /// adnanh/webhook's leniency, for the user's `hmac` scheme only (providers keep their exact
+    /// format): the prefix (or the algorithm's own, `sha256=`) may be left out, and the header may
+    /// carry a comma-separated list of signatures, any one of which may match.
+    pub lenient: bool,
     pub secrets: Secrets,
     pub event_sources: &'static [IdSource],
     pub delivery_sources: &'static [IdSource],
@@ -42,10 +50,26 @@ impl HmacScheme {
             algorithm,
             encoding,
             prefix,
+            lenient: true,
             secrets,
             event_sources: &[],
             delivery_sources: &[],
         }
+    }
+
+    /// A lenient signature without the configured prefix or the algorithm's own (`sha256=`),
+    /// whichever it starts with.
+    fn without_prefix<'v>(&self, value: &'v str) -> &'v str {
+        let own = match self.algorithm {
+            Algorithm::Sha1 => "sha1=",
+            Algorithm::Sha256 => "sha256=",
+            Algorithm::Sha512 => "sha512=",
+        };
+        [self.prefix.as_str(), own]
+            .into_iter()
+            .filter(|prefix| !prefix.is_empty())
+            .find_map(|prefix| value.strip_prefix(prefix))
+            .unwrap_or(value)
     }
 
     fn encode(&self, digest: &[u8]) -> String {
@@ -82,16 +106,28 @@ impl Provider for HmacScheme {
             Encoding::Hex => format!("{}<hex>", self.prefix),
             Encoding::Base64 => format!("{}<base64>", self.prefix),
         };
-        let encoded = value
-            .strip_prefix(self.prefix.as_str())
-            .ok_or_else(|| malformed(header, &form))?;
         let length = self.algorithm.output_len();
-        let expected = match self.encoding {
+        let decode = |encoded: &str| match self.encoding {
             Encoding::Hex => decode_hex(encoded, length),
             Encoding::Base64 => decode_base64(encoded, length),
+        };
+        let candidates: Vec<Vec<u8>> = if self.lenient {
+            value
+                .split(',')
+                .take(MAX_LISTED)
+                .filter_map(|listed| decode(self.without_prefix(listed.trim())))
+                .collect()
+        } else {
+            value
+                .strip_prefix(self.prefix.as_str())
+                .and_then(decode)
+                .into_iter()
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Err(malformed(header, &form));
         }
-        .ok_or_else(|| malformed(header, &form))?;
-        if any_secret_signs(self.algorithm, &self.secrets, &[request.body], &expected) {
+        if any_secret_signs_one_of(self.algorithm, &self.secrets, &[request.body], &candidates) {
             Ok(())
         } else {
             Err(mismatch(header))
@@ -160,6 +196,42 @@ mod tests {
             (
                 scheme(Algorithm::Sha256, Encoding::Hex, "sha256="),
                 sha256_hex,
+                body,
+                "ok",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Hex, ""),
+                &format!("sha256={sha256_hex}"),
+                body,
+                "ok",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Hex, ""),
+                &format!("sha256=00, sha256={sha1_hex},{sha256_hex}"),
+                body,
+                "ok",
+            ),
+            (
+                scheme(Algorithm::Sha1, Encoding::Hex, "sha1="),
+                &format!("sha1={sha256_hex},sha1={sha1_hex}"),
+                body,
+                "ok",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Hex, "sha256="),
+                &format!("sha1={sha256_hex}"),
+                body,
+                "signature_invalid",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Hex, "sha256="),
+                &format!("{},{sha256_hex}", vec!["sha256=00"; 16].join(",")),
+                body,
+                "signature_invalid",
+            ),
+            (
+                scheme(Algorithm::Sha256, Encoding::Hex, "sha256="),
+                ",,,",
                 body,
                 "signature_invalid",
             ),

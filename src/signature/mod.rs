@@ -199,18 +199,50 @@ pub trait Provider: fmt::Debug + Send + Sync {
     }
 }
 
-/// A hook's signature requirement: a provider, or `none` on purpose.
+/// A hook's signature requirement: a provider, any one of several, or `none` on purpose.
 #[derive(Debug)]
 pub enum Signature {
     None,
     Provider(Box<dyn Provider>),
+    /// `signature: {any: [...]}`: the request passes when one of them verifies (adnanh/webhook's
+    /// signature checks inside `or`).
+    Any(Vec<Box<dyn Provider>>),
 }
 
 impl Signature {
-    pub fn verify(&self, request: &SignedRequest<'_>) -> Result<(), SignatureError> {
+    /// Verifies the request and returns the provider that accepted it (none for `none`), whose
+    /// event and delivery ids the request then carries.
+    ///
+    /// For `any`, every entry is checked, each in constant time, so the time taken does not tell
+    /// which one matched. When none does, the first entry's error that is not a missing header
+    /// is returned (a header missing for one entry only means the request is not of that kind),
+    /// or the first missing header when all are missing.
+    pub fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+    ) -> Result<Option<&dyn Provider>, SignatureError> {
         match self {
-            Signature::None => Ok(()),
-            Signature::Provider(provider) => provider.verify(request),
+            Signature::None => Ok(None),
+            Signature::Provider(provider) => {
+                provider.verify(request).map(|()| Some(provider.as_ref()))
+            }
+            Signature::Any(providers) => {
+                let results: Vec<Result<(), SignatureError>> = providers
+                    .iter()
+                    .map(|provider| provider.verify(request))
+                    .collect();
+                if let Some(at) = results.iter().position(Result::is_ok) {
+                    return Ok(Some(providers[at].as_ref()));
+                }
+                let errors: Vec<SignatureError> =
+                    results.into_iter().filter_map(Result::err).collect();
+                let chosen = errors
+                    .iter()
+                    .find(|error| !matches!(error, SignatureError::Missing(_)))
+                    .or(errors.first())
+                    .cloned();
+                Err(chosen.unwrap_or_else(none_accepted))
+            }
         }
     }
 
@@ -218,30 +250,26 @@ impl Signature {
         match self {
             Signature::None => "none",
             Signature::Provider(provider) => provider.name(),
+            Signature::Any(_) => "any",
         }
     }
 
-    pub fn event_sources(&self) -> &'static [IdSource] {
-        match self {
-            Signature::None => &[],
-            Signature::Provider(provider) => provider.event_sources(),
-        }
-    }
-
-    pub fn delivery_sources(&self) -> &'static [IdSource] {
-        match self {
-            Signature::None => &[],
-            Signature::Provider(provider) => provider.delivery_sources(),
-        }
-    }
-
-    /// See [`Provider::replay_key`].
+    /// See [`Provider::replay_key`]; for `any`, the key of the entry that verifies the request.
     pub fn replay_key(&self, request: &SignedRequest<'_>) -> Option<String> {
         match self {
             Signature::None => None,
             Signature::Provider(provider) => provider.replay_key(request),
+            Signature::Any(_) => match self.verify(request) {
+                Ok(Some(provider)) => provider.replay_key(request),
+                _ => None,
+            },
         }
     }
+}
+
+/// The error of an `any` with no entries, which the config never builds.
+fn none_accepted() -> SignatureError {
+    SignatureError::Missing("the request carries none of the signatures this hook accepts".into())
 }
 
 /// The replay key of a signed request: `signed:` and the SHA-256 of the signed parts, in hex.
@@ -463,5 +491,58 @@ pub(crate) mod test_support {
             Ok(()) => "ok",
             Err(error) => error.code(),
         }
+    }
+}
+
+#[cfg(test)]
+mod any_tests {
+    use super::test_support::secrets;
+    use super::*;
+
+    fn check(signature: &Signature, headers: &[(String, String)], body: &str) -> String {
+        let headers = Headers::new(headers.iter().cloned());
+        let request = SignedRequest {
+            headers: &headers,
+            query: &[],
+            body: body.as_bytes(),
+            now: 1_700_000_000,
+        };
+        match signature.verify(&request) {
+            Ok(provider) => format!("ok {}", provider.map_or("none", |p| p.name())),
+            Err(error) => error.code().to_string(),
+        }
+    }
+
+    #[test]
+    fn any_passes_when_one_entry_verifies_and_names_the_first_real_failure() {
+        let github = || {
+            Box::new(Github {
+                secrets: secrets(&["gh"]),
+                allow_sha1: false,
+            })
+        };
+        let gitea = || Box::new(gitea::gitea(secrets(&["gt"])));
+        let any = Signature::Any(vec![github(), gitea()]);
+        let body = "{}";
+        let github_signed = github().sign(body.as_bytes(), "", 0);
+        let gitea_signed = gitea().sign(body.as_bytes(), "", 0);
+        let wrong_gitea = gitea::gitea(secrets(&["nope"])).sign(body.as_bytes(), "", 0);
+        let both: Vec<_> = github_signed.iter().chain(&wrong_gitea).cloned().collect();
+        let cases: &[(&[(String, String)], &str)] = &[
+            (&github_signed, "ok github"),
+            (&gitea_signed, "ok gitea"),
+            (&both, "ok github"),
+            (&[], "signature_missing"),
+            (&wrong_gitea, "signature_invalid"),
+            (
+                &[("X-Hub-Signature-256".to_string(), "sha256=00".to_string())],
+                "signature_invalid",
+            ),
+        ];
+        for (headers, expected) in cases {
+            assert_eq!(check(&any, headers, body), *expected, "{headers:?}");
+        }
+        assert_eq!(check(&any, &github_signed, "{ }"), "signature_invalid");
+        assert_eq!(check(&Signature::None, &[], body), "ok none");
     }
 }

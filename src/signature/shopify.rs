@@ -12,6 +12,7 @@ pub fn shopify(secrets: Secrets) -> HmacScheme {
         algorithm: Algorithm::Sha256,
         encoding: Encoding::Base64,
         prefix: String::new(),
+        lenient: false,
         secrets,
         event_sources: &[IdSource::Header("X-Shopify-Topic")],
         delivery_sources: &[IdSource::Header("X-Shopify-Webhook-Id")],

@@ -7,6 +7,7 @@ mod check;
 mod client_address;
 mod cluster_settings;
 mod commands;
+mod compat;
 mod config_file;
 mod empty_body;
 mod helpers;

@@ -343,3 +343,44 @@ async fn watch_reloads_when_the_file_is_replaced() {
     write_hooks(dir.path(), &format!("{HOOK_A}{HOOK_B}"));
     eventually_status(&format!("{base}/hooks/b"), reqwest::Method::POST, 200).await;
 }
+
+/// Writes `hooks` as the included file `hooks.d/extra.yaml`, replaced the way editors do.
+fn write_included(dir: &Path, hooks: &str) {
+    let folder = dir.join("hooks.d");
+    std::fs::create_dir_all(&folder).unwrap();
+    let temporary = folder.join(".extra.yaml.tmp");
+    std::fs::write(&temporary, format!("hooks:\n{hooks}")).unwrap();
+    std::fs::rename(&temporary, folder.join("extra.yaml")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_included_files_hooks_are_served_and_reloaded_on_sighup_and_watch() {
+    for extra in [&[][..], &["--watch"][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        write_included(dir.path(), HOOK_B);
+        std::fs::write(
+            dir.path().join("hooks.yaml"),
+            "include: [\"hooks.d/*.yaml\"]\nhooks: []\n",
+        )
+        .unwrap();
+        let (server, base) = serve_binary(&dir.path().join("hooks.yaml"), &[], extra, |_| {}).await;
+        assert_eq!(
+            status_of(&format!("{base}/hooks/b"), reqwest::Method::POST).await,
+            200,
+            "{extra:?}"
+        );
+        write_included(
+            dir.path(),
+            "  - id: team/c\n    signature: none\n    run: {command: [\"true\"]}\n",
+        );
+        if extra.is_empty() {
+            server.signal(Signal::SIGHUP);
+        }
+        eventually_status(&format!("{base}/hooks/team/c"), reqwest::Method::POST, 200).await;
+        assert_eq!(
+            status_of(&format!("{base}/hooks/b"), reqwest::Method::POST).await,
+            404,
+            "{extra:?}"
+        );
+    }
+}
