@@ -2,20 +2,14 @@
 //! claims, notifications and output rows as the engine uses them.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hookrunner::config::{Concurrency, RunOn};
 use hookrunner::engine::{Engine, Submission, Submitted};
 use hookrunner::job::{JobId, Status};
-use hookrunner::metrics::Metrics;
 use hookrunner::runner::Program;
 
 use crate::helpers::*;
-
-async fn engine(url: &str, name: &str) -> Engine {
-    Engine::new(instance(url, name).await, Arc::new(Metrics::new()), 4, 1000)
-}
 
 /// Submits an `async` job of `hook` running `shell` in `dir`, with `HOOK_N=n`.
 async fn submit(

@@ -58,6 +58,18 @@ pub async fn instance(url: &str, name: &str) -> Store {
         .unwrap_or_else(|error| panic!("cannot open `{name}`: {error:?}"))
 }
 
+/// An engine for instance `name` (4 jobs at a time), its run files in this process's temp dir.
+pub async fn engine(url: &str, name: &str) -> hookrunner::engine::Engine {
+    let files = std::env::temp_dir().join(format!("hookrunner-pg-files-{}", std::process::id()));
+    hookrunner::engine::Engine::new(
+        instance(url, name).await,
+        std::sync::Arc::new(hookrunner::metrics::Metrics::new()),
+        4,
+        1000,
+        files,
+    )
+}
+
 pub fn command(durable: bool) -> JobCommand {
     JobCommand {
         program: Program::Argv(vec!["true".into()]),
@@ -71,6 +83,7 @@ pub fn command(durable: bool) -> JobCommand {
         keep_background: false,
         run_after_restart: durable,
         retry: None,
+        files: Vec::new(),
     }
 }
 

@@ -1,21 +1,15 @@
 //! Retries across instances: a job's next attempt, scheduled by the instance that ran the first,
 //! is claimed by another when it is due, and its log keeps both attempts.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hookrunner::command::RetryPlan;
 use hookrunner::config::{Concurrency, RunOn};
-use hookrunner::engine::{Engine, Submission, Submitted};
+use hookrunner::engine::{Submission, Submitted};
 use hookrunner::job::{now_ms, JobId, Status};
-use hookrunner::metrics::Metrics;
 use hookrunner::runner::Program;
 
 use crate::helpers::*;
-
-async fn engine(url: &str, name: &str) -> Engine {
-    Engine::new(instance(url, name).await, Arc::new(Metrics::new()), 4, 1000)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_scheduled_on_one_instance_runs_on_another_when_due() {
