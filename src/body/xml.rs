@@ -3,8 +3,9 @@
 //! when it has nothing else), attributes are `-name`, text beside children or attributes is
 //! `#text`, and a repeated element is an array. Values stay text.
 //!
-//! Hostile bodies are bounded: nesting stops at [`MAX_DEPTH`], an element may carry at most
-//! [`MAX_ATTRIBUTES`], and no entity is ever expanded (a document type is skipped; only XML's
+//! Hostile bodies are bounded: nesting stops at [`MAX_DEPTH`], a body holds at most
+//! [`MAX_ELEMENTS`] elements (each costs far more as a JSON value than as text), an element may
+//! carry at most [`MAX_ATTRIBUTES`], and no entity is ever expanded (a document type is skipped; only XML's
 //! five named entities and character references are read, any other is an error).
 
 use quick_xml::events::{BytesStart, Event};
@@ -14,6 +15,9 @@ use serde_json::{Map, Value};
 
 /// How deep elements may nest; no webhook sends anything near it.
 pub const MAX_DEPTH: usize = 64;
+
+/// How many elements one body may hold.
+pub const MAX_ELEMENTS: usize = 100_000;
 
 /// How many attributes one element may carry.
 pub const MAX_ATTRIBUTES: usize = 256;
@@ -31,10 +35,19 @@ pub fn parse(body: &[u8]) -> Result<Value, String> {
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Open> = Vec::new();
     let mut root: Option<Value> = None;
+    let mut elements = 0usize;
     loop {
         let event = reader
             .read_event()
             .map_err(|error| format!("the body is not well-formed XML: {error}"))?;
+        if matches!(event, Event::Start(_) | Event::Empty(_)) {
+            elements += 1;
+            if elements > MAX_ELEMENTS {
+                return Err(format!(
+                    "the XML body holds more than {MAX_ELEMENTS} elements"
+                ));
+            }
+        }
         match event {
             Event::Start(start) => {
                 if root.is_some() {
@@ -243,5 +256,14 @@ mod tests {
         let external = r#"<!DOCTYPE a [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><a>&xxe;</a>"#;
         check(external, Err("the entity `&xxe;`"));
         check("<a b='&xxe;'/>", Err("the attribute `-b` uses an entity"));
+    }
+
+    #[test]
+    fn a_body_of_too_many_elements_is_refused() {
+        let many = format!("<a>{}</a>", "<b/>".repeat(MAX_ELEMENTS));
+        let error = parse(many.as_bytes()).expect_err("over the element bound");
+        assert!(error.contains("more than 100000 elements"), "{error}");
+        let fine = format!("<a>{}</a>", "<b/>".repeat(MAX_ELEMENTS - 1));
+        assert!(parse(fine.as_bytes()).is_ok());
     }
 }

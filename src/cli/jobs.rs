@@ -60,10 +60,14 @@ pub enum JobsCommand {
     },
     /// Show one job, a field per line.
     #[command(after_help = EXIT_CODES)]
-    Show { id: String },
+    Show {
+        #[arg(value_parser = job_id)]
+        id: String,
+    },
     /// Print a job's output as it is; with `--follow`, as it comes until the job ends.
     #[command(after_help = EXIT_CODES)]
     Log {
+        #[arg(value_parser = job_id)]
         id: String,
         /// Keep printing the output as the job writes it, until the job ends.
         #[arg(long)]
@@ -71,16 +75,28 @@ pub enum JobsCommand {
     },
     /// Cancel a job: drop it if queued, terminate its process group if running (admin token).
     #[command(after_help = EXIT_CODES)]
-    Cancel { id: String },
+    Cancel {
+        #[arg(value_parser = job_id)]
+        id: String,
+    },
     /// Run an `async` job's command again, as a new job (admin token).
     #[command(after_help = EXIT_CODES)]
-    Rerun { id: String },
+    Rerun {
+        #[arg(value_parser = job_id)]
+        id: String,
+    },
     /// Approve a job that waits for approval, so that it runs (admin token).
     #[command(after_help = EXIT_CODES)]
-    Approve { id: String },
+    Approve {
+        #[arg(value_parser = job_id)]
+        id: String,
+    },
     /// Reject a job that waits for approval; it ends `rejected` and never runs (admin token).
     #[command(after_help = EXIT_CODES)]
-    Reject { id: String },
+    Reject {
+        #[arg(value_parser = job_id)]
+        id: String,
+    },
 }
 
 pub fn jobs(args: &JobsArgs) -> ExitCode {
@@ -154,8 +170,18 @@ async fn run(api: &Api, args: &JobsArgs) -> Result<(), Failure> {
 }
 
 /// `jobs/{id}{rest}`, the id escaped so that it stays one path segment.
+/// A job id as the command line gives it: 32 hex digits, as the server makes them.
+fn job_id(text: &str) -> Result<String, String> {
+    crate::job::JobId::parse(text)
+        .map(|id| id.to_string())
+        .ok_or_else(|| {
+            format!("`{text}` is not a job id (32 hex digits, such as the `job_id` of an answer)")
+        })
+}
+
+/// The path of job `id`'s route; `id` was checked to be a job id (so it cannot climb out of
+/// `jobs/` with `..`), by [`job_id`].
 fn job_path(id: &str, rest: &str) -> String {
-    let id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
     format!("jobs/{id}{rest}")
 }
 

@@ -63,6 +63,11 @@ pub fn valid_instance(name: &str) -> Result<(), String> {
             bad.escape_debug()
         ));
     }
+    if name.chars().all(|c| c == '.') {
+        return Err(format!(
+            "the instance name `{name}` is only dots, which names a folder's parent or itself; use {RULE}"
+        ));
+    }
     if name.len() > MAX_INSTANCE_LEN {
         return Err(format!(
             "the instance name is {} characters long; use {RULE}",

@@ -37,6 +37,10 @@ pub fn decode(
             Some(format!(
                 "`{name}` is set by hookrunner itself; choose another name"
             ))
+        } else if ["PATH", "HOME", "LANG", "TZ"].contains(&name.as_str()) {
+            Some(format!(
+                "`{name}` is the command's own `{name}`, from the server's environment; choose another name"
+            ))
         } else if env.is_some_and(|env| env.iter().any(|(set, _)| *set == name)) {
             Some(format!(
                 "`{name}` is also in `run.env`; a variable holds either a value or a file's path, so rename one"
@@ -157,6 +161,11 @@ mod tests {
                 "unknown reference `nope`",
             ),
             ("        F: [x]\n", "a file's `value` must be text"),
+            (
+                "        \"BASH_FUNC_git%%\": {value: x}\n",
+                "would define a bash function",
+            ),
+            ("        PATH: {value: x}\n", "is the command's own `PATH`"),
         ];
         for (files, expected) in cases {
             let rendered = load(files).expect_err(files);

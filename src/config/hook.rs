@@ -504,6 +504,14 @@ pub(super) fn env_name_ok(decoder: &mut Decoder<'_>, name: &str, path: &YamlPath
         );
         return false;
     }
+    if name.starts_with("BASH_FUNC_") {
+        decoder.error(
+            path,
+            Part::Key,
+            format!("`{name}` would define a bash function in every bash the command starts, with request text as its code; choose another name"),
+        );
+        return false;
+    }
     if let Some(suggestion) = shell_env_name(name) {
         decoder.warning(
             path,

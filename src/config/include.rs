@@ -16,13 +16,16 @@ use super::diagnostic::{Diagnostic, Severity};
 use super::source_map::{Part, YamlPath};
 use super::{decode_file, hook, when, Hook, ServerSettings};
 
-/// The files the `include` patterns match, sorted and each once, and the patterns as written.
-/// A pattern that matches nothing is a warning: a folder of hooks may be empty for a while.
+/// The files the `include` patterns match, sorted and each once, and the patterns as written;
+/// never the main config file `main` itself (`*.yaml` beside it). A pattern that matches nothing
+/// is a warning: a folder of hooks may be empty for a while.
 pub fn expand(
     decoder: &mut Decoder<'_>,
     value: &Value,
     path: &YamlPath,
+    main: &Path,
 ) -> Option<(Vec<PathBuf>, Vec<String>)> {
+    let main = std::fs::canonicalize(main).ok();
     let patterns = decoder.string_list(value, path)?;
     let mut files = BTreeSet::new();
     let mut valid = true;
@@ -44,7 +47,9 @@ pub fn expand(
             continue;
         };
         let before = files.len();
-        files.extend(matched.filter_map(Result::ok).filter(|file| file.is_file()));
+        files.extend(matched.filter_map(Result::ok).filter(|file| {
+            file.is_file() && (main.is_none() || std::fs::canonicalize(file).ok() != main)
+        }));
         if files.len() == before {
             decoder.warning(&at, Part::Value, format!("`{pattern}` matches no file"));
         }

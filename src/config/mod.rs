@@ -433,7 +433,7 @@ fn decode_document(
             .flatten()
             .map(|hook| (hook.id.clone(), file_name.clone()))
             .collect();
-        let (found, written) = include::expand(decoder, value, &path)?;
+        let (found, written) = include::expand(decoder, value, &path, file)?;
         patterns = written;
         for included_file in found {
             match include::load(&included_file, &server, &mut seen, decoder.lookup_env) {

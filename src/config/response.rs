@@ -33,6 +33,10 @@ const MANAGED_HEADERS: &[&str] = &[
     "upgrade",
     "content-length",
     "content-encoding",
+    // hookrunner's own: a 503's `Retry-After`, a stream's `X-Accel-Buffering`, the request id.
+    "retry-after",
+    "x-accel-buffering",
+    "x-request-id",
 ];
 
 const MESSAGE_TYPE: &str = "text/plain; charset=utf-8";
@@ -301,6 +305,10 @@ mod tests {
             (
                 "      headers: {Content-Length: 3}\n",
                 "`Content-Length` is managed by the server",
+            ),
+            (
+                "      headers: {Retry-After: 5}\n",
+                "`Retry-After` is managed by the server",
             ),
             (
                 "      headers: {Transfer-Encoding: chunked}\n",

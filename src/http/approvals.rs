@@ -7,7 +7,7 @@ use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::jobs::{job_not_found, require_admin, store_error};
+use super::jobs::{job_and_hook, job_not_found, require_admin, store_error};
 use super::{ApiError, AppState};
 use crate::job::{now_ms, Job, JobId, JobView};
 use crate::store::{Approval, Decided};
@@ -36,24 +36,7 @@ pub async fn reject_job(
 
 /// Approves job `id` (for the API and the web page, which check who asks): the job, now queued.
 pub async fn approve(state: &AppState, id: &JobId) -> Result<Job, ApiError> {
-    let job = state
-        .engine
-        .store()
-        .get(id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(job_not_found)?;
-    let config = state.config();
-    let Some(hook) = config.hook(&job.hook) else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "hook_not_found",
-            format!(
-                "job `{id}` is for hook `{}`, which is no longer in the config; put the hook back to approve the job, or reject it",
-                job.hook
-            ),
-        ));
-    };
+    let (job, hook) = job_and_hook(state, id, "approve the job, or reject it").await?;
     match state
         .engine
         .approve(id, hook.concurrency)

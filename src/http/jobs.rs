@@ -89,6 +89,33 @@ pub async fn get_job(
         .json(JobView::of(&job, include_output, now_ms()).with_notifications(notifications)))
 }
 
+/// Job `id` and its hook as the config has it now, for an action that needs both; `to` says
+/// what a hook gone from the config stops (`re-run the job`).
+pub(super) async fn job_and_hook(
+    state: &AppState,
+    id: &JobId,
+    to: &str,
+) -> Result<(Job, std::sync::Arc<crate::config::Hook>), ApiError> {
+    let job = state
+        .engine
+        .store()
+        .get(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(job_not_found)?;
+    let Some(hook) = state.config().hook(&job.hook).cloned() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "hook_not_found",
+            format!(
+                "job `{id}` is for hook `{}`, which is no longer in the config; put the hook back to {to}",
+                job.hook
+            ),
+        ));
+    };
+    Ok((job, hook))
+}
+
 /// Whether a job may have notifications to read: they are made at its end, and at the start of
 /// its wait for approval, so a running or queued job of a hook without `approval` has none.
 pub fn may_have_notifications(job: &Job, config: &Config) -> bool {

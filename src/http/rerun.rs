@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::jobs::{job_not_found, require_admin, store_error};
+use super::jobs::{job_and_hook, job_not_found, require_admin, store_error};
 use super::{ApiError, AppState};
 use crate::command::RetryPlan;
 use crate::config::RunOn;
@@ -34,22 +34,7 @@ pub async fn rerun_job(
 pub async fn rerun(state: &AppState, old: &JobId) -> Result<Job, ApiError> {
     let old = old.clone();
     let store = state.engine.store();
-    let job = store
-        .get(&old)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(job_not_found)?;
-    let config = state.config();
-    let Some(hook) = config.hook(&job.hook) else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "hook_not_found",
-            format!(
-                "job `{old}` ran hook `{}`, which is no longer in the config; put the hook back to re-run it",
-                job.hook
-            ),
-        ));
-    };
+    let (job, hook) = job_and_hook(state, &old, "re-run the job").await?;
     let Some(command) = store.command(&old).await.map_err(store_error)? else {
         // A `wait` or `stream` job's command is never written to the store.
         return Err(ApiError::new(

@@ -32,8 +32,9 @@ impl JobFiles {
         // `create` fails if the folder exists: nobody else's folder is ever reused.
         DirBuilder::new().mode(0o700).create(&folder)?;
         written.folder = Some(folder.clone());
-        for (name, content) in files {
-            let path = folder.join(name);
+        // Named by their place, not by their variable: a variable's name never becomes a path.
+        for (index, (name, content)) in files.iter().enumerate() {
+            let path = folder.join(format!("file-{index}"));
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -64,21 +65,23 @@ impl Drop for JobFiles {
 }
 
 /// Removes what a crash left in `root`: folders of runs that never got to clean up. Called at
-/// start, before any job runs.
+/// start, before any job runs. A folder that cannot be removed (a command left something there
+/// it cannot be taken from) is said in the log and left: it does not keep the server from
+/// starting.
 pub fn remove_leftovers(root: &Path) -> io::Result<()> {
-    match std::fs::read_dir(root) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(error),
-        Ok(entries) => {
-            for entry in entries {
-                let entry = entry?;
-                if entry.file_name().to_string_lossy().starts_with("job-") {
-                    std::fs::remove_dir_all(entry.path())?;
-                }
+    let entries = match std::fs::read_dir(root) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with("job-") {
+            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(folder = %entry.path().display(), %error, "cannot remove the files a crashed run left");
             }
-            Ok(())
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -110,6 +113,24 @@ mod tests {
         let none = JobFiles::write(&root.path().join("unused"), &[]).unwrap();
         assert_eq!(none.variables().count(), 0);
         assert!(!root.path().join("unused").exists(), "no files, no folder");
+    }
+
+    #[test]
+    fn a_variables_name_never_becomes_a_path() {
+        let root = tempfile::tempdir().unwrap();
+        let inside = root.path().join("files");
+        let names = ["../../escaped", "/tmp/absolute", "a/b"];
+        let files: Vec<(String, Bytes)> = names
+            .iter()
+            .map(|name| (name.to_string(), Bytes::from_static(b"x")))
+            .collect();
+        let written = JobFiles::write(&inside, &files).unwrap();
+        for (name, path) in written.variables() {
+            let path = PathBuf::from(path);
+            assert!(path.starts_with(&inside), "{name}: {}", path.display());
+            assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        }
+        assert!(!root.path().join("escaped").exists());
     }
 
     #[test]

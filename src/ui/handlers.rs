@@ -17,8 +17,8 @@ use super::pages::{self, HookRow, InstanceRow, JobPage, JobRow, JobsPage};
 use super::set_cookie;
 use crate::config::{Hook, ResponseMode};
 use crate::engine::Cancelled;
-use crate::http::{came_over_https, ApiError, AppState, ClientInfo};
-use crate::job::{now_ms, Job, JobId, JobView, Status};
+use crate::http::{came_over_https, AppState, ClientInfo};
+use crate::job::{now_ms, JobId, JobView, Status};
 use crate::runner::Program;
 use crate::signature::tokens_equal;
 use crate::store::{ListQuery, StoreError};
@@ -367,48 +367,26 @@ fn job_action(
     JobId::parse(id).ok_or_else(|| Box::new(job_not_found()))
 }
 
-/// Re-runs a job through the same path as `POST /jobs/{id}/rerun`, then shows the new job.
-pub async fn rerun(
+/// Re-runs, approves or rejects a job through the API's own path (`POST /jobs/{id}/rerun`,
+/// `/approve`, `/reject`), then shows the job (a re-run's new one), or why it cannot be done, in
+/// the API's words.
+pub async fn act(
     state: web::Data<AppState>,
     request: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    match job_action(&state, &request, &body, &id) {
-        Ok(id) => shown(crate::http::rerun(&state, &id).await, "re-run"),
-        Err(refused) => *refused,
-    }
-}
-
-/// Approves a job that waits for approval, as `POST /jobs/{id}/approve` does, then shows it.
-pub async fn approve(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    match job_action(&state, &request, &body, &id) {
-        Ok(id) => shown(crate::http::approve(&state, &id).await, "approved"),
-        Err(refused) => *refused,
-    }
-}
-
-/// Rejects a job that waits for approval, as `POST /jobs/{id}/reject` does, then shows it.
-pub async fn reject(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    match job_action(&state, &request, &body, &id) {
-        Ok(id) => shown(crate::http::reject(&state, &id).await, "rejected"),
-        Err(refused) => *refused,
-    }
-}
-
-/// After an action the API's path answered: the job it gives (a re-run's new one), or why the
-/// job cannot be `done`, in the API's words.
-fn shown(result: Result<Job, ApiError>, done: &str) -> HttpResponse {
+    let (id, verb) = path.into_inner();
+    let id = match job_action(&state, &request, &body, &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
+    let (result, done) = match verb.as_str() {
+        "rerun" => (crate::http::rerun(&state, &id).await, "re-run"),
+        "approve" => (crate::http::approve(&state, &id).await, "approved"),
+        "reject" => (crate::http::reject(&state, &id).await, "rejected"),
+        _ => return not_found().await,
+    };
     match result {
         Ok(job) => see_other(&format!("/ui/jobs/{}", job.id)),
         Err(error) => page(

@@ -55,9 +55,10 @@ pub fn scope() -> impl HttpServiceFactory {
         .route("/jobs/{id}", web::get().to(handlers::job))
         .route("/jobs/{id}/log/events", web::get().to(live::log_events))
         .route("/jobs/{id}/cancel", web::post().to(handlers::cancel))
-        .route("/jobs/{id}/rerun", web::post().to(handlers::rerun))
-        .route("/jobs/{id}/approve", web::post().to(handlers::approve))
-        .route("/jobs/{id}/reject", web::post().to(handlers::reject))
+        .route(
+            "/jobs/{id}/{verb:rerun|approve|reject}",
+            web::post().to(handlers::act),
+        )
         .route("/assets/{name}", web::get().to(asset))
         .default_service(web::to(handlers::not_found))
 }

@@ -355,7 +355,7 @@ async fn no_server_is_exit_4_naming_the_address_without_its_password() {
     let socket = run(hookrunner(
         "unix:/nonexistent/hookrunner.sock",
         None,
-        &["show", "x"],
+        &["show", "0123456789abcdef0123456789abcdef"],
     ))
     .await;
     assert_eq!(socket.status.code(), Some(4));
@@ -367,6 +367,14 @@ async fn no_server_is_exit_4_naming_the_address_without_its_password() {
 
     let usage = run(hookrunner("ftp://example.com", None, &["list"])).await;
     assert_eq!(usage.status.code(), Some(2));
+    // A job id is checked before it goes into a path: `..` cannot climb out of `jobs/`.
+    let climbing = run(hookrunner(&url, Some(TOKEN), &["cancel", "../instances"])).await;
+    assert_eq!(climbing.status.code(), Some(2), "{}", stderr(&climbing));
+    assert!(
+        stderr(&climbing).contains("is not a job id"),
+        "{}",
+        stderr(&climbing)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
