@@ -12,25 +12,19 @@ use super::{ApiError, AppState};
 use crate::job::{now_ms, Job, JobId, JobView};
 use crate::store::{Approval, Decided};
 
-pub async fn approve_job(
+/// `POST /jobs/{id}/approve` or `/reject`: 200 with the job as the decision left it.
+pub async fn decide_job(
     state: web::Data<AppState>,
     request: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &request)?;
+    let (id, decision) = path.into_inner();
     let id = JobId::parse(&id).ok_or_else(job_not_found)?;
-    let job = approve(&state, &id).await?;
-    Ok(HttpResponse::Ok().json(JobView::of(&job, false, now_ms())))
-}
-
-pub async fn reject_job(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &request)?;
-    let id = JobId::parse(&id).ok_or_else(job_not_found)?;
-    let job = reject(&state, &id).await?;
+    let job = match decision.as_str() {
+        "approve" => approve(&state, &id).await?,
+        _ => reject(&state, &id).await?,
+    };
     Ok(HttpResponse::Ok().json(JobView::of(&job, false, now_ms())))
 }
 

@@ -97,13 +97,8 @@ pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
                     "POST",
                 ))
                 .service(only(
-                    "/{id}/approve",
-                    web::post().to(approvals::approve_job),
-                    "POST",
-                ))
-                .service(only(
-                    "/{id}/reject",
-                    web::post().to(approvals::reject_job),
+                    "/{id}/{decision:approve|reject}",
+                    web::post().to(approvals::decide_job),
                     "POST",
                 )),
         )
