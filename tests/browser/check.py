@@ -38,7 +38,7 @@ from harness import HOOKRUNNER, ROOT, Results, Server, http  # noqa: E402
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -220,11 +220,23 @@ class Run:
             raise AssertionError(f"{error} (it is at {self.path()})") from None
 
     def log_text(self) -> str:
-        return self.css(LOG).text
+        """The log the job page shows, read again should the page be replaced meanwhile."""
+        for attempt in range(3):
+            try:
+                return self.css(LOG).text
+            except StaleElementReferenceException:
+                if attempt == 2:
+                    raise
+        return ""
 
     def page_status(self) -> str:
-        cells = self.driver.find_elements(By.XPATH, STATUS_CELL)
-        return cells[0].text.strip() if cells else ""
+        """The status the job page shows; empty while the page is being replaced (a live page
+        loads itself again when its job ends)."""
+        try:
+            cells = self.driver.find_elements(By.XPATH, STATUS_CELL)
+            return cells[0].text.strip() if cells else ""
+        except StaleElementReferenceException:
+            return ""
 
     def wait_for_page_status(self, wanted: str) -> None:
         """Waits until the job page shows `wanted`, reloading it while it does not (so this works
@@ -243,13 +255,20 @@ class Run:
         except AssertionError as error:
             raise AssertionError(f"{error} (it shows `{seen[0]}`)") from None
 
-    def submit_and_confirm(self, button: WebElement, question: Optional[str]) -> None:
-        """Clicks a form's submit `button`, accepts the confirm dialog it opens and waits for the
-        page the post leads to. When `question` is given the dialog must ask it; when it is None a
-        dialog is accepted if one opens."""
-        # A mark on this page: gone once the browser shows the answer to the post.
-        self.driver.execute_script("window.__beforeSubmit = true")
-        button.click()
+    def submit_and_confirm(self, button: Callable[[], WebElement], question: Optional[str]) -> None:
+        """Clicks a form's submit `button` (found afresh should the page load itself again
+        meanwhile), accepts the confirm dialog it opens and waits for the page the post leads to.
+        When `question` is given the dialog must ask it; when it is None a dialog is accepted if
+        one opens."""
+        for attempt in range(3):
+            try:
+                # A mark on this page: gone once the browser shows the answer to the post.
+                self.driver.execute_script("window.__beforeSubmit = true")
+                button().click()
+                break
+            except StaleElementReferenceException:
+                if attempt == 2:
+                    raise
         try:
             alert = WebDriverWait(self.driver, 5 if question else 1).until(expected_conditions.alert_is_present())
         except TimeoutException:
@@ -342,7 +361,7 @@ def live_log(run: Run) -> str:
 
 def cancel(run: Run) -> str:
     job_id = run.open_new_job("slow", ("running",))
-    run.submit_and_confirm(run.css(CANCEL_BUTTON), "Cancel this job?")
+    run.submit_and_confirm(lambda: run.css(CANCEL_BUTTON), "Cancel this job?")
     run.wait_for_path("the job page", lambda path: path == f"/ui/jobs/{job_id}")
     run.wait_for_page_status("cancelled")
     status = run.api_status(job_id)
@@ -353,7 +372,7 @@ def cancel(run: Run) -> str:
 
 def rerun(run: Run) -> str:
     job_id = run.open_new_job("quick", ("succeeded",))
-    run.submit_and_confirm(run.css(RERUN_BUTTON), "Run this job's command again, as a new job?")
+    run.submit_and_confirm(lambda: run.css(RERUN_BUTTON), "Run this job's command again, as a new job?")
     new_page = run.wait_for_path(
         "a new job's page",
         lambda path: path.startswith("/ui/jobs/") and path != f"/ui/jobs/{job_id}")
@@ -370,13 +389,13 @@ def approve(run: Run) -> str:
         run.wait_for_job(job_id, ("awaiting_approval",))
     run.open(f"/ui/jobs/{approved}")
     run.wait_for_page_status("awaiting_approval")
-    button = run.xpath(APPROVE_BUTTON)
+    run.xpath(APPROVE_BUTTON)
     run.screenshot("job-awaiting.png")
-    run.submit_and_confirm(button, None)
+    run.submit_and_confirm(lambda: run.xpath(APPROVE_BUTTON), None)
     run.wait_for_path("the approved job's page", lambda path: path.startswith(f"/ui/jobs/{approved}"))
     run.wait_for_page_status("succeeded")
     run.open(f"/ui/jobs/{rejected}")
-    run.submit_and_confirm(run.xpath(REJECT_BUTTON), None)
+    run.submit_and_confirm(lambda: run.xpath(REJECT_BUTTON), None)
     run.wait_for_path("the rejected job's page", lambda path: path.startswith(f"/ui/jobs/{rejected}"))
     run.wait_for_page_status("rejected")
     statuses = run.api_status(approved), run.api_status(rejected)
