@@ -71,23 +71,19 @@ const CONVERTED: &[(&str, &str, &[&str])] = &[
     (
         "github.json",
         "Incoming Github webhook",
-        &["WEBHOOK_WEBHOOK_SECRET"],
+        &["WEBHOOK_SECRET"],
     ),
     ("bitbucket.json", "Incoming Bitbucket webhook", &[]),
-    (
-        "gogs.json",
-        "Incoming Gogs webhook",
-        &["WEBHOOK_WEBHOOK_SECRET"],
-    ),
+    ("gogs.json", "Incoming Gogs webhook", &["WEBHOOK_SECRET"]),
     (
         "gitea.json",
         "Incoming Gitea webhook (JSON version)",
-        &["WEBHOOK_WEBHOOK_SECRET"],
+        &["WEBHOOK_SECRET"],
     ),
     (
         "gitea.yaml",
         "Incoming Gitea webhook (YAML version)",
-        &["WEBHOOK_WEBHOOK_SECRET"],
+        &["WEBHOOK_SECRET"],
     ),
     ("travis.json", "Travis CI webhook", &[]),
     ("json-array.json", "JSON Array Payload", &[]),
@@ -113,7 +109,7 @@ const CONVERTED: &[(&str, &str, &[&str])] = &[
     (
         "gitlab.json",
         "Incoming Gitlab Webhook",
-        &["REDEPLOY_WEBHOOK_WEBHOOK_TOKEN"],
+        &["REDEPLOY_WEBHOOK_TOKEN"],
     ),
     ("slack.json", "Slack slash command", &[]),
     // The docs' "Pass File-to-command sample" with its `//` comments removed.
@@ -265,6 +261,95 @@ fn a_template_file_and_a_second_file_make_one_config_that_passes_check() {
         checked.stdout,
         checked.stderr
     );
+}
+
+#[test]
+fn secrets_go_inline_or_to_files_and_a_dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        finished(
+            hookrunner()
+                .arg("import-webhook")
+                .args(args)
+                .arg(fixture("gitlab.json"))
+                .output()
+                .expect("the binary runs"),
+        )
+    };
+
+    // Inline: the literal, and the file passes `check` with no variable set.
+    let inline = run(&["--secrets", "inline"]);
+    assert_eq!(inline.code, 0, "{}", inline.stderr);
+    assert!(
+        inline.stdout.contains("secret: <YOUR-GENERATED-TOKEN>"),
+        "{}",
+        inline.stdout
+    );
+    let config = dir.path().join("inline.yaml");
+    std::fs::write(&config, &inline.stdout).unwrap();
+    let checked = check(&config, &[]);
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+
+    // Files: one file per secret, 0600, in a 0700 folder made for them, read as `file:`.
+    let secrets = dir.path().join("secrets");
+    let files = run(&["--secrets", "files", secrets.to_str().unwrap()]);
+    assert_eq!(files.code, 0, "{}", files.stderr);
+    let written = secrets.join("redeploy-webhook");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        "<YOUR-GENERATED-TOKEN>"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&written), 0o600);
+    assert_eq!(mode(&secrets), 0o700);
+    assert!(
+        files
+            .stdout
+            .contains(&format!("secret: file:{}", written.display())),
+        "{}",
+        files.stdout
+    );
+    assert!(!files.stdout.contains("YOUR-GENERATED"), "{}", files.stdout);
+    let config = dir.path().join("files.yaml");
+    std::fs::write(&config, &files.stdout).unwrap();
+    let checked = check(&config, &[]);
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+
+    // A dry run: the report only, nothing on stdout, no file written.
+    let elsewhere = dir.path().join("not-made");
+    let dry = run(&[
+        "--dry-run",
+        "--secrets",
+        "files",
+        elsewhere.to_str().unwrap(),
+    ]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(dry.stdout, "");
+    assert!(
+        dry.stderr.contains("1 hook would convert"),
+        "{}",
+        dry.stderr
+    );
+    assert!(!elsewhere.exists());
+
+    // The default names the variable, short: not `REDEPLOY_WEBHOOK_WEBHOOK_TOKEN`.
+    let env = run(&["--secrets", "env"]);
+    assert!(
+        env.stdout.contains("secret: env:REDEPLOY_WEBHOOK_TOKEN\n"),
+        "{}",
+        env.stdout
+    );
+    assert!(
+        env.stderr
+            .contains("set `REDEPLOY_WEBHOOK_TOKEN` to the token"),
+        "{}",
+        env.stderr
+    );
+
+    // Usage errors exit 2.
+    assert_eq!(run(&["--secrets", "files"]).code, 2);
+    assert_eq!(run(&["--secrets", "vault"]).code, 2);
 }
 
 #[test]

@@ -20,7 +20,9 @@ use crate::config::{self, Config, LogFormat, ProgramTemplate};
 #[command(
     name = "hookrunner",
     version,
-    about = "Run commands when signed webhooks arrive"
+    about = "Run commands when signed webhooks arrive",
+    after_help = "The config file's every key, its default and an example: `hookrunner man 5`, \
+                  or docs/CONFIG.md in the source."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -1,12 +1,12 @@
 //! One adnanh hook as one hookrunner hook: its keys mapped one by one, every key hookrunner cannot
 //! express reported as an error naming it.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use serde_json::Value;
 use serde_yaml::{Mapping, Value as Yaml};
 
+use super::secrets::{Secrets, SourceSecret};
 use super::source::{self, literal_template, Located, Report, ARGUMENT_KEYS};
 use super::trigger::{self, Signature};
 use crate::config::{env_name_valid, hook_id_valid, RESERVED_ENV};
@@ -40,37 +40,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[(
     "hookrunner runs no command before a hook's rules",
 )];
 
-/// The environment variable names given to secrets so far, so two hooks never share one by accident.
-#[derive(Default)]
-pub struct SecretNames(HashSet<String>);
-
-impl SecretNames {
-    /// `DEPLOY_WEBHOOK_SECRET` for hook `deploy`; `_2`, `_3`, ... if the name is taken.
-    fn claim(&mut self, hook_id: &str, kind: &str) -> String {
-        let mut stem: String = hook_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if stem.starts_with(|c: char| c.is_ascii_digit()) {
-            stem.insert_str(0, "HOOK_");
-        }
-        let base = format!("{stem}_WEBHOOK_{kind}");
-        let mut name = base.clone();
-        let mut counter = 2;
-        while !self.0.insert(name.clone()) {
-            name = format!("{base}_{counter}");
-            counter += 1;
-        }
-        name
-    }
-}
-
 /// One converted hook: its label for messages (the id, or `hooks[N]` without one), the hookrunner
 /// hook when there were no errors, and what was found.
 pub struct Converted {
@@ -80,7 +49,7 @@ pub struct Converted {
     pub report: Report,
 }
 
-pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converted {
+pub fn convert(value: &Value, index: usize, secrets: &mut Secrets) -> Converted {
     let mut report = Report::default();
     let root = Located::root(value);
     let fallback_label = format!("hooks[{index}]");
@@ -162,7 +131,7 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
         );
     }
     let signature = match trigger.signatures.as_slice() {
-        [signature] => signature_yaml(signature, &id, names, &mut report),
+        [signature] => signature_yaml(signature, &id, secrets, &mut report),
         [] => {
             report.warn(
                 "it checks no signature, so it is `signature: none`: anyone who can reach it can trigger it (its `when` rules still apply)",
@@ -172,7 +141,7 @@ pub fn convert(value: &Value, index: usize, names: &mut SecretNames) -> Converte
         several => {
             let entries = several
                 .iter()
-                .map(|signature| signature_yaml(signature, &id, names, &mut report))
+                .map(|signature| signature_yaml(signature, &id, secrets, &mut report))
                 .collect();
             let mut any = Mapping::new();
             insert(&mut any, "any", Yaml::Sequence(entries));
@@ -659,32 +628,29 @@ fn parse_parameters_as_json(root: &Located<'_>, report: &mut Report) {
     }
 }
 
-/// The `signature:` block, its secret taken from an environment variable named after the hook.
+/// The `signature:` block, its secret written as `--secrets` asks ([`Secrets`]).
 ///
-/// The secret is not copied into the converted file: that file is usually committed or shared,
-/// and `hookrunner check` warns about literal secrets anyway. The note says which variable to set
-/// to which value of the original file, without printing the secret itself.
+/// By default the secret is not copied into the converted file: that file is usually committed or
+/// shared, and `hookrunner check` warns about literal secrets anyway. The note says which variable
+/// to set to which value of the original file, without printing the secret itself. A
+/// `{{ getenv "NAME" }}` secret of a `-template` file stays `env:NAME` whatever the mode.
 fn signature_yaml(
     signature: &Signature,
     hook_id: &str,
-    names: &mut SecretNames,
+    secrets: &mut Secrets,
     report: &mut Report,
 ) -> Yaml {
     let secret = match super::template::getenv_secret(signature.secret.trim()) {
         Some(name) => format!("env:{name}"),
-        None => {
-            let name = names.claim(hook_id, signature.secret_kind);
-            report.note(format!(
-                "set `{name}` to the {} at `{}` in the original file before starting hookrunner",
-                if signature.secret_kind == "TOKEN" {
-                    "token"
-                } else {
-                    "secret"
-                },
-                signature.secret_at
-            ));
-            format!("env:{name}")
-        }
+        None => secrets.reference(
+            &SourceSecret {
+                hook_id,
+                secret: &signature.secret,
+                at: &signature.secret_at,
+                kind: signature.secret_kind,
+            },
+            report,
+        ),
     };
     let mut settings = Mapping::new();
     insert(&mut settings, "secret", Yaml::String(secret));

@@ -7,6 +7,7 @@
 //! hookrunner's own config loader before it is printed, so the output always passes `check`.
 
 mod hook;
+mod secrets;
 mod source;
 mod template;
 mod trigger;
@@ -18,6 +19,9 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
+
+use secrets::Secrets;
+pub use secrets::{SecretFile, SecretMode};
 
 /// How to read the source file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +54,10 @@ pub struct Conversion {
     pub yaml: String,
     /// One line each, as `warning: hook `deploy`: ...` or `note: hook `deploy`: set ...`.
     pub warnings: Vec<String>,
+    /// With `--secrets files DIR`: the secret files the config reads, for the caller to write.
+    pub secret_files: Vec<SecretFile>,
+    /// How many hooks it holds.
+    pub hooks: usize,
 }
 
 /// Something the source file says that cannot be converted.
@@ -88,16 +96,20 @@ const DIFFERENCES: &str = "\
 # - a hook without `methods` accepts POST only; adnanh accepted every method
 ";
 
-/// Converts the text of an adnanh/webhook hooks file to hookrunner's config.
+/// Converts the text of an adnanh/webhook hooks file to hookrunner's config, its secrets as
+/// `env:` references.
 pub fn convert(source: &str, format: Format) -> Result<Conversion, Vec<ImportError>> {
-    convert_files(&[("", source, format)])
+    convert_files(&[("", source, format)], SecretMode::Env)
 }
 
 /// Converts several hooks files (`webhook -hooks a.json -hooks b.json`) into one config holding
 /// all their hooks, in order; ids must be unique across them, as adnanh requires. Each entry is
 /// (the file's name for messages, its text, its format); a parse error names the file when there
-/// are several.
-pub fn convert_files(files: &[(&str, &str, Format)]) -> Result<Conversion, Vec<ImportError>> {
+/// are several. Secrets are written as `secrets` says.
+pub fn convert_files(
+    files: &[(&str, &str, Format)],
+    secrets: SecretMode,
+) -> Result<Conversion, Vec<ImportError>> {
     let mut items = Vec::new();
     let mut errors = Vec::new();
     for (name, source, format) in files {
@@ -119,12 +131,12 @@ pub fn convert_files(files: &[(&str, &str, Format)]) -> Result<Conversion, Vec<I
         return Err(errors);
     }
 
-    let mut names = hook::SecretNames::default();
+    let mut secrets = Secrets::new(secrets);
     let mut errors = Vec::new();
     let mut first_index_of: Vec<(String, usize)> = Vec::new();
     let mut converted = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        let mut hook = hook::convert(item, index, &mut names);
+        let mut hook = hook::convert(item, index, &mut secrets);
         if let Some(id) = &hook.id {
             match first_index_of.iter().find(|(seen, _)| seen == id) {
                 Some((_, first)) => hook.report.error(format!(
@@ -134,7 +146,7 @@ pub fn convert_files(files: &[(&str, &str, Format)]) -> Result<Conversion, Vec<I
             }
         }
         if let Some(value) = &hook.hook {
-            for message in check_with_hookrunner(value) {
+            for message in check_with_hookrunner(value, &secrets) {
                 hook.report.error(format!(
                     "the converted hook fails hookrunner's own check: {message}"
                 ));
@@ -184,7 +196,12 @@ pub fn convert_files(files: &[(&str, &str, Format)]) -> Result<Conversion, Vec<I
             message: "`{{ getenv \"NAME\" }}` converts only as a whole secret (to `env:NAME`); elsewhere render the file first with `webhook -template`, or pass the variable with `run.env_passthrough`".into(),
         }]);
     }
-    Ok(Conversion { yaml, warnings })
+    Ok(Conversion {
+        yaml,
+        warnings,
+        secret_files: secrets.files,
+        hooks: converted.len(),
+    })
 }
 
 /// Reads the file as adnanh does: JSON, which a YAML parser also reads (adnanh parses every hooks
@@ -231,9 +248,12 @@ fn to_yaml(hooks: &[Yaml]) -> Result<String, String> {
 
 /// Loads one converted hook with hookrunner's config loader, every `env:` secret supplied, and
 /// returns its errors. The converter checks what it knows first, with better messages; this catches
-/// what it does not know, so nothing printed can fail `hookrunner check` for its own sake.
-fn check_with_hookrunner(hook: &Yaml) -> Vec<String> {
-    let text = match to_yaml(std::slice::from_ref(hook)) {
+/// what it does not know, so nothing printed can fail `hookrunner check` for its own sake. The
+/// secret files this conversion will write are not there yet: they are checked as `env:`.
+fn check_with_hookrunner(hook: &Yaml, secrets: &Secrets) -> Vec<String> {
+    let mut hook = hook.clone();
+    stand_in_for_secret_files(&mut hook, secrets);
+    let text = match to_yaml(std::slice::from_ref(&hook)) {
         Ok(text) => format!("hooks:\n{text}"),
         Err(message) => return vec![message],
     };
@@ -247,26 +267,107 @@ fn check_with_hookrunner(hook: &Yaml) -> Vec<String> {
     }
 }
 
+/// Replaces each `file:` reference that `secrets` will write with an `env:` one, in place.
+fn stand_in_for_secret_files(value: &mut Yaml, secrets: &Secrets) {
+    match value {
+        Yaml::String(text) if secrets.will_write(text) => *text = "env:SECRET_FILE".into(),
+        Yaml::Sequence(items) => items
+            .iter_mut()
+            .for_each(|item| stand_in_for_secret_files(item, secrets)),
+        Yaml::Mapping(map) => map
+            .iter_mut()
+            .for_each(|(_, item)| stand_in_for_secret_files(item, secrets)),
+        _ => {}
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
     /// The adnanh/webhook hooks files: `.json`, `.yaml` or `.yml` (others are tried as JSON, then
     /// YAML). Several (what `webhook -hooks` was given several times) make one config with all
     /// their hooks.
-    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    #[arg(value_name = "FILE", num_args = 0..)]
     pub files: Vec<PathBuf>,
+    /// Where secrets go: `env` (an `env:` reference per secret, named after the hook, and a
+    /// note saying what to set it to), `inline` (the literals, as the file had them: the result
+    /// passes `check` at once, but holds the secrets) or `files DIR` (each written to
+    /// `DIR/<hook>`, mode 0600, and read as `file:`; DIR is made, mode 0700, if missing).
+    #[arg(long, value_name = "HOW [DIR]", num_args = 1..=2, default_value = "env")]
+    pub secrets: Vec<String>,
+    /// Print only the report (notes and warnings, or the errors); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
-/// Reads the files, prints the converted config to stdout and the notices to stderr. Exits 1
-/// when a file cannot be read or converted, after printing every error as `FILE: hook `id`: ...`.
+/// `--secrets` and the files to convert. `--secrets` takes one value, or two for `files DIR`;
+/// a second value after `env` or `inline` is the first file, which clap took for the option.
+fn secrets_and_files(args: &ImportArgs) -> Result<(SecretMode, Vec<PathBuf>), String> {
+    let mut files = args.files.clone();
+    let (how, directory) = match args.secrets.as_slice() {
+        [how] => (how.as_str(), None),
+        [how, second] => (how.as_str(), Some(second)),
+        _ => return Err("`--secrets` takes `env`, `inline` or `files DIR`".into()),
+    };
+    let mode = match (how, directory) {
+        ("files", Some(directory)) => {
+            let directory = PathBuf::from(directory);
+            let directory = if directory.is_absolute() {
+                directory
+            } else {
+                std::env::current_dir()
+                    .map_err(|error| format!("cannot read the current folder: {error}"))?
+                    .join(directory)
+            };
+            SecretMode::Files(directory)
+        }
+        ("files", None) => {
+            return Err(
+                "`--secrets files` needs the folder to write them to: `--secrets files DIR`".into(),
+            )
+        }
+        (how, first_file) => {
+            if let Some(file) = first_file {
+                files.insert(0, PathBuf::from(file));
+            }
+            match how {
+                "env" => SecretMode::Env,
+                "inline" => SecretMode::Inline,
+                other => {
+                    return Err(format!(
+                        "`--secrets {other}`: say `env`, `inline` or `files DIR`"
+                    ))
+                }
+            }
+        }
+    };
+    if files.is_empty() {
+        return Err(
+            "name the adnanh/webhook hooks file to convert: `hookrunner import-webhook hooks.json`"
+                .into(),
+        );
+    }
+    Ok((mode, files))
+}
+
+/// Reads the files, writes the secret files (`--secrets files DIR`), prints the converted config
+/// to stdout and the notices to stderr; with `--dry-run`, only the notices. Exits 1 when a file
+/// cannot be read, converted or written, after printing every error as `FILE: hook `id`: ...`,
+/// and 2 on a usage error.
 pub fn main(args: &ImportArgs) -> ExitCode {
-    let file = args
-        .files
+    let (mode, paths) = match secrets_and_files(args) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let file = paths
         .iter()
         .map(|path| path.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
     let mut sources = Vec::new();
-    for path in &args.files {
+    for path in &paths {
         match std::fs::read_to_string(path) {
             Ok(source) => {
                 sources.push((path.display().to_string(), source, Format::from_path(path)))
@@ -281,18 +382,36 @@ pub fn main(args: &ImportArgs) -> ExitCode {
         .iter()
         .map(|(name, source, format)| (name.as_str(), source.as_str(), *format))
         .collect();
-    match convert_files(&files) {
+    match convert_files(&files, mode) {
         Ok(conversion) => {
-            let text = format!(
-                "# Converted from {file} by `hookrunner import-webhook`.\n{}",
-                conversion.yaml
-            );
-            if let Err(error) = std::io::stdout().lock().write_all(text.as_bytes()) {
-                eprintln!("{file}: cannot write the converted config: {error}");
-                return ExitCode::from(1);
+            if !args.dry_run {
+                for secret in &conversion.secret_files {
+                    if let Err(error) = write_secret(secret) {
+                        eprintln!(
+                            "{}: cannot write the secret: {error}",
+                            secret.path.display()
+                        );
+                        return ExitCode::from(1);
+                    }
+                }
+                let text = format!(
+                    "# Converted from {file} by `hookrunner import-webhook`.\n{}",
+                    conversion.yaml
+                );
+                if let Err(error) = std::io::stdout().lock().write_all(text.as_bytes()) {
+                    eprintln!("{file}: cannot write the converted config: {error}");
+                    return ExitCode::from(1);
+                }
             }
             for warning in &conversion.warnings {
                 eprintln!("{file}: {warning}");
+            }
+            if args.dry_run {
+                eprintln!(
+                    "{file}: {} hook{} would convert (a dry run: nothing was written)",
+                    conversion.hooks,
+                    if conversion.hooks == 1 { "" } else { "s" }
+                );
             }
             ExitCode::SUCCESS
         }
@@ -308,6 +427,26 @@ pub fn main(args: &ImportArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Writes one secret, mode 0600 (also when the file was there), in a folder made mode 0700.
+fn write_secret(secret: &SecretFile) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    if let Some(directory) = secret.path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(directory)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&secret.path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(secret.secret.as_bytes())?;
+    file.sync_all()
 }
 
 #[cfg(test)]

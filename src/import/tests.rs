@@ -770,7 +770,7 @@ fn secret_variables_are_unique_and_the_whole_file_loads() {
 
 #[test]
 fn a_name_taken_twice_gets_a_number() {
-    let mut names = hook::SecretNames::default();
+    let mut names = secrets::Secrets::default();
     let claimed: Vec<String> = ["a-b", "a_b", "a.b"]
         .iter()
         .map(|id| {
@@ -874,20 +874,26 @@ fn a_template_file_reads_getenv_as_env_secrets() {
 fn several_files_make_one_config_with_unique_ids() {
     let first = "- id: a\n  execute-command: /bin/true\n";
     let second = r#"[{"id": "b/c", "execute-command": "/bin/true"}]"#;
-    let conversion = convert_files(&[
-        ("one.yaml", first, Format::Yaml),
-        ("two.json", second, Format::Json),
-    ])
+    let conversion = convert_files(
+        &[
+            ("one.yaml", first, Format::Yaml),
+            ("two.json", second, Format::Json),
+        ],
+        SecretMode::Env,
+    )
     .expect("converts");
     let document: Yaml = serde_yaml::from_str(&conversion.yaml).expect("YAML");
     assert_eq!(document["hooks"][0]["id"], Yaml::from("a"));
     assert_eq!(document["hooks"][1]["id"], Yaml::from("b/c"));
 
     let errors = render(
-        &convert_files(&[
-            ("one.yaml", first, Format::Yaml),
-            ("two.yaml", first, Format::Yaml),
-        ])
+        &convert_files(
+            &[
+                ("one.yaml", first, Format::Yaml),
+                ("two.yaml", first, Format::Yaml),
+            ],
+            SecretMode::Env,
+        )
         .expect_err("a duplicate"),
     );
     assert!(
@@ -895,10 +901,13 @@ fn several_files_make_one_config_with_unique_ids() {
         "{errors}"
     );
     let errors = render(
-        &convert_files(&[
-            ("one.yaml", first, Format::Yaml),
-            ("two.json", "[", Format::Json),
-        ])
+        &convert_files(
+            &[
+                ("one.yaml", first, Format::Yaml),
+                ("two.json", "[", Format::Json),
+            ],
+            SecretMode::Env,
+        )
         .expect_err("broken"),
     );
     assert!(errors.starts_with("two.json: invalid JSON"), "{errors}");
