@@ -211,13 +211,9 @@ fn serve(mut args: ServeArgs) -> ExitCode {
         }
     };
     config.apply_overrides(overrides);
-    crate::telemetry::init(config.server.log_format);
-    config
-        .warnings
-        .iter()
-        .for_each(|warning| tracing::warn!("{}", warning.trim_end()));
 
-    // systemd's sockets are taken before any thread starts (this clears LISTEN_FDS for the commands).
+    // systemd's sockets are taken before any thread starts (this clears LISTEN_FDS for the
+    // commands), the log's writer thread included.
     let inherited = match crate::app::inherited() {
         Ok(inherited) => inherited,
         Err(error) => {
@@ -225,6 +221,12 @@ fn serve(mut args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Held to the end of `serve`: dropping it writes out what the log still holds.
+    let _log = crate::telemetry::init(config.server.log_format);
+    config
+        .warnings
+        .iter()
+        .for_each(|warning| tracing::warn!("{}", warning.trim_end()));
     crate::isolation::isolate_commands();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(job_runtime_threads())
