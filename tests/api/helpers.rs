@@ -151,13 +151,20 @@ pub fn github_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Waits until a file exists and returns its text.
+/// Waits until a file holds text (not empty, and the same over two looks) and returns it.
 pub async fn read_when_written(path: &Path) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // A shell's `>` makes the file before the command writes to it: the text counts once it is
+    // there and has not changed over one more look.
+    let mut seen: Option<String> = None;
     loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text;
+        let text = std::fs::read_to_string(path)
+            .ok()
+            .filter(|text| !text.is_empty());
+        if text.is_some() && text == seen {
+            return text.unwrap_or_default();
         }
+        seen = text;
         assert!(
             tokio::time::Instant::now() < deadline,
             "{} was never written",

@@ -70,3 +70,31 @@ async fn every_provider_example_in_the_readme_works_as_written() {
         assert!(stdout.contains("\"exit_code\":0"), "{line}\n{stdout}");
     }
 }
+
+#[tokio::test]
+async fn the_readmes_check_example_passes_as_written() {
+    let readme = repo_file("README.md");
+    let line = readme
+        .lines()
+        .find(|line| line.ends_with("cargo run -- check --config hooks.example.yaml"))
+        .expect("the README shows `check` on the example");
+    // The built binary stands in for `cargo run --`; the line's own variables are kept.
+    let line = line.replace("cargo run --", env!("CARGO_BIN_EXE_hookrunner"));
+    let output = tokio::process::Command::new("/bin/sh")
+        .args(["-c", &line])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("GITHUB_WEBHOOK_SECRET")
+        .env_remove("GITLAB_WEBHOOK_TOKEN")
+        .env_remove("DEMO_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{line}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("ok, 3 hooks"), "{stdout}");
+}
