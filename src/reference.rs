@@ -12,11 +12,13 @@ pub enum Reference {
     Payload(Vec<PathSegment>),
     /// `body`: the raw body as text.
     Body,
-    /// `header.<Name>`, stored lowercase.
+    /// `header.<Name>`, the name stored lowercase. A name with dots may also be a header and a
+    /// path into the JSON it holds (`header.X-Data.key`); what follows the first dot keeps its
+    /// case, as JSON keys are case-sensitive. See [`RequestContext::values`](crate::request::RequestContext::values).
     Header(String),
     /// `headers`: every header as a JSON object of lowercase names.
     Headers,
-    /// `query.<name>`.
+    /// `query.<name>`; with dots, maybe a parameter and a path into its JSON, as for `header`.
     Query(String),
     /// `query`: every query-string parameter as a JSON object.
     AllQuery,
@@ -60,7 +62,7 @@ impl Reference {
         let reference = match head {
             "payload" => Reference::Payload(parse_path(rest).map_err(|e| format!("`{text}`: {e}"))?),
             "body" if rest.is_empty() => Reference::Body,
-            "header" => Reference::Header(name_after_dot("header")?.to_ascii_lowercase()),
+            "header" => Reference::Header(header_name_lowercase(&name_after_dot("header")?)),
             "headers" if rest.is_empty() => Reference::Headers,
             "query" if rest.is_empty() => Reference::AllQuery,
             "query" => Reference::Query(name_after_dot("query parameter")?),
@@ -126,6 +128,15 @@ impl fmt::Display for Reference {
             Reference::Event => f.write_str("event"),
             Reference::Delivery => f.write_str("delivery"),
         }
+    }
+}
+
+/// The header name of a `header.` reference in lowercase, up to its first dot; what follows may
+/// be a path into the header's JSON, whose keys keep their case.
+fn header_name_lowercase(name: &str) -> String {
+    match name.split_once('.') {
+        Some((header, path)) => format!("{}.{path}", header.to_ascii_lowercase()),
+        None => name.to_ascii_lowercase(),
     }
 }
 
@@ -254,7 +265,9 @@ mod tests {
             "payload.commits.*.modified.*",
             "body",
             "header.x-github-event",
+            "header.x-data.Key.0",
             "query.token",
+            "query.data.Key",
             "headers",
             "query",
             "request.method",
@@ -274,6 +287,14 @@ mod tests {
         assert_eq!(
             Reference::parse("header.X-GitHub-Event").unwrap(),
             Reference::Header("x-github-event".into())
+        );
+        assert_eq!(
+            Reference::parse("header.X-Data.Key.0").unwrap(),
+            Reference::Header("x-data.Key.0".into())
+        );
+        assert_eq!(
+            Reference::parse("query.data.Key").unwrap(),
+            Reference::Query("data.Key".into())
         );
     }
 

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::reference::{render_value, select, Reference};
+use crate::reference::{render_value, select, PathSegment, Reference};
 
 /// Request headers with lowercase names, in arrival order.
 #[derive(Clone, Debug, Default)]
@@ -146,13 +146,13 @@ impl RequestContext {
                 Ok(found.iter().map(render_value).collect())
             }
             Reference::Body => single(Some(String::from_utf8_lossy(&self.body).into_owned())),
-            Reference::Header(name) => single(self.headers.joined(name)),
-            Reference::Query(name) => single(
+            Reference::Header(name) => Ok(dotted_value(name, |name| self.headers.joined(name))),
+            Reference::Query(name) => Ok(dotted_value(name, |name| {
                 self.query
                     .iter()
                     .find(|(key, _)| key == name)
-                    .map(|(_, value)| value.clone()),
-            ),
+                    .map(|(_, value)| value.clone())
+            })),
             Reference::Headers => single(Some(self.headers.as_json().to_string())),
             Reference::AllQuery => {
                 single(Some(fields_object(self.query.iter().cloned()).to_string()))
@@ -209,6 +209,29 @@ impl RequestContext {
             value.filter(|value| !value.is_empty())
         })
     }
+}
+
+/// The header or query value called `name`. When there is none and `name` has dots, the value
+/// called by its first part, with the rest a path into the JSON that value holds, as a payload
+/// path reaches into a JSON string: adnanh/webhook's `parse-parameters-as-json`, which also looks
+/// the whole dotted name up first.
+fn dotted_value(name: &str, lookup: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    if let Some(value) = lookup(name) {
+        return vec![value];
+    }
+    let Some((first, rest)) = name.split_once('.') else {
+        return Vec::new();
+    };
+    let Some(value) = lookup(first) else {
+        return Vec::new();
+    };
+    let path: Vec<PathSegment> = rest
+        .split('.')
+        .map(|key| PathSegment::Key(key.to_string()))
+        .collect();
+    let mut found = Vec::new();
+    select(&Value::String(value), &path, &mut found);
+    found.iter().map(render_value).collect()
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -397,6 +420,48 @@ mod tests {
                 check(&empty, "delivery", Ok(&[]));
                 check(&empty, "body", Ok(&[blank]));
             }
+        }
+    }
+
+    #[test]
+    fn header_and_query_references_reach_into_the_json_they_hold() {
+        let request = RequestContext {
+            headers: Headers::new([
+                (
+                    "X-Data".to_string(),
+                    r#"{"Kind": "build", "list": [1, {"a": true}]}"#.to_string(),
+                ),
+                ("X-Plain".to_string(), "not json".to_string()),
+                ("X-Dotted.Name".to_string(), "as named".to_string()),
+                (
+                    "X-Dotted".to_string(),
+                    r#"{"Name": "from JSON"}"#.to_string(),
+                ),
+            ]),
+            query: vec![
+                ("data".into(), r#"{"key": "v", "n": 1.50}"#.into()),
+                ("a.b".into(), "as named".into()),
+                ("a".into(), r#"{"b": "from JSON"}"#.into()),
+            ],
+            ..RequestContext::default()
+        };
+        let cases: &[(&str, &[&str])] = &[
+            ("header.X-Data.Kind", &["build"]),
+            ("header.x-data.list.1.a", &["true"]),
+            ("header.X-Data.list", &["[1,{\"a\":true}]"]),
+            ("header.X-Data.kind", &[]),
+            ("header.X-Data.missing", &[]),
+            ("header.X-Plain.key", &[]),
+            ("header.X-None.key", &[]),
+            ("header.X-Dotted.Name", &["as named"]),
+            ("query.data.key", &["v"]),
+            ("query.data.n", &["1.50"]),
+            ("query.data.missing", &[]),
+            ("query.a.b", &["as named"]),
+            ("query.none.key", &[]),
+        ];
+        for (reference, expected) in cases {
+            check(&request, reference, Ok(expected));
         }
     }
 

@@ -112,6 +112,11 @@ const CONVERTED: &[(&str, &str, &[&str])] = &[
         &["REDEPLOY_WEBHOOK_TOKEN"],
     ),
     ("slack.json", "Slack slash command", &[]),
+    (
+        "scalr.json",
+        "Incoming Scalr Webhook",
+        &["REDEPLOY_WEBHOOK_WEBHOOK_SECRET"],
+    ),
     // The docs' "Pass File-to-command sample" with its `//` comments removed.
     (
         "pass-file-uncommented.json",
@@ -131,19 +136,12 @@ const CONVERTED: &[(&str, &str, &[&str])] = &[
 ];
 
 /// Examples that use what hookrunner cannot express: (fixture, section, the error expected).
-const REFUSED: &[(&str, &str, &str)] = &[
-    (
-        // The docs' version has `//` comments, which no JSON or YAML parser (adnanh's included) reads.
-        "pass-file.json",
-        "Pass File-to-command sample",
-        "invalid JSON: key must be a string at line 11 column 35",
-    ),
-    (
-        "scalr.json",
-        "Incoming Scalr Webhook",
-        "hook `redeploy-webhook`: `trigger-rule.match.type`: `scalr-signature` has no hookrunner equivalent",
-    ),
-];
+const REFUSED: &[(&str, &str, &str)] = &[(
+    // The docs' version has `//` comments, which no JSON or YAML parser (adnanh's included) reads.
+    "pass-file.json",
+    "Pass File-to-command sample",
+    "invalid JSON: key must be a string at line 11 column 35",
+)];
 
 /// The id of the one hook of a converted file.
 fn hook_id(config: &str) -> String {

@@ -221,7 +221,7 @@ async fn send_with_retries(args: &SendArgs, signer: &Signer, extra: &[(String, S
     }
 }
 
-/// One POST of the same body. Timestamped schemes (Stripe, Slack, Standard Webhooks) are signed
+/// One POST of the same body. Timestamped schemes (Stripe, Slack, Standard Webhooks, Scalr) are signed
 /// anew for each try, as those providers do when they retry, so a late try is not refused as
 /// outside the receiver's tolerance; the delivery id stays the same, so the receiver can tell
 /// a retry from a new delivery. `--timestamp` pins the timestamp for every try.

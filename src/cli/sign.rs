@@ -14,7 +14,7 @@ use crate::signature::{self, Algorithm, Encoding, ProviderSettings};
 
 #[derive(Args, Debug)]
 pub struct SignArgs {
-    /// The provider whose headers to make: github, gitlab, gitea, bitbucket, stripe, slack, standard, shopify, hmac, token.
+    /// The provider whose headers to make: github, gitlab, gitea, bitbucket, stripe, slack, standard, shopify, scalr, hmac, token.
     #[arg(long)]
     pub provider: String,
     /// The secret: a literal, or `env:NAME`, `file:PATH` so it stays out of the shell history.
@@ -26,7 +26,7 @@ pub struct SignArgs {
     /// The delivery or message id (Standard Webhooks signs it; others send it as their delivery header).
     #[arg(long)]
     pub id: Option<String>,
-    /// The Unix time to sign with (Stripe, Slack, Standard Webhooks); now when left out.
+    /// The Unix time to sign with (Stripe, Slack, Standard Webhooks, Scalr); now when left out.
     #[arg(long)]
     pub timestamp: Option<i64>,
     /// `hmac` and `token`: the header that carries the signature or the token.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use super::decode::{scalar_text, Decoder, Fields};
+use super::server::fixed_route_of;
 use super::source_map::{Part, YamlPath};
 use super::{
     approval, files, host, notify, response, retry, signature, when, Concurrency, Hook,
@@ -85,6 +86,15 @@ pub fn decode_all(
             .and_then(|fields| fields.get("id"))
             .and_then(scalar_text);
         if let Some(id) = written_id {
+            // With `base_path: /` the hook is served at `/{id}`, where a fixed route may answer first.
+            let at_root = server.is_some_and(|server| server.base_path.is_empty());
+            if let Some(route) = fixed_route_of(&id).filter(|_| at_root) {
+                decoder.error(
+                    &hook_path.key("id"),
+                    Part::Value,
+                    format!("hook id `{id}` would be served at `/{id}`, but `/{route}` is hookrunner's own route, which answers first; rename the hook, or keep a `base_path` such as `/hooks`"),
+                );
+            }
             if let Some(first) = first_seen.get(&id) {
                 decoder.error(
                     &hook_path.key("id"),

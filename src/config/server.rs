@@ -12,6 +12,18 @@ use super::source_map::{Part, YamlPath};
 use super::{cluster, notify, LogFormat, Retention, ServerSettings, StoreSetting};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+
+/// The first path segments hookrunner answers itself whatever `base_path` says (the routes
+/// `http::configure` and `ui::scope` register); keep it in step with them. They are matched
+/// before the hooks, so a hook served under one of them could never be reached.
+pub const FIXED_ROUTES: &[&str] = &["healthz", "readyz", "metrics", "instances", "jobs", "ui"];
+
+/// The fixed route that a request path (`/jobs/deploy`, or a hook id) would reach first: the one
+/// its first segment names, compared exactly as the router does.
+pub fn fixed_route_of(path: &str) -> Option<&'static str> {
+    let first = path.trim_start_matches('/').split('/').next()?;
+    FIXED_ROUTES.iter().copied().find(|route| *route == first)
+}
 const KEYS: &[&str] = &[
     "listen",
     "base_path",
@@ -93,7 +105,15 @@ pub fn decode(
                     format!("`base_path` must start with `/`, as in `/{base}`"),
                 );
             }
-            settings.base_path = base.trim_end_matches('/').to_string();
+            let base = base.trim_end_matches('/');
+            if let Some(route) = fixed_route_of(base) {
+                decoder.error(
+                    &path,
+                    Part::Value,
+                    format!("`base_path` `{base}` starts with `/{route}`, hookrunner's own route, which answers first, so no hook under it could be reached; choose another, such as `/hooks`"),
+                );
+            }
+            settings.base_path = base.to_string();
         }
     }
     if let Some((value, path)) = fields.get("state_dir") {

@@ -592,3 +592,82 @@ fn an_included_files_problems_point_at_its_own_lines() {
         }
     }
 }
+
+#[test]
+fn a_hook_or_base_path_that_a_fixed_route_would_shadow_is_refused_at_the_id() {
+    let hook = |id: &str| format!("  - id: {id}\n{ONE}");
+    let at_root = |ids: &[&str]| {
+        let hooks: String = ids.iter().map(|id| hook(id)).collect();
+        format!("server: {{base_path: /}}\nhooks:\n{hooks}")
+    };
+    let shadowed = |id: &str, route: &str| {
+        format!("hook id `{id}` would be served at `/{id}`, but `/{route}` is hookrunner's own route, which answers first; rename the hook, or keep a `base_path` such as `/hooks`")
+    };
+    let cases: Vec<(String, String)> = vec![
+        (at_root(&["ok", "healthz"]), format!("hooks.yaml:6:9: {}", shadowed("healthz", "healthz"))),
+        (at_root(&["readyz"]), shadowed("readyz", "readyz")),
+        (at_root(&["metrics"]), shadowed("metrics", "metrics")),
+        (at_root(&["instances"]), shadowed("instances", "instances")),
+        (at_root(&["jobs"]), shadowed("jobs", "jobs")),
+        (at_root(&["jobs/deploy"]), shadowed("jobs/deploy", "jobs")),
+        (at_root(&["ui"]), shadowed("ui", "ui")),
+        (at_root(&["ui/x"]), shadowed("ui/x", "ui")),
+        (
+            "server: {base_path: /jobs}\nhooks: []\n".into(),
+            "hooks.yaml:1:21: `base_path` `/jobs` starts with `/jobs`, hookrunner's own route, which answers first, so no hook under it could be reached; choose another, such as `/hooks`".into(),
+        ),
+        (
+            "server: {base_path: /ui/hooks/}\nhooks: []\n".into(),
+            "`base_path` `/ui/hooks` starts with `/ui`, hookrunner's own route".into(),
+        ),
+        (
+            "server: {base_path: /metrics}\nhooks: []\n".into(),
+            "`base_path` `/metrics` starts with `/metrics`".into(),
+        ),
+    ];
+    for (text, expected) in cases {
+        let rendered = errors(&text);
+        assert!(
+            rendered.contains(&expected),
+            "{text}\nexpected {expected:?} in:\n{rendered}"
+        );
+    }
+    let fine = [
+        at_root(&[
+            "deploy",
+            "jobsite",
+            "healthz-check",
+            "Jobs",
+            "hooks/jobs",
+            "ui.v2",
+        ]),
+        format!(
+            "server: {{base_path: /hooks}}\nhooks:\n{}{}",
+            hook("jobs"),
+            hook("ui/x")
+        ),
+        format!("server: {{base_path: /jobsite}}\nhooks:\n{}", hook("a")),
+        format!("hooks:\n{}", hook("healthz")),
+    ];
+    for text in fine {
+        if let Err(errors) = load(&text) {
+            panic!("{text}\n{}", errors.render());
+        }
+    }
+
+    let (_dir, loaded) = load_folder(&[
+        (
+            "hooks.yaml",
+            "server: {base_path: /}\ninclude: [\"hooks.d/*.yaml\"]\nhooks: []\n",
+        ),
+        ("hooks.d/a.yaml", &format!("hooks:\n{}", hook("metrics"))),
+    ]);
+    let Err(errors) = loaded else {
+        panic!("a hook at `/metrics` loaded");
+    };
+    let rendered = errors.render();
+    assert!(
+        rendered.contains(&format!("a.yaml:2:9: {}", shadowed("metrics", "metrics"))),
+        "{rendered}"
+    );
+}

@@ -69,7 +69,8 @@ pub struct HookOutcome {
 /// the job routes sit under a static `/jobs` scope, so a hook request is routed by prefix compares
 /// alone, without the pattern matching dynamic segments need. Each fixed path is a resource that
 /// answers another method with 405 (`route(path, ...)` would move the method guard onto the path,
-/// and a wrong method would fall through to 404).
+/// and a wrong method would fall through to 404). A new fixed path belongs in
+/// `config::server::FIXED_ROUTES` too, so `check` refuses a hook it would hide.
 pub fn configure(config: &mut web::ServiceConfig, base_path: &str) {
     let only = |path: &str, route: actix_web::Route, allow: &'static str| {
         web::resource(path)

@@ -85,9 +85,14 @@ pub fn convert(value: &Value, index: usize, secrets: &mut Secrets) -> Converted 
         }),
     };
     if let Some(soft) = root.child("trigger-signature-soft-failures") {
-        // It only lets a failed signature inside `or` count as false; those checks are refused
-        // anyway, so either value converts to the same hook.
-        soft.bool(&mut report);
+        // adnanh then takes a failed signature as a rule that does not hold, so an `or` may still
+        // pass on its other rules. hookrunner verifies the signature before any rule, so the key
+        // converts to nothing; said aloud when set, since the hook then answers differently.
+        if soft.bool(&mut report) == Some(true) {
+            report.warn(
+                "`trigger-signature-soft-failures` has no effect in hookrunner: a signature that fails is always answered 401 and runs nothing, never taken as a rule that does not match; inside `signature: {any: [...]}` the other signatures are still tried",
+            );
+        }
     }
     let on_mismatch = root
         .child("trigger-rule-mismatch-http-response-code")
@@ -591,9 +596,9 @@ fn methods(root: &Located<'_>, report: &mut Report) -> Option<Option<Vec<String>
     Some((!methods.is_empty()).then_some(methods))
 }
 
-/// hookrunner parses a payload string that holds JSON by itself when a reference reaches into it,
-/// so `parse-parameters-as-json` on payload values needs nothing; on headers or the query string,
-/// hookrunner cannot reach into the value.
+/// hookrunner parses a string that holds JSON by itself when a reference reaches into it, in a
+/// payload value, a header or a query parameter alike, so `parse-parameters-as-json` on those
+/// needs nothing; on other sources there is nothing to reach into.
 fn parse_parameters_as_json(root: &Located<'_>, report: &mut Report) {
     let Some(list) = root.child("parse-parameters-as-json") else {
         return;
@@ -604,7 +609,8 @@ fn parse_parameters_as_json(root: &Located<'_>, report: &mut Report) {
     let Some(items) = list.items(report, "request values") else {
         return;
     };
-    let mut converted = false;
+    let mut payload = false;
+    let mut header_or_query = false;
     for item in items {
         if item
             .object(report, "a request value", ARGUMENT_KEYS)
@@ -613,17 +619,23 @@ fn parse_parameters_as_json(root: &Located<'_>, report: &mut Report) {
             continue;
         }
         match item.value.get("source").and_then(Value::as_str) {
-            Some("payload") => converted = true,
+            Some("payload") => payload = true,
+            Some("header" | "url" | "query") => header_or_query = true,
             other => report.error(format!(
-                "`{}`: parsing {} as JSON has no hookrunner equivalent: hookrunner reaches into JSON held in payload values only",
+                "`{}`: parsing {} as JSON has no hookrunner equivalent: hookrunner reaches into JSON held in payload, header and query values only",
                 item.path(),
                 other.map_or("this value".to_string(), |source| format!("`source: {source}`"))
             )),
         }
     }
-    if converted {
+    if payload {
         report.warn(
             "`parse-parameters-as-json` needs nothing in hookrunner, which parses JSON held in a payload value when a reference reaches into it",
+        );
+    }
+    if header_or_query {
+        report.warn(
+            "`parse-parameters-as-json` needs nothing in hookrunner: hookrunner parses JSON held in a header or query value when a reference reaches into it (`header.X-Data.key`), after looking for a header or parameter named with the dots first, as adnanh does",
         );
     }
 }

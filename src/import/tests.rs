@@ -577,6 +577,63 @@ run: {command: [/bin/true]}
 response: {mode: async}
 "#,
         ),
+        (
+            "scalr-signature is the scalr provider",
+            r#"
+- id: redeploy
+  execute-command: /bin/true
+  trigger-rule:
+    match: {type: scalr-signature, secret: "Scalr-provided signing key"}
+"#,
+            r#"
+id: redeploy
+signature: {scalr: {secret: env:REDEPLOY_WEBHOOK_SECRET}}
+run: {command: [/bin/true]}
+response: {mode: async}
+"#,
+        ),
+        (
+            "scalr-signature inside an `or` of signatures is one entry of `any`",
+            r#"
+- id: either
+  execute-command: /bin/true
+  trigger-rule:
+    or:
+      - match: {type: scalr-signature, secret: s}
+      - match: {type: payload-hmac-sha256, secret: t, parameter: {source: header, name: X-Hub-Signature-256}}
+"#,
+            r#"
+id: either
+signature:
+  any:
+    - scalr: {secret: env:EITHER_WEBHOOK_SECRET}
+    - github: {secret: env:EITHER_WEBHOOK_SECRET_2}
+run: {command: [/bin/true]}
+response: {mode: async}
+"#,
+        ),
+        (
+            "parse-parameters-as-json on a header or the query: references reach into the value",
+            r#"
+- id: data
+  execute-command: /bin/true
+  parse-parameters-as-json: [{source: header, name: X-Data}, {source: url, name: q}]
+  pass-environment-to-command:
+    - {source: header, name: X-Data.key, envname: KEY}
+    - {source: url, name: q.list.0, envname: FIRST}
+  trigger-rule:
+    match: {type: value, value: build, parameter: {source: header, name: X-Data.kind}}
+"#,
+            r#"
+id: data
+signature: none
+when: {header.X-Data.kind: build}
+run:
+  command: [/bin/true]
+  env: {KEY: "{{ header.X-Data.key }}", FIRST: "{{ query.q.list.0 }}"}
+response: {mode: async}
+"#,
+        ),
     ];
     for (name, source, expected) in cases {
         check(name, source, expected);
@@ -601,7 +658,7 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  pass-file-to-command: [{source: payload, name: a, base64decode: maybe}]\n"), "`pass-file-to-command[0].base64decode` must be `true` or `false`"),
         (hook("  pre-hook-command: /bin/true\n"), "hook `h`: `pre-hook-command` has no hookrunner equivalent"),
         (hook("  trigger-rule-mismatch-http-response-code: 100\n"), "`trigger-rule-mismatch-http-response-code` must be an HTTP status from 200 to 599"),
-        (hook("  parse-parameters-as-json: [{source: header, name: X-Data}]\n"), "`parse-parameters-as-json[0]`: parsing `source: header` as JSON has no hookrunner equivalent"),
+        (hook("  parse-parameters-as-json: [{source: request, name: method}]\n"), "`parse-parameters-as-json[0]`: parsing `source: request` as JSON has no hookrunner equivalent"),
         (hook("  pass-arguments-to-command: [{source: template, name: '{{ .Method }}'}]\n"), "`source: template` has no hookrunner equivalent"),
         (hook("  pass-arguments-to-command: [{source: cookie, name: a}]\n"), "unknown `source: cookie`"),
         (hook("  pass-arguments-to-command: [{name: a}]\n"), "`pass-arguments-to-command[0]` has no `source`"),
@@ -616,7 +673,9 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  http-methods: [\"P OST\"]\n"), "`http-methods[0]`: `P OST` is not an HTTP method"),
         (hook("  execute-comand: /bin/true\n"), "`execute-comand` is not a key adnanh/webhook reads in the hook, did you mean `execute-command`?"),
         (hook("  include-command-output-in-response: maybe\n"), "`include-command-output-in-response` must be `true` or `false`"),
-        (rule("match: {type: scalr-signature, secret: s}"), "`trigger-rule.match.type`: `scalr-signature` has no hookrunner equivalent"),
+        (rule("match: {type: scalr-signature}"), "`trigger-rule.match` needs the `secret`"),
+        (rule("match: {type: scalr-signature, secret: ''}"), "`trigger-rule.match.secret` is empty"),
+        (rule("or: [{match: {type: scalr-signature, secret: s}}, {match: {type: value, value: x, parameter: {source: header, name: X-A}}}]"), "`trigger-rule.or[0].match` checks a signature inside `not`, or inside an `or` that also holds other rules"),
         (rule("match: {type: payload-md5, secret: s}"), "unknown match type `payload-md5`"),
         (rule("match: {value: x}"), "`trigger-rule.match` has no `type`"),
         (rule("match: {type: value, parameter: {source: payload, name: a}}"), "`trigger-rule.match` needs a `value`"),
@@ -690,6 +749,14 @@ fn warnings_and_notes_say_what_changed() {
         (
             "- id: h\n  execute-command: /bin/true\n  parse-parameters-as-json: [{source: payload, name: payload}]\n",
             "hookrunner, which parses JSON held in a payload value when a reference reaches into it",
+        ),
+        (
+            "- id: h\n  execute-command: /bin/true\n  parse-parameters-as-json: [{source: header, name: X-Data}]\n",
+            "hookrunner parses JSON held in a header or query value when a reference reaches into it (`header.X-Data.key`)",
+        ),
+        (
+            "- id: h\n  execute-command: /bin/true\n  trigger-signature-soft-failures: true\n",
+            "warning: hook `h`: `trigger-signature-soft-failures` has no effect in hookrunner: a signature that fails is always answered 401 and runs nothing, never taken as a rule that does not match; inside `signature: {any: [...]}` the other signatures are still tried",
         ),
         (
             "- id: h\n  execute-command: /bin/true\n  pass-arguments-to-command: [{source: url, name: q}]\n",
@@ -911,4 +978,42 @@ fn several_files_make_one_config_with_unique_ids() {
         .expect_err("broken"),
     );
     assert!(errors.starts_with("two.json: invalid JSON"), "{errors}");
+}
+
+#[test]
+fn trigger_signature_soft_failures_is_a_warning_in_the_file_and_in_the_report() {
+    let source = |flag: &str| {
+        format!(
+            "- id: h\n  execute-command: /bin/true\n  trigger-signature-soft-failures: {flag}\n  trigger-rule:\n    or:\n      - match: {{type: scalr-signature, secret: s}}\n      - match: {{type: payload-hmac-sha256, secret: t, parameter: {{source: header, name: X-Hub-Signature-256}}}}\n"
+        )
+    };
+    let warning = "`trigger-signature-soft-failures` has no effect in hookrunner";
+    let on = convert_yaml(&source("true")).unwrap_or_else(|errors| panic!("{}", render(&errors)));
+    assert!(
+        on.warnings
+            .iter()
+            .any(|line| line.starts_with(&format!("warning: hook `h`: {warning}"))),
+        "{:?}",
+        on.warnings
+    );
+    assert!(
+        on.yaml.contains(&format!("# warning: {warning}")),
+        "{}",
+        on.yaml
+    );
+    let off = convert_yaml(&source("false")).unwrap_or_else(|errors| panic!("{}", render(&errors)));
+    assert!(!off.yaml.contains("soft-failures"), "{}", off.yaml);
+    assert!(
+        !off.warnings
+            .iter()
+            .any(|line| line.contains("soft-failures")),
+        "{:?}",
+        off.warnings
+    );
+    let refused = convert(&source("maybe"), Format::Yaml).expect_err("not a flag");
+    assert!(
+        render(&refused).contains("`trigger-signature-soft-failures` must be `true` or `false`"),
+        "{}",
+        render(&refused)
+    );
 }

@@ -255,10 +255,15 @@ fn parse_match(node: &Located<'_>, report: &mut Report) -> Option<Rule> {
             })
         }
         "scalr-signature" => {
-            report.error(format!(
-                "`{kind_at}`: `scalr-signature` has no hookrunner equivalent: hookrunner has no provider for Scalr's signed `Date` header"
-            ));
-            None
+            let (secret, secret_at) = signature_secret(node, report)?;
+            Some(Rule::Check(Signature {
+                provider: "scalr",
+                settings: Vec::new(),
+                secret,
+                secret_at,
+                secret_kind: "SECRET",
+                rule_at: node.path().to_string(),
+            }))
         }
         other => {
             report.error(format!(
@@ -377,25 +382,7 @@ fn parse_signature(
     parameter_key: &str,
     report: &mut Report,
 ) -> Option<Rule> {
-    let secret = match node.child("secret") {
-        Some(secret) => {
-            let at = secret.path().to_string();
-            match secret.text(report) {
-                Some(text) if !text.is_empty() => Some((text, at)),
-                Some(_) => {
-                    report.error(format!(
-                        "`{at}` is empty; adnanh refuses every request then"
-                    ));
-                    None
-                }
-                None => None,
-            }
-        }
-        None => {
-            report.error(format!("`{}` needs the `secret`", node.path()));
-            None
-        }
-    };
+    let secret = signature_secret(node, report);
     let header = match node.child(parameter_key) {
         Some(parameter) => signature_header(&parameter, report),
         None => {
@@ -437,6 +424,25 @@ fn parse_signature(
         secret_kind: "SECRET",
         rule_at: node.path().to_string(),
     }))
+}
+
+/// The `secret` of a signature check and where it is; adnanh refuses every request without one.
+fn signature_secret(node: &Located<'_>, report: &mut Report) -> Option<(String, String)> {
+    let Some(secret) = node.child("secret") else {
+        report.error(format!("`{}` needs the `secret`", node.path()));
+        return None;
+    };
+    let at = secret.path().to_string();
+    match secret.text(report) {
+        Some(text) if !text.is_empty() => Some((text, at)),
+        Some(_) => {
+            report.error(format!(
+                "`{at}` is empty; adnanh refuses every request then"
+            ));
+            None
+        }
+        None => None,
+    }
 }
 
 /// The header a signature is read from; hookrunner reads signatures from headers only.

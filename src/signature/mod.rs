@@ -8,6 +8,7 @@ mod gitea;
 mod github;
 mod gitlab;
 mod hmac;
+mod scalr;
 mod shopify;
 mod slack;
 mod standard;
@@ -28,6 +29,7 @@ use crate::secret::Secrets;
 pub use self::github::Github;
 pub use self::gitlab::Gitlab;
 pub use self::hmac::{Encoding, HmacScheme};
+pub use self::scalr::Scalr;
 pub use self::slack::Slack;
 pub use self::standard::{decode_secret as decode_standard_secret, Standard};
 pub use self::stripe::Stripe;
@@ -43,6 +45,7 @@ pub const PROVIDERS: &[(&str, &[&str])] = &[
     ("slack", &["tolerance"]),
     ("standard", &["tolerance"]),
     ("shopify", &[]),
+    ("scalr", &["tolerance"]),
     ("hmac", &["header", "algorithm", "encoding", "prefix"]),
     ("token", &["header", "query"]),
 ];
@@ -97,6 +100,7 @@ pub fn build(settings: ProviderSettings) -> Result<Box<dyn Provider>, String> {
         "shopify" => Box::new(shopify::shopify(secrets)),
         "stripe" => Box::new(Stripe { secrets, tolerance }),
         "slack" => Box::new(Slack { secrets, tolerance }),
+        "scalr" => Box::new(Scalr { secrets, tolerance }),
         "standard" => {
             let keys = secrets
                 .iter()
@@ -402,6 +406,18 @@ pub fn check_timestamp(
         .trim()
         .parse()
         .map_err(|_| malformed(header, "<unix time>"))?;
+    check_skew(timestamp, header, now, tolerance)
+}
+
+/// Refuses a signed time (seconds since the Unix epoch) more than `tolerance` from `now`, in
+/// either direction; `header` names where it came from. Like [`check_timestamp`], only after the
+/// signature verified.
+pub fn check_skew(
+    timestamp: i64,
+    header: &str,
+    now: i64,
+    tolerance: Duration,
+) -> Result<(), SignatureError> {
     let skew = now.saturating_sub(timestamp).unsigned_abs();
     if skew > tolerance.as_secs() {
         return Err(SignatureError::TimestampOutOfTolerance(format!(

@@ -124,3 +124,31 @@ fn completions_and_the_man_page_are_printed() {
         "the page names the environment variables"
     );
 }
+
+#[test]
+fn check_refuses_a_hook_id_or_base_path_a_fixed_route_would_hide() {
+    let (code, _, stderr) = check(
+        "server: {base_path: /}\nhooks:\n  - id: jobs\n    signature: none\n    run: {command: [\"true\"]}\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("hooks.yaml:3:9: hook id `jobs` would be served at `/jobs`, but `/jobs` is hookrunner's own route, which answers first; rename the hook, or keep a `base_path` such as `/hooks`\n3 |   - id: jobs\n  |         ^"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = check(
+        "server: {base_path: /ui}\nhooks:\n  - id: deploy\n    signature: none\n    run: {command: [\"true\"]}\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "hooks.yaml:1:21: `base_path` `/ui` starts with `/ui`, hookrunner's own route"
+        ),
+        "{stderr}"
+    );
+
+    let (code, stdout, stderr) = check(
+        "server: {base_path: /}\nhooks:\n  - id: deploy\n    signature: none\n    run: {command: [\"true\"]}\n",
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

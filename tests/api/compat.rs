@@ -1,6 +1,7 @@
 //! What adnanh/webhook accepted, served by hookrunner: a signature of any of several providers,
 //! `payload-hmac-*` signatures without their prefix or in a list, ids with `/`, XML and
-//! multipart bodies, `HOOK_`-style variable names with dots, and `request.remote_addr`.
+//! multipart bodies, `HOOK_`-style variable names with dots, `request.remote_addr`, and references
+//! into JSON held in a header or a query parameter (`parse-parameters-as-json`).
 
 use crate::helpers::{github_signature, TestApp};
 
@@ -26,6 +27,19 @@ hooks:
         TEXT: '{{ payload.app.message["#text"] | "" }}'
         EVENT: '{{ payload.event | "" }}'
     response: {mode: wait, include_output: true}
+  - id: header-json
+    signature: none
+    when:
+      all:
+        - header.X-Data.kind: build
+        - query.opts.dry: "false"
+    run:
+      shell: 'printf "%s|%s" "$KEY" "$FIRST"'
+      env:
+        KEY: '{{ header.X-Data.Key }}'
+        FIRST: '{{ query.opts.list.0 }}'
+    response: {mode: wait, include_output: true}
+    on_mismatch: 202
   - id: names
     signature: none
     run:
@@ -137,5 +151,42 @@ async fn a_command_sees_webhook_style_variable_names_and_the_remote_addr() {
     assert!(
         remote_addr.parse::<u16>().is_ok_and(|port| port > 0),
         "{remote_addr}"
+    );
+}
+
+#[tokio::test]
+async fn rules_and_env_reach_into_json_held_in_a_header_and_a_query_parameter() {
+    let app = TestApp::spawn(HOOKS).await;
+    let query = "opts=%7B%22dry%22%3Afalse%2C%22list%22%3A%5B%22first%22%5D%7D";
+    let path = format!("/hooks/header-json?{query}");
+    let headers = |data: &'static str| [("X-Data", data), ("Content-Type", "application/json")];
+    let cases: &[(&str, u16)] = &[
+        (r#"{"kind": "build", "Key": "v1"}"#, 200),
+        (r#"{"kind": "test", "Key": "v1"}"#, 202),
+        ("not json", 202),
+    ];
+    for (data, status) in cases {
+        let answer = app
+            .request(reqwest::Method::POST, &path, "{}", &headers(data))
+            .await;
+        assert_eq!(answer.status, *status, "{data}: {:?}", answer.body);
+        if *status == 200 {
+            assert_eq!(stdout(&answer), "v1|first");
+        }
+    }
+
+    let answer = app
+        .request(
+            reqwest::Method::POST,
+            &path,
+            "{}",
+            &headers(r#"{"kind": "build"}"#),
+        )
+        .await;
+    assert_eq!(answer.status, 422, "no `Key`: {:?}", answer.body);
+    assert!(
+        answer.body.to_string().contains("header.x-data.Key"),
+        "{:?}",
+        answer.body
     );
 }

@@ -20,6 +20,7 @@ fn config() -> String {
         ("slack", "{slack: {secret: s3cret}}"),
         ("standard", "{standard: {secret: [\"whsec_b2xkIHNlY3JldA==\", \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"]}}"),
         ("shopify", "{shopify: {secret: s3cret}}"),
+        ("scalr", "{scalr: {secret: [old-key, s3cret]}}"),
         ("hmac", "{hmac: {secret: s3cret, header: X-Sig, algorithm: sha512, encoding: base64, prefix: \"v=\"}}"),
         ("token", "{token: {secret: s3cret, header: X-Token}}"),
     ];
@@ -62,6 +63,16 @@ fn signed(
     build(settings)
         .unwrap()
         .sign(body.as_bytes(), id, timestamp)
+}
+
+/// Scalr's `X-Signature` for `body` sent with the `Date` text `date`, whatever that text is.
+fn scalr_signature(body: &str, date: &str) -> String {
+    use hookrunner::signature::{hmac_digest, Algorithm};
+    hex::encode(hmac_digest(
+        Algorithm::Sha1,
+        b"s3cret",
+        &[body.as_bytes(), date.as_bytes()],
+    ))
 }
 
 fn as_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
@@ -115,6 +126,7 @@ async fn each_provider_accepts_its_own_signature_and_exposes_event_and_delivery(
             ],
             "orders/create|s-6",
         ),
+        ("scalr", "s3cret", &[], "|"),
         ("hmac", "s3cret", &[], "|"),
         ("token", "s3cret", &[], "|"),
     ];
@@ -142,6 +154,8 @@ async fn malformed_headers_are_refused_for_every_provider_and_run_nothing() {
     let standard = signed("standard", STANDARD_SECRET, body, "msg_1", now());
     let slack = signed("slack", "s3cret", body, "", now());
     let old = now() - 600;
+    let scalr = signed("scalr", "s3cret", body, "", now());
+    let wrong_scalr = signed("scalr", "wrong", body, "", now());
     let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
         ("github", vec![("X-Hub-Signature-256", "sha256=abc".into())]),
         (
@@ -261,6 +275,29 @@ async fn malformed_headers_are_refused_for_every_provider_and_run_nothing() {
             vec![("X-Shopify-Hmac-Sha256", "not=base64=".into())],
         ),
         ("shopify", vec![("X-Shopify-Hmac-Sha256", "AAAA".into())]),
+        ("scalr", vec![("Date", scalr[0].1.clone())]),
+        ("scalr", vec![("X-Signature", scalr[1].1.clone())]),
+        (
+            "scalr",
+            vec![
+                ("Date", scalr[0].1.clone()),
+                ("X-Signature", wrong_scalr[1].1.clone()),
+            ],
+        ),
+        (
+            "scalr",
+            vec![
+                ("Date", scalr[0].1.clone()),
+                ("X-Signature", format!("sha1={}", scalr[1].1)),
+            ],
+        ),
+        (
+            "scalr",
+            vec![
+                ("Date", t.clone()),
+                ("X-Signature", scalr_signature(body, &t)),
+            ],
+        ),
         ("hmac", vec![("X-Sig", "v=".into())]),
         ("hmac", vec![("X-Sig", "v=====".into())]),
         ("token", vec![("X-Token", "s3cre".into())]),
@@ -282,6 +319,12 @@ async fn malformed_headers_are_refused_for_every_provider_and_run_nothing() {
     // Valid signatures whose timestamps are too old are refused with their own code.
     let stale = signed("stripe", "whsec_stripe", body, "", now() - 600);
     let answer = app.post_hook("stripe", body, &as_refs(&stale)).await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (401, Some("timestamp_out_of_tolerance"))
+    );
+    let stale = signed("scalr", "s3cret", body, "", now() - 301);
+    let answer = app.post_hook("scalr", body, &as_refs(&stale)).await;
     assert_eq!(
         (answer.status, answer.body["error"].as_str()),
         (401, Some("timestamp_out_of_tolerance"))
@@ -365,5 +408,30 @@ async fn sign_and_send_work_against_a_running_server() {
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "Stripe-Signature: t=1700000000,v1=22d8dc182f5c588077683bd378368e29765bfe5df2560112b4f28fef120f0e31\n"
+    );
+
+    // Scalr signs the body followed by its `Date`; the vector was computed with Python's `hmac`.
+    let scalr = tokio::process::Command::new(binary)
+        .args(["send", &format!("{}/hooks/scalr", app.address)])
+        .args(["--provider", "scalr", "--secret", "s3cret", "--data", "{}"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&scalr.stdout);
+    assert!(stdout.starts_with("HTTP/1.1 200 OK\n"), "{stdout}");
+    assert_eq!(read_when_written(&app.path("scalr.ran")).await, "|");
+    let output = std::process::Command::new(binary)
+        .args(["sign", "--provider", "scalr", "--secret", "scalr-key"])
+        .args([
+            "--timestamp",
+            "1504869872",
+            "--data",
+            r#"{"eventName":"HostUp"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Date: Fri 08 Sep 2017 11:24:32 UTC\nX-Signature: 52f5dad1d8ad898249be79412dca26195567d3ad\n"
     );
 }
