@@ -115,7 +115,7 @@ const CONVERTED: &[(&str, &str, &[&str])] = &[
     (
         "scalr.json",
         "Incoming Scalr Webhook",
-        &["REDEPLOY_WEBHOOK_WEBHOOK_SECRET"],
+        &["REDEPLOY_WEBHOOK_SECRET"],
     ),
     // The docs' "Pass File-to-command sample" with its `//` comments removed.
     (
