@@ -32,6 +32,7 @@ const KEYS: &[&str] = &[
     "notify",
     "public_url",
     "ui",
+    "rate_limit",
 ];
 
 pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
@@ -58,6 +59,7 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         notify: Arc::from([]),
         public_url: None,
         ui: true,
+        rate_limit: None,
     }
 }
 
@@ -187,6 +189,11 @@ pub fn decode(
     }
     if let Some((value, path)) = fields.get("ui") {
         settings.ui = decoder.bool(value, &path).unwrap_or(true);
+    }
+    if let Some(Some(limit)) =
+        super::rate_limit::decode(decoder, &fields, super::rate_limit::Scope::Server)
+    {
+        settings.rate_limit = Some(limit);
     }
     let clean = decoder
         .diagnostics
