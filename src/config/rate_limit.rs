@@ -128,6 +128,22 @@ mod tests {
     }
 
     #[test]
+    fn per_ip_behind_unix_sockets_alone_is_a_warning() {
+        let text = |trusted: &str| {
+            format!("server:\n  listen: [\"unix:/run/hooks.sock\"]\n  trusted_proxies: [{trusted}]\n  rate_limit: {{per_ip: 20/s}}\nhooks: []\n")
+        };
+        let config = load(&text("")).unwrap();
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        assert!(
+            config.warnings[0]
+                .contains("hooks.yaml:4:16: warning: `per_ip` counts all clients as one"),
+            "{}",
+            config.warnings[0]
+        );
+        assert_eq!(load(&text("unix")).unwrap().warnings, Vec::<String>::new());
+    }
+
+    #[test]
     fn bad_limits_are_reported_at_their_place_with_a_fix() {
         let hook = |limit: &str| {
             format!("hooks:\n  - id: a\n    signature: none\n    rate_limit: {limit}\n    run: {{command: [x]}}\n")

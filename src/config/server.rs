@@ -194,6 +194,15 @@ pub fn decode(
         super::rate_limit::decode(decoder, &fields, super::rate_limit::Scope::Server)
     {
         settings.rate_limit = Some(limit);
+        if let (true, Some((_, path))) =
+            (sees_no_client_address(&settings), fields.get("rate_limit"))
+        {
+            decoder.warning(
+                &path.key("per_ip"),
+                Part::Key,
+                "`per_ip` counts all clients as one: every `listen` address is a `unix:` socket and `server.trusted_proxies` does not list `unix`, so no client address is known; add `unix` to `trusted_proxies` if the proxy in front sets `X-Forwarded-For`, or limit each hook with `per_hook`",
+            );
+        }
     }
     let clean = decoder
         .diagnostics

@@ -103,12 +103,7 @@ pub fn client_network(address: IpAddr) -> IpAddr {
     }
 }
 
-type ClientLimiter = RateLimiter<
-    ClientKey,
-    CappedStore<ClientKey>,
-    DefaultClock,
-    governor::middleware::NoOpMiddleware<<DefaultClock as Clock>::Instant>,
->;
+type ClientLimiter = RateLimiter<ClientKey, CappedStore<ClientKey>, DefaultClock>;
 
 /// `per_ip`: one allowance per client.
 struct PerClient {

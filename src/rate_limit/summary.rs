@@ -106,12 +106,12 @@ struct Tallies {
 impl Summary {
     /// Counts one refused request.
     pub fn record(&self, client: Option<IpAddr>, hook: &str, scope: Scope, now: Instant) {
-        let mut tallies = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
         let mut subject = Subject {
             client,
             hook: hook.to_string(),
             scope,
         };
+        let mut tallies = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
         let known = tallies.clients.contains_key(&subject);
         let table = if known || tallies.clients.len() < MAX_CLIENTS {
             &mut tallies.clients
