@@ -168,6 +168,7 @@ impl Application {
 
         let base_path = settings.base_path.clone();
         let shutdown_grace = settings.shutdown_grace;
+        let rate_limits = crate::rate_limit::RateLimits::new(&config);
         let state = web::Data::new(AppState {
             config: std::sync::RwLock::new(Arc::new(config)),
             engine,
@@ -175,6 +176,7 @@ impl Application {
             exec_limits: crate::runner::exec_limits(),
             page_changes: Default::default(),
             sign_ins: Default::default(),
+            rate_limits,
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -245,19 +247,26 @@ impl Application {
         let deliveries = tokio::spawn(self.deliverer().run());
         let mut server = tokio::spawn(self.server);
         let reloads = reload::spawn(self.state.clone(), self.watch)?;
+        let refusals = {
+            let state = self.state.clone();
+            tokio::spawn(async move { state.rate_limits.report_refusals().await })
+        };
         tokio::select! {
             result = &mut server => {
                 reloads.abort();
                 deliveries.abort();
+                refusals.abort();
                 return Ok(result.context("the HTTP server task failed")??);
             }
             signal = stop_signal() => tracing::info!(signal, "stopping: no new requests, running jobs may finish"),
         }
         reloads.abort();
         deliveries.abort();
+        refusals.abort();
         let grace = self.state.config().server.shutdown_grace;
         tokio::join!(handle.stop(true), self.state.engine.shutdown(grace));
         server.await.context("the HTTP server task failed")??;
+        self.state.rate_limits.report_remaining();
         for path in &self.unix_paths {
             let _ = std::fs::remove_file(path);
         }

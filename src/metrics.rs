@@ -11,6 +11,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     signature_failures: IntCounterVec,
+    rate_limited: IntCounterVec,
     jobs: IntCounterVec,
     job_retries: IntCounterVec,
     job_duration: HistogramVec,
@@ -39,6 +40,11 @@ impl Metrics {
                 "hookrunner_signature_failures_total",
                 "Requests refused for their signature, by reason.",
                 &["hook", "reason"],
+            ),
+            rate_limited: counter(
+                "hookrunner_rate_limited_total",
+                "Hook requests refused by a rate limit, by hook and limit (`ip`: the client's `per_ip`, `hook`: the hook's `per_hook`).",
+                &["hook", "scope"],
             ),
             jobs: counter(
                 "hookrunner_jobs_total",
@@ -82,6 +88,7 @@ impl Metrics {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.requests.clone()),
             Box::new(metrics.signature_failures.clone()),
+            Box::new(metrics.rate_limited.clone()),
             Box::new(metrics.jobs.clone()),
             Box::new(metrics.job_retries.clone()),
             Box::new(metrics.job_duration.clone()),
@@ -108,6 +115,11 @@ impl Metrics {
                 .with_label_values(&[hook, outcome])
                 .inc();
         }
+    }
+
+    /// A request to a configured `hook` refused by the `scope` limit (`ip` or `hook`).
+    pub fn rate_limited(&self, hook: &str, scope: &str) {
+        self.rate_limited.with_label_values(&[hook, scope]).inc();
     }
 
     /// A run that ended with `status` and is tried again; the job counts in `jobs` once, at
@@ -175,6 +187,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.request("deploy", "succeeded");
         metrics.request("deploy", "signature_invalid");
+        metrics.rate_limited("deploy", "ip");
         metrics.job_ended("deploy", "succeeded", Some(0.2));
         metrics.reload(false);
         let store = |commits, synced| StoreStats {
@@ -190,6 +203,7 @@ mod tests {
             "hookrunner_requests_total{hook=\"deploy\",outcome=\"succeeded\"} 1",
             "hookrunner_signature_failures_total{hook=\"deploy\",reason=\"signature_invalid\"} 1",
             "hookrunner_jobs_total{hook=\"deploy\",status=\"succeeded\"} 1",
+            "hookrunner_rate_limited_total{hook=\"deploy\",scope=\"ip\"} 1",
             "hookrunner_job_duration_seconds_count{hook=\"deploy\"} 1",
             "hookrunner_running_jobs 2",
             "hookrunner_queue_depth 5",

@@ -146,6 +146,7 @@ pub async fn reload(state: &AppState, cause: &str) {
         tracing::warn!("{}", warning.trim_end());
     }
     let hooks = fresh.hooks.len();
+    state.rate_limits.apply(&fresh);
     *state.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
     state.metrics.reload(true);
     tracing::info!(cause, hooks, "config reloaded");

@@ -10,7 +10,7 @@ use super::decode::{scalar_text, Decoder, Fields};
 use super::server::fixed_route_of;
 use super::source_map::{Part, YamlPath};
 use super::{
-    approval, files, host, notify, response, retry, signature, when, Concurrency, Hook,
+    approval, files, host, notify, rate_limit, response, retry, signature, when, Concurrency, Hook,
     Notifications, ProgramTemplate, ResponseMode, ResponseSettings, Run, RunOn, ServerSettings,
     StdinMode,
 };
@@ -34,6 +34,7 @@ const HOOK_KEYS: &[&str] = &[
     "retry",
     "approval",
     "notify",
+    "rate_limit",
 ];
 const RUN_KEYS: &[&str] = &[
     "shell",
@@ -228,6 +229,7 @@ fn decode_one(
     let retry = retry::decode(decoder, &fields, response.as_ref());
     let approval = approval::decode(decoder, &fields, response.as_ref(), run_on);
     let notify = notify::decode_for_hook(decoder, &fields, default_notify);
+    let rate_limit = rate_limit::decode(decoder, &fields, rate_limit::Scope::Hook);
     Some(Hook {
         id: id?,
         description,
@@ -246,6 +248,7 @@ fn decode_one(
         retry: retry?,
         approval: approval?,
         notify: notify?,
+        rate_limit: rate_limit?,
     })
 }
 

@@ -11,6 +11,7 @@ mod host;
 mod include;
 mod notify;
 mod overrides;
+pub mod rate_limit;
 mod response;
 mod retry;
 pub mod secret;
@@ -42,6 +43,7 @@ pub use self::cluster::{default_instance, parse_store, valid_instance};
 pub use self::hook::{env_name_valid, hook_id_valid, shell_env_name, RESERVED_ENV};
 pub use self::notify::{signing_key, Endpoint, Notification, Notifications, Target};
 pub use self::overrides::ServerOverrides;
+pub use self::rate_limit::RateLimit;
 pub use self::response::{header_name_problem, header_value_problem};
 pub use self::retry::Retry;
 pub use self::server::TrustedProxies;
@@ -99,6 +101,8 @@ pub struct ServerSettings {
     pub public_url: Option<String>,
     /// Whether the web page at `/ui/` is served (it also needs `admin_token`).
     pub ui: bool,
+    /// How fast one client address may send hook requests, all hooks together; none: no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// `server.store`. The URL stays a `Secret` (its `Debug` never shows it): it can hold a password.
@@ -155,6 +159,8 @@ pub struct Hook {
     pub approval: Option<Approval>,
     /// Its own `notify`, or the server's.
     pub notify: Notifications,
+    /// How fast requests to it are taken, from everyone together; none: no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Which instances run a hook's jobs.

@@ -44,6 +44,7 @@ const KEYS: &[&str] = &[
     "notify",
     "public_url",
     "ui",
+    "rate_limit",
 ];
 
 pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
@@ -70,6 +71,7 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         notify: Arc::from([]),
         public_url: None,
         ui: true,
+        rate_limit: None,
     }
 }
 
@@ -207,6 +209,20 @@ pub fn decode(
     }
     if let Some((value, path)) = fields.get("ui") {
         settings.ui = decoder.bool(value, &path).unwrap_or(true);
+    }
+    if let Some(Some(limit)) =
+        super::rate_limit::decode(decoder, &fields, super::rate_limit::Scope::Server)
+    {
+        settings.rate_limit = Some(limit);
+        if let (true, Some((_, path))) =
+            (sees_no_client_address(&settings), fields.get("rate_limit"))
+        {
+            decoder.warning(
+                &path.key("per_ip"),
+                Part::Key,
+                "`per_ip` counts all clients as one: every `listen` address is a `unix:` socket and `server.trusted_proxies` does not list `unix`, so no client address is known; add `unix` to `trusted_proxies` if the proxy in front sets `X-Forwarded-For`, or limit each hook with `per_hook`",
+            );
+        }
     }
     let clean = decoder
         .diagnostics

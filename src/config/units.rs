@@ -1,6 +1,11 @@
-//! Durations (`500ms`, `30s`, `10m`, `1h`, `30d`) and sizes (`512KiB`, `10MiB`, `1GiB`) as written in the config.
+//! Durations (`500ms`, `30s`, `10m`, `1h`, `30d`), sizes (`512KiB`, `10MiB`, `1GiB`) and rates
+//! (`20/s`, `600/min`, `100/h`) as written in the config.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
+
+/// The most requests a rate may allow in its period: more is no limit at all.
+pub const MAX_RATE_COUNT: u32 = 1_000_000;
 
 /// Parses a duration with a unit, such as `30s` or `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -37,6 +42,36 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(multiplier).ok_or_else(invalid)
 }
 
+/// Parses a rate of requests, such as `20/s`: how many, and in what period (a second, a minute
+/// or an hour).
+pub fn parse_rate(text: &str) -> Result<(NonZeroU32, Duration), String> {
+    let text = text.trim();
+    let form = "write it as `20/s`, `600/min` or `100/h`";
+    let Some((count, unit)) = text.split_once('/') else {
+        return Err(format!("`{text}` is not a rate; {form}"));
+    };
+    let count = count
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|count| (1..=MAX_RATE_COUNT).contains(count))
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            format!("`{text}` is not a rate: it needs a whole number of requests from 1 to {MAX_RATE_COUNT} before the `/`; {form}")
+        })?;
+    let period = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "min" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        other => {
+            return Err(format!(
+                "`{text}`: `{other}` is not a period of a rate; use `s`, `min` or `h`, as in `20/s`, `600/min` or `100/h`"
+            ))
+        }
+    };
+    Ok((count, period))
+}
+
 /// Formats a byte count the way the config writes it, for messages.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
@@ -69,6 +104,33 @@ mod tests {
             let got = parse_duration(text).ok().map(|d| d.as_millis() as u64);
             assert_eq!(got, *expected, "parse_duration({text:?})");
         }
+    }
+
+    #[test]
+    fn rates() {
+        let cases: &[(&str, Option<(u32, u64)>)] = &[
+            ("20/s", Some((20, 1))),
+            ("600/min", Some((600, 60))),
+            (" 100 / h ", Some((100, 3600))),
+            ("1000000/s", Some((1_000_000, 1))),
+            ("1000001/s", None),
+            ("0/s", None),
+            ("-1/s", None),
+            ("20", None),
+            ("20/m", None),
+            ("20/d", None),
+            ("/s", None),
+            ("1.5/s", None),
+            ("", None),
+        ];
+        for (text, expected) in cases {
+            let got = parse_rate(text)
+                .ok()
+                .map(|(count, period)| (count.get(), period.as_secs()));
+            assert_eq!(got, *expected, "parse_rate({text:?})");
+        }
+        let message = parse_rate("20/m").unwrap_err();
+        assert_eq!(message, "`20/m`: `m` is not a period of a rate; use `s`, `min` or `h`, as in `20/s`, `600/min` or `100/h`");
     }
 
     #[test]

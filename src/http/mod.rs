@@ -41,6 +41,8 @@ pub struct AppState {
     pub page_changes: crate::ui::Changes,
     /// How fast the web page's sign-in may be tried.
     pub sign_ins: crate::ui::SignInThrottle,
+    /// How fast hook requests are taken (`rate_limit`); a reload applies the new limits.
+    pub rate_limits: crate::rate_limit::RateLimits,
 }
 
 impl AppState {
@@ -57,6 +59,9 @@ pub struct ClientInfo {
     /// The peer's port when `remote_ip` is the peer itself, not a client a proxy named.
     pub remote_port: Option<u16>,
 }
+
+/// The outcome of a request a rate limit refused.
+pub const RATE_LIMITED: &str = "rate_limited";
 
 /// What a hook request came to, for the request log line.
 #[derive(Clone, Debug)]
@@ -201,7 +206,12 @@ pub async fn request_middleware(
         };
         state.metrics.request(hook, outcome.outcome);
     }
-    if let Some((method, path)) = logged {
+    // A request refused by a rate limit gets no line of its own: a flood of them would fill
+    // the disk. They are summarised per client instead (`rate_limit::Summary`).
+    let rate_limited = outcome
+        .as_ref()
+        .is_some_and(|outcome| outcome.outcome == RATE_LIMITED);
+    if let (Some((method, path)), false) = (logged, rate_limited) {
         tracing::info!(
             request_id = %info.request_id,
             client = %ClientText(info.remote_ip),

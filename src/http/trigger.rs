@@ -1,5 +1,5 @@
 //! `{base_path}/{id}`: the request path of a hook. The checks run in the order SPEC §8 gives:
-//! hook exists → method → body size → signature → `when` → capacity → run.
+//! hook exists → rate limits (§17) → method → body size → signature → `when` → capacity → run.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,13 +11,14 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{stream, with_outcome, ApiError, AppState, ClientInfo};
+use super::{stream, with_outcome, ApiError, AppState, ClientInfo, RATE_LIMITED};
 use crate::command::{self, BuildError};
 use crate::config::units::format_size;
 use crate::config::{Hook, ResponseMode};
 use crate::engine::{JobHandle, Submission, SubmitError, Submitted};
 use crate::exec_limits;
 use crate::job::{now_ms, JobId, JobView, Status};
+use crate::rate_limit::{Refused, Scope};
 use crate::request::{Headers, RequestContext, ValueError, FORM_LOOKS_LIKE_JSON};
 use crate::signature::SignedRequest;
 use crate::template::RenderError;
@@ -49,6 +50,17 @@ pub async fn trigger(
             "not_found",
         );
     };
+    let client = request
+        .extensions()
+        .get::<ClientInfo>()
+        .and_then(|client| client.remote_ip);
+    // Before the body is read or the signature checked: a refused request costs next to nothing.
+    if let Err(refused) = state.rate_limits.check(&hook.id, client) {
+        state.metrics.rate_limited(&hook.id, refused.scope.label());
+        let error = rate_limited(&request, hook, refused);
+        let response = actix_web::ResponseError::error_response(&error);
+        return with_hook_headers(with_outcome(response, &hook.id, RATE_LIMITED), hook);
+    }
     let body_timeout = config.server.body_timeout;
     let response = match handle(&request, payload, hook, body_timeout, &state).await {
         Ok((response, outcome)) => with_outcome(response, &hook.id, outcome),
@@ -59,6 +71,30 @@ pub async fn trigger(
         ),
     };
     with_hook_headers(response, hook)
+}
+
+/// The 429 of a request beyond a rate limit. Its body is left unread, so a request that has one
+/// closes the connection (the next request on it would start inside the body).
+fn rate_limited(request: &HttpRequest, hook: &Hook, refused: Refused) -> ApiError {
+    let seconds = refused.retry_after_seconds();
+    let message = match refused.scope {
+        Scope::Ip => format!("too many requests from this address; retry in {seconds}s"),
+        Scope::Hook => format!(
+            "too many requests to hook `{}`; retry in {seconds}s",
+            hook.id
+        ),
+    };
+    let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED, message)
+        .with_header(header::RETRY_AFTER, seconds.to_string());
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    match has_body {
+        true => error.closing(),
+        false => error,
+    }
 }
 
 /// `response.headers`, on every answer of the hook, errors included (as adnanh does).

@@ -35,7 +35,7 @@ impl SignInThrottle {
     /// to wait before the next one is taken.
     pub fn try_sign_in(&self, client: Option<IpAddr>) -> Result<(), Duration> {
         let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
-        let key = client.map(network);
+        let key = client.map(crate::rate_limit::client_network);
         // Forget addresses that are quiet again, so the map stays as small as the attack.
         if self.per_client.len() > 10_000 {
             self.per_client.retain_recent();
@@ -44,18 +44,6 @@ impl SignInThrottle {
             .check_key(&key)
             .and_then(|()| self.overall.check())
             .map_err(|not_until| not_until.wait_time_from(now))
-    }
-}
-
-/// The part of an address one client holds: the address itself for IPv4, its /64 for IPv6 (a
-/// host usually has a whole /64 to pick from).
-fn network(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
     }
 }
 

@@ -23,6 +23,7 @@ mod notify;
 mod notify_check;
 mod operations;
 mod providers;
+mod rate_limit;
 mod readme;
 mod receiver;
 mod replays;
