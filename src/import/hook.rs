@@ -40,11 +40,22 @@ const UNSUPPORTED: &[(&str, &str)] = &[(
     "hookrunner runs no command before a hook's rules",
 )];
 
-/// The environment variable names given to secrets so far, so two hooks never share one by accident.
+/// How the converted hooks take their secrets, and the environment variable names given to them
+/// so far, so two hooks never share one by accident.
 #[derive(Default)]
-pub struct SecretNames(HashSet<String>);
+pub struct SecretNames {
+    secrets: super::Secrets,
+    taken: HashSet<String>,
+}
 
 impl SecretNames {
+    pub fn new(secrets: super::Secrets) -> SecretNames {
+        SecretNames {
+            secrets,
+            taken: HashSet::new(),
+        }
+    }
+
     /// `DEPLOY_WEBHOOK_SECRET` for hook `deploy`; `_2`, `_3`, ... if the name is taken.
     fn claim(&mut self, hook_id: &str, kind: &str) -> String {
         let mut stem: String = hook_id
@@ -63,7 +74,7 @@ impl SecretNames {
         let base = format!("{stem}_WEBHOOK_{kind}");
         let mut name = base.clone();
         let mut counter = 2;
-        while !self.0.insert(name.clone()) {
+        while !self.taken.insert(name.clone()) {
             name = format!("{base}_{counter}");
             counter += 1;
         }
@@ -394,7 +405,7 @@ fn run_env(root: &Located<'_>, report: &mut Report) -> Option<Vec<(String, Strin
     valid.then_some(env)
 }
 
-/// `pass-file-to-command` as `run.files`: the same variable names as `run_env` gives, each value
+/// `pass-file-to-command` as `run.files`: `envname`, or adnanh's `HOOK_<NAME>` (upper-cased), each value
 /// written to a file whose path the command gets. adnanh removed the files after the command
 /// unless `keep-file-environment`; hookrunner always does.
 fn run_files(
@@ -423,12 +434,14 @@ fn run_files(
             .and_then(|value| value.template(&format!("{}.name", item.path()), report));
         let name = match item.child("envname").and_then(|name| name.text(report)) {
             Some(name) if !name.is_empty() => name,
+            // adnanh upper-cases the name for a file (`HOOK_BINARY`), unlike for a variable.
             _ => format!(
                 "HOOK_{}",
                 item.value
                     .get("name")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
+                    .to_uppercase()
             ),
         };
         let base64_decode = match item.child("base64decode") {
@@ -659,11 +672,12 @@ fn parse_parameters_as_json(root: &Located<'_>, report: &mut Report) {
     }
 }
 
-/// The `signature:` block, its secret taken from an environment variable named after the hook.
+/// The `signature:` block, its secret taken from an environment variable named after the hook, or
+/// with `--secrets inline` the secret itself, as the original file had it.
 ///
-/// The secret is not copied into the converted file: that file is usually committed or shared,
-/// and `hookrunner check` warns about literal secrets anyway. The note says which variable to set
-/// to which value of the original file, without printing the secret itself.
+/// By default the secret is not copied into the converted file: that file is usually committed or
+/// shared, and `hookrunner check` warns about literal secrets anyway. The note says which variable
+/// to set to which value of the original file, without printing the secret itself.
 fn signature_yaml(
     signature: &Signature,
     hook_id: &str,
@@ -672,6 +686,7 @@ fn signature_yaml(
 ) -> Yaml {
     let secret = match super::template::getenv_secret(signature.secret.trim()) {
         Some(name) => format!("env:{name}"),
+        None if names.secrets == super::Secrets::Inline => signature.secret.clone(),
         None => {
             let name = names.claim(hook_id, signature.secret_kind);
             report.note(format!(

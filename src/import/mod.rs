@@ -43,6 +43,17 @@ impl Format {
     }
 }
 
+/// Where the converted hooks take their secrets from (`import-webhook --secrets`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Secrets {
+    /// `env:<HOOK>_WEBHOOK_SECRET` references, with a note naming where each value is in the
+    /// original file.
+    #[default]
+    Env,
+    /// The secrets themselves, as the original file had them (`check` warns about each).
+    Inline,
+}
+
 /// A converted file: hookrunner's config, and what the user should know about it.
 #[derive(Debug)]
 pub struct Conversion {
@@ -98,6 +109,14 @@ pub fn convert(source: &str, format: Format) -> Result<Conversion, Vec<ImportErr
 /// (the file's name for messages, its text, its format); a parse error names the file when there
 /// are several.
 pub fn convert_files(files: &[(&str, &str, Format)]) -> Result<Conversion, Vec<ImportError>> {
+    convert_files_with(files, Secrets::Env)
+}
+
+/// [`convert_files`], with the secrets taken as `secrets` says.
+pub fn convert_files_with(
+    files: &[(&str, &str, Format)],
+    secrets: Secrets,
+) -> Result<Conversion, Vec<ImportError>> {
     let mut items = Vec::new();
     let mut errors = Vec::new();
     for (name, source, format) in files {
@@ -119,7 +138,7 @@ pub fn convert_files(files: &[(&str, &str, Format)]) -> Result<Conversion, Vec<I
         return Err(errors);
     }
 
-    let mut names = hook::SecretNames::default();
+    let mut names = hook::SecretNames::new(secrets);
     let mut errors = Vec::new();
     let mut first_index_of: Vec<(String, usize)> = Vec::new();
     let mut converted = Vec::new();
@@ -254,6 +273,11 @@ pub struct ImportArgs {
     /// their hooks.
     #[arg(value_name = "FILE", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+
+    /// `env`: each secret becomes an `env:` reference, and a note on stderr says which variable
+    /// to set from where; `inline`: the secrets are written into the output as the files had them.
+    #[arg(long, value_enum, default_value_t = Secrets::Env)]
+    pub secrets: Secrets,
 }
 
 /// Reads the files, prints the converted config to stdout and the notices to stderr. Exits 1
@@ -281,7 +305,7 @@ pub fn main(args: &ImportArgs) -> ExitCode {
         .iter()
         .map(|(name, source, format)| (name.as_str(), source.as_str(), *format))
         .collect();
-    match convert_files(&files) {
+    match convert_files_with(&files, args.secrets) {
         Ok(conversion) => {
             let text = format!(
                 "# Converted from {file} by `hookrunner import-webhook`.\n{}",
