@@ -9,6 +9,13 @@ sends each request to both, and compares: the status, the body where hookrunner 
 and what it saw (arguments, the variables the hook defines, the files it passes), as recorded by
 recorder.py.
 
+A case's `requests.json`: `secrets` (name to value, for signing), `env` (the servers' extra
+environment, which a `-template` file reads), and `requests`, each with `name`, `path` (the hook
+id), optional `method`, `query` and `headers`, a body as `json`, `form`, `multipart` (parts with
+`name`, `value`, optional `filename` and `content_type`) or `body` (text), `sign` (a list of
+[header, algorithm, prefix, secret name]) and `triggers` (whether webhook runs the command). The
+hooks file names the command `@RECORDER@`.
+
 A difference fails the run unless its code is a row of differences.md; a row that no case shows
 any more fails it too. Secrets are never printed.
 
@@ -16,7 +23,6 @@ Environment: WEBHOOK_BIN (default /usr/bin/webhook), HOOKRUNNER_BIN (default tar
 DIFF_FULL=1 to print values whole rather than cut at 160 characters.
 Arguments: case names, to run only those (the stale-row check is then skipped).
 """
-import base64
 import hashlib
 import hmac
 import json
@@ -41,8 +47,6 @@ HOOKRUNNER = os.environ.get("HOOKRUNNER_BIN", os.path.join(ROOT, "target", "debu
 
 START_DEADLINE = 20.0
 RUN_DEADLINE = 10.0
-# Variables hookrunner sets for every command; they are not the hook's own.
-HOOKRUNNER_OWN = {"HOOK_ID", "HOOK_JOB_ID", "HOOK_REQUEST_ID", "HOOK_EVENT", "HOOK_DELIVERY_ID", "HOOK_ATTEMPT"}
 
 
 # ---------------------------------------------------------------- the allow list

@@ -25,7 +25,8 @@ def main() -> int:
             with open(value, "rb") as file:
                 files[name] = base64.b64encode(file.read()).decode()
     record = {"argv": arguments, "env": dict(os.environ), "files": files}
-    name = f"{time.monotonic_ns()}-{os.getpid()}"
+    # The system's monotonic clock, zero-padded, so the names sort in the order the runs wrote them.
+    name = f"{time.monotonic_ns():020d}-{os.getpid()}"
     partial = os.path.join(OUT_DIR, f".{name}.tmp")
     with open(partial, "w", encoding="utf-8") as out:
         json.dump(record, out)
