@@ -251,7 +251,7 @@ WEBHOOK_RULE_ERROR = "Error occurred while evaluating hook rules."
 WEBHOOK_COMMAND_ERROR = "Error occurred while executing the hook's command. Please check your logs for more details."
 # Differences that mean hookrunner refused the request where webhook did not, or ran nothing for
 # another reason: they explain the body and the command not running as well.
-REFUSALS = {"signature-401", "provider-exact-format", "missing-value-422", "post-only"}
+REFUSALS = {"signature-401", "provider-exact-format", "missing-value-422", "post-only", "bad-body-400"}
 
 
 def classify_status(hook, request, webhook, hookrunner):
@@ -265,6 +265,8 @@ def classify_status(hook, request, webhook, hookrunner):
         return "signature-401"
     if hr_status == 401 and ran_under_webhook_only and any(prefix == "" and header.lower().startswith("x-hub-signature") for header, _, prefix, _ in request.get("sign", [])):
         return "provider-exact-format"
+    if hr_status == 400 and wh_seen is None and hr_seen is None and is_json_object(hookrunner[2]) and json.loads(hookrunner[2]).get("error") == "bad_body":
+        return "bad-body-400"
     if wh_status == 200 and hr_status == 422 and ran_under_webhook_only:
         return "missing-value-422"
     if wh_status == 200 and hr_status == 405 and ran_under_webhook_only and not hook.get("http-methods"):
