@@ -262,6 +262,30 @@ fn a_template_file_and_a_second_file_make_one_config_that_passes_check() {
 }
 
 #[test]
+fn secrets_inline_writes_the_files_secrets_and_passes_check_without_variables() {
+    let converted = finished(
+        hookrunner()
+            .args(["import-webhook", "--secrets", "inline"])
+            .arg(fixture("github.json"))
+            .output()
+            .expect("the binary runs"),
+    );
+    assert_eq!(converted.code, 0, "{}", converted.stderr);
+    assert!(
+        converted.stdout.contains("secret: mysecret"),
+        "{}",
+        converted.stdout
+    );
+    assert!(!converted.stderr.contains("note:"), "{}", converted.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hooks.yaml");
+    std::fs::write(&config, &converted.stdout).unwrap();
+    let checked = check(&config, &[]);
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+}
+
+#[test]
 fn secrets_go_inline_or_to_files_and_a_dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {

@@ -368,7 +368,7 @@ fn run_env(root: &Located<'_>, report: &mut Report) -> Option<Vec<(String, Strin
     valid.then_some(env)
 }
 
-/// `pass-file-to-command` as `run.files`: the same variable names as `run_env` gives, each value
+/// `pass-file-to-command` as `run.files`: `envname`, or adnanh's `HOOK_<NAME>` (upper-cased), each value
 /// written to a file whose path the command gets. adnanh removed the files after the command
 /// unless `keep-file-environment`; hookrunner always does.
 fn run_files(
@@ -397,12 +397,14 @@ fn run_files(
             .and_then(|value| value.template(&format!("{}.name", item.path()), report));
         let name = match item.child("envname").and_then(|name| name.text(report)) {
             Some(name) if !name.is_empty() => name,
+            // adnanh upper-cases the name for a file (`HOOK_BINARY`), unlike for a variable.
             _ => format!(
                 "HOOK_{}",
                 item.value
                     .get("name")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
+                    .to_uppercase()
             ),
         };
         let base64_decode = match item.child("base64decode") {

@@ -445,7 +445,7 @@ run:
   files:
     BINARY: {value: "{{ payload.binary }}", base64_decode: true}
     HOOK_: "{{ headers }}"
-    HOOK_note: "{{ payload.note }}"
+    HOOK_NOTE: "{{ payload.note }}"
 response: {mode: async}
 "#,
         ),
@@ -654,7 +654,7 @@ fn each_error_names_the_hook_and_the_key() {
         (hook("  incoming-payload-content-type: text/csv\n"), "hook `h`: `incoming-payload-content-type`: hookrunner's `body_type` is `json` or `form`, so it cannot force `text/csv`"),
         (hook("  pass-file-to-command: [{source: payload, name: binary.data}, {source: payload, name: x, envname: \"A=B\"}]\n"), "hook `h`: `pass-file-to-command[1]`: `A=B` cannot be an environment variable name"),
         (hook("  pass-file-to-command: [{source: payload, name: a, envname: HOOK_ID}]\n"), "`pass-file-to-command[0]`: `HOOK_ID` is set by hookrunner itself"),
-        (hook("  pass-environment-to-command: [{source: payload, name: a}]\n  pass-file-to-command: [{source: payload, name: a}]\n"), "`pass-file-to-command[0]`: `HOOK_a` is passed twice"),
+        (hook("  pass-environment-to-command: [{source: payload, name: A}]\n  pass-file-to-command: [{source: payload, name: a}]\n"), "`pass-file-to-command[0]`: `HOOK_A` is passed twice"),
         (hook("  pass-file-to-command: [{source: payload, name: a, base64decode: maybe}]\n"), "`pass-file-to-command[0].base64decode` must be `true` or `false`"),
         (hook("  pre-hook-command: /bin/true\n"), "hook `h`: `pre-hook-command` has no hookrunner equivalent"),
         (hook("  trigger-rule-mismatch-http-response-code: 100\n"), "`trigger-rule-mismatch-http-response-code` must be an HTTP status from 200 to 599"),
@@ -1016,4 +1016,34 @@ fn trigger_signature_soft_failures_is_a_warning_in_the_file_and_in_the_report() 
         "{}",
         render(&refused)
     );
+}
+
+#[test]
+fn secrets_inline_keeps_the_files_secrets_and_env_names_a_variable() {
+    let source = r#"[{"id": "deploy", "execute-command": "/bin/true", "trigger-rule": {"or": [
+        {"match": {"type": "payload-hmac-sha256", "secret": "s3cret", "parameter": {"source": "header", "name": "X-Hub-Signature-256"}}},
+        {"match": {"type": "payload-hmac-sha256", "secret": "{{ getenv "OTHER" }}", "parameter": {"source": "header", "name": "X-Gitea-Signature"}}}]}}]"#;
+    let files = [("hooks.json", source, Format::Json)];
+    let secrets = |mode| {
+        let conversion = convert_files(&files, mode).unwrap_or_else(|e| panic!("{}", render(&e)));
+        let document: Yaml = serde_yaml::from_str(&conversion.yaml).expect("YAML");
+        let any = &document["hooks"][0]["signature"]["any"];
+        (
+            any[0]["github"]["secret"].as_str().map(str::to_string),
+            any[1]["gitea"]["secret"].as_str().map(str::to_string),
+            conversion.warnings.len(),
+        )
+    };
+    let (github, gitea, notes) = secrets(SecretMode::Inline);
+    assert_eq!(github.as_deref(), Some("s3cret"));
+    assert_eq!(
+        gitea.as_deref(),
+        Some("env:OTHER"),
+        "a template's variable stays one"
+    );
+    assert_eq!(notes, 0, "no variable to set");
+    let (github, gitea, notes) = secrets(SecretMode::Env);
+    assert_eq!(github.as_deref(), Some("env:DEPLOY_WEBHOOK_SECRET"));
+    assert_eq!(gitea.as_deref(), Some("env:OTHER"));
+    assert_eq!(notes, 1, "a note names the variable");
 }
