@@ -1,4 +1,5 @@
-//! Bitbucket Cloud and Data Center: `X-Hub-Signature: sha256=<hex>`, an HMAC-SHA256 of the body.
+//! Bitbucket Cloud and Data Center: `X-Hub-Signature: sha256=<hex>`, an HMAC-SHA256 of the body
+//! (also taken without the prefix and as a comma-separated list, as adnanh/webhook takes it).
 
 use super::hmac::{Encoding, HmacScheme};
 use super::Algorithm;
@@ -12,7 +13,7 @@ pub fn bitbucket(secrets: Secrets) -> HmacScheme {
         algorithm: Algorithm::Sha256,
         encoding: Encoding::Hex,
         prefix: "sha256=".into(),
-        lenient: false,
+        lenient: true,
         secrets,
         event_sources: &[IdSource::Header("X-Event-Key")],
         delivery_sources: &[IdSource::Header("X-Request-UUID")],
@@ -38,9 +39,15 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str, &str)] = &[
             (&[("X-Hub-Signature", good)], body, "ok"),
             (&[("X-Hub-Signature", good)], "{}", "signature_invalid"),
+            (&[("X-Hub-Signature", &good[7..])], body, "ok"),
+            (
+                &[("X-Hub-Signature", &format!("sha256=00,{good}"))],
+                body,
+                "ok",
+            ),
             (
                 &[("X-Hub-Signature", &good[7..])],
-                body,
+                "{}",
                 "signature_invalid",
             ),
             (

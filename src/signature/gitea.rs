@@ -1,4 +1,5 @@
-//! Gitea, Forgejo and Gogs: HMAC-SHA256 of the body, hex without a prefix, in their own header.
+//! Gitea, Forgejo and Gogs: HMAC-SHA256 of the body, hex without a prefix, in their own header
+//! (also taken with `sha256=` and as a comma-separated list, as adnanh/webhook takes it).
 
 use super::hmac::{Encoding, HmacScheme};
 use super::Algorithm;
@@ -16,7 +17,7 @@ pub fn gitea(secrets: Secrets) -> HmacScheme {
         algorithm: Algorithm::Sha256,
         encoding: Encoding::Hex,
         prefix: String::new(),
-        lenient: false,
+        lenient: true,
         secrets,
         event_sources: &[
             IdSource::Header("X-Gitea-Event"),
@@ -51,10 +52,9 @@ mod tests {
             (&[("X-Gitea-Signature", actual)], "ok"),
             (&[("X-Forgejo-Signature", actual)], "ok"),
             (&[("X-Gogs-Signature", actual)], "ok"),
-            (
-                &[("X-Gitea-Signature", &format!("sha256={actual}"))],
-                "signature_invalid",
-            ),
+            (&[("X-Gitea-Signature", &format!("sha256={actual}"))], "ok"),
+            (&[("X-Gitea-Signature", &format!("00, {actual}"))], "ok"),
+            (&[("X-Gitea-Signature", "00, 11")], "signature_invalid"),
             (&[("X-Gitea-Signature", &actual[1..])], "signature_invalid"),
             (&[("X-Hub-Signature-256", actual)], "signature_missing"),
         ];

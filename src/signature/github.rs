@@ -1,7 +1,9 @@
-//! GitHub: `X-Hub-Signature-256: sha256=<hex>` over the raw body; SHA-1 only when allowed.
+//! GitHub: `X-Hub-Signature-256: sha256=<hex>` over the raw body; SHA-1 only when allowed. As
+//! adnanh/webhook does, the signature is also taken without its prefix, and as a comma-separated
+//! list of which any one may match: neither lets a wrong signature through.
 
 use super::{
-    any_secret_signs, decode_hex, hmac_digest, malformed, mismatch, Algorithm, Provider,
+    any_secret_signs_one_of, hmac_digest, listed_hex, malformed, mismatch, Algorithm, Provider,
     SignatureError, SignedRequest,
 };
 use crate::request::IdSource;
@@ -42,13 +44,11 @@ impl Provider for Github {
                 )))
             }
         };
-        let form = format!("{prefix}<hex>");
-        let hex_part = value
-            .strip_prefix(prefix)
-            .ok_or_else(|| malformed(header, &form))?;
-        let expected =
-            decode_hex(hex_part, algorithm.output_len()).ok_or_else(|| malformed(header, &form))?;
-        if any_secret_signs(algorithm, &self.secrets, &[request.body], &expected) {
+        let candidates = listed_hex(value, prefix, algorithm.output_len());
+        if candidates.is_empty() {
+            return Err(malformed(header, &format!("{prefix}<hex>")));
+        }
+        if any_secret_signs_one_of(algorithm, &self.secrets, &[request.body], &candidates) {
             Ok(())
         } else {
             Err(mismatch(header))
@@ -134,9 +134,40 @@ mod tests {
                 BODY,
                 "signature_invalid",
             ),
+            // As adnanh/webhook takes it: without the prefix, and in a list.
             (
                 &strict,
                 &[("X-Hub-Signature-256", &SIGNATURE[7..])],
+                BODY,
+                "ok",
+            ),
+            (
+                &strict,
+                &[("X-Hub-Signature-256", &format!("sha256=00, {SIGNATURE}"))],
+                BODY,
+                "ok",
+            ),
+            (
+                &strict,
+                &[(
+                    "X-Hub-Signature-256",
+                    &format!("{}, sha256=00", &SIGNATURE[7..]),
+                )],
+                "Hello, World?",
+                "signature_invalid",
+            ),
+            (
+                &strict,
+                &[("X-Hub-Signature-256", "sha256=00, sha256=11")],
+                BODY,
+                "signature_invalid",
+            ),
+            (
+                &strict,
+                &[(
+                    "X-Hub-Signature-256",
+                    &format!("{},{SIGNATURE}", vec!["sha256=00"; 16].join(",")),
+                )],
                 BODY,
                 "signature_invalid",
             ),

@@ -3,15 +3,13 @@
 
 use super::{
     any_secret_signs_one_of, decode_base64, decode_hex, hmac_digest, malformed, mismatch,
-    Algorithm, Provider, SignatureError, SignedRequest,
+    Algorithm, Provider, SignatureError, SignedRequest, MAX_LISTED,
 };
 use crate::request::IdSource;
 use crate::secret::Secrets;
 
 /// How many comma-separated signatures a lenient header may list; the rest are not looked at, so
 /// a long header costs no more than this many HMAC comparisons.
-const MAX_LISTED: usize = 16;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
     Hex,

@@ -344,6 +344,21 @@ pub fn hmac_digest(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8>
     }
 }
 
+/// How many signatures of a comma-separated list are tried, at most.
+pub const MAX_LISTED: usize = 16;
+
+/// The hex signatures of a header as adnanh/webhook reads them: a comma-separated list (the first
+/// [`MAX_LISTED`]), each with or without `prefix`; those that do not decode to `length` bytes are
+/// left out.
+pub fn listed_hex(value: &str, prefix: &str, length: usize) -> Vec<Vec<u8>> {
+    value
+        .split(',')
+        .take(MAX_LISTED)
+        .map(str::trim)
+        .filter_map(|listed| decode_hex(listed.strip_prefix(prefix).unwrap_or(listed), length))
+        .collect()
+}
+
 /// Whether any of the secrets signs `parts` to `expected`, compared in constant time.
 pub fn any_secret_signs(
     algorithm: Algorithm,

@@ -16,7 +16,7 @@ id), optional `method`, `query` and `headers`, a body as `json`, `form`, `multip
 [header, algorithm, prefix, secret name]) and `triggers` (whether webhook runs the command). The
 hooks file names the command `@RECORDER@`.
 
-A difference fails the run unless its code is a row of differences.md; a row that no case shows
+A difference fails the run unless its code is a row of the README's table; a row that no case shows
 any more fails it too. Secrets are never printed.
 
 Environment: WEBHOOK_BIN (default /usr/bin/webhook), HOOKRUNNER_BIN (default target/debug/hookrunner),
@@ -52,17 +52,25 @@ RUN_DEADLINE = 10.0
 # ---------------------------------------------------------------- the allow list
 
 
+# The README's section that lists the differences; its table is the allow list.
+README_SECTION = "### Where a converted hook still differs from webhook"
+
+
 def allowed_codes():
-    """The codes of differences.md's table: the first cell of each row, in backticks."""
+    """The codes of the README's table of differences: the first cell of each row, in backticks."""
     codes = {}
-    with open(os.path.join(HERE, "differences.md"), encoding="utf-8") as file:
-        for line in file:
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            if not line.startswith("|") or len(cells) < 2:
-                continue
-            code = re.fullmatch(r"`([a-z0-9][a-z0-9-]*)`", cells[0])
-            if code:
-                codes[code.group(1)] = cells[1]
+    with open(os.path.join(HERE, "..", "..", "README.md"), encoding="utf-8") as file:
+        text = file.read()
+    if README_SECTION not in text:
+        sys.exit(f"error: README.md has no section `{README_SECTION}`")
+    section = text.split(README_SECTION, 1)[1].split("\n#", 1)[0]
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) < 2:
+            continue
+        code = re.fullmatch(r"`([a-z0-9][a-z0-9-]*)`", cells[0])
+        if code:
+            codes[code.group(1)] = cells[1]
     return codes
 
 
@@ -251,7 +259,7 @@ WEBHOOK_RULE_ERROR = "Error occurred while evaluating hook rules."
 WEBHOOK_COMMAND_ERROR = "Error occurred while executing the hook's command. Please check your logs for more details."
 # Differences that mean hookrunner refused the request where webhook did not, or ran nothing for
 # another reason: they explain the body and the command not running as well.
-REFUSALS = {"signature-401", "provider-exact-format", "missing-value-422", "post-only", "bad-body-400"}
+REFUSALS = {"signature-401", "missing-value-422", "post-only", "bad-body-400"}
 
 
 def classify_status(hook, request, webhook, hookrunner):
@@ -263,8 +271,6 @@ def classify_status(hook, request, webhook, hookrunner):
             return "async-202"
     if hr_status == 401 and wh_seen is None and (wh_status, wh_body) in ((500, WEBHOOK_RULE_ERROR), (200, WEBHOOK_MISMATCH)):
         return "signature-401"
-    if hr_status == 401 and ran_under_webhook_only and any(prefix == "" and header.lower().startswith("x-hub-signature") for header, _, prefix, _ in request.get("sign", [])):
-        return "provider-exact-format"
     if hr_status == 400 and wh_seen is None and hr_seen is None and is_json_object(hookrunner[2]) and json.loads(hookrunner[2]).get("error") == "bad_body":
         return "bad-body-400"
     if wh_status == 200 and hr_status == 422 and ran_under_webhook_only:
@@ -484,12 +490,12 @@ def main(argv):
                 print(f"ok    {case} / {request_name}: listed difference `{code}`: {words}")
             else:
                 failures += 1
-                why = f"`{code}` is not in differences.md" if code else "no listed difference explains it"
+                why = f"`{code}` is not in the README's table" if code else "no listed difference explains it"
                 print(f"FAIL  {case} / {request_name}: {words} ({why})")
     if not argv:
         for code in sorted(set(codes) - seen_codes):
             failures += 1
-            print(f"FAIL  differences.md lists `{code}`, which no case shows any more: remove the row or add the case")
+            print(f"FAIL  the README's table lists `{code}`, which no case shows any more: remove the row or add the case")
     print(f"{len(cases)} cases, {failures} failure(s), {time.monotonic() - started:.1f}s")
     return 1 if failures else 0
 

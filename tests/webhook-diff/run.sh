@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # adnanh/webhook and hookrunner side by side (see tests/webhook-diff/check.py): the same hooks
 # files and requests to Debian's `webhook` and to hookrunner serving what `import-webhook` made of
-# them; every difference must be listed in tests/webhook-diff/differences.md.
+# them; every difference must be a row of the README's table "Where a converted hook still
+# differs from webhook".
 #
 # Installs what is missing: Debian's `webhook` (/usr/bin/webhook), as root. Then builds the debug
 # binary and runs the cases. Exits non-zero when `webhook` cannot be installed or any case fails:
@@ -40,7 +41,7 @@ main() {
     local status=0
     WEBHOOK_BIN="$WEBHOOK" python3 "$ROOT/tests/webhook-diff/check.py" "$@" || status=$?
     log "done in $((SECONDS - started))s"
-    [ "$status" = 0 ] || die "adnanh/webhook and hookrunner differ beyond differences.md (exit $status)"
+    [ "$status" = 0 ] || die "adnanh/webhook and hookrunner differ beyond the README's table of differences (exit $status)"
 }
 
 main "$@"
