@@ -151,20 +151,25 @@ pub fn github_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Waits until a file holds text (not empty, and the same over two looks) and returns it.
+/// Waits until a file exists and returns its text.
 pub async fn read_when_written(path: &Path) -> String {
+    read_when(path, |_| true).await
+}
+
+/// Waits until a file holds a whole line (a shell's `>` makes the file before the command writes
+/// to it) and returns its text.
+pub async fn read_line_when_written(path: &Path) -> String {
+    read_when(path, |text| text.ends_with('\n')).await
+}
+
+async fn read_when(path: &Path, complete: impl Fn(&str) -> bool) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    // A shell's `>` makes the file before the command writes to it: the text counts once it is
-    // there and has not changed over one more look.
-    let mut seen: Option<String> = None;
     loop {
-        let text = std::fs::read_to_string(path)
-            .ok()
-            .filter(|text| !text.is_empty());
-        if text.is_some() && text == seen {
-            return text.unwrap_or_default();
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if complete(&text) {
+                return text;
+            }
         }
-        seen = text;
         assert!(
             tokio::time::Instant::now() < deadline,
             "{} was never written",

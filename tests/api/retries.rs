@@ -328,7 +328,8 @@ async fn interrupted_runs_are_retried_only_when_listed(signal: Signal) {
     }
     let mut pids = Vec::new();
     for hook in ["kept", "lost"] {
-        let pid = crate::helpers::read_when_written(&dir.path().join(format!("{hook}.pid"))).await;
+        let pid =
+            crate::helpers::read_line_when_written(&dir.path().join(format!("{hook}.pid"))).await;
         pids.push(pid.trim().parse::<i32>().unwrap());
     }
     let mut server = server;

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::helpers::{github_signature, process_is_gone, read_when_written, TestApp};
+use crate::helpers::{
+    github_signature, process_is_gone, read_line_when_written, read_when_written, TestApp,
+};
 
 const PUSH: &str = r#"{
   "ref": "refs/heads/main",
@@ -155,7 +157,7 @@ hooks:
     assert_eq!(answer.status, 504, "{:?}", answer.body);
     assert_eq!(answer.body["status"], "timed_out");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    let pid: i32 = read_when_written(&app.path("grandchild.pid"))
+    let pid: i32 = read_line_when_written(&app.path("grandchild.pid"))
         .await
         .trim()
         .parse()

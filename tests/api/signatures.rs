@@ -74,8 +74,18 @@ async fn a_bad_signature_is_refused_and_runs_nothing() {
             "signature_invalid",
         ),
         (
-            "no prefix",
+            // Taken without its prefix, as adnanh/webhook takes it, but still checked.
+            "no prefix, another body's",
             vec![("X-Hub-Signature-256", good[7..].to_string())],
+            b"{}",
+            "signature_invalid",
+        ),
+        (
+            "a list of wrong ones",
+            vec![(
+                "X-Hub-Signature-256",
+                format!("sha256={0}, {0}", "ab".repeat(32)),
+            )],
             body,
             "signature_invalid",
         ),
