@@ -19,6 +19,7 @@ mod signature;
 pub mod source_map;
 mod statuses;
 mod syntax;
+mod tls;
 pub mod units;
 mod when;
 
@@ -99,6 +100,18 @@ pub struct ServerSettings {
     pub public_url: Option<String>,
     /// Whether the web page at `/ui/` is served (it also needs `admin_token`).
     pub ui: bool,
+    /// The certificate of the `tls:` listeners, read and checked at load.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `server.tls`: where the certificate and key are, the pair they held when the config was
+/// loaded, and the oldest TLS version taken.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub min_version: crate::tls::MinVersion,
+    pub pair: Arc<crate::tls::CertificatePair>,
 }
 
 /// `server.store`. The URL stays a `Secret` (its `Debug` never shows it): it can hold a password.

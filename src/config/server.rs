@@ -32,6 +32,7 @@ const KEYS: &[&str] = &[
     "notify",
     "public_url",
     "ui",
+    "tls",
 ];
 
 pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
@@ -58,6 +59,7 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         notify: Arc::from([]),
         public_url: None,
         ui: true,
+        tls: None,
     }
 }
 
@@ -187,6 +189,13 @@ pub fn decode(
     }
     if let Some((value, path)) = fields.get("ui") {
         settings.ui = decoder.bool(value, &path).unwrap_or(true);
+    }
+    let tls_given = fields.get("tls").is_some();
+    if let Some((value, path)) = fields.get("tls") {
+        settings.tls = super::tls::decode(decoder, value, &path);
+    }
+    if let Some((_, path)) = fields.get("listen") {
+        super::tls::check_listeners(decoder, &settings.listen, &path, tls_given);
     }
     let clean = decoder
         .diagnostics

@@ -41,6 +41,8 @@ pub struct AppState {
     pub page_changes: crate::ui::Changes,
     /// How fast the web page's sign-in may be tried.
     pub sign_ins: crate::ui::SignInThrottle,
+    /// The certificate the `tls:` listeners serve; a reload replaces it. `None` without them.
+    pub tls: Option<Arc<crate::tls::Resolver>>,
 }
 
 impl AppState {
