@@ -370,19 +370,22 @@ async fn serve_tls(pki: &Pki, config: &Path, extra: &[&str]) -> (Binary, String)
 
 /// The serial a new connection is shown.
 async fn served_serial(pki: &Pki, address: &str) -> String {
-    let client = pki.client().build().unwrap();
-    let response = client
-        .get(format!("{address}/healthz"))
-        .send()
+    try_served_serial(pki, address)
         .await
-        .unwrap();
-    serial_of(&response)
+        .expect("the server answers over TLS")
+}
+
+/// The serial a new connection is shown, `None` while nothing answers over TLS.
+async fn try_served_serial(pki: &Pki, address: &str) -> Option<String> {
+    let client = pki.client().build().unwrap();
+    let response = client.get(format!("{address}/healthz")).send().await.ok()?;
+    Some(serial_of(&response))
 }
 
 /// Polls until new connections are shown `serial`.
 async fn wait_for_serial(pki: &Pki, address: &str, serial: &str, server: &Binary) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while served_serial(pki, address).await != serial {
+    while try_served_serial(pki, address).await.as_deref() != Some(serial) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "new connections never got serial {serial}:\n{}",
@@ -572,4 +575,42 @@ fn check_refuses_a_tls_listener_without_a_certificate_and_pairs_that_cannot_serv
     .unwrap();
     let (code, stdout, stderr) = check_file(&file);
     assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
+#[tokio::test]
+async fn a_socket_systemd_names_tls_speaks_tls() {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use std::os::fd::AsRawFd as _;
+    let pki = Pki::new();
+    pki.leaf("leaf", "1001", 2);
+    let site = tempfile::tempdir().unwrap();
+    let file = site.path().join("hooks.yaml");
+    std::fs::write(
+        &file,
+        config(&pki.path("leaf.pem"), &pki.path("leaf.key"), ""),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    // The child inherits the socket, as it would from systemd with `FileDescriptorName=tls`.
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+    let server = Binary::spawn(
+        &[
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:1",
+        ],
+        site.path(),
+        |command| {
+            command
+                .env("LISTEN_FDS", "1")
+                .env("LISTEN_FDS_FIRST_FD", fd.to_string())
+                .env("LISTEN_FDNAMES", "tls");
+        },
+    );
+    drop(listener);
+    wait_for_serial(&pki, &format!("https://127.0.0.1:{port}"), "1001", &server).await;
 }
