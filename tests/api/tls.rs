@@ -614,3 +614,26 @@ async fn a_socket_systemd_names_tls_speaks_tls() {
     drop(listener);
     wait_for_serial(&pki, &format!("https://127.0.0.1:{port}"), "1001", &server).await;
 }
+
+#[tokio::test]
+async fn min_version_1_3_refuses_a_client_that_speaks_only_tls_1_2() {
+    let pki = Pki::new();
+    let (_default_app, default_address) = spawn(&pki, "").await;
+    let config = config(&pki.path("leaf.pem"), &pki.path("leaf.key"), "")
+        .replace("key: \"", "min_version: \"1.3\", key: \"");
+    let strict_app = TestApp::spawn_listening(&config, &["tls:127.0.0.1:0"]).await;
+    let strict_address = strict_app.address.replace("http://", "https://");
+    let tls_1_2 = pki
+        .client()
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    let status = |client: &reqwest::Client, address: &str| {
+        let request = client.get(format!("{address}/healthz")).send();
+        async move { request.await.map(|answer| answer.status().as_u16()) }
+    };
+    assert_eq!(status(&tls_1_2, &default_address).await.unwrap(), 200);
+    assert!(status(&tls_1_2, &strict_address).await.is_err());
+    let tls_1_3 = pki.client().build().unwrap();
+    assert_eq!(status(&tls_1_3, &strict_address).await.unwrap(), 200);
+}
