@@ -214,6 +214,9 @@ fn keep_startup_settings(fresh: &mut ServerSettings, running: &ServerSettings) {
             tracing::warn!("`server.tls` was removed; it takes effect at the next restart");
             fresh.tls = Some(running_tls.clone());
         }
+        (Some(_), None) => {
+            tracing::warn!("`server.tls` was added; it takes effect at the next restart");
+        }
         (Some(fresh_tls), Some(running_tls))
             if fresh_tls.min_version != running_tls.min_version =>
         {
