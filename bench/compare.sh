@@ -15,7 +15,10 @@
 #     /bin/true with COMMIT=payload.after. All traffic goes to 127.0.0.1 only, and every load is
 #     bounded in time (wrk -d) or in count (N requests, with a timeout).
 #   * Measures, alternating hookrunner (A) and webhook (B) — A B A B, BENCH_ROUNDS rounds, median:
-#       1. req/s answering a bad signature (wrk, POST, same ~1 KiB JSON body for both);
+#       1. req/s answering a bad signature (wrk, POST, same ~1 KiB JSON body for both); for
+#          hookrunner also over TLS, on a `tls:` listener of the same server (a self-signed
+#          certificate made with openssl; wrk keeps its connections open, so this measures
+#          requests, not handshakes);
 #       2. req/s and p99 for a signed push that passes the rule, runs /bin/true and waits for its
 #          exit status (hookrunner `response: {mode: wait}`; webhook
 #          `include-command-output-in-response: true`), BENCH_CONN_WAIT connections;
@@ -340,7 +343,8 @@ run_wrk() {
 # a measurement never counts the wrong answer.
 expect_status() {
     local label=$1 url=$2 want=$3 method=$4 body=$5 headers=$6 pattern=${7:-}
-    local args=(-s -o "$WORK/expect.out" -w '%{http_code}' -X "$method" --max-time 30) h code
+    # --cacert: the bench's self-signed certificate, for the TLS listener.
+    local args=(-s -o "$WORK/expect.out" -w '%{http_code}' -X "$method" --max-time 30 --cacert "$WORK/tls.pem") h code
     IFS='|' read -ra hs <<<"$headers"
     for h in "${hs[@]}"; do args+=(-H "$h"); done
     [[ -n "$body" ]] && args+=(--data-binary "@$body")
@@ -396,6 +400,12 @@ main() {
 
     local true_cmd='["/bin/true"]'
     hr_config "$WORK/hr-wait.yaml" wait "$true_cmd"
+    # The same config with a certificate, for the TLS row of path 1.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null || die "openssl cannot make the TLS certificate"
+    sed "s|^server:$|server:\n  tls: {cert: $WORK/tls.pem, key: $WORK/tls.key}|" "$WORK/hr-wait.yaml" >"$WORK/hr-wait-tls.yaml"
+    "$HR" check --config "$WORK/hr-wait-tls.yaml" >/dev/null || die "hookrunner check refused the bench config with TLS"
     wh_config "$WORK/wh-wait.json" true /bin/true '[]'
     "$HR" check --config "$WORK/hr-wait.yaml" >/dev/null || die "hookrunner check refused the bench config"
 
@@ -452,24 +462,29 @@ step_startup() {
 
 step_rounds() {
     # 1-4. Rounds.
-    local hr_port wh_port hr_pid wh_pid
+    local hr_port hr_tls_port wh_port hr_pid wh_pid
     for ((r = 1; r <= ROUNDS; r++)); do
         log "round $r/$ROUNDS: paths 1 and 2"
-        hr_port=$(free_port); wh_port=$(free_port)
+        hr_port=$(free_port); hr_tls_port=$(free_port); wh_port=$(free_port)
         rm -rf "$WORK/state-wait"
-        start_hr "$WORK/hr-wait.yaml" "$WORK/state-wait" "$hr_port"; hr_pid=$SRV_PID
+        start_hr "$WORK/hr-wait-tls.yaml" "$WORK/state-wait" "$hr_port" --listen "tls:127.0.0.1:$hr_tls_port"
+        hr_pid=$SRV_PID
         start_wh "$WORK/wh-wait.json" "$wh_port"; wh_pid=$SRV_PID
         sleep 1
         record rss_idle_hr "$(proc_kb "$hr_pid" VmRSS)"
         record rss_idle_wh "$(proc_kb "$wh_pid" VmRSS)"
         local hr_url="http://127.0.0.1:$hr_port/hooks/push" wh_url="http://127.0.0.1:$wh_port/hooks/push"
+        local hr_tls_url="https://127.0.0.1:$hr_tls_port/hooks/push"
         expect_status "hookrunner bad signature" "$hr_url" 401 POST "$WORK/body.json" "$BAD"
+        expect_status "hookrunner bad signature over TLS" "$hr_tls_url" 401 POST "$WORK/body.json" "$BAD"
         expect_status "webhook bad signature" "$wh_url" 500 POST "$WORK/body.json" "$BAD"
         expect_status "hookrunner signed push" "$hr_url" 200 POST "$WORK/body.json" "$GOOD" '"succeeded"'
         expect_status "webhook signed push" "$wh_url" 200 POST "$WORK/body.json" "$GOOD"
 
         run_wrk "bad-hr" "$hr_url" "$CONN_BAD" "$RUN_SECONDS" "$WRK_THREADS" POST "$WORK/body.json" "$BAD"
         record bad_rps_hr "${W[rps]}"; record bad_sockerr_hr "${W[socket_errors]}"
+        run_wrk "bad-hr-tls" "$hr_tls_url" "$CONN_BAD" "$RUN_SECONDS" "$WRK_THREADS" POST "$WORK/body.json" "$BAD"
+        record bad_rps_hr_tls "${W[rps]}"; record bad_sockerr_hr_tls "${W[socket_errors]}"
         run_wrk "bad-wh" "$wh_url" "$CONN_BAD" "$RUN_SECONDS" "$WRK_THREADS" POST "$WORK/body.json" "$BAD"
         record bad_rps_wh "${W[rps]}"; record bad_sockerr_wh "${W[socket_errors]}"
 
@@ -707,6 +722,8 @@ report() {
         local a b
         a=$(med bad_rps_hr); b=$(med bad_rps_wh)
         echo "| 1. bad signature, req/s ($CONN_BAD conns; answers 401 / 500) | $(fmt 0 "$a") | $(fmt 0 "$b") | $(ratio "$a" "$b") |"
+        b=$(med bad_rps_hr_tls)
+        echo "| 1. … hookrunner over TLS (\`tls:\` listener, keep-alive: requests, not handshakes), req/s | $(fmt 0 "$b") | — | |"
         echo "| 2. signed push, wait for /bin/true, req/s ($CONN_WAIT conns) | $(fmt 0 "$hr2") | $(fmt 0 "$wh2") | $(ratio "$hr2" "$wh2") |"
         a=$(med wait_p50_hr); b=$(med wait_p50_wh)
         echo "| 2. … p50 latency, ms | $(fmt 2 "$a" 1000) | $(fmt 2 "$b" 1000) | $(ratio "$a" "$b") |"

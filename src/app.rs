@@ -21,6 +21,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::reload;
 use crate::store::Store;
+use crate::tls;
 
 /// How long a client may take to send its request head before the connection is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,7 +34,8 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// A socket to serve on.
 pub enum Listener {
-    Tcp(TcpListener),
+    /// A TCP socket; `tls` when it speaks TLS with `server.tls`'s certificate.
+    Tcp { listener: TcpListener, tls: bool },
     /// A unix socket; `path` is removed at exit when hookrunner created it.
     Unix {
         listener: UnixListener,
@@ -65,7 +67,8 @@ async fn open_store(settings: &crate::config::ServerSettings) -> anyhow::Result<
     }
 }
 
-/// Binds the `listen` addresses: `HOST:PORT`, or `unix:PATH` (created mode 0660, replacing a stale one).
+/// Binds the `listen` addresses: `HOST:PORT`, `tls:HOST:PORT`, or `unix:PATH` (created mode
+/// 0660, replacing a stale one).
 pub fn bind(addresses: &[String]) -> anyhow::Result<Vec<Listener>> {
     addresses
         .iter()
@@ -83,24 +86,37 @@ pub fn bind(addresses: &[String]) -> anyhow::Result<Vec<Listener>> {
                     .with_context(|| format!("cannot set the permissions of `{}`", path.display()))?;
                 Ok(Listener::Unix { listener, path: Some(path) })
             }
-            None => TcpListener::bind(address).map(Listener::Tcp).with_context(|| {
-                format!("cannot listen on `{address}`; is another process using it? Pick another with `--listen HOST:PORT`")
-            }),
+            None => {
+                let (tls, plain) = match address.strip_prefix("tls:") {
+                    Some(plain) => (true, plain),
+                    None => (false, address.as_str()),
+                };
+                let listener = TcpListener::bind(plain).with_context(|| {
+                    format!("cannot listen on `{address}`; is another process using it? Pick another with `--listen HOST:PORT`")
+                })?;
+                Ok(Listener::Tcp { listener, tls })
+            }
         })
         .collect()
 }
 
 /// The sockets systemd handed over (`LISTEN_FDS`), if any. Call it before starting threads: it
-/// clears the variables so that commands do not inherit them.
+/// clears the variables so that commands do not inherit them. A TCP socket named `tls`
+/// (`FileDescriptorName=tls` in its socket unit, which systemd passes in `LISTEN_FDNAMES`) speaks
+/// TLS; the others plain HTTP.
 pub fn inherited() -> anyhow::Result<Option<Vec<Listener>>> {
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     let mut fds = listenfd::ListenFd::from_env();
+    std::env::remove_var("LISTEN_FDNAMES");
     if fds.len() == 0 {
         return Ok(None);
     }
+    let names: Vec<&str> = names.split(':').collect();
     let mut listeners = Vec::new();
     for index in 0..fds.len() {
         if let Ok(Some(listener)) = fds.take_tcp_listener(index) {
-            listeners.push(Listener::Tcp(listener));
+            let tls = names.get(index) == Some(&"tls");
+            listeners.push(Listener::Tcp { listener, tls });
         } else if let Some(listener) = fds.take_unix_listener(index).with_context(|| {
             format!("socket {index} from systemd is neither TCP nor a unix stream socket")
         })? {
@@ -169,6 +185,7 @@ impl Application {
         let base_path = settings.base_path.clone();
         let shutdown_grace = settings.shutdown_grace;
         let rate_limits = crate::rate_limit::RateLimits::new(&config);
+        let tls = tls_for(settings, &listeners)?;
         let state = web::Data::new(AppState {
             config: std::sync::RwLock::new(Arc::new(config)),
             engine,
@@ -177,6 +194,7 @@ impl Application {
             page_changes: Default::default(),
             sign_ins: Default::default(),
             rate_limits,
+            tls: tls.as_ref().map(|(resolver, _)| Arc::clone(resolver)),
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -197,9 +215,20 @@ impl Application {
         let (mut ports, mut unix_paths) = (Vec::new(), Vec::new());
         for listener in listeners {
             match listener {
-                Listener::Tcp(listener) => {
+                Listener::Tcp {
+                    listener,
+                    tls: false,
+                } => {
                     ports.push(listener.local_addr()?.port());
                     server = server.listen(listener)?;
+                }
+                Listener::Tcp {
+                    listener,
+                    tls: true,
+                } => {
+                    ports.push(listener.local_addr()?.port());
+                    let (_, rustls_config) = tls.as_ref().expect("`tls_for` made it");
+                    server = server.listen_rustls_0_23(listener, rustls_config.clone())?;
                 }
                 Listener::Unix { listener, path } => {
                     unix_paths.extend(path);
@@ -272,6 +301,36 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The certificate resolver and rustls settings of the TLS listeners; `None` when there are none.
+fn tls_for(
+    settings: &crate::config::ServerSettings,
+    listeners: &[Listener],
+) -> anyhow::Result<Option<(Arc<tls::Resolver>, rustls::ServerConfig)>> {
+    let speaks_tls = listeners
+        .iter()
+        .any(|listener| matches!(listener, Listener::Tcp { tls: true, .. }));
+    match (&settings.tls, speaks_tls) {
+        (Some(tls), true) => {
+            let resolver = Arc::new(tls::Resolver::new(Arc::clone(&tls.pair)));
+            let rustls_config = tls::server_config(Arc::clone(&resolver), tls.min_version);
+            tracing::info!(
+                cert = %tls.cert.display(),
+                serial = tls.pair.serial(),
+                "serving TLS"
+            );
+            Ok(Some((resolver, rustls_config)))
+        }
+        (None, true) => anyhow::bail!(
+            "a `tls:` listener needs `server.tls` with the `cert` and `key` it serves"
+        ),
+        (Some(_), false) => {
+            tracing::warn!("`server.tls` is set but no listener speaks TLS; list one as `tls:HOST:PORT` (or, under systemd, name its socket `FileDescriptorName=tls`)");
+            Ok(None)
+        }
+        (None, false) => Ok(None),
     }
 }
 

@@ -45,4 +45,5 @@ pub mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod tls;
 pub mod ui;

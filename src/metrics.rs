@@ -2,7 +2,8 @@
 //! outcome words, never request text, so an attacker cannot grow the label set.
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder as _, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::store::StoreStats;
@@ -20,6 +21,9 @@ pub struct Metrics {
     reloads: IntCounterVec,
     notifications: IntCounterVec,
     store_commits: IntCounterVec,
+    /// Seconds until the served TLS certificate expires; a vector without labels, so that it is
+    /// left out of the exposition until a `tls:` listener sets it.
+    tls_expiry: GaugeVec,
     /// Serialises bringing `store_commits` up to the store's own counts at each scrape.
     store_sync: std::sync::Mutex<()>,
 }
@@ -83,6 +87,14 @@ impl Metrics {
                 "Job store transactions committed, by whether they fsynced the log first.",
                 &["fsync"],
             ),
+            tls_expiry: GaugeVec::new(
+                Opts::new(
+                    "hookrunner_tls_certificate_expiry_seconds",
+                    "Seconds until the notAfter of the certificate the TLS listeners serve.",
+                ),
+                &[],
+            )
+            .expect("a valid metric"),
             store_sync: std::sync::Mutex::new(()),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -97,6 +109,7 @@ impl Metrics {
             Box::new(metrics.reloads.clone()),
             Box::new(metrics.notifications.clone()),
             Box::new(metrics.store_commits.clone()),
+            Box::new(metrics.tls_expiry.clone()),
         ];
         for collector in collectors {
             metrics
@@ -151,6 +164,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the seconds until the served TLS certificate expires (negative once it has).
+    pub fn tls_expiry(&self, seconds: f64) {
+        self.tls_expiry.with_label_values(&[]).set(seconds);
+    }
+
     /// The text exposition, with the gauges set to the engine's load now and the store's commit
     /// counts brought up to date.
     pub fn render(&self, running: usize, waiting: usize, store: StoreStats) -> String {
@@ -195,7 +213,9 @@ mod tests {
             synced,
             writes: commits,
         };
-        metrics.render(0, 0, store(3, 1));
+        let before = metrics.render(0, 0, store(3, 1));
+        assert!(!before.contains("hookrunner_tls_certificate_expiry_seconds"));
+        metrics.tls_expiry(86_400.5);
         let text = metrics.render(2, 5, store(7, 3));
         for line in [
             "hookrunner_store_commits_total{fsync=\"yes\"} 3",
@@ -208,6 +228,7 @@ mod tests {
             "hookrunner_running_jobs 2",
             "hookrunner_queue_depth 5",
             "hookrunner_config_reloads_total{result=\"failure\"} 1",
+            "hookrunner_tls_certificate_expiry_seconds 86400.5",
         ] {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }

@@ -2,7 +2,8 @@
 //! editors and `git pull` that replace the file included, since folders are watched, not files.
 //! The folders of the `include` patterns are those of the config that started the server. A file that fails `check`
 //! is refused with its location logged, and the old config keeps serving. Jobs are never disturbed:
-//! they carry their own rendered commands.
+//! they carry their own rendered commands. With `server.tls`, the certificate and key files are
+//! watched too, and a reload hands the new pair to the connections that come next.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
@@ -29,7 +30,18 @@ pub fn spawn(
     let (changed_tx, mut changed) = mpsc::unbounded_channel::<()>();
     let watcher = if watch {
         let config = state.config();
-        Some(watch_file(&config.file, &config.include, changed_tx)?)
+        let tls_files: Vec<PathBuf> = config
+            .server
+            .tls
+            .iter()
+            .flat_map(|tls| [tls.cert.clone(), tls.key.clone()])
+            .collect();
+        Some(watch_file(
+            &config.file,
+            &config.include,
+            &tls_files,
+            changed_tx,
+        )?)
     } else {
         None
     };
@@ -51,9 +63,12 @@ pub fn spawn(
     }))
 }
 
+/// Watches the config file's folder, the folders of the `include` patterns and those of
+/// `tls_files`, and sends on `changed` when one of these files changes.
 fn watch_file(
     file: &Path,
     include: &[String],
+    tls_files: &[PathBuf],
     changed: mpsc::UnboundedSender<()>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     let folder = match file.parent() {
@@ -88,6 +103,20 @@ fn watch_file(
             folders.push(plain);
         }
     }
+    // The certificate and key, by their full paths in canonical folders; their folders are
+    // watched alone, not recursively (a renewal that replaces a symlink there counts).
+    let mut tls_paths = Vec::new();
+    let mut tls_folders = Vec::new();
+    for tls_file in tls_files {
+        let (Some(parent), Some(file_name)) = (tls_file.parent(), tls_file.file_name()) else {
+            continue;
+        };
+        let parent = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+        tls_paths.push(parent.join(file_name));
+        if !folders.contains(&parent) && !tls_folders.contains(&parent) {
+            tls_folders.push(parent);
+        }
+    }
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
@@ -96,6 +125,7 @@ fn watch_file(
         let concerned = event.paths.iter().any(|path| {
             path.file_name() == Some(name.as_os_str())
                 || patterns.iter().any(|pattern| pattern.matches_path(path))
+                || tls_paths.contains(path)
         });
         if concerned {
             let _ = changed.send(());
@@ -111,6 +141,11 @@ fn watch_file(
         };
         watcher
             .watch(folder, mode)
+            .with_context(|| format!("cannot watch `{}`", folder.display()))?;
+    }
+    for folder in &tls_folders {
+        watcher
+            .watch(folder, notify::RecursiveMode::NonRecursive)
             .with_context(|| format!("cannot watch `{}`", folder.display()))?;
     }
     Ok(watcher)
@@ -145,6 +180,17 @@ pub async fn reload(state: &AppState, cause: &str) {
     for warning in &fresh.warnings {
         tracing::warn!("{}", warning.trim_end());
     }
+    if let (Some(resolver), Some(tls)) = (&state.tls, &fresh.server.tls) {
+        let replaced = resolver.replace(Arc::clone(&tls.pair));
+        if replaced.serial() != tls.pair.serial() {
+            tracing::info!(
+                cert = %tls.cert.display(),
+                serial = tls.pair.serial(),
+                previous = replaced.serial(),
+                "TLS certificate replaced; new connections get it, open ones keep theirs"
+            );
+        }
+    }
     let hooks = fresh.hooks.len();
     state.rate_limits.apply(&fresh);
     *state.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
@@ -161,6 +207,24 @@ fn keep_startup_settings(fresh: &mut ServerSettings, running: &ServerSettings) {
                 fresh.$field = running.$field.clone();
             }
         )*};
+    }
+    // The TLS listeners were set up at start: without `server.tls` now, they keep the pair they
+    // have, and a new `min_version` waits for the next restart (the certificate itself does not).
+    match (&mut fresh.tls, &running.tls) {
+        (None, Some(running_tls)) => {
+            tracing::warn!("`server.tls` was removed; it takes effect at the next restart");
+            fresh.tls = Some(running_tls.clone());
+        }
+        (Some(_), None) => {
+            tracing::warn!("`server.tls` was added; it takes effect at the next restart");
+        }
+        (Some(fresh_tls), Some(running_tls))
+            if fresh_tls.min_version != running_tls.min_version =>
+        {
+            tracing::warn!("`server.tls.min_version` changed; it takes effect at the next restart");
+            fresh_tls.min_version = running_tls.min_version;
+        }
+        _ => {}
     }
     keep!(
         listen,

@@ -65,7 +65,8 @@ pub struct ServeArgs {
     /// The config file.
     #[arg(long, env = "HOOKRUNNER_CONFIG", default_value = "hooks.yaml")]
     pub config: PathBuf,
-    /// Address to listen on (`HOST:PORT` or `unix:PATH`); repeat for several. Overrides `server.listen`.
+    /// Address to listen on (`HOST:PORT`, `tls:HOST:PORT` with `server.tls`, or `unix:PATH`); repeat
+    /// for several. Overrides `server.listen`.
     #[arg(long, env = "HOOKRUNNER_LISTEN", value_delimiter = ',')]
     pub listen: Vec<String>,
     /// Where the job store lives. Overrides `server.state_dir`.

@@ -20,6 +20,7 @@ mod signature;
 pub mod source_map;
 mod statuses;
 mod syntax;
+mod tls;
 pub mod units;
 mod when;
 
@@ -103,6 +104,18 @@ pub struct ServerSettings {
     pub ui: bool,
     /// How fast one client address may send hook requests, all hooks together; none: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// The certificate of the `tls:` listeners, read and checked at load.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `server.tls`: where the certificate and key are, the pair they held when the config was
+/// loaded, and the oldest TLS version taken.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub min_version: crate::tls::MinVersion,
+    pub pair: Arc<crate::tls::CertificatePair>,
 }
 
 /// `server.store`. The URL stays a `Secret` (its `Debug` never shows it): it can hold a password.

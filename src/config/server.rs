@@ -45,6 +45,7 @@ const KEYS: &[&str] = &[
     "public_url",
     "ui",
     "rate_limit",
+    "tls",
 ];
 
 pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
@@ -72,6 +73,7 @@ pub fn defaults(decoder: &Decoder<'_>) -> ServerSettings {
         public_url: None,
         ui: true,
         rate_limit: None,
+        tls: None,
     }
 }
 
@@ -223,6 +225,13 @@ pub fn decode(
                 "`per_ip` counts all clients as one: every `listen` address is a `unix:` socket and `server.trusted_proxies` does not list `unix`, so no client address is known; add `unix` to `trusted_proxies` if the proxy in front sets `X-Forwarded-For`, or limit each hook with `per_hook`",
             );
         }
+    }
+    let tls_given = fields.get("tls").is_some();
+    if let Some((value, path)) = fields.get("tls") {
+        settings.tls = super::tls::decode(decoder, value, &path);
+    }
+    if let Some((_, path)) = fields.get("listen") {
+        super::tls::check_listeners(decoder, &settings.listen, &path, tls_given);
     }
     let clean = decoder
         .diagnostics

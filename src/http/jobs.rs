@@ -21,6 +21,12 @@ pub async fn healthz() -> HttpResponse {
 /// Prometheus text exposition. Keep it off the public side of the proxy.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (running, waiting) = state.engine.load();
+    if let Some(resolver) = &state.tls {
+        let left = resolver
+            .current()
+            .seconds_left(std::time::SystemTime::now());
+        state.metrics.tls_expiry(left.floor());
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(

@@ -43,6 +43,8 @@ pub struct AppState {
     pub sign_ins: crate::ui::SignInThrottle,
     /// How fast hook requests are taken (`rate_limit`); a reload applies the new limits.
     pub rate_limits: crate::rate_limit::RateLimits,
+    /// The certificate the `tls:` listeners serve; a reload replaces it. `None` without them.
+    pub tls: Option<Arc<crate::tls::Resolver>>,
 }
 
 impl AppState {

@@ -84,6 +84,8 @@ pub fn action(state: &AppState, request: &HttpRequest, body: &[u8]) -> Result<()
     Ok(())
 }
 
+/// Whether a post comes from this site. The host is the `Host` header, or, over HTTP/2, where
+/// clients send `:authority` instead, the authority of the request's URI.
 pub fn same_origin(request: &HttpRequest) -> bool {
     let text = |name| {
         request
@@ -91,8 +93,12 @@ pub fn same_origin(request: &HttpRequest) -> bool {
             .get(name)
             .and_then(|value| value.to_str().ok())
     };
+    let authority = request
+        .uri()
+        .authority()
+        .map(|authority| authority.as_str());
     is_same_origin(
-        text(header::HOST),
+        text(header::HOST).or(authority),
         text(header::ORIGIN),
         text(header::REFERER),
     )

@@ -36,4 +36,5 @@ mod signatures;
 mod slow_clients;
 mod store;
 mod store_contract;
+mod tls;
 mod ui;
