@@ -186,7 +186,7 @@ pub async fn request_middleware(
     request.extensions_mut().insert(info.clone());
     // Nothing is copied for a line that is not written (`RUST_LOG=warn`).
     let logged = tracing::enabled!(tracing::Level::INFO)
-        .then(|| (request.method().clone(), request.path().to_string()));
+        .then(|| (request.method().clone(), logged_path(request.path())));
 
     let mut response = next.call(request).await?;
     if let Ok(value) = HeaderValue::from_str(&info.request_id) {
@@ -227,6 +227,21 @@ pub async fn request_middleware(
         );
     }
     Ok(response)
+}
+
+/// The longest path the request log shows, in bytes: the path is the client's to choose.
+const LOGGED_PATH_MAX: usize = 256;
+
+/// The path as the request log shows it: cut at [`LOGGED_PATH_MAX`] bytes, with `…` after.
+fn logged_path(path: &str) -> String {
+    if path.len() <= LOGGED_PATH_MAX {
+        return path.to_string();
+    }
+    let mut end = LOGGED_PATH_MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
 }
 
 /// The client's address in the request log, `unknown` when the proxies did not say; formatted

@@ -38,7 +38,18 @@ pub async fn trigger(
         .trim_start_matches('/')
         .to_string();
     let config = state.config();
+    let client = request
+        .extensions()
+        .get::<ClientInfo>()
+        .and_then(|client| client.remote_ip);
     let Some(hook) = config.hook(&id) else {
+        // A flood of made-up hook names counts against the client's limit too.
+        if let Err(refused) = state.rate_limits.check("", client) {
+            state.metrics.rate_limited("", refused.scope.label());
+            let error = rate_limited(&request, None, refused);
+            let response = actix_web::ResponseError::error_response(&error);
+            return with_outcome(response, "", RATE_LIMITED);
+        }
         let error = ApiError::new(
             StatusCode::NOT_FOUND,
             "hook_not_found",
@@ -50,14 +61,10 @@ pub async fn trigger(
             "not_found",
         );
     };
-    let client = request
-        .extensions()
-        .get::<ClientInfo>()
-        .and_then(|client| client.remote_ip);
     // Before the body is read or the signature checked: a refused request costs next to nothing.
     if let Err(refused) = state.rate_limits.check(&hook.id, client) {
         state.metrics.rate_limited(&hook.id, refused.scope.label());
-        let error = rate_limited(&request, hook, refused);
+        let error = rate_limited(&request, Some(hook), refused);
         let response = actix_web::ResponseError::error_response(&error);
         return with_hook_headers(with_outcome(response, &hook.id, RATE_LIMITED), hook);
     }
@@ -75,14 +82,14 @@ pub async fn trigger(
 
 /// The 429 of a request beyond a rate limit. Its body is left unread, so a request that has one
 /// closes the connection (the next request on it would start inside the body).
-fn rate_limited(request: &HttpRequest, hook: &Hook, refused: Refused) -> ApiError {
+fn rate_limited(request: &HttpRequest, hook: Option<&Hook>, refused: Refused) -> ApiError {
     let seconds = refused.retry_after_seconds();
-    let message = match refused.scope {
-        Scope::Ip => format!("too many requests from this address; retry in {seconds}s"),
-        Scope::Hook => format!(
+    let message = match (refused.scope, hook) {
+        (Scope::Hook, Some(hook)) => format!(
             "too many requests to hook `{}`; retry in {seconds}s",
             hook.id
         ),
+        _ => format!("too many requests from this address; retry in {seconds}s"),
     };
     let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED, message)
         .with_header(header::RETRY_AFTER, seconds.to_string());

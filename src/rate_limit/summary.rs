@@ -73,17 +73,22 @@ impl Line {
     pub fn log(&self) {
         let from = match (self.others, self.client) {
             (true, _) => "other addresses".to_string(),
+            // An IPv6 client is counted, and named, by its /64.
+            (false, Some(IpAddr::V6(network))) => format!("{network}/64"),
             (false, Some(client)) => client.to_string(),
             (false, None) => "an unknown address".to_string(),
+        };
+        let to = match self.hook.as_str() {
+            "" => "hooks that do not exist",
+            hook => hook,
         };
         tracing::warn!(
             requests = self.count,
             client = %from,
             hook = %self.hook,
             limit = self.scope.key(),
-            "rate limited: {} requests from {from} to {} ({})",
+            "rate limited: {} requests from {from} to {to} ({})",
             self.count,
-            self.hook,
             self.scope.key()
         );
     }
@@ -107,7 +112,7 @@ impl Summary {
     /// Counts one refused request.
     pub fn record(&self, client: Option<IpAddr>, hook: &str, scope: Scope, now: Instant) {
         let mut subject = Subject {
-            client,
+            client: client.map(super::client_network),
             hook: hook.to_string(),
             scope,
         };

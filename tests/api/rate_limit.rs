@@ -46,10 +46,19 @@ async fn a_burst_is_taken_then_the_client_gets_429_with_retry_after() {
     let refused = app.post_hook("open", "", &[]).await;
     let seconds = retry_after(&refused);
     assert!((1000..=3600).contains(&seconds), "{seconds}");
-    // All hooks together: the other hook is refused to this client too.
+    // All hooks together: the other hook is refused to this client too, and so is a made-up
+    // one (a flood of random hook names is no way around the limit).
     retry_after(&app.post_hook("other", "", &[]).await);
-    // An unknown hook is still a 404, not a 429: the hook is looked up first.
-    assert_eq!(app.post_hook("nope", "", &[]).await.status, 404);
+    retry_after(&app.post_hook("nope", "", &[]).await);
+}
+
+#[tokio::test]
+async fn made_up_hook_names_count_against_the_clients_limit() {
+    let app = TestApp::spawn(&open_hook("rate_limit: {per_ip: 1/h, burst: 2}", "")).await;
+    assert_eq!(app.post_hook("nope-1", "", &[]).await.status, 404);
+    assert_eq!(app.post_hook("nope-2", "", &[]).await.status, 404);
+    retry_after(&app.post_hook("nope-3", "", &[]).await);
+    retry_after(&app.post_hook("open", "", &[]).await);
 }
 
 #[tokio::test]
