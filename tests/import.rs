@@ -321,7 +321,7 @@ fn secrets_go_inline_or_to_files_and_a_dry_run_writes_nothing() {
         std::fs::read_to_string(&written).unwrap(),
         "<YOUR-GENERATED-TOKEN>"
     );
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&written), 0o600);
     assert_eq!(mode(&secrets), 0o700);
@@ -337,6 +337,31 @@ fn secrets_go_inline_or_to_files_and_a_dry_run_writes_nothing() {
     std::fs::write(&config, &files.stdout).unwrap();
     let checked = check(&config, &[]);
     assert_eq!(checked.code, 0, "{}", checked.stderr);
+
+    // A second import never overwrites a secret file; a link is never followed, and a folder
+    // that others may write to is refused.
+    let again = run(&["--secrets", "files", secrets.to_str().unwrap()]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(again.stderr.contains("there already"), "{}", again.stderr);
+    assert_eq!(again.stdout, "");
+    let linked = dir.path().join("linked");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&linked)
+        .unwrap();
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, "untouched").unwrap();
+    std::os::unix::fs::symlink(&target, linked.join("redeploy-webhook")).unwrap();
+    let followed = run(&["--secrets", "files", linked.to_str().unwrap()]);
+    assert_eq!(followed.code, 1, "{}", followed.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = run(&["--secrets", "files", shared.to_str().unwrap()]);
+    assert_eq!(open.code, 1, "{}", open.stderr);
+    assert!(open.stderr.contains("not yours alone"), "{}", open.stderr);
+    assert!(!shared.join("redeploy-webhook").exists());
 
     // A dry run: the report only, nothing on stdout, no file written.
     let elsewhere = dir.path().join("not-made");

@@ -429,22 +429,44 @@ pub fn main(args: &ImportArgs) -> ExitCode {
     }
 }
 
-/// Writes one secret, mode 0600 (also when the file was there), in a folder made mode 0700.
+/// Writes one secret to a new file, mode 0600, in a folder made mode 0700. A folder that others
+/// can write to, or that is not the user's, is refused (they could swap the secret for one they
+/// know), as is a file already there (never overwritten, never followed if it is a link).
 fn write_secret(secret: &SecretFile) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+    let refuse =
+        |message: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, message);
     if let Some(directory) = secret.path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(directory)?;
+        let folder = std::fs::symlink_metadata(directory)?;
+        if !folder.is_dir() {
+            return Err(refuse(format!(
+                "`{}` is not a folder (a link?); give a folder of your own",
+                directory.display()
+            )));
+        }
+        if folder.uid() != nix::unistd::geteuid().as_raw() || folder.mode() & 0o022 != 0 {
+            return Err(refuse(format!(
+                "`{}` is not yours alone (others may write to it, and could swap a secret); use a folder only you can write to, such as a new one",
+                directory.display()
+            )));
+        }
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(&secret.path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&secret.path)
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::AlreadyExists => refuse(
+                "it is there already (from an earlier import?); remove it, or write to another folder".into(),
+            ),
+            _ => error,
+        })?;
     file.write_all(secret.secret.as_bytes())?;
     file.sync_all()
 }
