@@ -181,14 +181,16 @@ pub async fn reload(state: &AppState, cause: &str) {
         tracing::warn!("{}", warning.trim_end());
     }
     if let (Some(resolver), Some(tls)) = (&state.tls, &fresh.server.tls) {
-        let replaced = resolver.replace(Arc::clone(&tls.pair));
-        if replaced.serial() != tls.pair.serial() {
-            tracing::info!(
+        let now = std::time::SystemTime::now();
+        if let (Some(at), None) = (tls.pair.expired(now), resolver.current().expired(now)) {
+            // An expired certificate never replaces a good one; the rest of the file applies.
+            tracing::error!(
                 cert = %tls.cert.display(),
                 serial = tls.pair.serial(),
-                previous = replaced.serial(),
-                "TLS certificate replaced; new connections get it, open ones keep theirs"
+                "the new TLS certificate expired on {at}; the one serving now is kept"
             );
+        } else {
+            replace_certificate(resolver, tls);
         }
     }
     let hooks = fresh.hooks.len();
@@ -196,6 +198,19 @@ pub async fn reload(state: &AppState, cause: &str) {
     *state.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
     state.metrics.reload(true);
     tracing::info!(cause, hooks, "config reloaded");
+}
+
+/// Serves `tls`'s pair to new connections, and says so when it is another certificate.
+fn replace_certificate(resolver: &crate::tls::Resolver, tls: &crate::config::TlsSettings) {
+    let replaced = resolver.replace(Arc::clone(&tls.pair));
+    if replaced.serial() != tls.pair.serial() {
+        tracing::info!(
+            cert = %tls.cert.display(),
+            serial = tls.pair.serial(),
+            previous = replaced.serial(),
+            "TLS certificate replaced; new connections get it, open ones keep theirs"
+        );
+    }
 }
 
 /// Settings that only take effect at start: the running values stay, and a change is logged.

@@ -24,8 +24,7 @@ pub enum MinVersion {
     Tls13,
 }
 
-/// A certificate chain and its private key, known to belong together and to be unexpired when
-/// they were read.
+/// A certificate chain and its private key, known to belong together.
 pub struct CertificatePair {
     certified: Arc<CertifiedKey>,
     /// The leaf certificate's notAfter.
@@ -47,6 +46,13 @@ impl CertificatePair {
     /// The leaf certificate's serial number, in lowercase hex.
     pub fn serial(&self) -> &str {
         &self.serial
+    }
+
+    /// When the leaf certificate expired (its notAfter, as an HTTP date), if it has by `now`.
+    /// An expired pair is still loaded: refusing it would refuse the whole config, and with it
+    /// the plain listeners and every hook, over a renewal that failed.
+    pub fn expired(&self, now: SystemTime) -> Option<String> {
+        (self.not_after <= now).then(|| httpdate::fmt_http_date(self.not_after))
     }
 
     /// Seconds from `now` until the leaf certificate expires; negative once it has.
@@ -73,13 +79,12 @@ pub enum PairError {
     BadKey { path: PathBuf, reason: String },
     #[error("the key in `{key}` does not belong to the certificate in `{cert}`")]
     Mismatch { cert: PathBuf, key: PathBuf },
-    #[error("the certificate in `{path}` expired on {at} (its notAfter)")]
-    Expired { path: PathBuf, at: String },
 }
 
 /// Reads the certificate chain (leaf first) from `cert` and its private key from `key`, both PEM,
-/// and checks that they belong together and that the leaf has not expired at `now`.
-pub fn load(cert: &Path, key: &Path, now: SystemTime) -> Result<CertificatePair, PairError> {
+/// and checks that they belong together; whether the leaf has expired is
+/// [`CertificatePair::expired`].
+pub fn load(cert: &Path, key: &Path) -> Result<CertificatePair, PairError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|error| PairError::Unreadable {
             path: path.to_path_buf(),
@@ -105,12 +110,6 @@ pub fn load(cert: &Path, key: &Path, now: SystemTime) -> Result<CertificatePair,
         })?;
     let seconds = parsed.validity().not_after.timestamp();
     let not_after = UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
-    if not_after <= now {
-        return Err(PairError::Expired {
-            path: cert.to_path_buf(),
-            at: httpdate::fmt_http_date(not_after),
-        });
-    }
     let serial = hex::encode(parsed.raw_serial());
     let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| match error {
         pem::Error::NoItemsFound => PairError::NoKey {

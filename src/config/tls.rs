@@ -37,13 +37,29 @@ pub fn decode(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opti
     };
     let (cert, key) = (file("cert"), file("key"));
     let ((cert, cert_path), (key, key_path), min_version) = (cert?, key?, min_version?);
-    match tls::load(&cert, &key, SystemTime::now()) {
-        Ok(pair) => Some(TlsSettings {
-            cert,
-            key,
-            min_version,
-            pair: Arc::new(pair),
-        }),
+    match tls::load(&cert, &key) {
+        Ok(pair) => {
+            if let Some(at) = pair.expired(SystemTime::now()) {
+                decoder.warning(
+                    &cert_path,
+                    Part::Value,
+                    format!("the certificate in `{}` expired on {at} (its notAfter), so clients refuse it; renew it (a reload takes the new one)", cert.display()),
+                );
+            }
+            if readable_by_everyone(&key) {
+                decoder.warning(
+                    &key_path,
+                    Part::Value,
+                    format!("the private key `{}` can be read by every user; `chmod 600` it (or 640, with a group only hookrunner's user is in)", key.display()),
+                );
+            }
+            Some(TlsSettings {
+                cert,
+                key,
+                min_version,
+                pair: Arc::new(pair),
+            })
+        }
         Err(error) => {
             // The error names its file; it is shown at the key that gives that file.
             let at = match &error {
@@ -85,4 +101,10 @@ pub fn check_listeners(
             );
         }
     }
+}
+
+/// Whether a file's mode lets every user read it.
+fn readable_by_everyone(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.permissions().mode() & 0o004 != 0)
 }

@@ -530,11 +530,6 @@ fn check_refuses_a_tls_listener_without_a_certificate_and_pairs_that_cannot_serv
             ),
         ),
         (
-            "an expired certificate",
-            tls(&path("expired.pem"), &path("expired.key")),
-            format!("the certificate in `{}` expired on", path("expired.pem")),
-        ),
-        (
             "a key where the certificate should be",
             tls(&path("good.key"), &path("good.key")),
             format!("`{}` holds no PEM certificate", path("good.key")),
@@ -575,6 +570,33 @@ fn check_refuses_a_tls_listener_without_a_certificate_and_pairs_that_cannot_serv
     .unwrap();
     let (code, stdout, stderr) = check_file(&file);
     assert_eq!(code, 0, "{stdout}{stderr}");
+
+    // An expired certificate, or a key every user can read, is a warning: refusing the file
+    // would stop every hook over a renewal that failed.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path("expired.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "server:\n{}hooks:\n  - id: a\n    signature: none\n    run: {{shell: 'true'}}\n",
+            tls(&path("expired.pem"), &path("expired.key"))
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = check_file(&file);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for expected in [
+        format!("the certificate in `{}` expired on", path("expired.pem")),
+        format!(
+            "the private key `{}` can be read by every user",
+            path("expired.key")
+        ),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+    }
 }
 
 #[tokio::test]
