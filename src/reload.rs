@@ -103,20 +103,24 @@ fn watch_file(
             folders.push(plain);
         }
     }
-    // The certificate and key, by their full paths in canonical folders; their folders are
-    // watched alone, not recursively (a renewal that replaces a symlink there counts).
-    let mut tls_paths = Vec::new();
-    let mut tls_folders = Vec::new();
+    // The certificate's and the key's folders (canonical), watched alone, not recursively: any
+    // change there counts, since a renewal may swap a symlink or a folder (Kubernetes' `..data`)
+    // rather than the files themselves.
+    let mut tls_folders: Vec<PathBuf> = Vec::new();
     for tls_file in tls_files {
-        let (Some(parent), Some(file_name)) = (tls_file.parent(), tls_file.file_name()) else {
+        let Some(parent) = tls_file.parent() else {
             continue;
         };
         let parent = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
-        tls_paths.push(parent.join(file_name));
-        if !folders.contains(&parent) && !tls_folders.contains(&parent) {
+        if !tls_folders.contains(&parent) {
             tls_folders.push(parent);
         }
     }
+    let tls_watched: Vec<PathBuf> = tls_folders
+        .iter()
+        .filter(|folder| !folders.contains(folder))
+        .cloned()
+        .collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
@@ -125,7 +129,9 @@ fn watch_file(
         let concerned = event.paths.iter().any(|path| {
             path.file_name() == Some(name.as_os_str())
                 || patterns.iter().any(|pattern| pattern.matches_path(path))
-                || tls_paths.contains(path)
+                || path
+                    .parent()
+                    .is_some_and(|parent| tls_folders.iter().any(|folder| folder == parent))
         });
         if concerned {
             let _ = changed.send(());
@@ -143,7 +149,7 @@ fn watch_file(
             .watch(folder, mode)
             .with_context(|| format!("cannot watch `{}`", folder.display()))?;
     }
-    for folder in &tls_folders {
+    for folder in &tls_watched {
         watcher
             .watch(folder, notify::RecursiveMode::NonRecursive)
             .with_context(|| format!("cannot watch `{}`", folder.display()))?;
