@@ -223,7 +223,7 @@ fn serve(mut args: ServeArgs) -> ExitCode {
         }
     };
     // Held to the end of `serve`: dropping it writes out what the log still holds.
-    let _log = crate::telemetry::init(config.server.log_format);
+    let log = crate::telemetry::init(config.server.log_format);
     config
         .warnings
         .iter()
@@ -259,6 +259,8 @@ fn serve(mut args: ServeArgs) -> ExitCode {
         application.run_until_stopped().await?;
         anyhow::Ok(())
     });
+    // The log's last lines go out first, so the reason for an exit comes after what led to it.
+    drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
