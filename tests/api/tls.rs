@@ -577,6 +577,97 @@ fn check_refuses_a_tls_listener_without_a_certificate_and_pairs_that_cannot_serv
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
+#[test]
+fn check_takes_either_a_pair_or_acme_and_points_at_what_is_wrong_in_acme() {
+    let pki = Pki::new();
+    pki.leaf("good", "1001", 2);
+    let path = |name: &str| pki.path(name).display().to_string();
+    let acme = |settings: &str| {
+        format!("  listen: [\"tls:127.0.0.1:8443\"]\n  tls:\n    acme: {{{settings}}}\n")
+    };
+    let cases = [
+        (
+            "both acme and a pair",
+            format!(
+                "  listen: [\"tls:127.0.0.1:8443\"]\n  tls:\n    cert: \"{}\"\n    key: \"{}\"\n    acme: {{domains: [hooks.example.com]}}\n",
+                path("good.pem"),
+                path("good.key")
+            ),
+            "hooks.yaml:4:5: `tls` takes either `cert` and `key` or `acme`, not both: remove `cert`"
+                .to_string(),
+        ),
+        (
+            "neither acme nor a pair",
+            "  listen: [\"tls:127.0.0.1:8443\"]\n  tls: {min_version: \"1.2\"}\n".to_string(),
+            "(or, instead of `cert` and `key`, `acme` for certificates from an ACME CA)".to_string(),
+        ),
+        (
+            "acme without domains",
+            acme("email: ops@example.com"),
+            "`acme` needs `domains`".to_string(),
+        ),
+        (
+            "a wildcard domain",
+            acme("domains: [hooks.example.com, \"*.example.com\"]"),
+            "`*.example.com`: a wildcard name needs the dns-01 challenge".to_string(),
+        ),
+        (
+            "an IP address as a domain",
+            acme("domains: [127.0.0.1]"),
+            "`127.0.0.1` is an IP address".to_string(),
+        ),
+        (
+            "a directory that is not https",
+            acme("domains: [hooks.example.com], directory: \"http://ca.example/dir\""),
+            "`http://ca.example/dir` is not an `https://` URL".to_string(),
+        ),
+        (
+            "an email that is not one",
+            acme("domains: [hooks.example.com], email: ops"),
+            "`ops` is not an email address".to_string(),
+        ),
+        (
+            "unreadable ca_roots",
+            acme(&format!("domains: [hooks.example.com], ca_roots: \"{}\"", path("missing.pem"))),
+            format!("cannot read `{}`", path("missing.pem")),
+        ),
+        (
+            "ca_roots holding a key",
+            acme(&format!("domains: [hooks.example.com], ca_roots: \"{}\"", path("good.key"))),
+            format!("`{}` holds no PEM certificate", path("good.key")),
+        ),
+        (
+            "an unknown acme key",
+            acme("domains: [hooks.example.com], emial: ops@example.com"),
+            "did you mean `email`".to_string(),
+        ),
+    ];
+    let file = pki.path("hooks.yaml");
+    let write = |server: &str| {
+        std::fs::write(
+            &file,
+            format!("server:\n{server}hooks:\n  - id: a\n    signature: none\n    run: {{shell: 'true'}}\n"),
+        )
+        .unwrap();
+    };
+    for (case, server, expected) in cases {
+        write(&server);
+        let (code, _, stderr) = check_file(&file);
+        assert_eq!(code, 1, "{case}: {stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "{case}: expected {expected:?} in:\n{stderr}"
+        );
+    }
+
+    write(&acme(&format!(
+        "domains: [hooks.example.com, www.example.com], email: ops@example.com, directory: \"https://localhost:14000/dir\", ca_roots: \"{}\"",
+        path("ca.pem")
+    )));
+    let (code, stdout, stderr) = check_file(&file);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
 #[tokio::test]
 async fn a_socket_systemd_names_tls_speaks_tls() {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
