@@ -728,3 +728,103 @@ async fn min_version_1_3_refuses_a_client_that_speaks_only_tls_1_2() {
     let tls_1_3 = pki.client().build().unwrap();
     assert_eq!(status(&tls_1_3, &strict_address).await.unwrap(), 200);
 }
+
+/// A `server.tls.acme` config for `localhost` whose CA (`directory`) does not answer, with its
+/// state in `state`.
+fn unreachable_acme_config(pki: &Pki, state: &Path) -> PathBuf {
+    let config = pki.path("hooks.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  state_dir: \"{}\"\n  tls:\n    acme: {{domains: [localhost], directory: \"https://127.0.0.1:{}/dir\", ca_roots: \"{}\"}}\nhooks:\n  - id: a\n    signature: none\n    run: {{shell: 'true'}}\n",
+            state.display(),
+            free_port(),
+            pki.path("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn with_acme_and_no_certificate_yet_the_listener_waits_for_the_ca_and_refuses_clients() {
+    let pki = Pki::new();
+    let config = unreachable_acme_config(&pki, &pki.path("state"));
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let (tls, plain) = (
+        format!("tls:127.0.0.1:{tls_port}"),
+        format!("127.0.0.1:{plain_port}"),
+    );
+    let server = Binary::spawn(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &tls,
+            "--listen",
+            &plain,
+        ],
+        &pki.path(""),
+        |_| {},
+    );
+    wait_for_log(&server, "ACME order failed").await;
+    assert!(server.log().contains("retry_in"), "{}", server.log());
+
+    // The listener is up (the CA validates through it), but has no certificate for a client.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok());
+    let client = pki.client().build().unwrap();
+    let refused = client
+        .get(format!("https://127.0.0.1:{tls_port}/healthz"))
+        .send()
+        .await;
+    assert!(refused.is_err(), "a client got {refused:?}");
+    let metrics = reqwest::get(format!("http://{plain}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("hookrunner_tls_certificate_expiry_seconds "),
+        "no certificate, no expiry:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn with_acme_a_kept_certificate_for_the_domains_serves_at_once() {
+    let pki = Pki::new();
+    pki.leaf("kept", "2001", 30);
+    let state = pki.path("state");
+    std::fs::create_dir_all(state.join("acme")).unwrap();
+    pki.install(
+        "kept",
+        &state.join("acme/cert.pem"),
+        &state.join("acme/key.pem"),
+    );
+    let config = unreachable_acme_config(&pki, &state);
+    let (server, address) = serve_tls(&pki, &config, &[]).await;
+    assert_eq!(served_serial(&pki, &address).await, "2001");
+    assert!(
+        server
+            .log()
+            .contains("serving TLS with the kept ACME certificate"),
+        "{}",
+        server.log()
+    );
+    let metrics = pki
+        .client()
+        .build()
+        .unwrap()
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookrunner_tls_certificate_expiry_seconds 2"),
+        "30 days is 2592000 s or just under:\n{metrics}"
+    );
+}
