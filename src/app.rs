@@ -374,7 +374,7 @@ fn tls_for(
             }
         },
         (None, true) => anyhow::bail!(
-            "a `tls:` listener needs `server.tls` with the `cert` and `key` it serves"
+            "a `tls:` listener needs `server.tls` with the `cert` and `key` it serves, or `acme`"
         ),
         (Some(_), false) => {
             tracing::warn!("`server.tls` is set but no listener speaks TLS; list one as `tls:HOST:PORT` (or, under systemd, name its socket `FileDescriptorName=tls`)");

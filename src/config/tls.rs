@@ -142,7 +142,12 @@ fn decode_acme(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opt
             decoder
                 .file_path(value, &path)
                 .and_then(|file| match std::fs::read(&file) {
-                    Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                    Ok(pem) if certificates_in(&pem) > 0 => {
+                        let count = certificates_in(&pem);
+                        if count > 1 {
+                            // instant-acme's HTTPS client takes a single root.
+                            decoder.warning(&path, Part::Value, format!("`{}` holds {count} certificates; only the first is trusted for the ACME CA", file.display()));
+                        }
                         Some(Some(file))
                     }
                     Ok(_) => {
@@ -173,6 +178,13 @@ fn decode_acme(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Opt
         directory: directory?,
         ca_roots: ca_roots?,
     })
+}
+
+/// How many PEM certificates `pem` holds.
+fn certificates_in(pem: &[u8]) -> usize {
+    pem.windows(27)
+        .filter(|window| *window == b"-----BEGIN CERTIFICATE-----")
+        .count()
 }
 
 /// A name `tls-alpn-01` can validate, lowercase: DNS labels of letters, digits and `-`; no
@@ -226,7 +238,9 @@ pub fn check_listeners(
             decoder.error(
                 &path.index(index),
                 Part::Value,
-                format!("`{address}` needs `server.tls` with the `cert` and `key` it serves"),
+                format!(
+                    "`{address}` needs `server.tls` with the `cert` and `key` it serves, or `acme`"
+                ),
             );
         }
     }

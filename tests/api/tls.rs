@@ -666,6 +666,23 @@ fn check_takes_either_a_pair_or_acme_and_points_at_what_is_wrong_in_acme() {
     )));
     let (code, stdout, stderr) = check_file(&file);
     assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // The ACME client trusts one root: a file of several is taken, with a warning.
+    let two = pki.path("two.pem");
+    let both =
+        [path("ca.pem"), path("good.pem")].map(|file| std::fs::read_to_string(file).unwrap());
+    std::fs::write(&two, both.concat()).unwrap();
+    write(&acme(&format!(
+        "domains: [hooks.example.com], ca_roots: \"{}\"",
+        two.display()
+    )));
+    let (code, stdout, stderr) = check_file(&file);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("holds 2 certificates; only the first is trusted"),
+        "{stdout}{stderr}"
+    );
 }
 
 #[tokio::test]
