@@ -14,7 +14,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::config::{Concurrency, Config, StoreSetting};
+use crate::config::{Concurrency, Config, StoreSetting, TlsSource};
 use crate::delivery::Deliverer;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
@@ -135,6 +135,12 @@ pub struct Application {
     ports: Vec<u16>,
     unix_paths: Vec<PathBuf>,
     watch: bool,
+    /// With `server.tls.acme`: the resolver the ACME task hands certificates to, and its settings.
+    acme: Option<(
+        Arc<tls::Resolver>,
+        crate::acme::AcmeSettings,
+        crate::acme::KeptFiles,
+    )>,
 }
 
 impl Application {
@@ -194,7 +200,7 @@ impl Application {
             page_changes: Default::default(),
             sign_ins: Default::default(),
             rate_limits,
-            tls: tls.as_ref().map(|(resolver, _)| Arc::clone(resolver)),
+            tls: tls.as_ref().map(|serving| Arc::clone(&serving.resolver)),
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -227,8 +233,8 @@ impl Application {
                     tls: true,
                 } => {
                     ports.push(listener.local_addr()?.port());
-                    let (_, rustls_config) = tls.as_ref().expect("`tls_for` made it");
-                    server = server.listen_rustls_0_23(listener, rustls_config.clone())?;
+                    let serving = tls.as_ref().expect("`tls_for` made it");
+                    server = server.listen_rustls_0_23(listener, serving.rustls_config.clone())?;
                 }
                 Listener::Unix { listener, path } => {
                     unix_paths.extend(path);
@@ -245,6 +251,10 @@ impl Application {
             ports,
             unix_paths,
             watch: false,
+            acme: tls.and_then(|serving| {
+                let (settings, files) = serving.acme?;
+                Some((serving.resolver, settings, files))
+            }),
         })
     }
 
@@ -276,12 +286,16 @@ impl Application {
         let deliveries = tokio::spawn(self.deliverer().run());
         let mut server = tokio::spawn(self.server);
         let reloads = reload::spawn(self.state.clone(), self.watch)?;
+        let acme = self.acme.map(|(resolver, settings, files)| {
+            tokio::spawn(crate::acme::run(resolver, settings, files))
+        });
         let refusals = {
             let state = self.state.clone();
             tokio::spawn(async move { state.rate_limits.report_refusals().await })
         };
         tokio::select! {
             result = &mut server => {
+                acme.iter().for_each(tokio::task::JoinHandle::abort);
                 reloads.abort();
                 deliveries.abort();
                 refusals.abort();
@@ -289,6 +303,7 @@ impl Application {
             }
             signal = stop_signal() => tracing::info!(signal, "stopping: no new requests, running jobs may finish"),
         }
+        acme.iter().for_each(tokio::task::JoinHandle::abort);
         reloads.abort();
         deliveries.abort();
         refusals.abort();
@@ -304,27 +319,62 @@ impl Application {
     }
 }
 
-/// The certificate resolver and rustls settings of the TLS listeners; `None` when there are none.
+/// The TLS listeners' certificate: its resolver, their rustls settings, and, with ACME, what
+/// the task that orders and renews certificates needs.
+struct TlsServing {
+    resolver: Arc<tls::Resolver>,
+    rustls_config: rustls::ServerConfig,
+    acme: Option<(crate::acme::AcmeSettings, crate::acme::KeptFiles)>,
+}
+
+/// How the TLS listeners get their certificate; `None` when there are none.
 fn tls_for(
     settings: &crate::config::ServerSettings,
     listeners: &[Listener],
-) -> anyhow::Result<Option<(Arc<tls::Resolver>, rustls::ServerConfig)>> {
+) -> anyhow::Result<Option<TlsServing>> {
     let speaks_tls = listeners
         .iter()
         .any(|listener| matches!(listener, Listener::Tcp { tls: true, .. }));
     match (&settings.tls, speaks_tls) {
-        (Some(tls), true) => {
-            let resolver = Arc::new(tls::Resolver::new(Arc::clone(&tls.pair)));
-            let rustls_config = tls::server_config(Arc::clone(&resolver), tls.min_version);
-            tracing::info!(
-                cert = %tls.cert.display(),
-                serial = tls.pair.serial(),
-                "serving TLS"
-            );
-            Ok(Some((resolver, rustls_config)))
-        }
+        (Some(tls), true) => match &tls.source {
+            TlsSource::Files { cert, pair, .. } => {
+                let resolver = Arc::new(tls::Resolver::new(Arc::clone(pair)));
+                let rustls_config =
+                    tls::server_config(Arc::clone(&resolver), tls.min_version, false);
+                tracing::info!(cert = %cert.display(), serial = pair.serial(), "serving TLS");
+                Ok(Some(TlsServing {
+                    resolver,
+                    rustls_config,
+                    acme: None,
+                }))
+            }
+            TlsSource::Acme(acme) => {
+                let files = crate::acme::KeptFiles::new(&settings.state_dir);
+                let resolver = match files.certificate(&acme.domains, std::time::SystemTime::now())
+                {
+                    Some(pair) => {
+                        tracing::info!(
+                            serial = pair.serial(),
+                            "serving TLS with the kept ACME certificate"
+                        );
+                        Arc::new(tls::Resolver::new(Arc::new(pair)))
+                    }
+                    None => {
+                        tracing::info!("no kept ACME certificate for `domains`: TLS clients are refused until the CA issues one");
+                        Arc::new(tls::Resolver::waiting_for_acme())
+                    }
+                };
+                let rustls_config =
+                    tls::server_config(Arc::clone(&resolver), tls.min_version, true);
+                Ok(Some(TlsServing {
+                    resolver,
+                    rustls_config,
+                    acme: Some((acme.clone(), files)),
+                }))
+            }
+        },
         (None, true) => anyhow::bail!(
-            "a `tls:` listener needs `server.tls` with the `cert` and `key` it serves"
+            "a `tls:` listener needs `server.tls` with the `cert` and `key` it serves, or `acme`"
         ),
         (Some(_), false) => {
             tracing::warn!("`server.tls` is set but no listener speaks TLS; list one as `tls:HOST:PORT` (or, under systemd, name its socket `FileDescriptorName=tls`)");

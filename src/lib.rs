@@ -19,6 +19,7 @@
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod app;
 pub mod backoff;
 pub mod body;

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use notify::Watcher as _;
 use tokio::sync::mpsc;
 
-use crate::config::{self, ServerSettings};
+use crate::config::{self, ServerSettings, TlsSource};
 use crate::http::AppState;
 
 /// Changes to a file usually come as several events (truncate, write, rename); wait for them to settle.
@@ -34,7 +34,10 @@ pub fn spawn(
             .server
             .tls
             .iter()
-            .flat_map(|tls| [tls.cert.clone(), tls.key.clone()])
+            .flat_map(|tls| match &tls.source {
+                TlsSource::Files { cert, key, .. } => vec![cert.clone(), key.clone()],
+                TlsSource::Acme(_) => Vec::new(),
+            })
             .collect();
         Some(watch_file(
             &config.file,
@@ -186,17 +189,24 @@ pub async fn reload(state: &AppState, cause: &str) {
     for warning in &fresh.warnings {
         tracing::warn!("{}", warning.trim_end());
     }
-    if let (Some(resolver), Some(tls)) = (&state.tls, &fresh.server.tls) {
+    // An ACME certificate is the ACME task's to replace; changed `acme` settings wait for a restart.
+    let files = fresh.server.tls.as_ref().and_then(|tls| match &tls.source {
+        TlsSource::Files { cert, pair, .. } => Some((cert, pair)),
+        TlsSource::Acme(_) => None,
+    });
+    if let (Some(resolver), Some((cert, pair))) = (&state.tls, files) {
         let now = std::time::SystemTime::now();
-        if let (Some(at), None) = (tls.pair.expired(now), resolver.current().expired(now)) {
+        let serving_expired = resolver
+            .current()
+            .is_none_or(|serving| serving.expired(now).is_some());
+        match pair.expired(now) {
             // An expired certificate never replaces a good one; the rest of the file applies.
-            tracing::error!(
-                cert = %tls.cert.display(),
-                serial = tls.pair.serial(),
+            Some(at) if !serving_expired => tracing::error!(
+                cert = %cert.display(),
+                serial = pair.serial(),
                 "the new TLS certificate expired on {at}; the one serving now is kept"
-            );
-        } else {
-            replace_certificate(resolver, tls);
+            ),
+            _ => replace_certificate(resolver, cert, pair),
         }
     }
     let hooks = fresh.hooks.len();
@@ -206,14 +216,21 @@ pub async fn reload(state: &AppState, cause: &str) {
     tracing::info!(cause, hooks, "config reloaded");
 }
 
-/// Serves `tls`'s pair to new connections, and says so when it is another certificate.
-fn replace_certificate(resolver: &crate::tls::Resolver, tls: &crate::config::TlsSettings) {
-    let replaced = resolver.replace(Arc::clone(&tls.pair));
-    if replaced.serial() != tls.pair.serial() {
+/// Serves `pair` (from `cert`) to new connections, and says so when it is another certificate.
+fn replace_certificate(
+    resolver: &crate::tls::Resolver,
+    cert: &Path,
+    pair: &Arc<crate::tls::CertificatePair>,
+) {
+    let replaced = resolver.replace(Arc::clone(pair));
+    let previous = replaced
+        .as_ref()
+        .map(|replaced| replaced.serial().to_string());
+    if previous.as_deref() != Some(pair.serial()) {
         tracing::info!(
-            cert = %tls.cert.display(),
-            serial = tls.pair.serial(),
-            previous = replaced.serial(),
+            cert = %cert.display(),
+            serial = pair.serial(),
+            previous,
             "TLS certificate replaced; new connections get it, open ones keep theirs"
         );
     }
@@ -239,11 +256,26 @@ fn keep_startup_settings(fresh: &mut ServerSettings, running: &ServerSettings) {
         (Some(_), None) => {
             tracing::warn!("`server.tls` was added; it takes effect at the next restart");
         }
-        (Some(fresh_tls), Some(running_tls))
-            if fresh_tls.min_version != running_tls.min_version =>
-        {
-            tracing::warn!("`server.tls.min_version` changed; it takes effect at the next restart");
-            fresh_tls.min_version = running_tls.min_version;
+        (Some(fresh_tls), Some(running_tls)) => {
+            if fresh_tls.min_version != running_tls.min_version {
+                tracing::warn!(
+                    "`server.tls.min_version` changed; it takes effect at the next restart"
+                );
+                fresh_tls.min_version = running_tls.min_version;
+            }
+            // The ACME task was started with the running `acme`; files in place of ACME, ACME in
+            // place of files, or other `acme` settings take effect at the next restart.
+            let acme_changed = match (&fresh_tls.source, &running_tls.source) {
+                (TlsSource::Acme(fresh_acme), TlsSource::Acme(running_acme)) => {
+                    fresh_acme != running_acme
+                }
+                (TlsSource::Files { .. }, TlsSource::Files { .. }) => false,
+                _ => true,
+            };
+            if acme_changed {
+                tracing::warn!("`server.tls.acme` changed; it takes effect at the next restart");
+                fresh_tls.source = running_tls.source.clone();
+            }
         }
         _ => {}
     }

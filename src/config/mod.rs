@@ -108,14 +108,24 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
 }
 
-/// `server.tls`: where the certificate and key are, the pair they held when the config was
-/// loaded, and the oldest TLS version taken.
+/// `server.tls`: where the certificate comes from, and the oldest TLS version taken.
 #[derive(Clone, Debug)]
 pub struct TlsSettings {
-    pub cert: PathBuf,
-    pub key: PathBuf,
     pub min_version: crate::tls::MinVersion,
-    pub pair: Arc<crate::tls::CertificatePair>,
+    pub source: TlsSource,
+}
+
+/// Where the `tls:` listeners' certificate comes from.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    /// `cert` and `key`: PEM files, and the pair they held when the config was loaded.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        pair: Arc<crate::tls::CertificatePair>,
+    },
+    /// `acme`: ordered from an ACME CA and renewed by hookrunner.
+    Acme(crate::acme::AcmeSettings),
 }
 
 /// `server.store`. The URL stays a `Secret` (its `Debug` never shows it): it can hold a password.

@@ -138,7 +138,7 @@ impl Deliverer {
         }
         let next = self.store().next_notification_due().await?;
         let free = self.slots.available_permits();
-        if free == 0 || !next.is_some_and(|due_ms| due_ms <= now_ms()) {
+        if free == 0 || next.is_none_or(|due_ms| due_ms > now_ms()) {
             return announced.map(|()| next);
         }
         for due in self.store().due_notifications(now_ms(), free, HOLD).await? {

@@ -21,10 +21,8 @@ pub async fn healthz() -> HttpResponse {
 /// Prometheus text exposition. Keep it off the public side of the proxy.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (running, waiting) = state.engine.load();
-    if let Some(resolver) = &state.tls {
-        let left = resolver
-            .current()
-            .seconds_left(std::time::SystemTime::now());
+    if let Some(pair) = state.tls.as_ref().and_then(|resolver| resolver.current()) {
+        let left = pair.seconds_left(std::time::SystemTime::now());
         state.metrics.tls_expiry(left.floor());
     }
     HttpResponse::Ok()

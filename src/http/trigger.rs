@@ -451,7 +451,7 @@ async fn read_body(
         let chunk_deadline = Instant::now() + BODY_CHUNK_TIMEOUT;
         let until = deadline.map_or(chunk_deadline, |deadline| chunk_deadline.min(deadline));
         let chunk = match tokio::time::timeout_at(until, payload.next()).await {
-            Err(_) if deadline.map_or(true, |deadline| chunk_deadline < deadline) => {
+            Err(_) if deadline.is_none_or(|deadline| chunk_deadline < deadline) => {
                 return Err(incomplete("the client stopped sending the body"))
             }
             Err(_) => return Err(too_slow(body_timeout)),

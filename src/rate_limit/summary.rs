@@ -47,7 +47,7 @@ impl Tally {
     /// Whether an interval has passed since the last line (or there was none).
     fn interval_over(&self, now: Instant) -> bool {
         self.reported
-            .map_or(true, |at| now.saturating_duration_since(at) >= INTERVAL)
+            .is_none_or(|at| now.saturating_duration_since(at) >= INTERVAL)
     }
 
     /// Whether nothing is left to report and the next refusal may be written without waiting.

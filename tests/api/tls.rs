@@ -599,6 +599,114 @@ fn check_refuses_a_tls_listener_without_a_certificate_and_pairs_that_cannot_serv
     }
 }
 
+#[test]
+fn check_takes_either_a_pair_or_acme_and_points_at_what_is_wrong_in_acme() {
+    let pki = Pki::new();
+    pki.leaf("good", "1001", 2);
+    let path = |name: &str| pki.path(name).display().to_string();
+    let acme = |settings: &str| {
+        format!("  listen: [\"tls:127.0.0.1:8443\"]\n  tls:\n    acme: {{{settings}}}\n")
+    };
+    let cases = [
+        (
+            "both acme and a pair",
+            format!(
+                "  listen: [\"tls:127.0.0.1:8443\"]\n  tls:\n    cert: \"{}\"\n    key: \"{}\"\n    acme: {{domains: [hooks.example.com]}}\n",
+                path("good.pem"),
+                path("good.key")
+            ),
+            "hooks.yaml:4:5: `tls` takes either `cert` and `key` or `acme`, not both: remove `cert`"
+                .to_string(),
+        ),
+        (
+            "neither acme nor a pair",
+            "  listen: [\"tls:127.0.0.1:8443\"]\n  tls: {min_version: \"1.2\"}\n".to_string(),
+            "(or, instead of `cert` and `key`, `acme` for certificates from an ACME CA)".to_string(),
+        ),
+        (
+            "acme without domains",
+            acme("email: ops@example.com"),
+            "`acme` needs `domains`".to_string(),
+        ),
+        (
+            "a wildcard domain",
+            acme("domains: [hooks.example.com, \"*.example.com\"]"),
+            "`*.example.com`: a wildcard name needs the dns-01 challenge".to_string(),
+        ),
+        (
+            "an IP address as a domain",
+            acme("domains: [127.0.0.1]"),
+            "`127.0.0.1` is an IP address".to_string(),
+        ),
+        (
+            "a directory that is not https",
+            acme("domains: [hooks.example.com], directory: \"http://ca.example/dir\""),
+            "`http://ca.example/dir` is not an `https://` URL".to_string(),
+        ),
+        (
+            "an email that is not one",
+            acme("domains: [hooks.example.com], email: ops"),
+            "`ops` is not an email address".to_string(),
+        ),
+        (
+            "unreadable ca_roots",
+            acme(&format!("domains: [hooks.example.com], ca_roots: \"{}\"", path("missing.pem"))),
+            format!("cannot read `{}`", path("missing.pem")),
+        ),
+        (
+            "ca_roots holding a key",
+            acme(&format!("domains: [hooks.example.com], ca_roots: \"{}\"", path("good.key"))),
+            format!("`{}` holds no PEM certificate", path("good.key")),
+        ),
+        (
+            "an unknown acme key",
+            acme("domains: [hooks.example.com], emial: ops@example.com"),
+            "did you mean `email`".to_string(),
+        ),
+    ];
+    let file = pki.path("hooks.yaml");
+    let write = |server: &str| {
+        std::fs::write(
+            &file,
+            format!("server:\n{server}hooks:\n  - id: a\n    signature: none\n    run: {{shell: 'true'}}\n"),
+        )
+        .unwrap();
+    };
+    for (case, server, expected) in cases {
+        write(&server);
+        let (code, _, stderr) = check_file(&file);
+        assert_eq!(code, 1, "{case}: {stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "{case}: expected {expected:?} in:\n{stderr}"
+        );
+    }
+
+    write(&acme(&format!(
+        "domains: [hooks.example.com, www.example.com], email: ops@example.com, directory: \"https://localhost:14000/dir\", ca_roots: \"{}\"",
+        path("ca.pem")
+    )));
+    let (code, stdout, stderr) = check_file(&file);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // The ACME client trusts one root: a file of several is taken, with a warning.
+    let two = pki.path("two.pem");
+    let both =
+        [path("ca.pem"), path("good.pem")].map(|file| std::fs::read_to_string(file).unwrap());
+    std::fs::write(&two, both.concat()).unwrap();
+    write(&acme(&format!(
+        "domains: [hooks.example.com], ca_roots: \"{}\"",
+        two.display()
+    )));
+    let (code, stdout, stderr) = check_file(&file);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("holds 2 certificates; only the first is trusted"),
+        "{stdout}{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn a_socket_systemd_names_tls_speaks_tls() {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -658,4 +766,104 @@ async fn min_version_1_3_refuses_a_client_that_speaks_only_tls_1_2() {
     assert!(status(&tls_1_2, &strict_address).await.is_err());
     let tls_1_3 = pki.client().build().unwrap();
     assert_eq!(status(&tls_1_3, &strict_address).await.unwrap(), 200);
+}
+
+/// A `server.tls.acme` config for `localhost` whose CA (`directory`) does not answer, with its
+/// state in `state`.
+fn unreachable_acme_config(pki: &Pki, state: &Path) -> PathBuf {
+    let config = pki.path("hooks.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  state_dir: \"{}\"\n  tls:\n    acme: {{domains: [localhost], directory: \"https://127.0.0.1:{}/dir\", ca_roots: \"{}\"}}\nhooks:\n  - id: a\n    signature: none\n    run: {{shell: 'true'}}\n",
+            state.display(),
+            free_port(),
+            pki.path("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn with_acme_and_no_certificate_yet_the_listener_waits_for_the_ca_and_refuses_clients() {
+    let pki = Pki::new();
+    let config = unreachable_acme_config(&pki, &pki.path("state"));
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let (tls, plain) = (
+        format!("tls:127.0.0.1:{tls_port}"),
+        format!("127.0.0.1:{plain_port}"),
+    );
+    let server = Binary::spawn(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &tls,
+            "--listen",
+            &plain,
+        ],
+        &pki.path(""),
+        |_| {},
+    );
+    wait_for_log(&server, "ACME order failed").await;
+    assert!(server.log().contains("retry_in"), "{}", server.log());
+
+    // The listener is up (the CA validates through it), but has no certificate for a client.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok());
+    let client = pki.client().build().unwrap();
+    let refused = client
+        .get(format!("https://127.0.0.1:{tls_port}/healthz"))
+        .send()
+        .await;
+    assert!(refused.is_err(), "a client got {refused:?}");
+    let metrics = reqwest::get(format!("http://{plain}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("hookrunner_tls_certificate_expiry_seconds "),
+        "no certificate, no expiry:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn with_acme_a_kept_certificate_for_the_domains_serves_at_once() {
+    let pki = Pki::new();
+    pki.leaf("kept", "2001", 30);
+    let state = pki.path("state");
+    std::fs::create_dir_all(state.join("acme")).unwrap();
+    pki.install(
+        "kept",
+        &state.join("acme/cert.pem"),
+        &state.join("acme/key.pem"),
+    );
+    let config = unreachable_acme_config(&pki, &state);
+    let (server, address) = serve_tls(&pki, &config, &[]).await;
+    assert_eq!(served_serial(&pki, &address).await, "2001");
+    assert!(
+        server
+            .log()
+            .contains("serving TLS with the kept ACME certificate"),
+        "{}",
+        server.log()
+    );
+    let metrics = pki
+        .client()
+        .build()
+        .unwrap()
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookrunner_tls_certificate_expiry_seconds 2"),
+        "30 days is 2592000 s or just under:\n{metrics}"
+    );
 }
