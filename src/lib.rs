@@ -34,6 +34,7 @@ pub mod isolation;
 pub mod job;
 pub mod metrics;
 pub mod notify;
+pub mod pattern;
 pub mod reference;
 pub mod reload;
 pub mod request;
