@@ -92,7 +92,11 @@ fn build(text: &str) -> Result<Regex, String> {
         .utf8_empty(true)
         .nfa_size_limit(Some(NFA_SIZE_LIMIT))
         .hybrid_cache_capacity(DFA_CACHE_CAPACITY)
-        .which_captures(WhichCaptures::None);
+        .which_captures(WhichCaptures::None)
+        // Another crate of the build (tracing-subscriber's filter) turns on regex-automata's
+        // full DFAs, which would then be built for every small pattern at load: a third of
+        // `check`'s time, and memory. The lazy DFA matches as fast once warm.
+        .dfa(false);
     meta::Builder::new()
         .configure(config)
         .syntax(syntax::Config::new().utf8(true))
