@@ -43,6 +43,11 @@
 #          CTE cloning one real job row, status succeeded), then hookrunner is restarted and the
 #          signed-push (wait) latency and `GET /jobs?limit=50` latency are measured with one
 #          connection.
+#   * 7. Memory (hookrunner): VmRSS 1 s after healthy with the one-hook config and with
+#     BENCH_MEMORY_HOOKS realistic hooks (bench/lib/gen_config.py valid: a `when` with a regex
+#     distinct per hook, a templated command and env), and the peak RSS of `check` on the latter
+#     (median of 3, from getrusage); the cost per hook is the difference over the hook count.
+#     `BENCH_ONLY=memory` runs it alone in seconds.
 #   * Prints the tables and writes bench/results/latest.md (with the machine and the versions).
 #
 # Settings (environment)
@@ -52,6 +57,7 @@
 #   BENCH_ASYNC_N      requests in path 3                                   (2000; quick: 300)
 #   BENCH_JOBS         largest stored-job count in 6c                       (100000; quick: 10000)
 #   BENCH_STARTS       starts per server for the start-up time              (5;  quick: 3)
+#   BENCH_MEMORY_HOOKS hooks in the large config of step 7                  (10000)
 #   BENCH_CONN_BAD     wrk connections for path 1 and 6a/6b                 (32)
 #   BENCH_CONN_WAIT    wrk connections for path 2                           (16)
 #   BENCH_ASYNC_CONC   client connections for path 3                        (16)
@@ -62,7 +68,7 @@
 #   BENCH_KEEP=1       keep the work directory (/tmp/hookrunner-bench.*) for inspection
 #   BENCH_OUT          report path                                          (bench/results/latest.md)
 #   BENCH_ONLY         run only these steps, comma-separated: spawnloop,startup,paths,bodies,
-#                      hooks,jobs (the report shows n/a for the others)
+#                      hooks,jobs,memory (the report shows n/a for the others)
 #   BENCH_REPORT_FROM=DIR  only re-render the report from a kept work directory's raw.tsv
 #   BENCH_PG=0         leave out the PostgreSQL rows (on by default: a throwaway server from
 #                      tests/postgres/server.sh, postgresql installed with apt-get if missing)
@@ -99,6 +105,7 @@ SCALE_SECONDS="${BENCH_SCALE_SECONDS:-$((half < 2 ? 2 : half))}"
 CONN_BAD="${BENCH_CONN_BAD:-32}"
 CONN_WAIT="${BENCH_CONN_WAIT:-16}"
 ASYNC_CONC="${BENCH_ASYNC_CONC:-16}"
+MEMORY_HOOKS="${BENCH_MEMORY_HOOKS:-10000}"
 HR_LOG="${BENCH_HR_LOG:-warn}"
 OUT="${BENCH_OUT:-$BENCH_DIR/results/latest.md}"
 NPROC="$(nproc)"
@@ -112,7 +119,8 @@ done
 ((MAX_JOBS > 0)) && JOB_LEVELS+=("$MAX_JOBS")
 
 SECRET=bench-secret
-export BENCH_SECRET="$SECRET" BENCH_ADMIN_TOKEN=bench-token
+# GH_SECRET: the secret bench/lib/gen_config.py's hooks name.
+export BENCH_SECRET="$SECRET" BENCH_ADMIN_TOKEN=bench-token GH_SECRET="$SECRET"
 
 # want STEP: whether BENCH_ONLY (comma-separated; default all) names STEP.
 want() { [[ -z "${BENCH_ONLY:-}" || ",$BENCH_ONLY," == *",$1,"* ]]; }
@@ -157,9 +165,11 @@ build() {
         done
     fi
     [[ -x "$HR" ]] || die "no $HR"
-    log "building bench/spawnloop"
-    (cd "$BENCH_DIR/spawnloop" && cargo build --release --quiet)
     SPAWNLOOP="$BENCH_DIR/spawnloop/target/release/spawnloop"
+    if want spawnloop; then
+        log "building bench/spawnloop"
+        (cd "$BENCH_DIR/spawnloop" && cargo build --release --quiet)
+    fi
 }
 
 # --- servers -------------------------------------------------------------------------------------
@@ -416,10 +426,17 @@ main() {
     want bodies && step_bodies
     want hooks && step_hooks
     want jobs && step_jobs
+    want memory && step_memory
 
     local t_end
     t_end=$(date +%s)
     report "$load_at_start" "$((t_end - t_begin))"
+}
+
+# mem_per_hook KIB IDLE_KIB: KiB per hook above the idle figure, or n/a.
+mem_per_hook() {
+    [[ "$1" == n/a || "$2" == n/a ]] && { echo n/a; return; }
+    awk -v a="$1" -v b="$2" -v n="$MEMORY_HOOKS" 'BEGIN {printf "%.2f", (a - b) / n}'
 }
 
 # --- steps (called from main; they see main's locals) ---------------------------------------
@@ -676,6 +693,32 @@ SQL
 
 # --- report --------------------------------------------------------------------------------------
 
+step_memory() {
+    # 7. Memory: idle with one hook, serving MEMORY_HOOKS realistic hooks, and `check` on them.
+    local n=$MEMORY_HOOKS pid
+    log "7: memory with 1 and $n hooks"
+    rm -rf "$WORK/state-mem"
+    start_hr "$WORK/hr-wait.yaml" "$WORK/state-mem" "$(free_port)"; pid=$SRV_PID
+    sleep 1
+    record mem_idle_1 "$(proc_kb "$pid" VmRSS)"
+    stop_srv "$pid"
+    python3 "$BENCH_DIR/lib/gen_config.py" valid "$n" >"$WORK/hr-mem.yaml"
+    # The hooks run ./deploy.sh: present, so that loading warns about nothing, as a real config.
+    printf '#!/bin/sh\n' >"$WORK/deploy.sh"; chmod +x "$WORK/deploy.sh"
+    start_hr "$WORK/hr-mem.yaml" "$WORK/state-mem" "$(free_port)"; pid=$SRV_PID
+    sleep 1
+    record mem_serve_n "$(proc_kb "$pid" VmRSS)"
+    record mem_serve_hwm_n "$(proc_kb "$pid" VmHWM)"
+    stop_srv "$pid"
+    for r in 1 2 3; do
+        # The peak RSS of the child, in KiB (Linux's ru_maxrss unit).
+        record mem_check_n "$(python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$HR" check --config "$WORK/hr-mem.yaml")"
+    done
+    log "  idle $(samples mem_idle_1) KiB; $n hooks: serving $(samples mem_serve_n) KiB, check peak $(samples mem_check_n) KiB"
+}
+
 report() {
     local load_at_start=$1 took=$2
     mkdir -p "$(dirname "$OUT")"
@@ -797,6 +840,22 @@ report() {
         for n in "${HOOK_COUNTS[@]}"; do
             echo "| $n | $(fmt 1 "$(med "check_ms_$n")") | $(fmt 1 "$(med "hooks_start_hr_$n")") | $(fmt 0 "$(med "hooks_rps_hr_$n")") | $(fmt 1 "$(med "hooks_rss_hr_$n")" 1024) | $(fmt 1 "$(med "hooks_start_wh_$n")") | $(fmt 0 "$(med "hooks_rps_wh_$n")") | $(fmt 1 "$(med "hooks_rss_wh_$n")" 1024) |"
         done
+        echo
+        echo "## 7. Memory (hookrunner)"
+        echo
+        echo "The one-hook config of path 2, and $MEMORY_HOOKS hooks from \`bench/lib/gen_config.py valid\`"
+        echo "(each: a GitHub signature, a \`when\` with a header leaf and a \`matches\` regex distinct per"
+        echo "hook, a templated command and env). Serving: VmRSS 1 s after healthy, no request sent."
+        echo "\`check\`: peak RSS (getrusage), median of 3. Per hook: above the one-hook idle RSS."
+        echo
+        local idle serve hwm check
+        idle=$(med mem_idle_1); serve=$(med mem_serve_n); hwm=$(med mem_serve_hwm_n); check=$(med mem_check_n)
+        echo "| measurement | MiB | KiB per hook |"
+        echo "|---|---:|---:|"
+        echo "| idle, 1 hook | $(fmt 1 "$idle" 1024) | |"
+        echo "| serving $MEMORY_HOOKS hooks, after load | $(fmt 1 "$serve" 1024) | $(fmt 1 "$(mem_per_hook "$serve" "$idle")") |"
+        echo "| … its peak while loading (VmHWM) | $(fmt 1 "$hwm" 1024) | |"
+        echo "| \`check\` on $MEMORY_HOOKS hooks, peak | $(fmt 1 "$check" 1024) | $(fmt 1 "$(mem_per_hook "$check" "$idle")") |"
         echo
         echo "## 6c. Stored jobs (hookrunner)"
         echo

@@ -35,6 +35,7 @@ pub mod isolation;
 pub mod job;
 pub mod metrics;
 pub mod notify;
+pub mod pattern;
 pub mod rate_limit;
 pub mod reference;
 pub mod reload;

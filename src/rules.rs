@@ -4,8 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use regex::Regex;
 
+use crate::pattern::Pattern;
 use crate::reference::Reference;
 use crate::request::{RequestContext, ValueError};
 
@@ -24,8 +24,8 @@ pub enum Rule {
 pub enum Condition {
     Equals(String),
     In(Vec<String>),
-    /// Compiled once at load; unanchored, as `Regex::is_match` is (write `^...$` to anchor).
-    Matches(Regex),
+    /// Checked at load, compiled on first use; unanchored (write `^...$` to anchor).
+    Matches(Pattern),
     Exists(bool),
     Cidr(Vec<IpNet>),
 }
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn evaluates_rules() {
         let equals = |v: &str| Condition::Equals(v.into());
-        let regex = |r: &str| Condition::Matches(Regex::new(r).unwrap());
+        let regex = |r: &str| Condition::Matches(Pattern::new(r).unwrap());
         let cidr =
             |nets: &[&str]| Condition::Cidr(nets.iter().map(|n| n.parse().unwrap()).collect());
         let cases: Vec<(Rule, bool)> = vec![

@@ -10,17 +10,28 @@ use super::diagnostic::{Diagnostic, Severity};
 use super::secret::{self, SecretOrigin};
 use super::source_map::{Part, SourceMap, YamlPath};
 use super::units;
+use crate::pattern::Patterns;
 use crate::secret::{Secret, Secrets};
 
 pub struct Decoder<'s> {
-    source_map: &'s SourceMap,
+    /// Every problem found, without its position until [`finish`](Decoder::finish).
     pub diagnostics: Vec<Diagnostic>,
-    /// The lines of every value read as a secret, which diagnostics never quote (besides the
-    /// source map's, which knows secrets by their key).
-    pub secret_lines: Vec<usize>,
+    /// The paths whose places are looked up once decoding is done, and what each is for.
+    places: Vec<(YamlPath, Part, Place)>,
     /// The config file's folder: relative paths in the file are relative to it.
     pub base_dir: PathBuf,
     pub lookup_env: &'s dyn Fn(&str) -> Option<String>,
+    /// The `matches` patterns read so far: hooks that write the same text share one.
+    pub patterns: Patterns,
+}
+
+/// What a place in the file is looked up for.
+enum Place {
+    /// The position of the diagnostic at this index.
+    Diagnostic(usize),
+    /// A line never to be quoted: that of a value read as a secret (besides the source map's,
+    /// which knows secrets by their key).
+    SecretLine,
 }
 
 /// The fields of a mapping whose keys were already checked against the known ones.
@@ -65,17 +76,13 @@ pub fn scalar_text(value: &Value) -> Option<String> {
 }
 
 impl<'s> Decoder<'s> {
-    pub fn new(
-        source_map: &'s SourceMap,
-        base_dir: PathBuf,
-        lookup_env: &'s dyn Fn(&str) -> Option<String>,
-    ) -> Decoder<'s> {
+    pub fn new(base_dir: PathBuf, lookup_env: &'s dyn Fn(&str) -> Option<String>) -> Decoder<'s> {
         Decoder {
-            source_map,
             diagnostics: Vec::new(),
-            secret_lines: Vec::new(),
+            places: Vec::new(),
             base_dir,
             lookup_env,
+            patterns: Patterns::default(),
         }
     }
 
@@ -88,11 +95,39 @@ impl<'s> Decoder<'s> {
     }
 
     fn push(&mut self, severity: Severity, path: &YamlPath, part: Part, message: String) {
+        self.places.push((
+            path.clone(),
+            part,
+            Place::Diagnostic(self.diagnostics.len()),
+        ));
         self.diagnostics.push(Diagnostic {
             severity,
-            position: self.source_map.position(path, part),
+            position: None,
             message,
         });
+    }
+
+    /// The diagnostics, each with its position, and the lines of the values read as secrets:
+    /// the places are found in one more pass over `source`, only when something needs one.
+    pub fn finish(self, source: &str) -> (Vec<Diagnostic>, Vec<usize>) {
+        let mut diagnostics = self.diagnostics;
+        let mut secret_lines = Vec::new();
+        if self.places.is_empty() {
+            return (diagnostics, secret_lines);
+        }
+        let wanted: Vec<(&YamlPath, Part)> = self
+            .places
+            .iter()
+            .map(|(path, part, _)| (path, *part))
+            .collect();
+        let positions = SourceMap::places(source, &wanted);
+        for ((_, _, place), position) in self.places.iter().zip(positions) {
+            match place {
+                Place::Diagnostic(index) => diagnostics[*index].position = position,
+                Place::SecretLine => secret_lines.extend(position.map(|p| p.line)),
+            }
+        }
+        (diagnostics, secret_lines)
     }
 
     /// Reads a mapping, reporting every key not in `known` (with a did-you-mean).
@@ -267,9 +302,8 @@ impl<'s> Decoder<'s> {
     /// Keeps the line of a value out of every diagnostic, as for a secret: it may hold one (a
     /// password in a URL).
     pub fn hide(&mut self, path: &YamlPath) {
-        if let Some(position) = self.source_map.position(path, Part::Value) {
-            self.secret_lines.push(position.line);
-        }
+        self.places
+            .push((path.clone(), Part::Value, Place::SecretLine));
     }
 
     /// Decodes every item of a list, so every item's errors are reported, not only the first's;

@@ -394,13 +394,15 @@ fn decode_file<T>(
         .filter(|parent| !parent.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let mut decoder = Decoder::new(&source_map, base_dir, lookup_env);
+    let mut decoder = Decoder::new(base_dir, lookup_env);
     let decoded = decode(&mut decoder, &document);
+    // The tree is not needed any more: freed before the places pass, for a lower peak.
+    drop(document);
 
-    let mut diagnostics = decoder.diagnostics;
+    let (mut diagnostics, secret_lines) = decoder.finish(source);
     diagnostics.sort_by_key(|d| d.position.map(|p| (p.line, p.column)));
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
-    let errors = errors(diagnostics, &decoder.secret_lines);
+    let errors = errors(diagnostics, &secret_lines);
     match decoded {
         Some(decoded) if !has_errors => {
             let file = file.display().to_string();

@@ -1,12 +1,13 @@
 //! Where each key and value of a YAML document stands in the file, so config errors can point at it.
 //!
-//! serde_yaml parses the document; this pass reads the same text through yaml-rust2's marked events
-//! and records a line and column for every mapping key and every value, by path. It also notes the
-//! lines that hold a secret (the value of any `secret`, `admin_token` or `store` key), which
-//! diagnostics never quote, notes every key written twice in one mapping (which serde_yaml refuses
-//! at the first it meets), and stops at collections nested deeper than [`MAX_DEPTH`].
+//! serde_yaml parses the document; this pass reads the same text through yaml-rust2's marked events.
+//! It notes the lines that hold a secret (the value of any `secret`, `admin_token` or `store` key),
+//! which diagnostics never quote, notes every key written twice in one mapping (which serde_yaml
+//! refuses at the first it meets), and stops at collections nested deeper than [`MAX_DEPTH`].
+//! Places (a line and column by path) are found by a second pass, [`SourceMap::places`], only for
+//! the paths that diagnostics name once decoding is done: a valid file keeps no place at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use yaml_rust2::parser::{Event, Parser};
@@ -96,9 +97,15 @@ pub struct SourceMap {
 }
 
 impl SourceMap {
-    /// Builds the map. Text that does not parse gives a map up to the error; serde_yaml reports it.
+    /// Builds the map, without places. Text that does not parse gives a map up to the error;
+    /// serde_yaml reports it.
     pub fn new(text: &str) -> SourceMap {
-        let mut recorder = Recorder::new(text);
+        SourceMap::read(text, None)
+    }
+
+    /// Builds the map, with the places of the `wanted` paths.
+    fn read(text: &str, wanted: Option<HashSet<YamlPath>>) -> SourceMap {
+        let mut recorder = Recorder::new(text, wanted);
         let mut parser = Parser::new_from_str(text);
         loop {
             match parser.next_token() {
@@ -148,8 +155,28 @@ impl SourceMap {
         self.too_deep
     }
 
+    /// The position of each path (of its key or its value), or of its nearest ancestor that has
+    /// one: one more pass over the text, which records the places of these paths only.
+    pub fn places(text: &str, wanted: &[(&YamlPath, Part)]) -> Vec<Option<Position>> {
+        let mut paths = HashSet::new();
+        for (path, _) in wanted {
+            let mut path = Some((*path).clone());
+            while let Some(known) = path {
+                path = known.parent();
+                if !paths.insert(known) {
+                    break;
+                }
+            }
+        }
+        let map = SourceMap::read(text, Some(paths));
+        wanted
+            .iter()
+            .map(|(path, part)| map.position(path, *part))
+            .collect()
+    }
+
     /// The position of a path, or of its nearest ancestor that has one.
-    pub fn position(&self, path: &YamlPath, part: Part) -> Option<Position> {
+    fn position(&self, path: &YamlPath, part: Part) -> Option<Position> {
         let own = match part {
             Part::Key => self.keys.get(path).or_else(|| self.values.get(path)),
             Part::Value => self.values.get(path).or_else(|| self.keys.get(path)),
@@ -205,10 +232,12 @@ struct Recorder<'t> {
     /// A cursor into the text that only moves forward: (char index, byte offset).
     text: &'t str,
     cursor: (usize, usize),
+    /// The paths whose places are recorded.
+    wanted: Option<HashSet<YamlPath>>,
 }
 
 impl<'t> Recorder<'t> {
-    fn new(text: &'t str) -> Recorder<'t> {
+    fn new(text: &'t str, wanted: Option<HashSet<YamlPath>>) -> Recorder<'t> {
         Recorder {
             map: SourceMap::default(),
             stack: Vec::new(),
@@ -218,6 +247,7 @@ impl<'t> Recorder<'t> {
             last_line: 1,
             text,
             cursor: (0, 0),
+            wanted,
         }
     }
 
@@ -274,7 +304,10 @@ impl<'t> Recorder<'t> {
                             seen.insert(key.clone(), position);
                         }
                     }
-                    self.map.keys.insert(path.key(&key), position);
+                    let key_path = path.key(&key);
+                    if self.wanted.as_ref().is_some_and(|w| w.contains(&key_path)) {
+                        self.map.keys.insert(key_path, position);
+                    }
                     *pending_key = Some(key);
                     None
                 }
@@ -283,6 +316,9 @@ impl<'t> Recorder<'t> {
     }
 
     fn record_value(&mut self, path: &YamlPath, position: Position) {
+        if !self.wanted.as_ref().is_some_and(|w| w.contains(path)) {
+            return;
+        }
         self.map.values.entry(path.clone()).or_insert(position);
     }
 
@@ -420,8 +456,7 @@ hooks:
 ";
 
     fn check(path: YamlPath, part: Part, expected: (usize, usize)) {
-        let map = SourceMap::new(TEXT);
-        let position = map.position(&path, part).expect("a position");
+        let position = SourceMap::places(TEXT, &[(&path, part)])[0].expect("a position");
         assert_eq!((position.line, position.column), expected, "{path}");
     }
 

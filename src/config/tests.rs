@@ -671,3 +671,57 @@ fn a_hook_or_base_path_that_a_fixed_route_would_shadow_is_refused_at_the_id() {
         "{rendered}"
     );
 }
+
+/// The `matches` pattern of each hook's first (only) leaf.
+fn pattern_of(hook: &Hook) -> &crate::pattern::Pattern {
+    match &hook.when {
+        Some(Rule::Leaf {
+            condition: crate::rules::Condition::Matches(pattern),
+            ..
+        }) => pattern,
+        other => panic!("expected a `matches` leaf, got {other:?}"),
+    }
+}
+
+#[test]
+fn hooks_that_write_the_same_pattern_share_one() {
+    let hook = |id: &str, pattern: &str| {
+        format!("  - {{id: {id}, signature: none, run: {{command: [x]}}, when: {{payload.ref: {{matches: \"{pattern}\"}}}}}}\n")
+    };
+    let text = format!(
+        "hooks:\n{}{}{}",
+        hook("a", "^refs/heads/main$"),
+        hook("b", "^refs/heads/main$"),
+        hook("c", "^refs/heads/dev$"),
+    );
+    let config = load(&text).expect("a valid config");
+    let [a, b, c] = [0, 1, 2].map(|index| pattern_of(&config.hooks[index]));
+    assert!(a.is_shared_with(b));
+    assert!(!a.is_shared_with(c));
+    assert!(a.is_match("refs/heads/main") && !c.is_match("refs/heads/main"));
+}
+
+#[test]
+fn a_bad_pattern_among_many_hooks_is_refused_at_its_own_place() {
+    let mut text = String::from("hooks:\n");
+    for index in 0..50 {
+        let pattern = if index == 37 {
+            "("
+        } else {
+            "^refs/heads/main$"
+        };
+        text += &format!(
+            "  - id: h{index}\n    signature: none\n    when: {{payload.ref: {{matches: \"{pattern}\"}}}}\n    run: {{command: [x]}}\n"
+        );
+    }
+    let rendered = errors(&text);
+    // Hook 37 starts at line 2 + 4 * 37; its `when` is the third line of it.
+    let line = 2 + 4 * 37 + 2;
+    assert!(
+        rendered.starts_with(&format!(
+            "/etc/hookrunner/hooks.yaml:{line}:35: invalid regex `(`"
+        )),
+        "{rendered}"
+    );
+    assert_eq!(rendered.matches("invalid regex").count(), 1, "{rendered}");
+}

@@ -1,10 +1,9 @@
 //! The `when:` block: `all`, `any`, `not` and leaves mapping a reference to a condition.
-//! A mapping with several keys means all of them. Regexes are compiled here, once.
+//! A mapping with several keys means all of them. Patterns are checked here and shared by text.
 
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use regex::Regex;
 use serde_yaml::Value;
 
 use super::decode::{key_text, scalar_text, Decoder};
@@ -127,16 +126,10 @@ fn decode_condition(
         }
         "matches" => {
             let pattern = decoder.string(value, &path)?;
-            match Regex::new(&pattern) {
-                Ok(regex) => Some(Condition::Matches(regex)),
+            match decoder.patterns.get(&pattern) {
+                Ok(compiled) => Some(Condition::Matches(compiled)),
                 Err(error) => {
-                    let detail = error
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
+                    let detail = error.lines().last().unwrap_or("").trim().to_string();
                     decoder.error(
                         &path,
                         Part::Value,
