@@ -229,17 +229,7 @@ async fn a_signed_trigger_runs_over_tls_and_alpn_picks_http2_or_http1() {
         .await;
     assert!(plain.map_or(true, |answer| !answer.status().is_success()));
 
-    let metrics = pki
-        .client()
-        .build()
-        .unwrap()
-        .get(format!("{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_over_tls(&pki, &address).await;
     let line = metrics
         .lines()
         .find(|line| line.starts_with("hookrunner_tls_certificate_expiry_seconds "))
@@ -851,19 +841,16 @@ async fn with_acme_a_kept_certificate_for_the_domains_serves_at_once() {
         "{}",
         server.log()
     );
-    let metrics = pki
-        .client()
-        .build()
-        .unwrap()
-        .get(format!("{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_over_tls(&pki, &address).await;
     assert!(
         metrics.contains("hookrunner_tls_certificate_expiry_seconds 2"),
         "30 days is 2592000 s or just under:\n{metrics}"
     );
+}
+
+/// `/metrics` over TLS, as a client trusting `pki`'s CA reads it.
+async fn metrics_over_tls(pki: &Pki, address: &str) -> String {
+    let url = format!("{address}/metrics");
+    let answer = pki.client().build().unwrap().get(url).send().await.unwrap();
+    answer.text().await.unwrap()
 }
