@@ -299,6 +299,7 @@ impl Application {
                 reloads.abort();
                 deliveries.abort();
                 refusals.abort();
+                self.state.rate_limits.report_remaining();
                 return Ok(result.context("the HTTP server task failed")??);
             }
             signal = stop_signal() => tracing::info!(signal, "stopping: no new requests, running jobs may finish"),
