@@ -56,9 +56,10 @@
 #     req/s for BENCH_SECONDS (bench/lib/benchtool.py rate: a fixed-rate sender, since Debian's
 #     wrk has no -R) to a server with `rate_limit: {per_ip: BENCH_FLOOD_LIMIT/s}`; the same
 #     requests at the same rate go to a server without a limit, where every one is accepted (202,
-#     async hook running /bin/true). The server's own CPU (utime+stime from /proc/PID/stat, its
-#     commands excluded) from the first request until every accepted job is `succeeded`, the
-#     flood's as a percentage of the accepted run's; BENCH_ROUNDS rounds, median.
+#     async hook running /bin/true); and to a server whose limit lets one through (per_ip 1/h,
+#     burst 1: the cost of the 429s alone). The server's own CPU (utime+stime from
+#     /proc/PID/stat, its commands excluded) from the first request until every accepted job is
+#     `succeeded`, each flood's as a percentage of the accepted run's; BENCH_ROUNDS rounds, median.
 #   * Prints the tables and writes bench/results/latest.md (with the machine and the versions).
 #
 # Settings (environment)
@@ -790,23 +791,24 @@ step_flood() {
     log "9: flood: $FLOOD_RATE req/s for ${RUN_SECONDS}s, limit per_ip ${FLOOD_LIMIT}/s, against accepted triggers"
     hr_config "$WORK/hr-flood-open.yaml" async '["/bin/true"]'
     sed "s|^server:$|server:\n  rate_limit: {per_ip: $FLOOD_LIMIT/s}|" "$WORK/hr-flood-open.yaml" >"$WORK/hr-flood-limited.yaml"
+    # Refused: a limit that lets one request through, so the flood is all 429s: their own cost.
+    sed "s|^server:$|server:\n  rate_limit: {per_ip: 1/h, burst: 1}|" "$WORK/hr-flood-open.yaml" >"$WORK/hr-flood-refused.yaml"
     "$HR" check --config "$WORK/hr-flood-limited.yaml" >/dev/null || die "hookrunner check refused the flood config"
     local r
     for ((r = 1; r <= ROUNDS; r++)); do
         flood_run accepted "$WORK/hr-flood-open.yaml"
         flood_run limited "$WORK/hr-flood-limited.yaml"
-        # This round's values (the last recorded of each key): the percentage, and the CPU per
-        # request of each kind, a 429's being what is left of the flood's CPU once its accepted
-        # requests are charged at the accepted run's cost per request.
+        flood_run refused "$WORK/hr-flood-refused.yaml"
+        # This round's values (the last recorded of each key): the percentages, and the CPU per
+        # request of an accepted trigger and of a 429 (from the refused run).
         awk -F'\t' '{v[$1] = $2} END {
-            a = v["flood_cpu_accepted"]; b = v["flood_cpu_limited"]; na = v["flood_202_accepted"]
-            nl = v["flood_202_limited"]; nr = v["flood_429_limited"]
-            if (a > 0) printf "flood_pct\t%.1f\n", b * 100 / a
+            a = v["flood_cpu_accepted"]; na = v["flood_202_accepted"]; nr = v["flood_429_refused"]
+            if (a > 0) printf "flood_pct\t%.1f\nflood_pct_refused\t%.1f\n", v["flood_cpu_limited"] * 100 / a, v["flood_cpu_refused"] * 100 / a
             if (na > 0) printf "flood_us_accepted\t%.1f\n", a * 1e6 / na
-            if (na > 0 && nr > 0) printf "flood_us_429\t%.1f\n", (b - nl * a / na) * 1e6 / nr
+            if (nr > 0) printf "flood_us_429\t%.1f\n", v["flood_cpu_refused"] * 1e6 / nr
         }' "$RAW" >>"$RAW"
     done
-    log "  flood CPU as % of accepted: $(samples flood_pct); per 429 $(samples flood_us_429) µs, per accepted $(samples flood_us_accepted) µs"
+    log "  flood CPU as % of accepted: $(samples flood_pct); all refused: $(samples flood_pct_refused); per 429 $(samples flood_us_429) µs, per accepted $(samples flood_us_accepted) µs"
 }
 
 # --- report --------------------------------------------------------------------------------------
@@ -993,23 +995,24 @@ report() {
         echo
         echo "One address sends the signed push of path 3 at a fixed $FLOOD_RATE req/s for ${RUN_SECONDS} s"
         echo "(\`bench/lib/benchtool.py rate\`, 32 connections; a 429 closes its connection, so the sender"
-        echo "reconnects). \"limited\": \`rate_limit: {per_ip: $FLOOD_LIMIT/s}\` (10x over); \"accepted\": no limit,"
-        echo "every request answered 202 and its job (async, /bin/true) run. CPU: the server's own"
+        echo "reconnects). \"limited\": \`rate_limit: {per_ip: $FLOOD_LIMIT/s}\` (10x over); \"refused\": \`{per_ip: 1/h, burst: 1}\`,"
+        echo "so all but one are 429s; \"accepted\": no limit, every request answered 202 and its job (async,"
+        echo "/bin/true) run. CPU: the server's own"
         echo "utime+stime (/proc/PID/stat; its commands excluded) from the first request until every"
         echo "accepted job is \`succeeded\`. ${ROUNDS} round(s), median."
         echo
         echo "| run | sent req/s | 202 | 429 | server CPU s | its commands' CPU s |"
         echo "|---|---:|---:|---:|---:|---:|"
-        for k in accepted limited; do
+        for k in accepted limited refused; do
             echo "| $k | $(fmt 0 "$(med "flood_rps_$k")") | $(med "flood_202_$k") | $(med "flood_429_$k") | $(med "flood_cpu_$k") | $(med "flood_cmd_cpu_$k") |"
         done
         echo
         echo "The flood costs **$(med flood_pct) %** of the CPU of the same rate of accepted triggers (samples: $(samples flood_pct); target ≤ 20 %)."
-        echo "That includes the requests the limit lets through (its rate plus the burst) and their jobs. Per request:"
-        echo "an accepted trigger $(fmt 0 "$(med flood_us_accepted)") µs of server CPU; a 429 $(fmt 0 "$(med flood_us_429)") µs"
-        echo "($(ratio "$(med flood_us_429)" "$(med flood_us_accepted)") of it; what is left of the flood's CPU once its 202s are charged at"
-        echo "the accepted run's cost, over its 429s). Each 429 also costs a connection: it closes the connection"
-        echo "when the request has a body it did not read, so the flood makes one TCP connection per request."
+        echo "That includes the requests the limit lets through (its rate plus the burst) and their jobs, which"
+        echo "at a tenth of the rate batch less in the store than the accepted run's. The 429s alone (the refused"
+        echo "run): **$(med flood_pct_refused) %** (samples: $(samples flood_pct_refused)); per request, an accepted trigger costs"
+        echo "$(fmt 0 "$(med flood_us_accepted)") µs of server CPU and a 429 $(fmt 0 "$(med flood_us_429)") µs. A 429 closes its connection when the"
+        echo "request has a body it did not read, so these floods make one TCP connection per request."
         echo
         echo "## 6c. Stored jobs (hookrunner)"
         echo
