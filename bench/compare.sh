@@ -48,6 +48,18 @@
 #     distinct per hook, a templated command and env), and the peak RSS of `check` on the latter
 #     (median of 3, from getrusage); the cost per hook is the difference over the hook count.
 #     `BENCH_ONLY=memory` runs it alone in seconds.
+#   * 8. The request log (issue 16; `BENCH_ONLY=log`): bad-signature req/s, as path 1, for
+#     hookrunner in its default configuration (no RUST_LOG: an info line per request, its stderr
+#     appended to a file as a journal would take it) and with RUST_LOG=warn, each at 16 and at 32
+#     connections, against webhook at the same connections; BENCH_ROUNDS rounds A A B, median.
+#   * 9. A flood (issue 16; `BENCH_ONLY=flood`): one address sends signed pushes at BENCH_FLOOD_RATE
+#     req/s for BENCH_SECONDS (bench/lib/benchtool.py rate: a fixed-rate sender, since Debian's
+#     wrk has no -R) to a server with `rate_limit: {per_ip: BENCH_FLOOD_LIMIT/s}`; the same
+#     requests at the same rate go to a server without a limit, where every one is accepted (202,
+#     async hook running /bin/true); and to a server whose limit lets one through (per_ip 1/h,
+#     burst 1: the cost of the 429s alone). The server's own CPU (utime+stime from
+#     /proc/PID/stat, its commands excluded) from the first request until every accepted job is
+#     `succeeded`, each flood's as a percentage of the accepted run's; BENCH_ROUNDS rounds, median.
 #   * Prints the tables and writes bench/results/latest.md (with the machine and the versions).
 #
 # Settings (environment)
@@ -61,6 +73,8 @@
 #   BENCH_CONN_BAD     wrk connections for path 1 and 6a/6b                 (32)
 #   BENCH_CONN_WAIT    wrk connections for path 2                           (16)
 #   BENCH_ASYNC_CONC   client connections for path 3                        (16)
+#   BENCH_FLOOD_RATE   req/s sent in step 9                                  (2000; quick: 1000)
+#   BENCH_FLOOD_LIMIT  the server's per_ip limit in step 9, per second       (BENCH_FLOOD_RATE/10)
 #   BENCH_QUICK=1      smoke run with the quick defaults above
 #   BENCH_SKIP_BUILD=1 use target/release/hookrunner as it is
 #   BENCH_HR_LOG       RUST_LOG for hookrunner                              (warn: webhook runs
@@ -68,7 +82,7 @@
 #   BENCH_KEEP=1       keep the work directory (/tmp/hookrunner-bench.*) for inspection
 #   BENCH_OUT          report path                                          (bench/results/latest.md)
 #   BENCH_ONLY         run only these steps, comma-separated: spawnloop,startup,paths,bodies,
-#                      hooks,jobs,memory (the report shows n/a for the others)
+#                      hooks,jobs,memory,log,flood (the report shows n/a for the others)
 #   BENCH_REPORT_FROM=DIR  only re-render the report from a kept work directory's raw.tsv
 #   BENCH_PG=0         leave out the PostgreSQL rows (on by default: a throwaway server from
 #                      tests/postgres/server.sh, postgresql installed with apt-get if missing)
@@ -106,6 +120,9 @@ CONN_BAD="${BENCH_CONN_BAD:-32}"
 CONN_WAIT="${BENCH_CONN_WAIT:-16}"
 ASYNC_CONC="${BENCH_ASYNC_CONC:-16}"
 MEMORY_HOOKS="${BENCH_MEMORY_HOOKS:-10000}"
+if [[ "$QUICK" == 1 ]]; then FLOOD_RATE="${BENCH_FLOOD_RATE:-1000}"; else FLOOD_RATE="${BENCH_FLOOD_RATE:-2000}"; fi
+FLOOD_LIMIT="${BENCH_FLOOD_LIMIT:-$((FLOOD_RATE / 10))}"
+LOG_CONNS=(16 32)
 HR_LOG="${BENCH_HR_LOG:-warn}"
 OUT="${BENCH_OUT:-$BENCH_DIR/results/latest.md}"
 NPROC="$(nproc)"
@@ -200,13 +217,17 @@ trap 'exit 130' INT TERM
 free_port() { "${TOOL[@]}" freeport 1; }
 
 # start_hr CONFIG STATE_DIR PORT [SERVE_OPTION...]: starts hookrunner (HR_SERVE, when set, is
-# the binary to start instead of $HR), waits for /healthz; sets SRV_PID.
+# the binary to start instead of $HR; HR_LOG_FILE, when set, takes its stdout and stderr instead
+# of $WORK/hookrunner.log), waits for /healthz; sets SRV_PID.
 start_hr() {
     local config=$1 state=$2 port=$3
     shift 3
     mkdir -p "$state"
-    RUST_LOG="$HR_LOG" "${HR_SERVE:-$HR}" serve --config "$config" --listen "127.0.0.1:$port" \
-        --state-dir "$state" "$@" </dev/null >>"$WORK/hookrunner.log" 2>&1 &
+    # HR_LOG=default: no RUST_LOG at all, hookrunner's own default (an info line per request).
+    local log_env=(env RUST_LOG="$HR_LOG")
+    [[ "$HR_LOG" == default ]] && log_env=(env -u RUST_LOG)
+    "${log_env[@]}" "${HR_SERVE:-$HR}" serve --config "$config" --listen "127.0.0.1:$port" \
+        --state-dir "$state" "$@" </dev/null >>"${HR_LOG_FILE:-$WORK/hookrunner.log}" 2>&1 &
     SRV_PID=$!
     PIDS+=("$SRV_PID")
     "${TOOL[@]}" wait "http://127.0.0.1:$port/healthz" --timeout 120 ||
@@ -427,6 +448,8 @@ main() {
     want hooks && step_hooks
     want jobs && step_jobs
     want memory && step_memory
+    want log && step_log
+    want flood && step_flood
 
     local t_end
     t_end=$(date +%s)
@@ -691,6 +714,103 @@ SQL
     done
 }
 
+step_log() {
+    # 8. The request log: bad-signature req/s with hookrunner's default log and with warn.
+    local r conns mode hr_port wh_port pid url
+    for ((r = 1; r <= ROUNDS; r++)); do
+        log "8: round $r/$ROUNDS: bad signature, default log and warn, ${LOG_CONNS[*]} conns"
+        for mode in default warn; do
+            hr_port=$(free_port)
+            rm -rf "$WORK/state-log"
+            HR_LOG=$mode HR_LOG_FILE="$WORK/hr-stderr-$mode.log" \
+                start_hr "$WORK/hr-wait.yaml" "$WORK/state-log" "$hr_port"; pid=$SRV_PID
+            url="http://127.0.0.1:$hr_port/hooks/push"
+            expect_status "hookrunner bad signature ($mode log)" "$url" 401 POST "$WORK/body.json" "$BAD"
+            for conns in "${LOG_CONNS[@]}"; do
+                local before after
+                before=$(stat -c %s "$WORK/hr-stderr-$mode.log")
+                run_wrk "log-$mode-$conns-hr" "$url" "$conns" "$RUN_SECONDS" "$WRK_THREADS" POST "$WORK/body.json" "$BAD"
+                after=$(stat -c %s "$WORK/hr-stderr-$mode.log")
+                record "log_rps_hr_${mode}_$conns" "${W[rps]}"
+                record "log_bytes_${mode}_$conns" "$(awk -v b=$((after - before)) -v n="${W[requests]}" 'BEGIN {if (n > 0) printf "%.1f", b / n}')"
+            done
+            stop_srv "$pid"
+        done
+        wh_port=$(free_port)
+        start_wh "$WORK/wh-wait.json" "$wh_port"; pid=$SRV_PID
+        url="http://127.0.0.1:$wh_port/hooks/push"
+        expect_status "webhook bad signature" "$url" 500 POST "$WORK/body.json" "$BAD"
+        for conns in "${LOG_CONNS[@]}"; do
+            run_wrk "log-$conns-wh" "$url" "$conns" "$RUN_SECONDS" "$WRK_THREADS" POST "$WORK/body.json" "$BAD"
+            record "log_rps_wh_$conns" "${W[rps]}"
+        done
+        stop_srv "$pid"
+    done
+}
+
+# flood_run LABEL CONFIG: sends FLOOD_RATE signed pushes a second for RUN_SECONDS to a fresh
+# hookrunner on CONFIG, waits until every accepted job is `succeeded`, and records the server's
+# own CPU seconds over that span (flood_cpu_LABEL), the 202s and the 429s.
+flood_run() {
+    local label=$1 config=$2 port state="$WORK/state-flood" pid ticks0 ticks1 line hdr=() h
+    port=$(free_port)
+    rm -rf "$state"
+    start_hr "$config" "$state" "$port"; pid=$SRV_PID
+    IFS='|' read -ra hs <<<"$GOOD"
+    for h in "${hs[@]}"; do hdr+=(--header "$h"); done
+    ticks0=$(cpu_ticks "$pid")
+    line=$("${TOOL[@]}" rate "http://127.0.0.1:$port/hooks/push" --body "$WORK/body.json" "${hdr[@]}" \
+        --rate "$FLOOD_RATE" --seconds "$RUN_SECONDS" --conc 32) || die "flood sender failed ($label)"
+    log "  $label: $line"
+    declare -A F=()
+    local kv
+    for kv in ${line#RATE_RESULT }; do F[${kv%%=*}]=${kv#*=}; done
+    local done_count=-1
+    for _ in $(seq 1200); do
+        done_count=$(sqlite3 "$state/hookrunner.db" "SELECT count(*) FROM jobs WHERE status = 'succeeded'" 2>/dev/null || echo -1)
+        ((done_count >= F[n202])) && break
+        sleep 0.1
+    done
+    ((done_count >= F[n202])) || die "$label: only $done_count of ${F[n202]} accepted jobs succeeded"
+    ticks1=$(cpu_ticks "$pid")
+    local own0 own1 cmd0 cmd1
+    read -r own0 cmd0 <<<"$ticks0"
+    read -r own1 cmd1 <<<"$ticks1"
+    record "flood_cpu_$label" "$(awk -v t=$((own1 - own0)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}')"
+    record "flood_cmd_cpu_$label" "$(awk -v t=$((cmd1 - cmd0)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}')"
+    record "flood_rps_$label" "${F[rps]}"
+    record "flood_202_$label" "${F[n202]}"
+    record "flood_429_$label" "${F[n429]}"
+    record "flood_other_$label" "$((F[sent] - F[n202] - F[n429]))"
+    record "flood_lag_$label" "${F[max_lag_s]}"
+    stop_srv "$pid"
+}
+
+step_flood() {
+    # 9. A flood of 10x the per-address limit against the same rate of accepted triggers.
+    log "9: flood: $FLOOD_RATE req/s for ${RUN_SECONDS}s, limit per_ip ${FLOOD_LIMIT}/s, against accepted triggers"
+    hr_config "$WORK/hr-flood-open.yaml" async '["/bin/true"]'
+    sed "s|^server:$|server:\n  rate_limit: {per_ip: $FLOOD_LIMIT/s}|" "$WORK/hr-flood-open.yaml" >"$WORK/hr-flood-limited.yaml"
+    # Refused: a limit that lets one request through, so the flood is all 429s: their own cost.
+    sed "s|^server:$|server:\n  rate_limit: {per_ip: 1/h, burst: 1}|" "$WORK/hr-flood-open.yaml" >"$WORK/hr-flood-refused.yaml"
+    "$HR" check --config "$WORK/hr-flood-limited.yaml" >/dev/null || die "hookrunner check refused the flood config"
+    local r
+    for ((r = 1; r <= ROUNDS; r++)); do
+        flood_run accepted "$WORK/hr-flood-open.yaml"
+        flood_run limited "$WORK/hr-flood-limited.yaml"
+        flood_run refused "$WORK/hr-flood-refused.yaml"
+        # This round's values (the last recorded of each key): the percentages, and the CPU per
+        # request of an accepted trigger and of a 429 (from the refused run).
+        awk -F'\t' '{v[$1] = $2} END {
+            a = v["flood_cpu_accepted"]; na = v["flood_202_accepted"]; nr = v["flood_429_refused"]
+            if (a > 0) printf "flood_pct\t%.1f\nflood_pct_refused\t%.1f\n", v["flood_cpu_limited"] * 100 / a, v["flood_cpu_refused"] * 100 / a
+            if (na > 0) printf "flood_us_accepted\t%.1f\n", a * 1e6 / na
+            if (nr > 0) printf "flood_us_429\t%.1f\n", v["flood_cpu_refused"] * 1e6 / nr
+        }' "$RAW" >>"$RAW"
+    done
+    log "  flood CPU as % of accepted: $(samples flood_pct); all refused: $(samples flood_pct_refused); per 429 $(samples flood_us_429) µs, per accepted $(samples flood_us_accepted) µs"
+}
+
 # --- report --------------------------------------------------------------------------------------
 
 step_memory() {
@@ -856,6 +976,43 @@ report() {
         echo "| serving $MEMORY_HOOKS hooks, after load | $(fmt 1 "$serve" 1024) | $(fmt 1 "$(mem_per_hook "$serve" "$idle")") |"
         echo "| … its peak while loading (VmHWM) | $(fmt 1 "$hwm" 1024) | |"
         echo "| \`check\` on $MEMORY_HOOKS hooks, peak | $(fmt 1 "$check" 1024) | $(fmt 1 "$(mem_per_hook "$check" "$idle")") |"
+        echo
+        echo "## 8. The request log (issue 16)"
+        echo
+        echo "Bad-signature requests as in path 1 (wrk, ${RUN_SECONDS} s per run, ${ROUNDS} round(s), median)."
+        echo "\"default\": hookrunner with no RUST_LOG, so its default info line per request, stderr appended"
+        echo "to a file (as a journal takes it); \"warn\": RUST_LOG=warn. webhook without -verbose in both."
+        echo
+        echo "| conns | hookrunner default req/s | log bytes/request | / webhook | hookrunner warn req/s | / webhook | webhook req/s | default / warn |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+        local c d w k
+        for c in "${LOG_CONNS[@]}"; do
+            d=$(med "log_rps_hr_default_$c"); w=$(med "log_rps_hr_warn_$c"); k=$(med "log_rps_wh_$c")
+            echo "| $c | $(fmt 0 "$d") | $(fmt 0 "$(med "log_bytes_default_$c")") | $(ratio "$d" "$k") | $(fmt 0 "$w") | $(ratio "$w" "$k") | $(fmt 0 "$k") | $(ratio "$d" "$w") |"
+        done
+        echo
+        echo "## 9. A flood from one address (issue 16)"
+        echo
+        echo "One address sends the signed push of path 3 at a fixed $FLOOD_RATE req/s for ${RUN_SECONDS} s"
+        echo "(\`bench/lib/benchtool.py rate\`, 32 connections; a 429 closes its connection, so the sender"
+        echo "reconnects). \"limited\": \`rate_limit: {per_ip: $FLOOD_LIMIT/s}\` (10x over); \"refused\": \`{per_ip: 1/h, burst: 1}\`,"
+        echo "so all but one are 429s; \"accepted\": no limit, every request answered 202 and its job (async,"
+        echo "/bin/true) run. CPU: the server's own"
+        echo "utime+stime (/proc/PID/stat; its commands excluded) from the first request until every"
+        echo "accepted job is \`succeeded\`. ${ROUNDS} round(s), median."
+        echo
+        echo "| run | sent req/s | 202 | 429 | server CPU s | its commands' CPU s |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        for k in accepted limited refused; do
+            echo "| $k | $(fmt 0 "$(med "flood_rps_$k")") | $(med "flood_202_$k") | $(med "flood_429_$k") | $(med "flood_cpu_$k") | $(med "flood_cmd_cpu_$k") |"
+        done
+        echo
+        echo "The flood costs **$(med flood_pct) %** of the CPU of the same rate of accepted triggers (samples: $(samples flood_pct); target ≤ 20 %)."
+        echo "That includes the requests the limit lets through (its rate plus the burst) and their jobs, which"
+        echo "at a tenth of the rate batch less in the store than the accepted run's. The 429s alone (the refused"
+        echo "run): **$(med flood_pct_refused) %** (samples: $(samples flood_pct_refused)); per request, an accepted trigger costs"
+        echo "$(fmt 0 "$(med flood_us_accepted)") µs of server CPU and a 429 $(fmt 0 "$(med flood_us_429)") µs. A 429 closes its connection when the"
+        echo "request has a body it did not read, so these floods make one TCP connection per request."
         echo
         echo "## 6c. Stored jobs (hookrunner)"
         echo

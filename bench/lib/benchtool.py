@@ -15,6 +15,11 @@ Subcommands:
                                      per finished command) and, with --db or --pg, until N jobs
                                      are `succeeded` in that store (PostgreSQL through `psql`);
                                      prints one `ASYNC_RESULT key=value...` line
+  rate URL --body FILE --header 'K: V'... --rate R --seconds S --conc C
+                                     send R POSTs a second for S seconds (request i is due at
+                                     i/R s; a connection that falls behind sends at once), over
+                                     up to C keep-alive connections, reconnecting when the server
+                                     closes one; prints one `RATE_RESULT key=value...` line
 Every network operation goes to the URL given, which compare.sh keeps on 127.0.0.1, and every
 loop is bounded by a count and a timeout.
 """
@@ -345,6 +350,75 @@ def cmd_async(args):
         sys.exit(1)
 
 
+# --- rate --------------------------------------------------------------------------------------
+
+async def send_at_rate(host, port, request, rate, seconds, conc, timeout):
+    """Sends rate * seconds requests, request i due at start + i / rate, over CONC connections;
+    returns (statuses, elapsed seconds, seconds the latest request started behind schedule)."""
+    total = int(rate * seconds)
+    next_index = [0]
+    statuses = {}
+    worst_lag = [0.0]
+    start = time.perf_counter()
+
+    async def worker():
+        reader = writer = None
+        while next_index[0] < total:
+            i = next_index[0]
+            next_index[0] += 1
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                worst_lag[0] = max(worst_lag[0], -delay)
+            status, keep = 0, False
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                writer.write(request)
+                status, keep = await read_response(reader)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+                pass
+            statuses[status] = statuses.get(status, 0) + 1
+            if not keep and writer is not None:
+                writer.close()
+                reader = writer = None
+        if writer is not None:
+            writer.close()
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(conc))), timeout)
+    return statuses, time.perf_counter() - start, worst_lag[0]
+
+
+def cmd_rate(args):
+    body_file = opt(args, "--body")
+    rate = float(opt(args, "--rate", "2000"))
+    seconds = float(opt(args, "--seconds", "10"))
+    conc = int(opt(args, "--conc", "16"))
+    headers = []
+    while "--header" in args:
+        headers.append(opt(args, "--header"))
+    with open(body_file, "rb") as f:
+        body = f.read()
+    host, port, path = split_url(args[0])
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    head += "".join(h + "\r\n" for h in headers)
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    statuses, elapsed, lag = asyncio.run(
+        send_at_rate(host, port, head.encode() + body, rate, seconds, conc, seconds * 3 + 30))
+    sent = sum(statuses.values())
+    fields = {
+        "sent": sent,
+        "seconds": f"{elapsed:.3f}",
+        "rps": f"{sent / elapsed:.1f}",
+        "max_lag_s": f"{lag:.3f}",
+        "statuses": ",".join(f"{k}:{v}" for k, v in sorted(statuses.items())),
+    }
+    for code in (202, 429):
+        fields[f"n{code}"] = statuses.get(code, 0)
+    print("RATE_RESULT " + " ".join(f"{k}={v}" for k, v in fields.items()))
+
+
 def main():
     if len(sys.argv) < 2:
         die(__doc__)
@@ -355,6 +429,7 @@ def main():
         "wait": cmd_wait,
         "startup": cmd_startup,
         "async": cmd_async,
+        "rate": cmd_rate,
     }
     if command not in handlers:
         die(f"unknown subcommand {command}")
