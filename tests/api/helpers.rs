@@ -369,3 +369,16 @@ impl Binary {
         }
     }
 }
+
+/// Polls `check` on the server's log until it holds, with a deadline.
+pub async fn eventually_logged(server: &Binary, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check(&server.log()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never logged: {what}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -5,26 +5,13 @@ use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{eventually_status, free_port, status_of, Binary};
+use crate::helpers::{eventually_logged, eventually_status, free_port, status_of, Binary};
 
 fn write_config(dir: &Path) -> String {
     let config = dir.join("hooks.yaml");
     let text = "hooks:\n  - id: open\n    signature: none\n    run: {command: [\"true\"]}\n";
     std::fs::write(&config, text).unwrap();
     config.to_str().unwrap().to_string()
-}
-
-/// Polls `check` on the server's log until it holds, with a deadline.
-async fn eventually_logged(server: &Binary, what: &str, check: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check(&server.log()) {
-        assert!(
-            Instant::now() < deadline,
-            "never logged: {what}\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Sends raw bytes and reads until the server closes the connection.

@@ -3,13 +3,13 @@
 //! that survive a reload; refusals in `/metrics` and summarised in the log.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use reqwest::Method;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::helpers::{github_signature, serve_binary, Answer, Binary, TestApp};
+use crate::helpers::{eventually_logged, github_signature, serve_binary, Answer, TestApp};
 
 const SECRET: &str = "It's a Secret to Everybody";
 const ADMIN: [(&str, &str); 1] = [("Authorization", "Bearer admin-s3cret")];
@@ -186,19 +186,6 @@ async fn a_hooks_limit_counts_every_request_to_it() {
 
 async fn post(client: &reqwest::Client, url: &str) -> u16 {
     client.post(url).send().await.unwrap().status().as_u16()
-}
-
-/// Polls the server's log until `check` holds, with a deadline.
-async fn eventually_logged(server: &Binary, what: &str, check: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check(&server.log()) {
-        assert!(
-            Instant::now() < deadline,
-            "never logged: {what}\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {

@@ -259,15 +259,7 @@ async fn a_followed_log_and_server_sent_events_stream_over_http2_as_they_are_wri
     let pki = Pki::new();
     let (_app, address) = spawn(&pki, "").await;
     let client = pki.client().build().unwrap();
-    let accepted: serde_json::Value = client
-        .post(format!("{address}/hooks/slow"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let job_id = accepted["job_id"].as_str().expect("a job id").to_string();
+    let job_id = trigger_slow(&client, &address).await;
     let mut follow = client
         .get(format!("{address}/jobs/{job_id}/log?follow=1"))
         .send()
@@ -387,15 +379,7 @@ async fn wait_for_serial(pki: &Pki, address: &str, serial: &str, server: &Binary
 
 /// Polls until the server's log holds `text`.
 async fn wait_for_log(server: &Binary, text: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !server.log().contains(text) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the log never said {text:?}:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::eventually_logged(server, text, |log| log.contains(text)).await;
 }
 
 #[tokio::test]
@@ -413,15 +397,7 @@ async fn sighup_serves_a_new_certificate_to_new_connections_while_open_ones_carr
 
     // A job's log, followed on a connection opened before the reload.
     let client = pki.client().build().unwrap();
-    let accepted: serde_json::Value = client
-        .post(format!("{address}/hooks/slow"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let job_id = accepted["job_id"].as_str().expect("a job id").to_string();
+    let job_id = trigger_slow(&client, &address).await;
     let follow = client
         .get(format!("{address}/jobs/{job_id}/log?follow=1"))
         .send()
@@ -853,4 +829,15 @@ async fn metrics_over_tls(pki: &Pki, address: &str) -> String {
     let url = format!("{address}/metrics");
     let answer = pki.client().build().unwrap().get(url).send().await.unwrap();
     answer.text().await.unwrap()
+}
+
+/// Triggers the `slow` hook with `client`; returns the new job's id.
+async fn trigger_slow(client: &reqwest::Client, address: &str) -> String {
+    let answer = client
+        .post(format!("{address}/hooks/slow"))
+        .send()
+        .await
+        .unwrap();
+    let accepted: serde_json::Value = answer.json().await.unwrap();
+    accepted["job_id"].as_str().expect("a job id").to_string()
 }
