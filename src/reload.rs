@@ -186,7 +186,7 @@ pub async fn reload(state: &AppState, cause: &str) {
     // only what the file changed is compared.
     fresh.apply_overrides(current.overrides().clone());
     keep_startup_settings(&mut fresh.server, &current.server);
-    for warning in &fresh.warnings {
+    for warning in std::mem::take(&mut fresh.warnings) {
         tracing::warn!("{}", warning.trim_end());
     }
     // An ACME certificate is the ACME task's to replace; changed `acme` settings wait for a restart.

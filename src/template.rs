@@ -1,12 +1,17 @@
 //! Templates: text with `{{ reference }}` and `{{ reference | "fallback" }}` parts, parsed once at load
 //! and rendered per request. Used in `run.command` elements, `run.env` values and `dedupe_key`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::reference::Reference;
 use crate::request::{RequestContext, ValueError};
 
+/// A parsed template. Cloning one shares its parts: a config whose hooks write the same template
+/// holds it once (see [`Templates`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
-    parts: Vec<Part>,
+    parts: Arc<[Part]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +53,9 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(Template { parts })
+        Ok(Template {
+            parts: parts.into(),
+        })
     }
 
     pub fn references(&self) -> impl Iterator<Item = &Reference> {
@@ -60,7 +67,7 @@ impl Template {
 
     pub fn render(&self, request: &RequestContext) -> Result<String, RenderError> {
         let mut out = String::new();
-        for part in &self.parts {
+        for part in self.parts.iter() {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Value {
@@ -81,6 +88,25 @@ impl Template {
             }
         }
         Ok(out)
+    }
+}
+
+/// The templates parsed while a config loads, by their text: a template written the same way in
+/// many hooks (`{{ payload.after }}` in ten thousand of them) is parsed and held once.
+#[derive(Default)]
+pub struct Templates {
+    parsed: HashMap<String, Template>,
+}
+
+impl Templates {
+    /// [`Template::parse`], or the template this text already gave.
+    pub fn parse(&mut self, text: &str) -> Result<Template, String> {
+        if let Some(template) = self.parsed.get(text) {
+            return Ok(template.clone());
+        }
+        let template = Template::parse(text)?;
+        self.parsed.insert(text.to_owned(), template.clone());
+        Ok(template)
     }
 }
 
@@ -157,6 +183,20 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_same_text_is_parsed_once_and_shared() {
+        let mut templates = Templates::default();
+        let first = templates.parse("{{ payload.after }}").unwrap();
+        let again = templates.parse("{{ payload.after }}").unwrap();
+        let other = templates.parse("{{ payload.before }}").unwrap();
+        assert!(Arc::ptr_eq(&first.parts, &again.parts));
+        assert!(!Arc::ptr_eq(&first.parts, &other.parts));
+        assert_eq!(first.render(&request()).unwrap(), "abc123");
+        // A template that does not parse is refused every time, not remembered.
+        assert!(templates.parse("{{ payload.after").is_err());
+        assert!(templates.parse("{{ payload.after").is_err());
     }
 
     #[test]

@@ -224,8 +224,8 @@ fn serve(mut args: ServeArgs) -> ExitCode {
     };
     // Held to the end of `serve`: dropping it writes out what the log still holds.
     let log = crate::telemetry::init(config.server.log_format);
-    config
-        .warnings
+    // Said once, then dropped: a config of many hooks can have many.
+    std::mem::take(&mut config.warnings)
         .iter()
         .for_each(|warning| tracing::warn!("{}", warning.trim_end()));
     crate::isolation::isolate_commands();

@@ -11,6 +11,7 @@ use super::secret::{self, SecretOrigin};
 use super::source_map::{Part, SourceMap, YamlPath};
 use super::units;
 use crate::pattern::Patterns;
+use crate::template::Templates;
 use crate::secret::{Secret, Secrets};
 
 pub struct Decoder<'s> {
@@ -23,6 +24,8 @@ pub struct Decoder<'s> {
     pub lookup_env: &'s dyn Fn(&str) -> Option<String>,
     /// The `matches` patterns read so far: hooks that write the same text share one.
     pub patterns: Patterns,
+    /// The templates read so far, shared the same way.
+    pub templates: Templates,
 }
 
 /// What a place in the file is looked up for.
@@ -83,6 +86,7 @@ impl<'s> Decoder<'s> {
             base_dir,
             lookup_env,
             patterns: Patterns::default(),
+            templates: Templates::default(),
         }
     }
 

@@ -305,7 +305,9 @@ fn decode_methods(
 
 fn template(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option<Template> {
     let text = decoder.string(value, path)?;
-    Template::parse(&text)
+    decoder
+        .templates
+        .parse(&text)
         .map_err(|message| decoder.error(path, Part::Value, message))
         .ok()
 }
@@ -466,7 +468,7 @@ fn decode_env(
         );
         return None;
     };
-    let mut env = Vec::new();
+    let mut env = Vec::with_capacity(map.len());
     let mut valid = true;
     for (key, value) in map {
         let name = super::decode::key_text(key);
@@ -497,7 +499,7 @@ fn decode_env(
             valid = false;
             continue;
         };
-        match Template::parse(&text) {
+        match decoder.templates.parse(&text) {
             Ok(template) => env.push((name, template)),
             Err(message) => {
                 decoder.error(&value_path, Part::Value, message);

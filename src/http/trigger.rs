@@ -46,7 +46,7 @@ pub async fn trigger(
         // A flood of made-up hook names counts against the client's limit too.
         if let Err(refused) = state.rate_limits.check("", client) {
             state.metrics.rate_limited("", refused.scope.label());
-            let error = rate_limited(&request, None, refused);
+            let error = rate_limited(&request, payload, None, refused).await;
             let response = actix_web::ResponseError::error_response(&error);
             return with_outcome(response, "", RATE_LIMITED);
         }
@@ -64,7 +64,7 @@ pub async fn trigger(
     // Before the body is read or the signature checked: a refused request costs next to nothing.
     if let Err(refused) = state.rate_limits.check(&hook.id, client) {
         state.metrics.rate_limited(&hook.id, refused.scope.label());
-        let error = rate_limited(&request, Some(hook), refused);
+        let error = rate_limited(&request, payload, Some(hook), refused).await;
         let response = actix_web::ResponseError::error_response(&error);
         return with_hook_headers(with_outcome(response, &hook.id, RATE_LIMITED), hook);
     }
@@ -80,9 +80,15 @@ pub async fn trigger(
     with_hook_headers(response, hook)
 }
 
-/// The 429 of a request beyond a rate limit. Its body is left unread, so a request that has one
-/// closes the connection (the next request on it would start inside the body).
-fn rate_limited(request: &HttpRequest, hook: Option<&Hook>, refused: Refused) -> ApiError {
+/// The 429 of a request beyond a rate limit. The signature is not checked and the body is not
+/// kept: a small body that is already on its way is read and dropped (see [`discard_body`]), so
+/// the connection can carry the client's next request; any other closes the connection.
+async fn rate_limited(
+    request: &HttpRequest,
+    payload: web::Payload,
+    hook: Option<&Hook>,
+    refused: Refused,
+) -> ApiError {
     let seconds = refused.retry_after_seconds();
     let message = match (refused.scope, hook) {
         (Scope::Hook, Some(hook)) => format!(
@@ -93,15 +99,47 @@ fn rate_limited(request: &HttpRequest, hook: Option<&Hook>, refused: Refused) ->
     };
     let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED, message)
         .with_header(header::RETRY_AFTER, seconds.to_string());
-    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
-        || request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|length| length.as_bytes() != b"0");
-    match has_body {
-        true => error.closing(),
-        false => error,
+    match discard_body(request, payload).await {
+        true => error,
+        false => error.closing(),
     }
+}
+
+/// The most of a refused body that is read to keep its connection open.
+const DISCARD_LIMIT: u64 = 16 << 10;
+/// How long a refused body may take to arrive before its connection is closed instead.
+const DISCARD_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Reads and drops the body of a request that is refused before its body is wanted, and says
+/// whether the connection can carry another request. A new connection for every 429 would cost a
+/// flooded server several times the 429 itself, so a small body (at most [`DISCARD_LIMIT`], its
+/// length declared) that arrives within [`DISCARD_TIMEOUT`] is read; a larger, chunked or slow one
+/// is not.
+async fn discard_body(request: &HttpRequest, mut payload: web::Payload) -> bool {
+    let headers = request.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => return true,
+        Some(length) => length.to_str().ok().and_then(|text| text.parse::<u64>().ok()),
+    };
+    match declared {
+        Some(0) => return true,
+        Some(length) if length <= DISCARD_LIMIT => {}
+        _ => return false,
+    }
+    let drained = async {
+        while let Some(chunk) = payload.next().await {
+            if chunk.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DISCARD_TIMEOUT, drained)
+        .await
+        .unwrap_or(false)
 }
 
 /// `response.headers`, on every answer of the hook, errors included (as adnanh does).

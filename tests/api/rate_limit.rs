@@ -128,6 +128,55 @@ async fn a_body_over_the_limit_is_not_waited_for() {
     assert!(answer.contains("\r\nretry-after: "), "{answer}");
 }
 
+/// Reads one answer (headers and a `Content-Length` body) from `stream`, lower-cased.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        loop {
+            let n = stream.read(&mut byte).await.unwrap();
+            assert_eq!(n, 1, "the connection closed inside an answer: {answer:?}");
+            answer.push(byte[0]);
+            let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+            let Some(end) = text.find("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = text
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .map_or(0, |length| length.trim().parse().unwrap());
+            if answer.len() == end + 4 + length {
+                return text;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s")
+}
+
+#[tokio::test]
+async fn a_small_refused_body_is_dropped_and_the_connection_kept() {
+    let app = TestApp::spawn(&open_hook("rate_limit: {per_ip: 1/h, burst: 1}", "")).await;
+    assert_eq!(app.post_hook("open", "", &[]).await.status, 200);
+
+    // A flood on one connection: every request is answered 429 on it, so the sender need not
+    // open a new connection for each (the connection is most of a refusal's cost).
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let body = r#"{"ref": "refs/heads/main"}"#;
+    let request = format!(
+        "POST /hooks/open HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..3 {
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_answer(&mut stream).await;
+        assert!(answer.starts_with("http/1.1 429"), "{answer}");
+        assert!(!answer.contains("connection: close"), "{answer}");
+    }
+}
+
 #[tokio::test]
 async fn clients_behind_a_trusted_proxy_are_limited_apart() {
     let app = TestApp::spawn(&open_hook(
