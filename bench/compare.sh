@@ -1011,8 +1011,8 @@ report() {
         echo "That includes the requests the limit lets through (its rate plus the burst) and their jobs, which"
         echo "at a tenth of the rate batch less in the store than the accepted run's. The 429s alone (the refused"
         echo "run): **$(med flood_pct_refused) %** (samples: $(samples flood_pct_refused)); per request, an accepted trigger costs"
-        echo "$(fmt 0 "$(med flood_us_accepted)") µs of server CPU and a 429 $(fmt 0 "$(med flood_us_429)") µs. A 429 closes its connection when the"
-        echo "request has a body it did not read, so these floods make one TCP connection per request."
+        echo "$(fmt 0 "$(med flood_us_accepted)") µs of server CPU and a 429 $(fmt 0 "$(med flood_us_429)") µs. A 429 reads and drops a small body (up to 16 KiB), so the"
+        echo "sender keeps its connections open, as a flooding client would."
         echo
         echo "## 6c. Stored jobs (hookrunner)"
         echo

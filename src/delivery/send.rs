@@ -2,7 +2,7 @@
 //! `command` target. What went wrong is said without the URL (a Slack URL is a credential, and
 //! any URL may carry a password) and without the body.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -23,36 +23,43 @@ const MAX_REDIRECTS: usize = 5;
 const MAX_ERROR_LINE: usize = 200;
 
 /// Makes the tries; one per server, sharing its connections.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Sender {
-    client: reqwest::Client,
+    /// Made at the first POST: a server none of whose hooks notify a URL never builds one (its
+    /// TLS roots and connection pool are memory an idle server does not need).
+    client: Arc<OnceLock<reqwest::Client>>,
 }
 
 impl Sender {
     pub fn new() -> Sender {
-        // Only a 307 or 308 (which keep the method and the body) to the same scheme, host and
-        // port is followed: a notification is never sent to another host than the one
-        // configured, and a POST is never turned into a GET without its body.
-        let policy = reqwest::redirect::Policy::custom(|attempt| {
-            let keeps_post = matches!(attempt.status().as_u16(), 307 | 308);
-            let same_origin = attempt
-                .previous()
-                .first()
-                .is_some_and(|first| first.origin() == attempt.url().origin());
-            if keeps_post && same_origin && attempt.previous().len() <= MAX_REDIRECTS {
-                attempt.follow()
-            } else {
-                attempt.stop()
-            }
-        });
-        let client = reqwest::Client::builder()
-            .redirect(policy)
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("hookrunner/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the TLS backend initializes");
-        Sender { client }
+        Sender::default()
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            // Only a 307 or 308 (which keep the method and the body) to the same scheme, host
+            // and port is followed: a notification is never sent to another host than the one
+            // configured, and a POST is never turned into a GET without its body.
+            let policy = reqwest::redirect::Policy::custom(|attempt| {
+                let keeps_post = matches!(attempt.status().as_u16(), 307 | 308);
+                let same_origin = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if keeps_post && same_origin && attempt.previous().len() <= MAX_REDIRECTS {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            });
+            reqwest::Client::builder()
+                .redirect(policy)
+                .timeout(HTTP_TIMEOUT)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .user_agent(concat!("hookrunner/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .expect("the TLS backend initializes")
+        })
     }
 
     /// Makes try number `due.attempts` of `due` to `target`.
@@ -77,7 +84,7 @@ impl Sender {
         body: &[u8],
     ) -> Answer {
         let mut request = self
-            .client
+            .client()
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_vec());
@@ -122,12 +129,6 @@ impl Sender {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| backoff::parse_retry_after(value, SystemTime::now()));
         Answer::Failed { error, retry_after }
-    }
-}
-
-impl Default for Sender {
-    fn default() -> Sender {
-        Sender::new()
     }
 }
 
