@@ -452,8 +452,12 @@ fn read<'t>(source: &'t str, source_map: &SourceMap) -> Result<Document<'t>, Vec
             let _ = value.apply_merge();
             Ok(Document { value, hooks: None })
         }
-        // The two YAML parsers disagree: the text is refused, where the stricter one stopped.
-        Ok(_) => Err(error(format!("invalid YAML: {}", refused.message))),
+        // The two YAML parsers disagree: the text is refused where hookrunner's reader stopped,
+        // since the lines after it (and the secrets on them) are unknown to the source map too.
+        Ok(_) => Err(error(format!(
+            "invalid YAML for hookrunner: {}; some YAML tools take this layout, but hookrunner's reader does not: write this part another way (a flow list or mapping `[...]`, `{{...}}` on one line, or indented further than its key)",
+            refused.message
+        ))),
     }
 }
 

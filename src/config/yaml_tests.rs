@@ -83,7 +83,13 @@ const DOCUMENTS: &[&str] = &[
 
 /// What yaml-rust2 takes and libyaml refuses, that the reader does not catch: such a config
 /// loads where it was refused before. Found by the differential test; each is an odd layout.
-const KNOWN_DIFFERENCES: &[&str] = &["{? a, b: , : c}", "... \n", "{a\n: 1}\n"];
+const KNOWN_DIFFERENCES: &[&str] = &[
+    "{? a, b: , : c}",
+    "... \n",
+    "{a\n: 1}\n",
+    "--- >\nx\n",
+    "{a: :b}\n",
+];
 
 #[test]
 fn the_known_differences_stay_known() {
@@ -290,5 +296,25 @@ fn a_split_document_is_checked_whole() {
     ] {
         assert!(serde(text).is_err(), "{text}");
         assert!(split(text).is_err(), "{text}");
+    }
+}
+
+/// What libyaml takes and yaml-rust2 refuses: refused, at yaml-rust2's place (the caller says
+/// so, since it cannot tell which secrets such a text holds).
+const REFUSED_BY_YAML_RUST2: &[(&str, (usize, usize))] =
+    &[("- [a,\nb]\n", (2, 1)), ("a: [\n]\n", (2, 1))];
+
+#[test]
+fn what_yaml_rust2_refuses_is_refused_at_its_place() {
+    for (text, (line, column)) in REFUSED_BY_YAML_RUST2 {
+        assert!(serde(text).is_ok(), "{text:?}");
+        let refused = from_str(text).unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::Invalid, "{text:?}");
+        let position = refused.position.expect("a position");
+        assert_eq!(
+            (position.line, position.column),
+            (*line, *column),
+            "{text:?}"
+        );
     }
 }
