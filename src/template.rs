@@ -48,6 +48,8 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
+        // A config may hold tens of thousands of templates, most of one or two parts.
+        parts.shrink_to_fit();
         Ok(Template { parts })
     }
 
