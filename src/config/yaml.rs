@@ -332,6 +332,25 @@ impl<'t, 'f> Reader<'t, 'f> {
         match event {
             Event::Alias(id) => self.alias(id, mark, depth, build),
             Event::Scalar(text, style, anchor, tag) => {
+                // An empty block scalar is one line break for yaml-rust2 whatever its chomping,
+                // empty for libyaml unless kept (`|+`), which the event does not tell.
+                let block = matches!(style, TScalarStyle::Literal | TScalarStyle::Folded);
+                if block && text.bytes().all(|b| b == b'\n') {
+                    return Err(error(
+                        ErrorKind::Unsupported,
+                        "an empty block scalar",
+                        Some(mark),
+                    ));
+                }
+                // A plain scalar starting with `:` in a flow collection is one for yaml-rust2,
+                // an empty key or value and a scalar for libyaml.
+                if style == TScalarStyle::Plain && text.starts_with(':') {
+                    return Err(error(
+                        ErrorKind::Unsupported,
+                        "a plain scalar starting with `:`",
+                        Some(mark),
+                    ));
+                }
                 let value = scalar(text, style, tag.as_ref(), mark)?;
                 let node = Node {
                     value: Some(value),
@@ -681,6 +700,8 @@ fn digits_but_not_number(scalar: &str) -> bool {
 ///   yaml-rust2 does not (U+0085, U+2028, U+2029);
 /// - a tab anywhere: the two parsers disagree on tabs in several places, each way;
 /// - a directive (a line starting with `%`): libyaml refuses unknown ones and YAML 1.3;
+/// - no line break at the end, with a `|` or `>` somewhere: yaml-rust2 ends a block scalar that
+///   ends the text with a line break all the same;
 /// - an anchor name defined twice and aliased: yaml-rust2 makes an alias the copy of the
 ///   definition before it, serde_norway's loader numbers anchors by their count of names, so an
 ///   alias may stand for a later definition, of the same name or of another;
@@ -702,6 +723,11 @@ fn left_to_serde(text: &str) -> Result<(), Error> {
     }
     if text.starts_with('%') || text.contains("\n%") || text.contains("\r%") {
         return unsupported("a directive");
+    }
+    // yaml-rust2 ends a block scalar that ends the text with a line break even when the text has
+    // none; libyaml does not.
+    if !text.is_empty() && !text.ends_with(['\n', '\r']) && text.contains(['|', '>']) {
+        return unsupported("a text that ends without a line break and may end in a block scalar");
     }
     check_anchor_names(text)
 }

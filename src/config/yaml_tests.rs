@@ -70,6 +70,17 @@ const DOCUMENTS: &[&str] = &[
     "- 2001-12-14t21:59:43.10-05:00\n- 12:30:45\n- 1:20\n- 0.1.2\n- 1.2.3.4\n- 'a'b\n",
     "a: -\nb: - x\n",
     "a: 'x'\n...\n",
+    // Empty block scalars, block scalars ending the text, plain scalars starting with `:`.
+    "a: |\nb: 1\n",
+    "a: |+\n\n\nb: 1\n",
+    "a: >\n",
+    "a: |\n  text",
+    "a: >-\n  text\n  more",
+    "a: |\n  x\n\n\n",
+    "a: |+\n  x\n\n\n",
+    "[:x, {:y}]\n",
+    "- :x\n",
+    "{a: :b}\n",
     // Texts that go to serde_norway (tabs, directives, control characters...), or not.
         "a:\t1\n", "a: b#c\n", "%YAML 1.1\n---\na: 1\n", "%YAML 1.3\n---\na: 1\n", "%FOO bar\n---\na: 1\n",
 "a: |\n\tx\n", "- a\n-\tb\n", "a: 'x\n\ty'\n", "[a, b]: c\n", "? a\n? b\n",
@@ -88,8 +99,14 @@ const KNOWN_DIFFERENCES: &[&str] = &[
     "... \n",
     "{a\n: 1}\n",
     "--- >\nx\n",
-    "{a: :b}\n",
+    ": x\n",
+    "? :\n",
+    "- !'q'#x\n",
 ];
+
+/// Texts both take with different values: a block scalar at the top, whose lines are not
+/// indented (no config is a scalar).
+const KNOWN_VALUE_DIFFERENCES: &[&str] = &["|-\n#x\n"];
 
 #[test]
 fn the_known_differences_stay_known() {
@@ -99,6 +116,9 @@ fn the_known_differences_stay_known() {
             from_str(text).is_ok(),
             "{text:?}: fixed? move it to DOCUMENTS"
         );
+    }
+    for text in KNOWN_VALUE_DIFFERENCES {
+        assert_ne!(serde(text).unwrap(), from_str(text).unwrap(), "{text:?}");
     }
 }
 
@@ -317,4 +337,100 @@ fn what_yaml_rust2_refuses_is_refused_at_its_place() {
             "{text:?}"
         );
     }
+}
+
+/// Short random texts of YAML pieces, as a small fuzzer would make them (10 million of them
+/// found the differences above): where both take one, the values are equal, except for a block
+/// scalar at the top (see [`KNOWN_VALUE_DIFFERENCES`]).
+#[test]
+fn random_texts_read_as_serde_norway_does() {
+    let alphabet: Vec<&str> = vec![
+        " ",
+        "  ",
+        "\n",
+        "\n  ",
+        "- ",
+        ": ",
+        "? ",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "&a ",
+        "*a",
+        "&b ",
+        "*b",
+        "!t ",
+        "!!str ",
+        "!!int ",
+        "'",
+        "\"",
+        "|",
+        ">",
+        "|-",
+        ">+",
+        "#",
+        "a",
+        "b",
+        "1",
+        "0x1",
+        "~",
+        "true",
+        "1.5",
+        "<<",
+        "---",
+        "...",
+        "\\",
+        "x y",
+        "-",
+        ":",
+        ".inf",
+        "0o7",
+        "null",
+        "\"\\n\"",
+        "'q'",
+        "%",
+        "@",
+        "`",
+        "!",
+        "&",
+        "*",
+        "\nk: ",
+        "\n  k: ",
+        "\n    k: ",
+        "\n  - ",
+        "\n    - ",
+        "\nk:\n  ",
+        "\n  l: |\n    ",
+        "\n  f: >-\n    ",
+        "\n\n",
+        " # c\n",
+        "\n  ? ",
+        "\n  : ",
+    ];
+    let mut seed: u64 = 0x1234_5678;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut differences = Vec::new();
+    for _ in 0..20_000 {
+        let length = 1 + next() % 24;
+        let text: String = (0..length)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        let Ok(found) = from_str(&text) else {
+            continue;
+        };
+        let Ok(expected) = serde(&text) else {
+            continue;
+        };
+        if found != expected && !matches!(expected, Value::String(_)) {
+            differences.push(format!("{text:?}: {expected:?} / {found:?}"));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
