@@ -362,9 +362,8 @@ impl<'t, 'w> Recorder<'t, 'w> {
                             seen.insert(key.clone(), position);
                         }
                     }
-                    let key_path = path.key(&key);
                     if let Some(wanted) = &mut self.wanted {
-                        wanted.record(&key_path, Part::Key, position);
+                        wanted.record(&path.key(&key), Part::Key, position);
                     }
                     *pending_key = Some(key);
                     None
