@@ -53,6 +53,7 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
+        // `into` copies the parts into an allocation of their exact size.
         Ok(Template {
             parts: parts.into(),
         })

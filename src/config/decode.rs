@@ -345,8 +345,14 @@ impl<'s> Decoder<'s> {
 
 /// The known word closest to a misspelt one, when it is close enough to be a likely typo.
 pub fn did_you_mean<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
+    let length = word.chars().count();
     known
         .iter()
+        // The distance is at least the difference in length: most words are not measured at
+        // all (the source map asks for every key of the file).
+        .filter(|candidate| {
+            length.abs_diff(candidate.chars().count()) <= (candidate.len() / 3).max(1)
+        })
         .map(|candidate| (strsim::damerau_levenshtein(word, candidate), *candidate))
         .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(1))
         .min_by_key(|(distance, _)| *distance)

@@ -9,6 +9,7 @@ use serde_yaml::Value;
 use super::decode::{scalar_text, Decoder, Fields};
 use super::server::fixed_route_of;
 use super::source_map::{Part, YamlPath};
+use super::yaml;
 use super::{
     approval, files, host, notify, rate_limit, response, retry, signature, when, Concurrency, Hook,
     Notifications, ProgramTemplate, ResponseMode, ResponseSettings, Run, RunOn, ServerSettings,
@@ -73,13 +74,65 @@ pub fn decode_all(
         );
         return None;
     };
-    let default_max_body = server.map_or(10 << 20, |server| server.max_body);
-    let default_notify = server.map_or_else(|| Arc::from([]), |server| Arc::clone(&server.notify));
-    let mut first_seen: HashMap<String, usize> = HashMap::new();
-    let mut hooks = Vec::new();
-    let mut complete = true;
+    let mut list = HookList::new(server);
     for (index, item) in items.iter().enumerate() {
-        let hook_path = path.index(index);
+        list.add(decoder, item, index, &path.index(index));
+    }
+    list.finish()
+}
+
+/// Decodes the items of a `hooks` list read one at a time from the text (see
+/// [`yaml::Split`]): each item's tree is merged (`<<`), shown to `check` (with its path), decoded
+/// and dropped before the next is read.
+pub fn decode_stream(
+    decoder: &mut Decoder<'_>,
+    items: &mut yaml::Split<'_>,
+    path: &YamlPath,
+    server: Option<&ServerSettings>,
+    mut check: impl FnMut(&mut Decoder<'_>, &Value, &YamlPath),
+) -> Option<Vec<Arc<Hook>>> {
+    let mut list = HookList::new(server);
+    let read = items.for_each_hook(|index, mut item| {
+        let _ = item.apply_merge();
+        let item_path = path.index(index);
+        check(decoder, &item, &item_path);
+        list.add(decoder, &item, index, &item_path);
+    });
+    // The whole text was read once already: a second reading does not fail.
+    if let Err(error) = read {
+        decoder.error(path, Part::Value, format!("invalid YAML: {error}"));
+        return None;
+    }
+    list.finish()
+}
+
+/// The hooks of a list decoded so far, and what is checked across them: ids used twice, ids
+/// that a fixed route would shadow, and `approval` without an admin token.
+struct HookList<'s> {
+    server: Option<&'s ServerSettings>,
+    default_max_body: u64,
+    default_notify: Notifications,
+    first_seen: HashMap<String, usize>,
+    hooks: Vec<Arc<Hook>>,
+    complete: bool,
+}
+
+impl<'s> HookList<'s> {
+    fn new(server: Option<&'s ServerSettings>) -> HookList<'s> {
+        HookList {
+            server,
+            default_max_body: server.map_or(10 << 20, |server| server.max_body),
+            default_notify: server
+                .map_or_else(|| Arc::from([]), |server| Arc::clone(&server.notify)),
+            first_seen: HashMap::new(),
+            hooks: Vec::new(),
+            complete: true,
+        }
+    }
+
+    /// Decodes item `index`, at `hook_path` (`hooks[index]`).
+    fn add(&mut self, decoder: &mut Decoder<'_>, item: &Value, index: usize, hook_path: &YamlPath) {
+        let server = self.server;
         // Read from the raw entry, so a duplicate is reported even when either hook has other
         // problems: one pass shows them all.
         let written_id = item
@@ -96,17 +149,23 @@ pub fn decode_all(
                     format!("hook id `{id}` would be served at `/{id}`, but `/{route}` is hookrunner's own route, which answers first; rename the hook, or keep a `base_path` such as `/hooks`"),
                 );
             }
-            if let Some(first) = first_seen.get(&id) {
+            if let Some(first) = self.first_seen.get(&id) {
                 decoder.error(
                     &hook_path.key("id"),
                     Part::Value,
                     format!("duplicate hook id `{id}`: hooks[{first}] has it too; ids must be unique, so rename one"),
                 );
             } else {
-                first_seen.insert(id, index);
+                self.first_seen.insert(id, index);
             }
         }
-        let hook = decode_one(decoder, item, &hook_path, default_max_body, &default_notify);
+        let hook = decode_one(
+            decoder,
+            item,
+            hook_path,
+            self.default_max_body,
+            &self.default_notify,
+        );
         if let Some(hook) = &hook {
             if hook.approval.is_some() && server.is_some_and(|server| server.admin_token.is_none())
             {
@@ -118,11 +177,15 @@ pub fn decode_all(
             }
         }
         match hook {
-            Some(hook) => hooks.push(Arc::new(hook)),
-            None => complete = false,
+            Some(hook) => self.hooks.push(Arc::new(hook)),
+            None => self.complete = false,
         }
     }
-    complete.then_some(hooks)
+
+    /// The hooks, when every item decoded.
+    fn finish(self) -> Option<Vec<Arc<Hook>>> {
+        self.complete.then_some(self.hooks)
+    }
 }
 
 fn decode_one(

@@ -14,7 +14,7 @@ use super::decode::{scalar_text, Decoder};
 use super::diagnostic::ConfigErrors;
 use super::diagnostic::{Diagnostic, Severity};
 use super::source_map::{Part, YamlPath};
-use super::{decode_file, hook, when, Hook, ServerSettings};
+use super::{decode_file, hook, when, Document, Hook, ServerSettings};
 
 /// The files the `include` patterns match, sorted and each once, and the patterns as written;
 /// never the main config file `main` itself (`*.yaml` beside it). A pattern that matches nothing
@@ -83,11 +83,16 @@ pub fn load(
 
 fn decode_included(
     decoder: &mut Decoder<'_>,
-    document: &Value,
+    document: &mut Document<'_>,
     server: &ServerSettings,
     seen: &mut HashMap<String, String>,
     name: &str,
 ) -> Option<Vec<Arc<Hook>>> {
+    let Document {
+        value: document,
+        hooks: streamed,
+    } = document;
+    let document = &*document;
     let root = YamlPath::default();
     if document.is_null() {
         return Some(Vec::new());
@@ -112,29 +117,50 @@ fn decode_included(
     let Some((hooks_value, hooks_path)) = fields.get("hooks") else {
         return Some(Vec::new());
     };
-    if let Value::Sequence(items) = hooks_value {
-        for (index, item) in items.iter().enumerate() {
-            let id = item
-                .as_mapping()
-                .and_then(|fields| fields.get("id"))
-                .and_then(scalar_text);
-            if let Some(earlier) = id.as_ref().and_then(|id| seen.get(id)) {
-                decoder.error(
-                    &hooks_path.index(index).key("id"),
-                    Part::Value,
-                    format!(
-                        "duplicate hook id `{}`: `{earlier}` has it too; ids must be unique across the config and the files it includes",
-                        id.as_deref().unwrap_or_default()
-                    ),
-                );
+    let hooks = match streamed {
+        Some(items) => hook::decode_stream(
+            decoder,
+            items,
+            &hooks_path,
+            Some(server),
+            |decoder, item, item_path| seen_before(decoder, item, item_path, seen),
+        )?,
+        None => {
+            if let Value::Sequence(items) = hooks_value {
+                for (index, item) in items.iter().enumerate() {
+                    seen_before(decoder, item, &hooks_path.index(index), seen);
+                }
             }
+            hook::decode_all(decoder, hooks_value, &hooks_path, Some(server))?
         }
-    }
-    let hooks = hook::decode_all(decoder, hooks_value, &hooks_path, Some(server))?;
+    };
     when::warn_about_unseen_addresses(decoder, server, &hooks, &hooks_path);
     for hook in &hooks {
         seen.entry(hook.id.clone())
             .or_insert_with(|| name.to_string());
     }
     Some(hooks)
+}
+
+/// Reports a hook whose id an earlier file has (`seen` maps each id to its file).
+fn seen_before(
+    decoder: &mut Decoder<'_>,
+    item: &Value,
+    item_path: &YamlPath,
+    seen: &HashMap<String, String>,
+) {
+    let id = item
+        .as_mapping()
+        .and_then(|fields| fields.get("id"))
+        .and_then(scalar_text);
+    if let Some(earlier) = id.as_ref().and_then(|id| seen.get(id)) {
+        decoder.error(
+            &item_path.key("id"),
+            Part::Value,
+            format!(
+                "duplicate hook id `{}`: `{earlier}` has it too; ids must be unique across the config and the files it includes",
+                id.as_deref().unwrap_or_default()
+            ),
+        );
+    }
 }

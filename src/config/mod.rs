@@ -23,6 +23,7 @@ mod syntax;
 mod tls;
 pub mod units;
 mod when;
+pub mod yaml;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -351,7 +352,7 @@ fn decode_file<T>(
     source: &str,
     file: &Path,
     lookup_env: &dyn Fn(&str) -> Option<String>,
-    decode: impl FnOnce(&mut Decoder<'_>, &Value) -> Option<T>,
+    decode: impl FnOnce(&mut Decoder<'_>, &mut Document<'_>) -> Option<T>,
 ) -> Result<(T, Vec<String>), ConfigErrors> {
     // The source map comes first: it refuses nesting too deep for the parsers to be quick, and
     // knows which lines hold secrets before any of them could be quoted.
@@ -380,14 +381,10 @@ fn decode_file<T>(
             &[],
         ));
     }
-    let document: Value = match serde_yaml::from_str(source) {
+    let mut document = match read(source, &source_map) {
         Ok(document) => document,
-        Err(error) => {
-            return Err(errors(syntax::problems(source, &source_map, &error), &[]));
-        }
+        Err(diagnostics) => return Err(errors(diagnostics, &[])),
     };
-    let mut document = document;
-    let _ = document.apply_merge();
 
     let base_dir = file
         .parent()
@@ -395,7 +392,7 @@ fn decode_file<T>(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let mut decoder = Decoder::new(base_dir, lookup_env);
-    let decoded = decode(&mut decoder, &document);
+    let decoded = decode(&mut decoder, &mut document);
     // The tree is not needed any more: freed before the places pass, for a lower peak.
     drop(document);
 
@@ -417,12 +414,64 @@ fn decode_file<T>(
     }
 }
 
+/// A parsed config file: its tree, and the items of its top-level `hooks` list when they are left
+/// out of the tree, to be read one at a time.
+pub(crate) struct Document<'t> {
+    pub value: Value,
+    pub hooks: Option<yaml::Split<'t>>,
+}
+
+/// Reads the YAML of a config file (see [`yaml`]), the items of a plain top-level `hooks` list
+/// left for later; merge keys (`<<`) are applied. Text that does not parse is reported by
+/// serde_yaml's own reading, as before, so its messages stay the same.
+fn read<'t>(source: &'t str, source_map: &SourceMap) -> Result<Document<'t>, Vec<Diagnostic>> {
+    let refused = match yaml::split(source) {
+        Ok(mut split) => {
+            let mut value = std::mem::take(&mut split.document);
+            let _ = value.apply_merge();
+            let hooks = split.streamed.then_some(split);
+            return Ok(Document { value, hooks });
+        }
+        Err(refused) => refused,
+    };
+    let error = |message: String| {
+        vec![Diagnostic {
+            severity: Severity::Error,
+            position: refused.position,
+            message,
+        }]
+    };
+    // Read by serde_yaml, its aliases could take all the memory there is.
+    if refused.kind == yaml::ErrorKind::TooLarge {
+        return Err(error(refused.message));
+    }
+    match serde_yaml::from_str::<Value>(source) {
+        Err(serde_error) => Err(syntax::problems(source, source_map, &serde_error)),
+        // Anchors the streaming reader leaves to serde_yaml.
+        Ok(mut value) if refused.kind == yaml::ErrorKind::Unsupported => {
+            let _ = value.apply_merge();
+            Ok(Document { value, hooks: None })
+        }
+        // The two YAML parsers disagree: the text is refused where hookrunner's reader stopped,
+        // since the lines after it (and the secrets on them) are unknown to the source map too.
+        Ok(_) => Err(error(format!(
+            "invalid YAML for hookrunner: {}; some YAML tools take this layout, but hookrunner's reader does not: write this part another way (a flow list or mapping `[...]`, `{{...}}` on one line, or indented further than its key)",
+            refused.message
+        ))),
+    }
+}
+
 fn decode_document(
     decoder: &mut Decoder<'_>,
-    document: &Value,
+    document: &mut Document<'_>,
     file: &Path,
     included: &mut Included,
 ) -> Option<Config> {
+    let Document {
+        value: document,
+        hooks: streamed,
+    } = document;
+    let document = &*document;
     let root = YamlPath::default();
     if document.is_null() {
         decoder.error(
@@ -441,9 +490,12 @@ fn decode_document(
     let server = server::decode(decoder, fields.get("server"));
     let include = fields.get("include");
     let hooks = match fields.get("hooks") {
-        Some((hooks_value, hooks_path)) => {
-            hook::decode_all(decoder, hooks_value, &hooks_path, server.as_ref())
-        }
+        Some((hooks_value, hooks_path)) => match streamed {
+            Some(items) => {
+                hook::decode_stream(decoder, items, &hooks_path, server.as_ref(), |_, _, _| {})
+            }
+            None => hook::decode_all(decoder, hooks_value, &hooks_path, server.as_ref()),
+        },
         None if include.is_some() => Some(Vec::new()),
         None => {
             decoder.error(&root, Part::Value, "the config has no `hooks:` list");

@@ -7,21 +7,21 @@
 //! Places (a line and column by path) are found by a second pass, [`SourceMap::places`], only for
 //! the paths that diagnostics name once decoding is done: a valid file keeps no place at all.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::Marker;
 
 /// One step of a path into the document.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Segment {
     Key(String),
     Index(usize),
 }
 
 /// A path into the document, such as `hooks[0].run.command`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct YamlPath(pub Vec<Segment>);
 
 impl YamlPath {
@@ -35,12 +35,6 @@ impl YamlPath {
         let mut path = self.clone();
         path.0.push(Segment::Index(index));
         path
-    }
-
-    fn parent(&self) -> Option<YamlPath> {
-        let mut segments = self.0.clone();
-        segments.pop()?;
-        Some(YamlPath(segments))
     }
 }
 
@@ -89,8 +83,6 @@ pub struct DuplicateKey {
 
 #[derive(Default)]
 pub struct SourceMap {
-    keys: HashMap<YamlPath, Position>,
-    values: HashMap<YamlPath, Position>,
     secret_lines: Vec<usize>,
     duplicates: Vec<DuplicateKey>,
     too_deep: Option<Position>,
@@ -100,11 +92,11 @@ impl SourceMap {
     /// Builds the map, without places. Text that does not parse gives a map up to the error;
     /// serde_yaml reports it.
     pub fn new(text: &str) -> SourceMap {
-        SourceMap::read(text, None)
+        SourceMap::read(text, None).0
     }
 
-    /// Builds the map, with the places of the `wanted` paths.
-    fn read(text: &str, wanted: Option<HashSet<YamlPath>>) -> SourceMap {
+    /// Builds the map, and finds the places of the `wanted` paths.
+    fn read<'w>(text: &str, wanted: Option<Wanted<'w>>) -> (SourceMap, Option<Wanted<'w>>) {
         let mut recorder = Recorder::new(text, wanted);
         let mut parser = Parser::new_from_str(text);
         loop {
@@ -158,33 +150,99 @@ impl SourceMap {
     /// The position of each path (of its key or its value), or of its nearest ancestor that has
     /// one: one more pass over the text, which records the places of these paths only.
     pub fn places(text: &str, wanted: &[(&YamlPath, Part)]) -> Vec<Option<Position>> {
-        let mut paths = HashSet::new();
-        for (path, _) in wanted {
-            let mut path = Some((*path).clone());
-            while let Some(known) = path {
-                path = known.parent();
-                if !paths.insert(known) {
-                    break;
+        let paths = wanted.iter().map(|(path, _)| *path).collect();
+        let (_, found) = SourceMap::read(text, Some(Wanted::new(paths)));
+        let found = found.expect("the wanted paths come back");
+        wanted
+            .iter()
+            .enumerate()
+            .map(|(index, (_, part))| found.position(index, *part))
+            .collect()
+    }
+}
+
+/// The paths whose places are looked for, and what was found for each. The paths are kept
+/// sorted (by index), so that the paths under any one path are side by side: no set of every
+/// ancestor of every path is built, nor a map of their places, which for a file of many hooks
+/// that each have a warning took more memory than the hooks.
+struct Wanted<'w> {
+    paths: Vec<&'w YamlPath>,
+    /// Indexes into `paths`, in the order of the paths.
+    order: Vec<usize>,
+    found: Vec<Found>,
+}
+
+/// What was found for one wanted path.
+#[derive(Clone, Copy, Default)]
+struct Found {
+    key: Option<Position>,
+    value: Option<Position>,
+    /// Of the ancestors found, the nearest: its depth, its key's and its value's places.
+    ancestor: Option<(usize, Option<Position>, Option<Position>)>,
+}
+
+impl<'w> Wanted<'w> {
+    fn new(paths: Vec<&'w YamlPath>) -> Wanted<'w> {
+        let mut order: Vec<usize> = (0..paths.len()).collect();
+        order.sort_by(|a, b| paths[*a].cmp(paths[*b]));
+        let found = vec![Found::default(); paths.len()];
+        Wanted {
+            paths,
+            order,
+            found,
+        }
+    }
+
+    /// The wanted paths under `path` (itself included), as a range of `order`.
+    fn under(&self, path: &YamlPath) -> std::ops::Range<usize> {
+        let start = self
+            .order
+            .partition_point(|&index| self.paths[index] < path);
+        let count = self.order[start..]
+            .iter()
+            .take_while(|&&index| self.paths[index].0.starts_with(&path.0))
+            .count();
+        start..start + count
+    }
+
+    /// Notes where the key (a later one wins) or the value (the first wins) of `path` is.
+    fn record(&mut self, path: &YamlPath, part: Part, position: Position) {
+        let depth = path.0.len();
+        for at in self.under(path) {
+            let index = self.order[at];
+            let found = &mut self.found[index];
+            if self.paths[index].0.len() == depth {
+                match part {
+                    Part::Key => found.key = Some(position),
+                    Part::Value => {
+                        found.value.get_or_insert(position);
+                    }
+                }
+                continue;
+            }
+            let ancestor = found.ancestor.get_or_insert((depth, None, None));
+            if ancestor.0 < depth {
+                *ancestor = (depth, None, None);
+            }
+            if ancestor.0 == depth {
+                match part {
+                    Part::Key => ancestor.1 = Some(position),
+                    Part::Value => {
+                        ancestor.2.get_or_insert(position);
+                    }
                 }
             }
         }
-        let map = SourceMap::read(text, Some(paths));
-        wanted
-            .iter()
-            .map(|(path, part)| map.position(path, *part))
-            .collect()
     }
 
-    /// The position of a path, or of its nearest ancestor that has one.
-    fn position(&self, path: &YamlPath, part: Part) -> Option<Position> {
+    /// The place of wanted path `index`: its own, or its nearest ancestor's (its key first).
+    fn position(&self, index: usize, part: Part) -> Option<Position> {
+        let found = &self.found[index];
         let own = match part {
-            Part::Key => self.keys.get(path).or_else(|| self.values.get(path)),
-            Part::Value => self.values.get(path).or_else(|| self.keys.get(path)),
+            Part::Key => found.key.or(found.value),
+            Part::Value => found.value.or(found.key),
         };
-        match own {
-            Some(position) => Some(*position),
-            None => self.position(&path.parent()?, Part::Key),
-        }
+        own.or_else(|| found.ancestor.and_then(|(_, key, value)| key.or(value)))
     }
 }
 
@@ -220,7 +278,7 @@ struct OpenSecret {
     anchor: usize,
 }
 
-struct Recorder<'t> {
+struct Recorder<'t, 'w> {
     map: SourceMap,
     stack: Vec<Frame>,
     documents: usize,
@@ -233,11 +291,11 @@ struct Recorder<'t> {
     text: &'t str,
     cursor: (usize, usize),
     /// The paths whose places are recorded.
-    wanted: Option<HashSet<YamlPath>>,
+    wanted: Option<Wanted<'w>>,
 }
 
-impl<'t> Recorder<'t> {
-    fn new(text: &'t str, wanted: Option<HashSet<YamlPath>>) -> Recorder<'t> {
+impl<'t, 'w> Recorder<'t, 'w> {
+    fn new(text: &'t str, wanted: Option<Wanted<'w>>) -> Recorder<'t, 'w> {
         Recorder {
             map: SourceMap::default(),
             stack: Vec::new(),
@@ -251,10 +309,10 @@ impl<'t> Recorder<'t> {
         }
     }
 
-    fn finish(mut self) -> SourceMap {
+    fn finish(mut self) -> (SourceMap, Option<Wanted<'w>>) {
         let end = self.text.chars().count();
         self.close_secret(end);
-        self.map
+        (self.map, self.wanted)
     }
 
     /// Whether the node that would come next is (part of) a secret.
@@ -304,9 +362,8 @@ impl<'t> Recorder<'t> {
                             seen.insert(key.clone(), position);
                         }
                     }
-                    let key_path = path.key(&key);
-                    if self.wanted.as_ref().is_some_and(|w| w.contains(&key_path)) {
-                        self.map.keys.insert(key_path, position);
+                    if let Some(wanted) = &mut self.wanted {
+                        wanted.record(&path.key(&key), Part::Key, position);
                     }
                     *pending_key = Some(key);
                     None
@@ -316,10 +373,9 @@ impl<'t> Recorder<'t> {
     }
 
     fn record_value(&mut self, path: &YamlPath, position: Position) {
-        if !self.wanted.as_ref().is_some_and(|w| w.contains(path)) {
-            return;
+        if let Some(wanted) = &mut self.wanted {
+            wanted.record(path, Part::Value, position);
         }
-        self.map.values.entry(path.clone()).or_insert(position);
     }
 
     /// Notes the lines of the open secret scalar, which ends before `next_index` (a char index):

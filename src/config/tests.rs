@@ -725,3 +725,88 @@ fn a_bad_pattern_among_many_hooks_is_refused_at_its_own_place() {
     );
     assert_eq!(rendered.matches("invalid regex").count(), 1, "{rendered}");
 }
+
+#[test]
+fn hooks_read_one_at_a_time_see_anchors_merges_and_a_server_written_after_them() {
+    let text = "\
+hooks:
+  - id: a
+    signature: &sig {github: {secret: env:GITHUB_WEBHOOK_SECRET}}
+    run: &run {command: [x]}
+  - <<: {signature: *sig, run: *run}
+    id: b
+    description: &words merged
+  - {id: c, signature: none, run: *run, description: *words}
+server:
+  max_body: 1KiB
+  listen: [\"127.0.0.1:9000\"]
+";
+    let config = load(text).unwrap();
+    let ids: Vec<&str> = config.hooks.iter().map(|hook| hook.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    // The server's settings, written after the hooks, apply to them.
+    assert!(config.hooks.iter().all(|hook| hook.max_body == 1024));
+    assert_eq!(
+        config.hook("b").unwrap().description.as_deref(),
+        Some("merged")
+    );
+    assert_eq!(
+        config.hook("c").unwrap().description.as_deref(),
+        Some("merged")
+    );
+    assert!(matches!(
+        config.hook("b").unwrap().signature,
+        crate::signature::Signature::Provider(_)
+    ));
+    // Problems in items read one at a time point at their own lines, the server's too.
+    let rendered = errors(&text.replace("id: b", "id: a").replace("1KiB", "lots"));
+    assert!(
+        rendered.contains("hooks.yaml:6:9: duplicate hook id `a`: hooks[0] has it too"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("hooks.yaml:10:13: "), "{rendered}");
+    assert_eq!(rendered.matches("hooks.yaml:").count(), 2, "{rendered}");
+}
+
+#[test]
+fn yaml_that_only_other_parsers_take_is_refused_at_its_place() {
+    // libyaml (serde_yaml) takes a flow list closed left of its key; hookrunner's reader does not.
+    let text = "hooks:\n  - id: a\n    signature: none\n    run: {command: [\n  x]}\n";
+    assert!(serde_yaml::from_str::<serde_yaml::Value>(text).is_ok());
+    let rendered = errors(text);
+    assert!(
+        rendered.contains("hooks.yaml:5:3: invalid YAML for hookrunner: invalid indentation;"),
+        "{rendered}"
+    );
+    assert_eq!(rendered.matches("hooks.yaml:").count(), 1, "{rendered}");
+}
+
+#[test]
+fn yaml_left_to_serde_yaml_still_loads_and_its_problems_read_as_before() {
+    // A tab, and an anchor defined twice: read by serde_yaml, as before.
+    let text = "hooks:\n  - id: a\n    signature: none\n    run: {command: [\"a\tb\"]}\n    description: &d one\n  - {id: b, signature: none, run: {command: [x]}, description: *d}\n  - {id: c, signature: none, run: {command: [x]}, description: &d two}\n";
+    let config = load(text).unwrap();
+    assert_eq!(config.hooks.len(), 3);
+    let rendered = errors("hooks:\n\t- id: a\n");
+    assert!(
+        rendered.contains("tabs are not allowed for indentation in YAML"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn a_billion_laughs_is_refused_with_a_clear_message() {
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..9 {
+        let aliases = vec![format!("*a{}", level - 1); 10].join(", ");
+        text.push_str(&format!("a{level}: &a{level} [{aliases}]\n"));
+    }
+    text.push_str("hooks: *a8\n");
+    let rendered = errors(&text);
+    assert!(rendered.contains("hooks.yaml:"), "{rendered}");
+    assert!(
+        rendered.contains("repetition limit exceeded")
+            || rendered.contains("the aliases of this document copy more than"),
+        "{rendered}"
+    );
+}
