@@ -91,6 +91,7 @@ fn decode_included(
     let Document {
         value: document,
         hooks: streamed,
+        ..
     } = document;
     let document = &*document;
     let root = YamlPath::default();

@@ -393,10 +393,14 @@ fn decode_file<T>(
         .to_path_buf();
     let mut decoder = Decoder::new(base_dir, lookup_env);
     let decoded = decode(&mut decoder, &mut document);
+    let unread_from = document.unread_from;
     // The tree is not needed any more: freed before the places pass, for a lower peak.
     drop(document);
 
-    let (mut diagnostics, secret_lines) = decoder.finish(source);
+    let (mut diagnostics, mut secret_lines) = decoder.finish(source);
+    if let Some(first) = unread_from {
+        secret_lines.extend(first..=source.lines().count());
+    }
     diagnostics.sort_by_key(|d| d.position.map(|p| (p.line, p.column)));
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     let errors = errors(diagnostics, &secret_lines);
@@ -419,6 +423,9 @@ fn decode_file<T>(
 pub(crate) struct Document<'t> {
     pub value: Value,
     pub hooks: Option<yaml::Split<'t>>,
+    /// For text only serde_yaml reads: the line where hookrunner's reader, and so the source map,
+    /// stopped. No line from it on is ever quoted, since any of them may hold a secret.
+    pub unread_from: Option<usize>,
 }
 
 /// Reads the YAML of a config file (see [`yaml`]), the items of a plain top-level `hooks` list
@@ -430,7 +437,11 @@ fn read<'t>(source: &'t str, source_map: &SourceMap) -> Result<Document<'t>, Vec
             let mut value = std::mem::take(&mut split.document);
             let _ = value.apply_merge();
             let hooks = split.streamed.then_some(split);
-            return Ok(Document { value, hooks });
+            return Ok(Document {
+                value,
+                hooks,
+                unread_from: None,
+            });
         }
         Err(refused) => refused,
     };
@@ -447,17 +458,20 @@ fn read<'t>(source: &'t str, source_map: &SourceMap) -> Result<Document<'t>, Vec
     }
     match serde_yaml::from_str::<Value>(source) {
         Err(serde_error) => Err(syntax::problems(source, source_map, &serde_error)),
-        // Anchors the streaming reader leaves to serde_yaml.
-        Ok(mut value) if refused.kind == yaml::ErrorKind::Unsupported => {
+        // Anchors the streaming reader leaves to serde_yaml, or a layout libyaml takes and
+        // yaml-rust2 does not (a flow list closed left of its key): read whole, as before.
+        Ok(mut value) => {
             let _ = value.apply_merge();
-            Ok(Document { value, hooks: None })
+            let unread_from = match refused.kind {
+                yaml::ErrorKind::Unsupported => None,
+                _ => Some(refused.position.map_or(1, |position| position.line)),
+            };
+            Ok(Document {
+                value,
+                hooks: None,
+                unread_from,
+            })
         }
-        // The two YAML parsers disagree: the text is refused where hookrunner's reader stopped,
-        // since the lines after it (and the secrets on them) are unknown to the source map too.
-        Ok(_) => Err(error(format!(
-            "invalid YAML for hookrunner: {}; some YAML tools take this layout, but hookrunner's reader does not: write this part another way (a flow list or mapping `[...]`, `{{...}}` on one line, or indented further than its key)",
-            refused.message
-        ))),
     }
 }
 
@@ -470,6 +484,7 @@ fn decode_document(
     let Document {
         value: document,
         hooks: streamed,
+        ..
     } = document;
     let document = &*document;
     let root = YamlPath::default();
