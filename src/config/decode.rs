@@ -11,8 +11,8 @@ use super::secret::{self, SecretOrigin};
 use super::source_map::{Part, SourceMap, YamlPath};
 use super::units;
 use crate::pattern::Patterns;
-use crate::template::Templates;
 use crate::secret::{Secret, Secrets};
+use crate::template::Templates;
 
 pub struct Decoder<'s> {
     /// Every problem found, without its position until [`finish`](Decoder::finish).

@@ -122,7 +122,10 @@ async fn discard_body(request: &HttpRequest, mut payload: web::Payload) -> bool 
     }
     let declared = match headers.get(header::CONTENT_LENGTH) {
         None => return true,
-        Some(length) => length.to_str().ok().and_then(|text| text.parse::<u64>().ok()),
+        Some(length) => length
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok()),
     };
     match declared {
         Some(0) => return true,
