@@ -994,8 +994,8 @@ report() {
         echo "## 9. A flood from one address (issue 16)"
         echo
         echo "One address sends the signed push of path 3 at a fixed $FLOOD_RATE req/s for ${RUN_SECONDS} s"
-        echo "(\`bench/lib/benchtool.py rate\`, 32 connections; a 429 closes its connection, so the sender"
-        echo "reconnects). \"limited\": \`rate_limit: {per_ip: $FLOOD_LIMIT/s}\` (10x over); \"refused\": \`{per_ip: 1/h, burst: 1}\`,"
+        echo "(\`bench/lib/benchtool.py rate\`, 32 kept connections; a 429 reads and drops the"
+        echo "small body, so the connection stays open). \"limited\": \`rate_limit: {per_ip: $FLOOD_LIMIT/s}\` (10x over); \"refused\": \`{per_ip: 1/h, burst: 1}\`,"
         echo "so all but one are 429s; \"accepted\": no limit, every request answered 202 and its job (async,"
         echo "/bin/true) run. CPU: the server's own"
         echo "utime+stime (/proc/PID/stat; its commands excluded) from the first request until every"
