@@ -10,8 +10,10 @@
 //! nest at most [`MAX_DEPTH`] deep (aliases included), an alias is a copy of its anchor's value,
 //! and a document whose aliases would be replayed more than 100 times its number of events (a
 //! "billion laughs") is refused, as serde_norway's repetition limit does. One more limit of our
-//! own: aliases may copy at most [`MAX_ALIAS_NODES`] nodes in all, since serde_norway's limit
-//! counts the copies, not their size.
+//! own: aliases may copy at most [`MAX_ALIAS_NODES`] nodes in all (a text counting once per 64
+//! bytes), since serde_norway's limit counts the copies, not their size. Anchored nodes are kept
+//! for their aliases only when the text has an alias, and at most [`MAX_ANCHORED_NODES`] of them
+//! (a text that anchors more and aliases is refused).
 
 use std::collections::{HashMap, HashSet};
 use std::num::ParseIntError;
@@ -30,7 +32,15 @@ const REPETITION_FACTOR: usize = 100;
 
 /// How many nodes aliases may copy in one document, all aliases together: a document of a few
 /// kilobytes could otherwise make gigabytes of copies within serde_norway's repetition limit.
+/// A scalar counts once per [`TEXT_PER_NODE`] bytes of its text, so copies of a long text count too.
 pub const MAX_ALIAS_NODES: usize = 1_000_000;
+
+/// The bytes of text that weigh as much as one node in [`MAX_ALIAS_NODES`] and [`MAX_ANCHORED_NODES`].
+const TEXT_PER_NODE: usize = 64;
+
+/// How many nodes the anchored values kept for aliases may hold, all together (nested anchors
+/// each keep their own copy): past it, the text is refused.
+const MAX_ANCHORED_NODES: usize = 100_000;
 
 /// Why a text was not read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +55,8 @@ pub enum ErrorKind {
     /// Not YAML that serde_norway takes: yaml-rust2 could not parse it, or it breaks one of
     /// serde_norway's rules (a key twice, a limit, more than one document...).
     Invalid,
-    /// The aliases would copy more than [`MAX_ALIAS_NODES`] nodes.
+    /// The aliases would copy more than [`MAX_ALIAS_NODES`] nodes, or the anchored values kept
+    /// for them hold more than [`MAX_ANCHORED_NODES`].
     TooLarge,
     /// Text this reader cannot read exactly as serde_norway does (an anchor name defined twice
     /// and aliased, an anchor or alias name libyaml may not take): read it with serde_norway.
@@ -82,8 +93,8 @@ fn invalid(message: impl Into<String>, mark: Marker) -> Error {
 
 /// The whole document, as `serde_yaml::from_str::<Value>` gives it.
 pub fn from_str(text: &str) -> Result<Value, Error> {
-    left_to_serde(text)?;
-    let mut reader = Reader::new(text, Mode::Whole);
+    let has_aliases = left_to_serde(text)?;
+    let mut reader = Reader::new(text, Mode::Whole, has_aliases);
     let value = reader.document()?;
     reader.finish()?;
     Ok(value)
@@ -98,13 +109,14 @@ pub struct Split<'t> {
     pub streamed: bool,
     text: &'t str,
     anchors: HashMap<usize, Anchor>,
+    has_aliases: bool,
 }
 
 /// Reads the whole text once, checking all of it (the `hooks` items included) and building
 /// everything but the items of `hooks` (and their anchored nodes, which later aliases may use).
 pub fn split(text: &str) -> Result<Split<'_>, Error> {
-    left_to_serde(text)?;
-    let mut reader = Reader::new(text, Mode::SkipHooks);
+    let has_aliases = left_to_serde(text)?;
+    let mut reader = Reader::new(text, Mode::SkipHooks, has_aliases);
     let document = reader.document()?;
     reader.finish()?;
     Ok(Split {
@@ -112,6 +124,7 @@ pub fn split(text: &str) -> Result<Split<'_>, Error> {
         streamed: reader.hooks_seen,
         text,
         anchors: reader.anchors,
+        has_aliases,
     })
 }
 
@@ -123,7 +136,7 @@ impl Split<'_> {
         if !self.streamed {
             return Ok(());
         }
-        let mut reader = Reader::new(self.text, Mode::OnlyHooks(&mut each));
+        let mut reader = Reader::new(self.text, Mode::OnlyHooks(&mut each), self.has_aliases);
         // The anchors outside the items are known already: the text is not built again.
         reader.anchors = std::mem::take(&mut self.anchors);
         reader.document()?;
@@ -169,6 +182,10 @@ struct Reader<'t, 'f> {
     /// skipping outside the `hooks` items in [`Mode::OnlyHooks`], whose anchors are known.
     record_skipped: bool,
     anchors: HashMap<usize, Anchor>,
+    /// Whether the text has an alias, so anchored values are kept for it.
+    keep_anchors: bool,
+    /// The nodes of the values kept in `anchors`, all together.
+    anchored_nodes: usize,
     /// The events of the document, as serde_norway's loader counts them.
     events: usize,
     /// The alias jumps serde_norway would make, and the nodes the aliases copy.
@@ -181,7 +198,7 @@ struct Reader<'t, 'f> {
 }
 
 impl<'t, 'f> Reader<'t, 'f> {
-    fn new(text: &'t str, mode: Mode<'f>) -> Reader<'t, 'f> {
+    fn new(text: &'t str, mode: Mode<'f>, keep_anchors: bool) -> Reader<'t, 'f> {
         // libyaml skips a byte order mark; yaml-rust2 would read it as text.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let record_skipped = !matches!(mode, Mode::OnlyHooks(_));
@@ -190,6 +207,8 @@ impl<'t, 'f> Reader<'t, 'f> {
             mode,
             record_skipped,
             anchors: HashMap::new(),
+            keep_anchors,
+            anchored_nodes: 0,
             events: 0,
             jumps: 0,
             alias_nodes: 0,
@@ -351,14 +370,15 @@ impl<'t, 'f> Reader<'t, 'f> {
                         Some(mark),
                     ));
                 }
+                let nodes = 1 + text.len() / TEXT_PER_NODE;
                 let value = scalar(text, style, tag.as_ref(), mark)?;
                 let node = Node {
                     value: Some(value),
                     height: 0,
                     jumps: 0,
-                    nodes: 1,
+                    nodes,
                 };
-                Ok(self.anchored(anchor, node, build))
+                self.anchored(anchor, node, build, mark)
             }
             Event::SequenceStart(anchor, tag) => {
                 if depth >= MAX_DEPTH {
@@ -386,7 +406,7 @@ impl<'t, 'f> Reader<'t, 'f> {
                     jumps,
                     nodes,
                 };
-                Ok(self.anchored(anchor, node, build))
+                self.anchored(anchor, node, build, mark)
             }
             Event::MappingStart(anchor, tag) => {
                 if depth >= MAX_DEPTH {
@@ -420,7 +440,7 @@ impl<'t, 'f> Reader<'t, 'f> {
                     jumps,
                     nodes,
                 };
-                Ok(self.anchored(anchor, node, build))
+                self.anchored(anchor, node, build, mark)
             }
             other => Err(invalid(format!("unexpected {other:?}"), mark)),
         }
@@ -428,6 +448,10 @@ impl<'t, 'f> Reader<'t, 'f> {
 
     fn alias(&mut self, id: usize, mark: Marker, depth: usize, build: bool) -> Result<Node, Error> {
         let Some(anchor) = self.anchors.get(&id) else {
+            if !self.keep_anchors {
+                // An alias the look at the text missed: serde_norway reads it.
+                return Err(error(ErrorKind::Unsupported, "an alias", Some(mark)));
+            }
             // yaml-rust2 knows the anchor, so the alias is inside the node it names.
             return Err(invalid("an alias inside the node its anchor names", mark));
         };
@@ -452,10 +476,25 @@ impl<'t, 'f> Reader<'t, 'f> {
         })
     }
 
-    /// Records the node under its anchor (0: none), and keeps its value only when `build`.
-    fn anchored(&mut self, anchor: usize, mut node: Node, build: bool) -> Node {
-        if anchor != 0 {
+    /// Records the node under its anchor (0: none) when the text has aliases, and keeps its
+    /// value only when `build`.
+    fn anchored(
+        &mut self,
+        anchor: usize,
+        mut node: Node,
+        build: bool,
+        mark: Marker,
+    ) -> Result<Node, Error> {
+        if anchor != 0 && self.keep_anchors {
             if let Some(value) = &node.value {
+                self.anchored_nodes = self.anchored_nodes.saturating_add(node.nodes);
+                if self.anchored_nodes > MAX_ANCHORED_NODES {
+                    return Err(error(
+                        ErrorKind::TooLarge,
+                        format!("the anchored values of this document hold more than {MAX_ANCHORED_NODES} values in all (nested anchors each count); anchor and alias smaller parts"),
+                        Some(mark),
+                    ));
+                }
                 self.anchors.insert(
                     anchor,
                     Anchor {
@@ -470,7 +509,7 @@ impl<'t, 'f> Reader<'t, 'f> {
         if !build {
             node.value = None;
         }
-        node
+        Ok(node)
     }
 }
 
@@ -711,7 +750,9 @@ fn digits_but_not_number(scalar: &str) -> bool {
 /// A `&` or `*` that starts a word (after a space, a line start or `[`, `{`, `,`, `:`) is taken
 /// for an anchor or an alias, wherever it is (in a quoted text or a comment too): a false alarm
 /// only costs the slower path. Words of `&` only (a shell's `&&`) are let through.
-fn left_to_serde(text: &str) -> Result<(), Error> {
+///
+/// Says whether the text has an alias (a word starting with `*`, as above).
+fn left_to_serde(text: &str) -> Result<bool, Error> {
     let unsupported = |what: &str| Err(error(ErrorKind::Unsupported, what, None));
     let libyaml_takes = |c: char| {
         matches!(c, '\n' | '\r' | ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
@@ -732,7 +773,7 @@ fn left_to_serde(text: &str) -> Result<(), Error> {
     check_anchor_names(text)
 }
 
-fn check_anchor_names(text: &str) -> Result<(), Error> {
+fn check_anchor_names(text: &str) -> Result<bool, Error> {
     let bytes = text.as_bytes();
     let mut anchors: HashMap<&str, usize> = HashMap::new();
     let mut aliases: HashSet<&str> = HashSet::new();
@@ -773,7 +814,7 @@ fn check_anchor_names(text: &str) -> Result<(), Error> {
     {
         return unsupported("an anchor name defined twice and aliased");
     }
-    Ok(())
+    Ok(!aliases.is_empty())
 }
 
 #[cfg(test)]

@@ -221,6 +221,46 @@ fn copies_are_bounded() {
 }
 
 #[test]
+fn copies_of_long_texts_count_by_their_length() {
+    // 1,000 copies of a 64 KiB text: a few hundred kilobytes of YAML that would copy 64 MiB.
+    let big = "A".repeat(64 << 10);
+    let aliases = vec!["*big"; 1_000].join(", ");
+    let text = format!("x: [&big {big}, {aliases}]\nhooks: []\n");
+    let refused = from_str(&text).unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::TooLarge, "{refused:?}");
+    // A few copies of it are fine.
+    let aliases = vec!["*big"; 10].join(", ");
+    let text = format!("x: [&big {big}, {aliases}]\nhooks: []\n");
+    assert_eq!(from_str(&text).unwrap(), serde(&text).unwrap());
+}
+
+#[test]
+fn anchors_are_kept_only_for_aliases_and_within_a_budget() {
+    // Nested anchors, never aliased: nothing is kept (each level would keep its own copy).
+    let mut text = String::from("hooks: []\nx: ");
+    for level in 0..100 {
+        text.push_str(&format!("&a{level} [v, "));
+    }
+    text.push_str("v");
+    text.push_str(&"]".repeat(100));
+    text.push('\n');
+    let split = split(&text).unwrap();
+    assert!(split.anchors.is_empty());
+    assert_eq!(split.document, serde(&text).unwrap());
+
+    // Aliased, but the anchored values would hold more than the budget: refused.
+    let items = vec!["x"; super::MAX_ANCHORED_NODES].join(", ");
+    let text = format!("a: &a [{items}]\nb: *a\n");
+    let refused = from_str(&text).unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::TooLarge, "{refused:?}");
+    assert!(refused.message.contains("anchored values"), "{refused:?}");
+    // Within it, read here.
+    let items = vec!["x"; 1_000].join(", ");
+    let text = format!("a: &a [{items}]\nb: *a\n");
+    assert_eq!(from_str(&text).unwrap(), serde(&text).unwrap());
+}
+
+#[test]
 fn nesting_is_limited_as_serde_norway_does_aliases_included() {
     for depth in [127, 128, 129] {
         let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
