@@ -93,14 +93,24 @@ pub fn decode_stream(
 ) -> Option<Vec<Arc<Hook>>> {
     let mut list = HookList::new(server);
     let read = items.for_each_hook(|index, mut item| {
-        let _ = item.apply_merge();
         let item_path = path.index(index);
+        if let Err(error) = item.apply_merge() {
+            decoder.error(&item_path, Part::Value, super::merge_error(&error));
+        }
         check(decoder, &item, &item_path);
         list.add(decoder, &item, index, &item_path);
     });
-    // The whole text was read once already: a second reading does not fail.
+    // The whole text was read once already: a second reading does not fail. Its words are not
+    // repeated, as they may quote a value.
     if let Err(error) = read {
-        decoder.error(path, Part::Value, format!("invalid YAML: {error}"));
+        let at = error.position.map_or(String::new(), |p| {
+            format!(" at line {} column {}", p.line, p.column)
+        });
+        decoder.error(
+            path,
+            Part::Value,
+            format!("the hooks list did not read the same the second time{at}; this is a bug in hookrunner: please report it"),
+        );
         return None;
     }
     list.finish()

@@ -435,7 +435,7 @@ fn read<'t>(source: &'t str, source_map: &SourceMap) -> Result<Document<'t>, Vec
     let refused = match yaml::split(source) {
         Ok(mut split) => {
             let mut value = std::mem::take(&mut split.document);
-            let _ = value.apply_merge();
+            merge(&mut value)?;
             let hooks = split.streamed.then_some(split);
             return Ok(Document {
                 value,
@@ -461,7 +461,7 @@ fn read<'t>(source: &'t str, source_map: &SourceMap) -> Result<Document<'t>, Vec
         // Anchors the streaming reader leaves to serde_yaml, or a layout libyaml takes and
         // yaml-rust2 does not (a flow list closed left of its key): read whole, as before.
         Ok(mut value) => {
-            let _ = value.apply_merge();
+            merge(&mut value)?;
             let unread_from = match refused.kind {
                 yaml::ErrorKind::Unsupported => None,
                 _ => Some(refused.position.map_or(1, |position| position.line)),
@@ -473,6 +473,22 @@ fn read<'t>(source: &'t str, source_map: &SourceMap) -> Result<Document<'t>, Vec
             })
         }
     }
+}
+
+/// Applies the merge keys (`<<`) of `value`; one that is not given a mapping or a list of them
+/// is an error, not silently dropped.
+fn merge(value: &mut Value) -> Result<(), Vec<Diagnostic>> {
+    value.apply_merge().map_err(|error| {
+        vec![Diagnostic {
+            severity: Severity::Error,
+            position: None,
+            message: merge_error(&error),
+        }]
+    })
+}
+
+fn merge_error(error: &serde_yaml::Error) -> String {
+    format!("a merge key `<<` must be given a mapping or a list of mappings, as in `<<: *defaults` ({error})")
 }
 
 fn decode_document(

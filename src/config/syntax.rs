@@ -30,20 +30,35 @@ pub(super) fn problems(source: &str, source_map: &SourceMap, error: &Error) -> V
         line: location.line(),
         column: location.column(),
     });
+    let words = parser_words(error, position, source_map);
     // One problem either way: a tab is named first, at the tab, with the parser's own words after.
     diagnostics.push(match position.and_then(|position| tab_before(source, position.line)) {
         Some(tab) => Diagnostic {
             severity: Severity::Error,
             position: Some(tab),
-            message: format!("tabs are not allowed for indentation in YAML; use spaces (invalid YAML: {error})"),
+            message: format!("tabs are not allowed for indentation in YAML; use spaces (invalid YAML: {words})"),
         },
         None => Diagnostic {
             severity: Severity::Error,
             position,
-            message: format!("invalid YAML: {error}"),
+            message: format!("invalid YAML: {words}"),
         },
     });
     diagnostics
+}
+
+/// serde_yaml's words for `error`, unless they may quote a secret: its messages about a value
+/// (`invalid value: string "..."`, for a secret written `!!int s3cret`) quote the value, so on a
+/// line that holds a secret they are replaced, and so are those about a value at no known line.
+fn parser_words(error: &Error, position: Option<Position>, source_map: &SourceMap) -> String {
+    let words = error.to_string();
+    let on_secret_line =
+        position.is_some_and(|position| source_map.secret_lines().contains(&position.line));
+    let quotes_a_value = words.contains("invalid value") || words.contains("invalid type");
+    if on_secret_line || (position.is_none() && quotes_a_value) {
+        return "the parser stopped at a secret's value, so its words (which may quote the value) are not shown; check that value's quoting, indentation and any `!!` tag".to_string();
+    }
+    words
 }
 
 /// A tab in the indentation of `line` or of the line before, the likely cause of an error there:

@@ -814,3 +814,55 @@ fn a_billion_laughs_is_refused_with_a_clear_message() {
         "{rendered}"
     );
 }
+
+#[test]
+fn a_secret_with_a_wrong_tag_is_not_quoted_by_the_parsers_words() {
+    // serde_yaml says `invalid value: string "...", expected an integer`, quoting the value.
+    for tag in ["!!int", "!!bool", "!!float"] {
+        let text = format!(
+            "hooks:\n  - id: a\n    run: {{command: [x]}}\n    signature: {{token: {{header: X-T, secret: {tag} SECRETXYZ2}}}}\n"
+        );
+        let rendered = errors(&text);
+        assert!(!rendered.contains("SECRETXYZ2"), "{rendered}");
+        assert!(rendered.contains("hooks.yaml:4:"), "{rendered}");
+        assert!(rendered.contains("not shown"), "{rendered}");
+    }
+    // An included file's too.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("more.yaml"),
+        "hooks:\n  - id: b\n    run: {command: [x]}\n    signature:\n      token: {header: X-T, secret: !!int SECRETXYZ3}\n",
+    )
+    .unwrap();
+    let main = dir.path().join("hooks.yaml");
+    std::fs::write(&main, "include: [more.yaml]\n").unwrap();
+    let rendered = match super::load(&main) {
+        Ok(_) => panic!("loaded"),
+        Err(errors) => errors.render(),
+    };
+    assert!(!rendered.contains("SECRETXYZ3"), "{rendered}");
+    assert!(rendered.contains("more.yaml:5:"), "{rendered}");
+}
+
+#[test]
+fn a_merge_key_given_a_scalar_is_an_error_wherever_it_is() {
+    // In a hook read one at a time, and in the rest of the file: the bad `<<` is reported, and
+    // no merge elsewhere is applied half-way.
+    let streamed = "hooks:\n  - id: a\n    signature: none\n    run:\n      command: [echo]\n      env:\n        <<: {A: merged}\n        B: b\n  - id: z\n    <<: 5\n    signature: none\n    run: {command: [echo]}\n";
+    let rendered = errors(streamed);
+    assert!(
+        rendered.contains("hooks.yaml:9:7: a merge key `<<` must be given a mapping"),
+        "{rendered}"
+    );
+    let in_server =
+        "server:\n  <<: 5\nhooks:\n  - {id: a, signature: none, run: {command: [echo]}}\n";
+    let rendered = errors(in_server);
+    assert!(
+        rendered.contains("a merge key `<<` must be given a mapping"),
+        "{rendered}"
+    );
+    // A good one still merges.
+    let good = "hooks:\n  - id: a\n    signature: none\n    run:\n      command: [echo]\n      env:\n        <<: {A: merged}\n";
+    let config = load(good).unwrap();
+    assert_eq!(config.hooks[0].run.env[0].0, "A");
+}
