@@ -229,7 +229,7 @@ fn copies_of_long_texts_count_by_their_length() {
     let refused = from_str(&text).unwrap_err();
     assert_eq!(refused.kind, ErrorKind::TooLarge, "{refused:?}");
     // A few copies of it are fine.
-    let aliases = vec!["*big"; 10].join(", ");
+    let aliases = ["*big"; 10].join(", ");
     let text = format!("x: [&big {big}, {aliases}]\nhooks: []\n");
     assert_eq!(from_str(&text).unwrap(), serde(&text).unwrap());
 }
@@ -241,7 +241,7 @@ fn anchors_are_kept_only_for_aliases_and_within_a_budget() {
     for level in 0..100 {
         text.push_str(&format!("&a{level} [v, "));
     }
-    text.push_str("v");
+    text.push('v');
     text.push_str(&"]".repeat(100));
     text.push('\n');
     let split = split(&text).unwrap();
