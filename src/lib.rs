@@ -23,6 +23,7 @@ pub mod acme;
 pub mod app;
 pub mod backoff;
 pub mod body;
+pub mod by_text;
 pub mod cli;
 pub mod command;
 pub mod config;

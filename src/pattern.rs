@@ -6,7 +6,6 @@
 //! holds. The syntax, flags and size limits are `regex::Regex`'s, so no pattern changes meaning.
 //! A hook that is never triggered holds only the pattern's text.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -14,6 +13,8 @@ use regex_automata::meta::{self, Regex};
 use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::MatchKind;
+
+use crate::by_text::{ByText, FromText};
 
 /// `regex::Regex`'s limits: the compiled program and the lazy DFA's cache, in bytes.
 const NFA_SIZE_LIMIT: usize = 10 * (1 << 20);
@@ -68,20 +69,11 @@ impl fmt::Debug for Pattern {
 
 /// The patterns of one config load, by text: a text written by many hooks is checked and
 /// compiled once, and held once.
-#[derive(Default)]
-pub struct Patterns {
-    by_text: HashMap<Box<str>, Pattern>,
-}
+pub type Patterns = ByText<Pattern>;
 
-impl Patterns {
-    /// The pattern for `text`, the one already made if the text was seen before.
-    pub fn get(&mut self, text: &str) -> Result<Pattern, String> {
-        if let Some(pattern) = self.by_text.get(text) {
-            return Ok(pattern.clone());
-        }
-        let pattern = Pattern::new(text)?;
-        self.by_text.insert(text.into(), pattern.clone());
-        Ok(pattern)
+impl FromText for Pattern {
+    fn from_text(text: &str) -> Result<Pattern, String> {
+        Pattern::new(text)
     }
 }
 

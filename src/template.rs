@@ -1,9 +1,9 @@
 //! Templates: text with `{{ reference }}` and `{{ reference | "fallback" }}` parts, parsed once at load
 //! and rendered per request. Used in `run.command` elements, `run.env` values and `dedupe_key`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::by_text::{ByText, FromText};
 use crate::reference::Reference;
 use crate::request::{RequestContext, ValueError};
 
@@ -94,20 +94,11 @@ impl Template {
 
 /// The templates parsed while a config loads, by their text: a template written the same way in
 /// many hooks (`{{ payload.after }}` in ten thousand of them) is parsed and held once.
-#[derive(Default)]
-pub struct Templates {
-    parsed: HashMap<String, Template>,
-}
+pub type Templates = ByText<Template>;
 
-impl Templates {
-    /// [`Template::parse`], or the template this text already gave.
-    pub fn parse(&mut self, text: &str) -> Result<Template, String> {
-        if let Some(template) = self.parsed.get(text) {
-            return Ok(template.clone());
-        }
-        let template = Template::parse(text)?;
-        self.parsed.insert(text.to_owned(), template.clone());
-        Ok(template)
+impl FromText for Template {
+    fn from_text(text: &str) -> Result<Template, String> {
+        Template::parse(text)
     }
 }
 
@@ -189,15 +180,15 @@ mod tests {
     #[test]
     fn the_same_text_is_parsed_once_and_shared() {
         let mut templates = Templates::default();
-        let first = templates.parse("{{ payload.after }}").unwrap();
-        let again = templates.parse("{{ payload.after }}").unwrap();
-        let other = templates.parse("{{ payload.before }}").unwrap();
+        let first = templates.get("{{ payload.after }}").unwrap();
+        let again = templates.get("{{ payload.after }}").unwrap();
+        let other = templates.get("{{ payload.before }}").unwrap();
         assert!(Arc::ptr_eq(&first.parts, &again.parts));
         assert!(!Arc::ptr_eq(&first.parts, &other.parts));
         assert_eq!(first.render(&request()).unwrap(), "abc123");
         // A template that does not parse is refused every time, not remembered.
-        assert!(templates.parse("{{ payload.after").is_err());
-        assert!(templates.parse("{{ payload.after").is_err());
+        assert!(templates.get("{{ payload.after").is_err());
+        assert!(templates.get("{{ payload.after").is_err());
     }
 
     #[test]

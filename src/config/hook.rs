@@ -380,7 +380,7 @@ fn template(decoder: &mut Decoder<'_>, value: &Value, path: &YamlPath) -> Option
     let text = decoder.string(value, path)?;
     decoder
         .templates
-        .parse(&text)
+        .get(&text)
         .map_err(|message| decoder.error(path, Part::Value, message))
         .ok()
 }
@@ -572,7 +572,7 @@ fn decode_env(
             valid = false;
             continue;
         };
-        match decoder.templates.parse(&text) {
+        match decoder.templates.get(&text) {
             Ok(template) => env.push((name, template)),
             Err(message) => {
                 decoder.error(&value_path, Part::Value, message);
